@@ -1,0 +1,77 @@
+//! Drover's domain: pipelines, deployments as a pure state machine, RBAC, and the `Store` trait.
+//!
+//! Invariant: this crate does no I/O. It never depends on axum, sqlx or reqwest.
+
+pub mod machine;
+pub mod model;
+pub mod rbac;
+pub mod spec;
+pub mod store;
+
+pub use model::{DeploymentState, DeploymentRecord, TaskRecord};
+pub use store::{Commit, CommitOutcome, Store};
+
+/// Errors of the domain, each with a stable public code (see [`Error::code`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The action does not apply to the deployment in its current status.
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0}")]
+    Forbidden(String),
+    /// A storage failure; the message is for the log, not for callers.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl Error {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::Invalid(_) => "invalid_request",
+            Error::InvalidState(_) => "invalid_state",
+            Error::Forbidden(_) => "forbidden",
+            Error::Store(_) => "internal",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Valid names for environments, applications, pipelines, agents: 1-64 of `[A-Za-z0-9._-]`,
+/// not starting with `.` or `-` (they become directory names on agents).
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with(['.', '-'])
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid {what} name {name:?}: use 1-64 letters, digits, '.', '_' or '-', not starting with '.' or '-'"
+        )))
+    }
+}
+
+/// Artifact versions: like names, plus `+` (semver build metadata).
+pub fn validate_version(version: &str) -> Result<()> {
+    let ok = !version.is_empty()
+        && version.len() <= 128
+        && !version.starts_with(['.', '-'])
+        && version.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "invalid version {version:?}: use 1-128 letters, digits, '.', '_', '-' or '+'"
+        )))
+    }
+}

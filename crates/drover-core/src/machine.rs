@@ -1,0 +1,611 @@
+//! The deployment state machine. Pure: it changes a [`DeploymentState`] in memory and records the
+//! side effects it needs (stage lock, agents to wake); the engine commits the result atomically
+//! together with the events derived from the difference ([`diff_events`]).
+
+use std::time::Duration;
+
+use drover_types::agent::Outcome;
+use drover_types::{Action, DeploymentStatus as D, Progression, TaskSpec, TaskStatus as T, Timestamp};
+use serde_json::json;
+
+use crate::model::DeploymentState;
+use crate::{Error, Result};
+
+/// Side effects a transition asks for; the engine performs them in the same commit (stage lock)
+/// or right after it (wake-ups).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Effects {
+    pub acquire_stage: Option<usize>,
+    pub release_stage: Option<usize>,
+}
+
+/// What the engine knows about the deployment's pipeline when it steps it.
+pub trait StageGate {
+    /// May this deployment enter `stage` now (stage free, nobody older waiting for it)?
+    fn can_enter(&self, deployment_id: i64, stage: usize) -> bool;
+}
+
+impl<F: Fn(i64, usize) -> bool> StageGate for F {
+    fn can_enter(&self, deployment_id: i64, stage: usize) -> bool {
+        self(deployment_id, stage)
+    }
+}
+
+/// A new event to append with the commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub kind: String,
+    pub actor: String,
+    pub detail: serde_json::Value,
+}
+
+fn release(st: &mut DeploymentState, fx: &mut Effects) {
+    if st.deployment.holds_stage {
+        st.deployment.holds_stage = false;
+        fx.release_stage = Some(st.deployment.stage_index);
+    }
+}
+
+fn finish(st: &mut DeploymentState, status: D, now: Timestamp, fx: &mut Effects) {
+    release(st, fx);
+    st.deployment.status = status;
+    st.deployment.finished_at = Some(now);
+}
+
+/// Moves the deployment forward as far as it can go without outside input.
+pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, fx: &mut Effects) {
+    // Bounded: each iteration either breaks or passes a task/stage.
+    for _ in 0..(st.tasks.len() * 4 + st.deployment.spec.stages.len() * 4 + 8) {
+        let s = st.deployment.stage_index;
+        match st.deployment.status {
+            D::Queued => {
+                if s >= st.deployment.spec.stages.len() {
+                    finish(st, D::Completed, now, fx);
+                    return;
+                }
+                if !gate.can_enter(st.deployment.id, s) {
+                    return;
+                }
+                st.deployment.status = D::InProgress;
+                st.deployment.holds_stage = true;
+                fx.acquire_stage = Some(s);
+            }
+            D::InProgress => {
+                let Some(i) = st.current_task_index() else {
+                    // Stage done.
+                    release(st, fx);
+                    let next = s + 1;
+                    if next >= st.deployment.spec.stages.len() {
+                        finish(st, D::Completed, now, fx);
+                        st.deployment.message = None;
+                        return;
+                    }
+                    st.deployment.stage_index = next;
+                    if st.deployment.spec.stages[next].progression == Progression::Manual {
+                        st.deployment.status = D::PendingPromotion;
+                        return;
+                    }
+                    st.deployment.status = D::Queued;
+                    continue;
+                };
+                let label = st.tasks[i].label(&st.deployment.spec);
+                let t = &mut st.tasks[i];
+                match t.status {
+                    T::Pending => t.status = T::Ready,
+                    T::Ready => match &t.spec {
+                        TaskSpec::Approval { .. } => {
+                            t.status = T::PendingInput;
+                            t.started_at = Some(now);
+                        }
+                        TaskSpec::Wait { duration } => {
+                            t.status = T::InProgress;
+                            t.started_at = Some(now);
+                            t.due_at = Some(now.plus(duration.0));
+                            return;
+                        }
+                        _ => return, // an agent claims it
+                    },
+                    T::InProgress => {
+                        if let (TaskSpec::Wait { .. }, Some(due)) = (&t.spec, t.due_at) {
+                            if due <= now {
+                                t.status = T::Completed;
+                                t.finished_at = Some(now);
+                                t.due_at = None;
+                                continue;
+                            }
+                        }
+                        return;
+                    }
+                    T::PendingInput => {
+                        st.deployment.status = D::PendingInput;
+                        st.deployment.message = Some(format!("{label} waits for approval"));
+                        return;
+                    }
+                    T::Failed => {
+                        let why = t.message.clone().unwrap_or_else(|| "failed".into());
+                        st.deployment.status = D::Error;
+                        st.deployment.message = Some(format!("{label} failed: {why}"));
+                        return;
+                    }
+                    T::Rejected => {
+                        let who = t.decided_by.clone().unwrap_or_default();
+                        let why = t.comment.clone().map(|c| format!(": {c}")).unwrap_or_default();
+                        st.deployment.message = Some(format!("{label} rejected by {who}{why}"));
+                        finish(st, D::Failed, now, fx);
+                        return;
+                    }
+                    T::Aborted | T::Completed | T::Skipped => return,
+                }
+            }
+            D::PendingInput => {
+                // Back to in_progress once nothing waits for input any more.
+                match st.current_task_index() {
+                    Some(i) if st.tasks[i].status == T::PendingInput => return,
+                    _ => {
+                        st.deployment.status = D::InProgress;
+                        st.deployment.message = None;
+                    }
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Hands the current task to an agent as a new attempt.
+pub fn claim(
+    st: &mut DeploymentState,
+    stage: usize,
+    task: usize,
+    agent: &str,
+    attempt_id: &str,
+    now: Timestamp,
+    lease: Duration,
+) -> Result<()> {
+    let current = st.current_task_index();
+    let in_progress = st.deployment.status == D::InProgress && st.deployment.stage_index == stage;
+    let Some(t) = st.task_mut(stage, task) else {
+        return Err(Error::NotFound("no such task".into()));
+    };
+    let is_current = current.is_some();
+    if !in_progress || !is_current || t.status != T::Ready || !t.spec.runs_on_agent() {
+        return Err(Error::InvalidState("task is not ready for an agent".into()));
+    }
+    t.status = T::InProgress;
+    t.attempt += 1;
+    t.attempt_id = Some(attempt_id.to_string());
+    t.agent = Some(agent.to_string());
+    t.lease_until = Some(now.plus(lease));
+    t.started_at = Some(now);
+    t.finished_at = None;
+    t.exit_code = None;
+    t.message = None;
+    Ok(())
+}
+
+/// Result of [`record_result`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultStatus {
+    Recorded,
+    /// The same attempt already has a result.
+    Duplicate,
+    /// The attempt is no longer current (aborted, lost, retried).
+    Stale,
+}
+
+pub fn record_result(
+    st: &mut DeploymentState,
+    attempt_id: &str,
+    outcome: Outcome,
+    exit_code: Option<i32>,
+    message: Option<String>,
+    now: Timestamp,
+) -> Result<ResultStatus> {
+    let Some(t) = st.tasks.iter_mut().find(|t| t.attempt_id.as_deref() == Some(attempt_id)) else {
+        return Ok(ResultStatus::Stale);
+    };
+    match t.status {
+        T::InProgress => {}
+        T::Completed | T::Failed => return Ok(ResultStatus::Duplicate),
+        _ => return Ok(ResultStatus::Stale),
+    }
+    t.status = match outcome {
+        Outcome::Completed => T::Completed,
+        Outcome::Failed => T::Failed,
+    };
+    t.exit_code = exit_code;
+    t.message = message;
+    t.finished_at = Some(now);
+    t.lease_until = None;
+    Ok(ResultStatus::Recorded)
+}
+
+/// Fails every agent attempt whose lease ran out; returns how many.
+pub fn expire_leases(st: &mut DeploymentState, now: Timestamp) -> usize {
+    let spec = st.deployment.spec.clone();
+    let mut n = 0;
+    for t in st.tasks.iter_mut() {
+        if t.status == T::InProgress && t.lease_until.is_some_and(|l| l < now) {
+            let agent = t.agent.clone().unwrap_or_else(|| "?".into());
+            t.message = Some(format!(
+                "agent {agent} stopped sending heartbeats during {} (attempt {}); it may have crashed or lost its connection",
+                t.label(&spec),
+                t.attempt_id.as_deref().unwrap_or("?")
+            ));
+            t.status = T::Failed;
+            t.finished_at = Some(now);
+            t.lease_until = None;
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Who asks for an action, and what they may decide.
+pub struct Actor<'a> {
+    pub name: &'a str,
+    /// Roles of the actor, to check an approval's `role`.
+    pub roles: &'a [String],
+}
+
+/// Applies an operator action (except rollback and promotion's superseding, which span
+/// deployments and live in the engine). The caller runs [`advance`] afterwards.
+pub fn apply_action(
+    st: &mut DeploymentState,
+    action: Action,
+    actor: &Actor<'_>,
+    reason: Option<String>,
+    now: Timestamp,
+    fx: &mut Effects,
+) -> Result<()> {
+    let status = st.deployment.status;
+    let bad = || {
+        Error::InvalidState(format!(
+            "cannot {action} deployment {} while it is {status}",
+            st.deployment.id
+        ))
+    };
+    match action {
+        Action::Abort => {
+            if status.is_terminal() {
+                return Err(bad());
+            }
+            for t in st.tasks.iter_mut() {
+                if matches!(t.status, T::Ready | T::InProgress | T::PendingInput | T::Failed) {
+                    t.status = T::Aborted;
+                    t.finished_at = Some(now);
+                    t.lease_until = None;
+                }
+            }
+            st.deployment.message =
+                Some(format!("aborted by {}{}", actor.name, reason.map(|r| format!(": {r}")).unwrap_or_default()));
+            finish(st, D::Aborted, now, fx);
+        }
+        Action::Pause => {
+            if !matches!(status, D::Queued | D::InProgress | D::PendingInput) {
+                return Err(bad());
+            }
+            st.deployment.status = D::Paused;
+            st.deployment.message = Some(format!("paused by {}", actor.name));
+        }
+        Action::Resume => {
+            if status != D::Paused {
+                return Err(bad());
+            }
+            st.deployment.message = None;
+            st.deployment.status = if st.deployment.holds_stage { D::InProgress } else { D::Queued };
+        }
+        Action::Retry => {
+            if status != D::Error {
+                return Err(bad());
+            }
+            let i = st.current_task_index().ok_or_else(bad)?;
+            let t = &mut st.tasks[i];
+            if t.status != T::Failed {
+                return Err(bad());
+            }
+            t.status = T::Ready;
+            t.attempt_id = None;
+            t.agent = None;
+            t.exit_code = None;
+            t.message = None;
+            t.started_at = None;
+            t.finished_at = None;
+            st.deployment.status = D::InProgress;
+            st.deployment.message = None;
+        }
+        Action::Skip => {
+            if !matches!(status, D::Error | D::PendingInput) {
+                return Err(bad());
+            }
+            let i = st.current_task_index().ok_or_else(bad)?;
+            let t = &mut st.tasks[i];
+            if !matches!(t.status, T::Failed | T::PendingInput) {
+                return Err(bad());
+            }
+            t.status = T::Skipped;
+            t.decided_by = Some(actor.name.to_string());
+            t.comment = reason;
+            t.finished_at = Some(now);
+            st.deployment.status = D::InProgress;
+            st.deployment.message = None;
+        }
+        Action::Approve | Action::Reject => {
+            if status != D::PendingInput {
+                return Err(bad());
+            }
+            let i = st.current_task_index().ok_or_else(bad)?;
+            let t = &mut st.tasks[i];
+            if t.status != T::PendingInput {
+                return Err(bad());
+            }
+            if let TaskSpec::Approval { role: Some(role) } = &t.spec {
+                if !actor.roles.iter().any(|r| r == role || r == crate::rbac::RELEASE_ADMIN) {
+                    return Err(Error::Forbidden(format!("this approval needs the role {role}")));
+                }
+            }
+            t.status = if action == Action::Approve { T::Completed } else { T::Rejected };
+            t.decided_by = Some(actor.name.to_string());
+            t.comment = reason;
+            t.finished_at = Some(now);
+            if action == Action::Approve {
+                st.deployment.status = D::InProgress;
+                st.deployment.message = None;
+            } else {
+                // advance() finishes it as failed, naming who rejected it.
+                st.deployment.status = D::InProgress;
+            }
+        }
+        Action::Promote => {
+            if status != D::PendingPromotion {
+                return Err(bad());
+            }
+            st.deployment.status = D::Queued;
+            st.deployment.message = Some(format!("promoted by {}", actor.name));
+        }
+        Action::Rollback => return Err(Error::Invalid("rollback is handled by the engine".into())),
+    }
+    Ok(())
+}
+
+/// Marks a deployment that is being rolled back: it stops where it is and gives up its stage.
+pub fn begin_rollback(st: &mut DeploymentState, rollback_id: i64, version: &str, now: Timestamp, fx: &mut Effects) {
+    if st.deployment.status.is_terminal() {
+        return;
+    }
+    for t in st.tasks.iter_mut() {
+        if matches!(t.status, T::Ready | T::InProgress | T::PendingInput | T::Failed) {
+            t.status = T::Aborted;
+            t.finished_at = Some(now);
+            t.lease_until = None;
+        }
+    }
+    release(st, fx);
+    st.deployment.status = D::RollingBack;
+    st.deployment.message = Some(format!("rolling back to version {version} (deployment {rollback_id})"));
+}
+
+/// Ends a deployment in `rolling_back` once its rollback deployment has finished.
+pub fn end_rollback(st: &mut DeploymentState, rollback_id: i64, outcome: D, now: Timestamp, fx: &mut Effects) {
+    if st.deployment.status != D::RollingBack {
+        return;
+    }
+    st.deployment.message = Some(format!("rolled back by deployment {rollback_id}, which ended {outcome}"));
+    finish(st, D::Aborted, now, fx);
+}
+
+/// Events describing what changed between two states of the same deployment.
+pub fn diff_events(old: Option<&DeploymentState>, new: &DeploymentState, actor: &str) -> Vec<NewEvent> {
+    let mut out = Vec::new();
+    let d = &new.deployment;
+    let old_status = old.map(|o| o.deployment.status);
+    if old_status != Some(d.status) {
+        out.push(NewEvent {
+            kind: "deployment.status".into(),
+            actor: actor.to_string(),
+            detail: json!({
+                "from": old_status.map(|s| s.as_str()),
+                "to": d.status.as_str(),
+                "stage_index": d.stage_index,
+                "message": d.message,
+            }),
+        });
+    }
+    for t in &new.tasks {
+        let before = old.and_then(|o| o.tasks.iter().find(|x| x.stage_index == t.stage_index && x.task_index == t.task_index));
+        if before.map(|b| b.status) != Some(t.status) {
+            out.push(NewEvent {
+                kind: "task.status".into(),
+                actor: actor.to_string(),
+                detail: json!({
+                    "stage_index": t.stage_index,
+                    "task_index": t.task_index,
+                    "type": t.spec.kind(),
+                    "from": before.map(|b| b.status.as_str()),
+                    "to": t.status.as_str(),
+                    "attempt_id": t.attempt_id,
+                    "agent": t.agent,
+                    "message": t.message,
+                }),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{DeploymentRecord, DeploymentState};
+    use drover_types::{CommandSpec, DurationSpec, PipelineSpec, StageSpec};
+
+    fn state(stages: Vec<StageSpec>) -> DeploymentState {
+        let spec = PipelineSpec { application: "app".into(), pipeline: None, stages };
+        DeploymentState {
+            tasks: DeploymentState::new_tasks(1, &spec),
+            deployment: DeploymentRecord {
+                id: 1,
+                pipeline: "app".into(),
+                application: "app".into(),
+                version: "1".into(),
+                status: D::Queued,
+                stage_index: 0,
+                holds_stage: false,
+                message: None,
+                created_by: "admin".into(),
+                created_at: Timestamp(0),
+                updated_at: Timestamp(0),
+                finished_at: None,
+                rollback_of: None,
+                spec,
+                row_version: 0,
+            },
+        }
+    }
+
+    fn stage(name: &str, progression: Progression, tasks: Vec<TaskSpec>) -> StageSpec {
+        StageSpec { name: name.into(), environment: name.into(), progression, tasks }
+    }
+
+    fn run() -> TaskSpec {
+        TaskSpec::Run { command: CommandSpec::Shell("true".into()), timeout: None }
+    }
+
+    const OPEN: &dyn StageGate = &|_: i64, _: usize| true;
+    const ADMIN: Actor<'static> = Actor { name: "admin", roles: &[] };
+
+    fn complete_current(st: &mut DeploymentState, id: &str) {
+        let s = st.deployment.stage_index;
+        let i = st.current_task_index().unwrap();
+        let ti = st.tasks[i].task_index;
+        claim(st, s, ti, "a1", id, Timestamp(1), Duration::from_secs(10)).unwrap();
+        assert_eq!(record_result(st, id, Outcome::Completed, Some(0), None, Timestamp(2)).unwrap(), ResultStatus::Recorded);
+    }
+
+    #[test]
+    fn runs_through_stages_and_completes() {
+        let mut st = state(vec![
+            stage("dev", Progression::Automatic, vec![run(), TaskSpec::Deploy {}]),
+            stage("prod", Progression::Automatic, vec![run()]),
+        ]);
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::InProgress);
+        assert_eq!(fx.acquire_stage, Some(0));
+        assert_eq!(st.tasks[0].status, T::Ready);
+        assert_eq!(st.tasks[1].status, T::Pending);
+        for id in ["a", "b", "c"] {
+            complete_current(&mut st, id);
+            advance(&mut st, Timestamp(3), OPEN, &mut fx);
+        }
+        assert_eq!(st.deployment.status, D::Completed);
+        assert!(!st.deployment.holds_stage);
+        assert_eq!(st.deployment.finished_at, Some(Timestamp(3)));
+    }
+
+    #[test]
+    fn busy_stage_keeps_deployment_queued() {
+        let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), &|_: i64, _: usize| false, &mut fx);
+        assert_eq!(st.deployment.status, D::Queued);
+        assert_eq!(fx, Effects::default());
+    }
+
+    #[test]
+    fn failure_goes_to_error_then_retry_makes_a_new_attempt() {
+        let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        claim(&mut st, 0, 0, "a1", "x1", Timestamp(1), Duration::from_secs(5)).unwrap();
+        record_result(&mut st, "x1", Outcome::Failed, Some(3), Some("boom".into()), Timestamp(2)).unwrap();
+        advance(&mut st, Timestamp(2), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::Error);
+        assert!(st.deployment.message.as_deref().unwrap().contains("boom"));
+        // A duplicate result changes nothing; a stale one is ignored.
+        assert_eq!(record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(3)).unwrap(), ResultStatus::Duplicate);
+        assert_eq!(record_result(&mut st, "zz", Outcome::Completed, None, None, Timestamp(3)).unwrap(), ResultStatus::Stale);
+        apply_action(&mut st, Action::Retry, &ADMIN, None, Timestamp(4), &mut fx).unwrap();
+        advance(&mut st, Timestamp(4), OPEN, &mut fx);
+        assert_eq!(st.tasks[0].status, T::Ready);
+        claim(&mut st, 0, 0, "a1", "x2", Timestamp(5), Duration::from_secs(5)).unwrap();
+        assert_eq!(st.tasks[0].attempt, 2);
+        assert_eq!(record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(6)).unwrap(), ResultStatus::Stale);
+    }
+
+    #[test]
+    fn lost_heartbeats_name_agent_and_task() {
+        let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        claim(&mut st, 0, 0, "agent-7", "x1", Timestamp(1), Duration::from_millis(100)).unwrap();
+        assert_eq!(expire_leases(&mut st, Timestamp(50)), 0);
+        assert_eq!(expire_leases(&mut st, Timestamp(500)), 1);
+        advance(&mut st, Timestamp(500), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::Error);
+        let m = st.deployment.message.clone().unwrap();
+        assert!(m.contains("agent-7") && m.contains("task 1 (run) of stage dev"), "{m}");
+    }
+
+    #[test]
+    fn approval_manual_promotion_and_wait() {
+        let mut st = state(vec![
+            stage("dev", Progression::Automatic, vec![TaskSpec::Approval { role: Some("approver".into()) }]),
+            stage("prod", Progression::Manual, vec![TaskSpec::Wait { duration: DurationSpec(Duration::from_millis(10)) }]),
+        ]);
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::PendingInput);
+        let viewer = Actor { name: "v", roles: &["viewer".to_string()] };
+        assert!(matches!(apply_action(&mut st, Action::Approve, &viewer, None, Timestamp(1), &mut fx), Err(Error::Forbidden(_))));
+        let approver = Actor { name: "ann", roles: &["approver".to_string()] };
+        apply_action(&mut st, Action::Approve, &approver, Some("ok".into()), Timestamp(1), &mut fx).unwrap();
+        advance(&mut st, Timestamp(1), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::PendingPromotion);
+        assert_eq!(st.deployment.stage_index, 1);
+        assert!(!st.deployment.holds_stage);
+        apply_action(&mut st, Action::Promote, &ADMIN, None, Timestamp(2), &mut fx).unwrap();
+        advance(&mut st, Timestamp(2), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::InProgress);
+        assert_eq!(st.tasks[1].status, T::InProgress);
+        advance(&mut st, Timestamp(5), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::InProgress);
+        advance(&mut st, Timestamp(12), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::Completed);
+    }
+
+    #[test]
+    fn reject_fails_and_abort_is_final() {
+        let mut st = state(vec![stage("dev", Progression::Automatic, vec![TaskSpec::Approval { role: None }, run()])]);
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        apply_action(&mut st, Action::Reject, &ADMIN, Some("not today".into()), Timestamp(1), &mut fx).unwrap();
+        advance(&mut st, Timestamp(1), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::Failed);
+        assert!(st.deployment.message.clone().unwrap().contains("not today"));
+        assert!(apply_action(&mut st, Action::Abort, &ADMIN, None, Timestamp(2), &mut fx).is_err());
+
+        let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        apply_action(&mut st, Action::Pause, &ADMIN, None, Timestamp(1), &mut fx).unwrap();
+        assert!(claim(&mut st, 0, 0, "a", "x", Timestamp(1), Duration::from_secs(1)).is_err());
+        apply_action(&mut st, Action::Resume, &ADMIN, None, Timestamp(1), &mut fx).unwrap();
+        assert_eq!(st.deployment.status, D::InProgress);
+        let mut fx = Effects::default();
+        apply_action(&mut st, Action::Abort, &ADMIN, Some("bad build".into()), Timestamp(2), &mut fx).unwrap();
+        assert_eq!(st.deployment.status, D::Aborted);
+        assert_eq!(st.tasks[0].status, T::Aborted);
+        assert_eq!(fx.release_stage, Some(0));
+    }
+
+    #[test]
+    fn diff_reports_status_changes_only() {
+        let a = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
+        let mut b = a.clone();
+        let mut fx = Effects::default();
+        advance(&mut b, Timestamp(0), OPEN, &mut fx);
+        let ev = diff_events(Some(&a), &b, "admin");
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert!(diff_events(Some(&b), &b, "admin").is_empty());
+    }
+}

@@ -1,0 +1,192 @@
+//! Stored shape of deployments and their task runs, and conversion to the wire view.
+
+use drover_types::{
+    Deployment, DeploymentStatus, PipelineSpec, StageRun, TaskRun, TaskSpec, TaskStatus, Timestamp,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentRecord {
+    pub id: i64,
+    pub pipeline: String,
+    pub application: String,
+    pub version: String,
+    pub status: DeploymentStatus,
+    pub stage_index: usize,
+    /// Whether this deployment holds the lock of `stage_index` (one active deployment per stage).
+    pub holds_stage: bool,
+    pub message: Option<String>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    pub rollback_of: Option<i64>,
+    /// The pipeline as it was when the deployment started.
+    pub spec: PipelineSpec,
+    /// Optimistic-concurrency counter, bumped by every commit.
+    pub row_version: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub deployment_id: i64,
+    pub stage_index: usize,
+    pub task_index: usize,
+    pub environment: String,
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub attempt_id: Option<String>,
+    pub agent: Option<String>,
+    /// For agent tasks in progress: the attempt is lost when no heartbeat arrives before this.
+    pub lease_until: Option<Timestamp>,
+    /// For `wait` tasks in progress.
+    pub due_at: Option<Timestamp>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub decided_by: Option<String>,
+    pub comment: Option<String>,
+}
+
+impl TaskRecord {
+    pub fn new(deployment_id: i64, stage_index: usize, task_index: usize, environment: &str, spec: TaskSpec) -> Self {
+        TaskRecord {
+            deployment_id,
+            stage_index,
+            task_index,
+            environment: environment.to_string(),
+            spec,
+            status: TaskStatus::Pending,
+            attempt: 0,
+            attempt_id: None,
+            agent: None,
+            lease_until: None,
+            due_at: None,
+            started_at: None,
+            finished_at: None,
+            exit_code: None,
+            message: None,
+            decided_by: None,
+            comment: None,
+        }
+    }
+
+    pub fn label(&self, spec: &PipelineSpec) -> String {
+        let stage = spec.stages.get(self.stage_index).map(|s| s.name.as_str()).unwrap_or("?");
+        format!("task {} ({}) of stage {stage}", self.task_index + 1, self.spec.kind())
+    }
+}
+
+/// A deployment with all its task runs, ordered by (stage, task).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentState {
+    pub deployment: DeploymentRecord,
+    pub tasks: Vec<TaskRecord>,
+}
+
+impl DeploymentState {
+    /// Task runs for a new deployment of `spec` (all `pending`).
+    pub fn new_tasks(id: i64, spec: &PipelineSpec) -> Vec<TaskRecord> {
+        let mut tasks = Vec::new();
+        for (si, stage) in spec.stages.iter().enumerate() {
+            for (ti, t) in stage.tasks.iter().enumerate() {
+                tasks.push(TaskRecord::new(id, si, ti, &stage.environment, t.clone()));
+            }
+        }
+        tasks
+    }
+
+    pub fn stage_tasks_mut(&mut self, stage: usize) -> impl Iterator<Item = &mut TaskRecord> {
+        self.tasks.iter_mut().filter(move |t| t.stage_index == stage)
+    }
+
+    pub fn task_mut(&mut self, stage: usize, task: usize) -> Option<&mut TaskRecord> {
+        self.tasks.iter_mut().find(|t| t.stage_index == stage && t.task_index == task)
+    }
+
+    /// The first task of the current stage that has not been passed (completed or skipped).
+    pub fn current_task_index(&self) -> Option<usize> {
+        let s = self.deployment.stage_index;
+        self.tasks.iter().position(|t| t.stage_index == s && !t.status.is_passed())
+    }
+
+    pub fn to_view(&self) -> Deployment {
+        let d = &self.deployment;
+        let stages = d
+            .spec
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(si, st)| {
+                let tasks: Vec<TaskRun> = self
+                    .tasks
+                    .iter()
+                    .filter(|t| t.stage_index == si)
+                    .map(|t| TaskRun {
+                        index: t.task_index,
+                        kind: t.spec.kind().to_string(),
+                        spec: t.spec.clone(),
+                        status: t.status,
+                        attempt: t.attempt,
+                        attempt_id: t.attempt_id.clone(),
+                        agent: t.agent.clone(),
+                        started_at: t.started_at,
+                        finished_at: t.finished_at,
+                        exit_code: t.exit_code,
+                        message: t.message.clone(),
+                        decided_by: t.decided_by.clone(),
+                        comment: t.comment.clone(),
+                    })
+                    .collect();
+                let status = stage_status(&tasks, si, d);
+                StageRun {
+                    name: st.name.clone(),
+                    environment: st.environment.clone(),
+                    progression: st.progression,
+                    status,
+                    tasks,
+                }
+            })
+            .collect();
+        Deployment {
+            id: d.id,
+            pipeline: d.pipeline.clone(),
+            application: d.application.clone(),
+            version: d.version.clone(),
+            status: d.status,
+            stage_index: d.stage_index,
+            message: d.message.clone(),
+            created_by: d.created_by.clone(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+            finished_at: d.finished_at,
+            rollback_of: d.rollback_of,
+            stages,
+        }
+    }
+}
+
+fn stage_status(tasks: &[TaskRun], si: usize, d: &DeploymentRecord) -> String {
+    use TaskStatus::*;
+    let all = |f: &dyn Fn(TaskStatus) -> bool| tasks.iter().all(|t| f(t.status));
+    let any = |s: TaskStatus| tasks.iter().any(|t| t.status == s);
+    let s = if any(Failed) {
+        "failed"
+    } else if any(Rejected) {
+        "rejected"
+    } else if any(Aborted) {
+        "aborted"
+    } else if !tasks.is_empty() && all(&|s| s == Skipped) {
+        "skipped"
+    } else if all(&|s| s.is_passed()) && (si < d.stage_index || d.status == DeploymentStatus::Completed) {
+        "completed"
+    } else if any(PendingInput) {
+        "pending_input"
+    } else if tasks.iter().any(|t| t.status != Pending) || (si == d.stage_index && d.holds_stage) {
+        "in_progress"
+    } else {
+        "pending"
+    };
+    s.to_string()
+}

@@ -1,0 +1,145 @@
+//! The storage contract. One implementation per backend (SQLite, PostgreSQL) in `drover-store`,
+//! and one conformance suite they all pass.
+
+use async_trait::async_trait;
+use drover_types::{Artifact, DeploymentEvent, DeploymentStatus, Environment, LogLine, Pipeline, Timestamp};
+
+use crate::machine::NewEvent;
+use crate::model::{DeploymentRecord, DeploymentState, TaskRecord};
+use crate::Result;
+
+#[derive(Debug, Clone)]
+pub struct AgentRecord {
+    pub name: String,
+    pub environment: String,
+    /// SHA-256 (hex) of the agent's secret.
+    pub secret_hash: String,
+    pub created_at: Timestamp,
+    pub last_seen_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct OperatorRecord {
+    pub name: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+}
+
+/// A state change of one deployment, written atomically: the deployment row (only if its
+/// `row_version` still equals `expected_version`), the changed tasks, the events, and the
+/// stage lock.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub expected_version: i64,
+    pub deployment: DeploymentRecord,
+    pub changed_tasks: Vec<TaskRecord>,
+    pub events: Vec<NewEvent>,
+    pub acquire_stage: Option<usize>,
+    pub release_stage: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Committed,
+    /// Someone else changed the deployment since it was loaded.
+    VersionConflict,
+    /// Another deployment holds the stage that this one wanted to enter.
+    StageBusy,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeploymentFilter {
+    pub pipeline: Option<String>,
+    pub status: Option<DeploymentStatus>,
+    pub limit: Option<u32>,
+}
+
+/// Outcome of inserting an artifact record.
+#[derive(Debug, Clone)]
+pub enum ArtifactInsert {
+    Inserted,
+    /// The version exists already (with this record).
+    Exists(Artifact),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Name of the backend (`sqlite`, `postgres`), for logs and `/system/nodes`.
+    fn backend(&self) -> &'static str;
+
+    // Environments.
+    /// Inserts the environment unless one with that name exists; returns whether it inserted.
+    async fn insert_environment(&self, env: &Environment) -> Result<bool>;
+    async fn get_environment(&self, name: &str) -> Result<Option<Environment>>;
+    async fn list_environments(&self) -> Result<Vec<Environment>>;
+    async fn delete_environment(&self, name: &str) -> Result<bool>;
+
+    // Agents.
+    /// Inserts; `Conflict` when the name is taken.
+    async fn insert_agent(&self, agent: &AgentRecord) -> Result<()>;
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>>;
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+    async fn delete_agent(&self, name: &str) -> Result<bool>;
+    async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()>;
+
+    // Operators.
+    async fn insert_operator(&self, op: &OperatorRecord) -> Result<bool>;
+    async fn get_operator(&self, name: &str) -> Result<Option<OperatorRecord>>;
+
+    // Applications and artifacts.
+    async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()>;
+    async fn insert_artifact(&self, artifact: &Artifact) -> Result<ArtifactInsert>;
+    async fn get_artifact(&self, application: &str, version: &str) -> Result<Option<Artifact>>;
+    async fn list_artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>>;
+
+    // Pipelines.
+    /// Inserts or replaces the pipeline with that name.
+    async fn put_pipeline(&self, pipeline: &Pipeline) -> Result<()>;
+    async fn get_pipeline(&self, name: &str) -> Result<Option<Pipeline>>;
+    async fn list_pipelines(&self) -> Result<Vec<Pipeline>>;
+    async fn delete_pipeline(&self, name: &str) -> Result<bool>;
+
+    // Deployments.
+    /// Inserts a deployment (its `id` is assigned) and its tasks with a `deployment.created`
+    /// event, atomically; returns the id.
+    async fn create_deployment(&self, d: &DeploymentRecord, event: &NewEvent) -> Result<i64>;
+    async fn load_deployment(&self, id: i64) -> Result<Option<DeploymentState>>;
+    async fn commit(&self, c: &Commit) -> Result<CommitOutcome>;
+    /// Newest first, without tasks.
+    async fn list_deployments(&self, f: &DeploymentFilter) -> Result<Vec<DeploymentRecord>>;
+    /// Ids of deployments that are not terminal.
+    async fn active_deployment_ids(&self) -> Result<Vec<i64>>;
+    /// (stage index, holder) for every held stage lock of the pipeline.
+    async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
+    /// (stage index, lowest deployment id) of queued deployments of the pipeline.
+    async fn oldest_queued(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
+    /// Ready agent tasks of an environment, oldest deployment first: (deployment, stage, task).
+    async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>>;
+    /// In-progress attempts owned by an agent: (deployment id, attempt id).
+    async fn owned_attempts(&self, agent: &str) -> Result<Vec<(i64, String)>>;
+    /// The deployment an attempt belongs to.
+    async fn attempt_deployment(&self, attempt_id: &str) -> Result<Option<i64>>;
+    /// Extends the lease of an in-progress attempt owned by `agent`; false when it is no longer
+    /// in progress (aborted, lost, or not that agent's).
+    async fn heartbeat(&self, attempt_id: &str, agent: &str, lease_until: Timestamp) -> Result<bool>;
+    /// Sets every in-progress lease to at least `until` (grace after an orchestrator restart).
+    async fn extend_all_leases(&self, until: Timestamp) -> Result<u64>;
+    /// Deployments with an in-progress lease older than `now`, or a `wait` due by `now`.
+    async fn deployments_due(&self, now: Timestamp) -> Result<Vec<i64>>;
+    /// Deployments of the pipeline in `pending_promotion` at `stage` with an id below `below`.
+    async fn pending_promotion_before(&self, pipeline: &str, stage: usize, below: i64) -> Result<Vec<i64>>;
+    /// The newest completed deployment of the pipeline with an id below `below`, with a version
+    /// other than `not_version`.
+    async fn last_completed(&self, pipeline: &str, below: i64, not_version: &str) -> Result<Option<DeploymentRecord>>;
+
+    // Logs and events.
+    async fn append_logs(&self, deployment_id: i64, stage: usize, task: usize, lines: &[(Timestamp, String, String)]) -> Result<()>;
+    async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>>;
+    async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>>;
+
+    /// Checks the database's own integrity (`PRAGMA integrity_check` or equivalent).
+    async fn check_integrity(&self) -> Result<()>;
+}

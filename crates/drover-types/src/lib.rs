@@ -1,0 +1,315 @@
+//! Wire types of Drover: everything that crosses HTTP between the orchestrator, agents, the CLI
+//! and other clients. Only this crate is serialized on the wire.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub mod agent;
+pub mod pipeline;
+
+pub use pipeline::{CommandSpec, DurationSpec, PipelineSpec, Progression, StageSpec, TaskSpec};
+
+/// Milliseconds since the Unix epoch; serialized as RFC 3339 (UTC, millisecond precision).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        Timestamp(d.as_millis() as i64)
+    }
+    pub fn millis(self) -> i64 {
+        self.0
+    }
+    pub fn plus(self, d: Duration) -> Self {
+        Timestamp(self.0.saturating_add(d.as_millis() as i64))
+    }
+    fn system_time(self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_millis(self.0.max(0) as u64)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_rfc3339_millis(self.system_time()))
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = humantime::parse_rfc3339(&s).map_err(serde::de::Error::custom)?;
+        let ms = t.duration_since(UNIX_EPOCH).map_err(serde::de::Error::custom)?.as_millis();
+        Ok(Timestamp(ms as i64))
+    }
+}
+
+macro_rules! string_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident => $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name { $(#[serde(rename = $s)] $variant),+ }
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+            pub fn as_str(self) -> &'static str { match self { $($name::$variant => $s),+ } }
+            pub fn parse(s: &str) -> Option<Self> { match s { $($s => Some($name::$variant),)+ _ => None } }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+string_enum!(
+    /// Status of a deployment (DESIGN §3).
+    DeploymentStatus {
+        Queued => "queued",
+        InProgress => "in_progress",
+        Paused => "paused",
+        PendingInput => "pending_input",
+        PendingPromotion => "pending_promotion",
+        Error => "error",
+        RollingBack => "rolling_back",
+        Completed => "completed",
+        Aborted => "aborted",
+        Failed => "failed",
+    }
+);
+
+impl DeploymentStatus {
+    /// Terminal statuses never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Aborted | Self::Failed)
+    }
+}
+
+string_enum!(
+    /// Status of one task of a deployment. `pending` means "not reached yet".
+    TaskStatus {
+        Pending => "pending",
+        Ready => "ready",
+        InProgress => "in_progress",
+        PendingInput => "pending_input",
+        Completed => "completed",
+        Failed => "failed",
+        Skipped => "skipped",
+        Rejected => "rejected",
+        Aborted => "aborted",
+    }
+);
+
+impl TaskStatus {
+    /// Done in the sense that the stage may move past it.
+    pub fn is_passed(self) -> bool {
+        matches!(self, Self::Completed | Self::Skipped)
+    }
+}
+
+string_enum!(
+    /// Kind of a candidate environment.
+    EnvironmentKind {
+        Dev => "dev",
+        Qa => "qa",
+        Staging => "staging",
+        Production => "production",
+        Custom => "custom",
+    }
+);
+
+string_enum!(
+    /// Actions an operator can take on a deployment.
+    Action {
+        Abort => "abort",
+        Pause => "pause",
+        Resume => "resume",
+        Retry => "retry",
+        Skip => "skip",
+        Approve => "approve",
+        Reject => "reject",
+        Promote => "promote",
+        Rollback => "rollback",
+    }
+);
+
+/// Error body of every `/api/v1` failure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiErrorBody {
+    pub error: ApiError,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Stable, machine-readable code (see `docs/api.md`).
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Environment {
+    pub name: String,
+    pub kind: EnvironmentKind,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewEnvironment {
+    pub name: String,
+    #[serde(default)]
+    pub kind: Option<EnvironmentKind>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Agent {
+    pub name: String,
+    pub environment: String,
+    pub created_at: Timestamp,
+    pub last_seen_at: Option<Timestamp>,
+    /// `online` when the agent was seen within the heartbeat timeout.
+    pub online: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewAgent {
+    pub name: String,
+    pub environment: String,
+}
+
+/// Returned once, when an agent is registered: the secret is not stored in clear.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentCredentials {
+    pub name: String,
+    pub environment: String,
+    pub secret: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Artifact {
+    pub application: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+    pub created_at: Timestamp,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub name: String,
+    pub application: String,
+    pub stages: Vec<StageSpec>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// Result of `POST /pipelines` / `PUT /pipelines/{name}` / `drover apply`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyResult {
+    pub pipeline: Pipeline,
+    /// `created`, `updated` or `unchanged`.
+    pub outcome: String,
+    /// Environments that were created because a stage named them.
+    pub created_environments: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewDeployment {
+    pub pipeline: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ActionRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: i64,
+    pub pipeline: String,
+    pub application: String,
+    pub version: String,
+    pub status: DeploymentStatus,
+    /// Index of the stage the deployment is in (or waits for).
+    pub stage_index: usize,
+    pub message: Option<String>,
+    pub created_by: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// Set on a rollback deployment: the deployment it rolled back.
+    pub rollback_of: Option<i64>,
+    pub stages: Vec<StageRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageRun {
+    pub name: String,
+    pub environment: String,
+    pub progression: Progression,
+    /// Derived: `pending`, `in_progress`, `completed`, `failed`, `skipped`...
+    pub status: String,
+    pub tasks: Vec<TaskRun>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRun {
+    pub index: usize,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub spec: TaskSpec,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub attempt_id: Option<String>,
+    pub agent: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    /// Who approved, rejected or skipped it.
+    pub decided_by: Option<String>,
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub id: i64,
+    pub stage_index: usize,
+    pub task_index: usize,
+    pub ts: Timestamp,
+    pub stream: String,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeploymentEvent {
+    pub id: i64,
+    pub deployment_id: i64,
+    pub ts: Timestamp,
+    pub kind: String,
+    pub actor: String,
+    pub detail: serde_json::Value,
+}
+
+/// `GET /deployments/{id}/logs` (without `follow`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogPage {
+    pub lines: Vec<LogLine>,
+    /// Pass as `after` to get the next page.
+    pub next: i64,
+}

@@ -1,0 +1,192 @@
+//! Pipeline specification: what `drover apply -f` reads and what `/api/v1/pipelines` carries.
+//!
+//! Tasks deserialize through a flat [`RawTask`] so that the YAML parser keeps line numbers in
+//! its errors (an internally tagged enum would buffer the mapping and lose them).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSpec {
+    pub application: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    pub stages: Vec<StageSpec>,
+}
+
+impl PipelineSpec {
+    pub fn name(&self) -> &str {
+        self.pipeline.as_deref().unwrap_or(&self.application)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageSpec {
+    pub name: String,
+    pub environment: String,
+    #[serde(default)]
+    pub progression: Progression,
+    #[serde(default)]
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Progression {
+    #[default]
+    Automatic,
+    Manual,
+}
+
+/// A duration written `500ms`, `30s`, `5m`, `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationSpec(pub Duration);
+
+impl fmt::Display for DurationSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for DurationSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DurationSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(s.trim()).map(DurationSpec).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write it like 500ms, 30s, 5m or 1h"
+            ))
+        })
+    }
+}
+
+/// A `run` command: a string runs under `sh -c`, a list is executed as is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum CommandSpec {
+    Shell(String),
+    Exec(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", try_from = "RawTask")]
+pub enum TaskSpec {
+    /// Ship the deployment's artifact version to the stage's agent.
+    Deploy {},
+    Run {
+        command: CommandSpec,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout: Option<DurationSpec>,
+    },
+    HttpCheck {
+        url: String,
+        expect_status: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout: Option<DurationSpec>,
+    },
+    Approval {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        role: Option<String>,
+    },
+    Wait {
+        duration: DurationSpec,
+    },
+}
+
+impl TaskSpec {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TaskSpec::Deploy {} => "deploy",
+            TaskSpec::Run { .. } => "run",
+            TaskSpec::HttpCheck { .. } => "http-check",
+            TaskSpec::Approval { .. } => "approval",
+            TaskSpec::Wait { .. } => "wait",
+        }
+    }
+    /// Tasks that an agent executes (the others are handled by the orchestrator itself).
+    pub fn runs_on_agent(&self) -> bool {
+        matches!(self, TaskSpec::Deploy {} | TaskSpec::Run { .. } | TaskSpec::HttpCheck { .. })
+    }
+}
+
+/// Every key any task type accepts; [`TaskSpec`] checks which belong to the given type.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTask {
+    #[serde(rename = "type")]
+    kind: String,
+    command: Option<CommandSpec>,
+    timeout: Option<DurationSpec>,
+    url: Option<String>,
+    expect_status: Option<u16>,
+    role: Option<String>,
+    duration: Option<DurationSpec>,
+}
+
+impl TryFrom<RawTask> for TaskSpec {
+    type Error = String;
+
+    fn try_from(r: RawTask) -> Result<Self, String> {
+        let present: Vec<(&str, bool)> = vec![
+            ("command", r.command.is_some()),
+            ("timeout", r.timeout.is_some()),
+            ("url", r.url.is_some()),
+            ("expect_status", r.expect_status.is_some()),
+            ("role", r.role.is_some()),
+            ("duration", r.duration.is_some()),
+        ];
+        let allowed: &[&str] = match r.kind.as_str() {
+            "deploy" => &[],
+            "run" => &["command", "timeout"],
+            "http-check" => &["url", "expect_status", "timeout"],
+            "approval" => &["role"],
+            "wait" => &["duration"],
+            other => {
+                return Err(format!(
+                    "unknown task type `{other}`, expected one of `deploy`, `run`, `http-check`, `approval`, `wait`"
+                ));
+            }
+        };
+        if let Some((k, _)) = present.iter().find(|(k, p)| *p && !allowed.contains(k)) {
+            return Err(format!("field `{k}` is not valid for a `{}` task", r.kind));
+        }
+        let missing = |f: &str| format!("missing field `{f}` for a `{}` task", r.kind);
+        Ok(match r.kind.as_str() {
+            "deploy" => TaskSpec::Deploy {},
+            "run" => {
+                let command = r.command.ok_or_else(|| missing("command"))?;
+                let empty = match &command {
+                    CommandSpec::Shell(s) => s.trim().is_empty(),
+                    CommandSpec::Exec(v) => v.is_empty(),
+                };
+                if empty {
+                    return Err("field `command` must not be empty".into());
+                }
+                TaskSpec::Run { command, timeout: r.timeout }
+            }
+            "http-check" => {
+                let url = r.url.ok_or_else(|| missing("url"))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("field `url` must be an http:// or https:// URL, got {url:?}"));
+                }
+                TaskSpec::HttpCheck {
+                    url,
+                    expect_status: r.expect_status.unwrap_or(200),
+                    timeout: r.timeout,
+                }
+            }
+            "approval" => TaskSpec::Approval { role: r.role },
+            "wait" => TaskSpec::Wait { duration: r.duration.ok_or_else(|| missing("duration"))? },
+            _ => unreachable!("checked above"),
+        })
+    }
+}
