@@ -1,1 +1,920 @@
+//! `Store` implementations: SQLite (embedded default, WAL) and PostgreSQL.
+//!
+//! Both backends share their SQL text (numbered `$N` parameters work on both), written once in
+//! the `store_impl!` macro and instantiated per backend with that backend's concrete sqlx types;
+//! what differs (pools, row locking, migrations) is passed in. Business logic never branches on
+//! the backend.
 
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use drover_core::machine::NewEvent;
+use drover_core::model::{DeploymentRecord, DeploymentState, TaskRecord};
+use drover_core::store::{AgentRecord, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord};
+use drover_core::{Error, Result, Store};
+use drover_types::{
+    Artifact, DeploymentEvent, DeploymentStatus, Environment, EnvironmentKind, LogLine, Pipeline, TaskStatus,
+    Timestamp,
+};
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+pub mod conformance;
+
+const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+
+fn db_err(e: sqlx::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+fn json_err(e: serde_json::Error) -> Error {
+    Error::Store(format!("corrupt JSON column: {e}"))
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
+    v.map(Timestamp)
+}
+
+fn status_of(s: &str) -> Result<DeploymentStatus> {
+    DeploymentStatus::parse(s).ok_or_else(|| Error::Store(format!("unknown deployment status {s:?}")))
+}
+
+fn task_status_of(s: &str) -> Result<TaskStatus> {
+    TaskStatus::parse(s).ok_or_else(|| Error::Store(format!("unknown task status {s:?}")))
+}
+
+/// Opens the store named by a database URL: `sqlite://PATH` / a plain path, or `postgres://...`.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else {
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        Ok(Arc::new(SqliteStore::open(Path::new(path)).await?))
+    }
+}
+
+/// SQLite in WAL mode. One writer connection (SQLite has one writer anyway; a single
+/// connection also makes read-check-write in [`Store::commit`] atomic), several readers.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: sqlx::SqlitePool,
+    reader: sqlx::SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(db_err)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await
+            .map_err(db_err)?;
+        migrate_sqlite(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await
+            .map_err(db_err)?;
+        Ok(SqliteStore { writer, reader })
+    }
+    fn w(&self) -> &sqlx::SqlitePool {
+        &self.writer
+    }
+    fn r(&self) -> &sqlx::SqlitePool {
+        &self.reader
+    }
+}
+
+/// PostgreSQL. Row locks (`FOR UPDATE`) make [`Store::commit`] safe across replicas.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| Error::Invalid(format!("database URL: {e}")))?;
+        Self::connect_with(opts).await
+    }
+    pub async fn connect_with(opts: PgConnectOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        migrate_pg(&pool).await?;
+        Ok(PgStore { pool })
+    }
+    fn w(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+    fn r(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+}
+
+async fn migrate_sqlite(pool: &sqlx::SqlitePool) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    for (v, sql) in SQLITE_MIGRATIONS {
+        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM drover_migrations WHERE version = $1")
+            .bind(v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.is_none() {
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_err)?;
+            sqlx::query("INSERT INTO drover_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(v)
+                .bind(Timestamp::now().0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+async fn migrate_pg(pool: &sqlx::PgPool) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    // Replicas starting together migrate one at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock(7243716)").execute(&mut *tx).await.map_err(db_err)?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
+    for (v, sql) in POSTGRES_MIGRATIONS {
+        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM drover_migrations WHERE version = $1")
+            .bind(v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.is_none() {
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_err)?;
+            sqlx::query("INSERT INTO drover_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(v)
+                .bind(Timestamp::now().0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+const DEPLOYMENT_COLS: &str = "id, pipeline, application, version, status, stage_index, holds_stage, message, \
+     created_by, created_at, updated_at, finished_at, rollback_of, spec, row_version";
+const TASK_COLS: &str = "deployment_id, stage_index, task_index, environment, spec, status, attempt, attempt_id, \
+     agent, lease_until, due_at, started_at, finished_at, exit_code, message, decided_by, comment";
+
+macro_rules! store_impl {
+    ($ty:ident, $db:ty, $backend:literal, lock_row: $lock:literal, integrity: $integrity:literal) => {
+        impl $ty {
+            fn env_row(r: &<$db as sqlx::Database>::Row) -> Result<Environment> {
+                let kind: String = r.try_get("kind").map_err(db_err)?;
+                let labels: String = r.try_get("labels").map_err(db_err)?;
+                Ok(Environment {
+                    name: r.try_get("name").map_err(db_err)?,
+                    kind: EnvironmentKind::parse(&kind).unwrap_or(EnvironmentKind::Custom),
+                    labels: serde_json::from_str(&labels).map_err(json_err)?,
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                })
+            }
+            fn agent_row(r: &<$db as sqlx::Database>::Row) -> Result<AgentRecord> {
+                Ok(AgentRecord {
+                    name: r.try_get("name").map_err(db_err)?,
+                    environment: r.try_get("environment").map_err(db_err)?,
+                    secret_hash: r.try_get("secret_hash").map_err(db_err)?,
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                    last_seen_at: opt_ts(r.try_get("last_seen_at").map_err(db_err)?),
+                })
+            }
+            fn artifact_row(r: &<$db as sqlx::Database>::Row) -> Result<Artifact> {
+                let size: i64 = r.try_get("size").map_err(db_err)?;
+                Ok(Artifact {
+                    application: r.try_get("application").map_err(db_err)?,
+                    version: r.try_get("version").map_err(db_err)?,
+                    sha256: r.try_get("sha256").map_err(db_err)?,
+                    size: size as u64,
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                    created_by: r.try_get("created_by").map_err(db_err)?,
+                })
+            }
+            fn pipeline_row(r: &<$db as sqlx::Database>::Row) -> Result<Pipeline> {
+                let stages: String = r.try_get("stages").map_err(db_err)?;
+                Ok(Pipeline {
+                    name: r.try_get("name").map_err(db_err)?,
+                    application: r.try_get("application").map_err(db_err)?,
+                    stages: serde_json::from_str(&stages).map_err(json_err)?,
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                    updated_at: Timestamp(r.try_get("updated_at").map_err(db_err)?),
+                })
+            }
+            fn deployment_row(r: &<$db as sqlx::Database>::Row) -> Result<DeploymentRecord> {
+                let status: String = r.try_get("status").map_err(db_err)?;
+                let spec: String = r.try_get("spec").map_err(db_err)?;
+                let stage: i64 = r.try_get("stage_index").map_err(db_err)?;
+                let holds: i64 = r.try_get("holds_stage").map_err(db_err)?;
+                Ok(DeploymentRecord {
+                    id: r.try_get("id").map_err(db_err)?,
+                    pipeline: r.try_get("pipeline").map_err(db_err)?,
+                    application: r.try_get("application").map_err(db_err)?,
+                    version: r.try_get("version").map_err(db_err)?,
+                    status: status_of(&status)?,
+                    stage_index: stage as usize,
+                    holds_stage: holds != 0,
+                    message: r.try_get("message").map_err(db_err)?,
+                    created_by: r.try_get("created_by").map_err(db_err)?,
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                    updated_at: Timestamp(r.try_get("updated_at").map_err(db_err)?),
+                    finished_at: opt_ts(r.try_get("finished_at").map_err(db_err)?),
+                    rollback_of: r.try_get("rollback_of").map_err(db_err)?,
+                    spec: serde_json::from_str(&spec).map_err(json_err)?,
+                    row_version: r.try_get("row_version").map_err(db_err)?,
+                })
+            }
+            fn task_row(r: &<$db as sqlx::Database>::Row) -> Result<TaskRecord> {
+                let status: String = r.try_get("status").map_err(db_err)?;
+                let spec: String = r.try_get("spec").map_err(db_err)?;
+                let stage: i64 = r.try_get("stage_index").map_err(db_err)?;
+                let task: i64 = r.try_get("task_index").map_err(db_err)?;
+                let attempt: i64 = r.try_get("attempt").map_err(db_err)?;
+                let exit: Option<i64> = r.try_get("exit_code").map_err(db_err)?;
+                Ok(TaskRecord {
+                    deployment_id: r.try_get("deployment_id").map_err(db_err)?,
+                    stage_index: stage as usize,
+                    task_index: task as usize,
+                    environment: r.try_get("environment").map_err(db_err)?,
+                    spec: serde_json::from_str(&spec).map_err(json_err)?,
+                    status: task_status_of(&status)?,
+                    attempt: attempt as u32,
+                    attempt_id: r.try_get("attempt_id").map_err(db_err)?,
+                    agent: r.try_get("agent").map_err(db_err)?,
+                    lease_until: opt_ts(r.try_get("lease_until").map_err(db_err)?),
+                    due_at: opt_ts(r.try_get("due_at").map_err(db_err)?),
+                    started_at: opt_ts(r.try_get("started_at").map_err(db_err)?),
+                    finished_at: opt_ts(r.try_get("finished_at").map_err(db_err)?),
+                    exit_code: exit.map(|e| e as i32),
+                    message: r.try_get("message").map_err(db_err)?,
+                    decided_by: r.try_get("decided_by").map_err(db_err)?,
+                    comment: r.try_get("comment").map_err(db_err)?,
+                })
+            }
+        }
+
+        #[async_trait]
+        impl Store for $ty {
+            fn backend(&self) -> &'static str {
+                $backend
+            }
+
+            async fn insert_environment(&self, env: &Environment) -> Result<bool> {
+                let labels = serde_json::to_string(&env.labels).map_err(json_err)?;
+                let r = sqlx::query(
+                    "INSERT INTO environments (name, kind, labels, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(&env.name)
+                .bind(env.kind.as_str())
+                .bind(labels)
+                .bind(env.created_at.0)
+                .execute(self.w())
+                .await
+                .map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn get_environment(&self, name: &str) -> Result<Option<Environment>> {
+                let row = sqlx::query("SELECT * FROM environments WHERE name = $1")
+                    .bind(name)
+                    .fetch_optional(self.r())
+                    .await
+                    .map_err(db_err)?;
+                row.as_ref().map(Self::env_row).transpose()
+            }
+
+            async fn list_environments(&self) -> Result<Vec<Environment>> {
+                let rows = sqlx::query("SELECT * FROM environments ORDER BY name").fetch_all(self.r()).await.map_err(db_err)?;
+                rows.iter().map(Self::env_row).collect()
+            }
+
+            async fn delete_environment(&self, name: &str) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM environments WHERE name = $1").bind(name).execute(self.w()).await.map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn insert_agent(&self, a: &AgentRecord) -> Result<()> {
+                let r = sqlx::query(
+                    "INSERT INTO agents (name, environment, secret_hash, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&a.name)
+                .bind(&a.environment)
+                .bind(&a.secret_hash)
+                .bind(a.created_at.0)
+                .bind(a.last_seen_at.map(|t| t.0))
+                .execute(self.w())
+                .await;
+                match r {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_unique_violation(&e) => Err(Error::Conflict(format!("agent {} exists already", a.name))),
+                    Err(e) => Err(db_err(e)),
+                }
+            }
+
+            async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>> {
+                let row = sqlx::query("SELECT * FROM agents WHERE name = $1").bind(name).fetch_optional(self.r()).await.map_err(db_err)?;
+                row.as_ref().map(Self::agent_row).transpose()
+            }
+
+            async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+                let rows = sqlx::query("SELECT * FROM agents ORDER BY name").fetch_all(self.r()).await.map_err(db_err)?;
+                rows.iter().map(Self::agent_row).collect()
+            }
+
+            async fn delete_agent(&self, name: &str) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM agents WHERE name = $1").bind(name).execute(self.w()).await.map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()> {
+                sqlx::query("UPDATE agents SET last_seen_at = $1 WHERE name = $2")
+                    .bind(at.0)
+                    .bind(name)
+                    .execute(self.w())
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn insert_operator(&self, op: &OperatorRecord) -> Result<bool> {
+                let roles = serde_json::to_string(&op.roles).map_err(json_err)?;
+                let r = sqlx::query(
+                    "INSERT INTO operators (name, password_hash, roles, disabled, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                )
+                .bind(&op.name)
+                .bind(&op.password_hash)
+                .bind(roles)
+                .bind(op.disabled as i64)
+                .bind(op.created_at.0)
+                .execute(self.w())
+                .await
+                .map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn get_operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
+                let row = sqlx::query("SELECT * FROM operators WHERE name = $1").bind(name).fetch_optional(self.r()).await.map_err(db_err)?;
+                let Some(r) = row else { return Ok(None) };
+                let roles: String = r.try_get("roles").map_err(db_err)?;
+                let disabled: i64 = r.try_get("disabled").map_err(db_err)?;
+                Ok(Some(OperatorRecord {
+                    name: r.try_get("name").map_err(db_err)?,
+                    password_hash: r.try_get("password_hash").map_err(db_err)?,
+                    roles: serde_json::from_str(&roles).map_err(json_err)?,
+                    disabled: disabled != 0,
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                }))
+            }
+
+            async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()> {
+                sqlx::query("INSERT INTO applications (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(name)
+                    .bind(at.0)
+                    .execute(self.w())
+                    .await
+                    .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn insert_artifact(&self, a: &Artifact) -> Result<ArtifactInsert> {
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                sqlx::query("INSERT INTO applications (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&a.application)
+                    .bind(a.created_at.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let r = sqlx::query(
+                    "INSERT INTO artifacts (application, version, sha256, size, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(&a.application)
+                .bind(&a.version)
+                .bind(&a.sha256)
+                .bind(a.size as i64)
+                .bind(a.created_at.0)
+                .bind(&a.created_by)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                if r.rows_affected() == 1 {
+                    tx.commit().await.map_err(db_err)?;
+                    return Ok(ArtifactInsert::Inserted);
+                }
+                let row = sqlx::query("SELECT * FROM artifacts WHERE application = $1 AND version = $2")
+                    .bind(&a.application)
+                    .bind(&a.version)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(ArtifactInsert::Exists(Self::artifact_row(&row)?))
+            }
+
+            async fn get_artifact(&self, application: &str, version: &str) -> Result<Option<Artifact>> {
+                let row = sqlx::query("SELECT * FROM artifacts WHERE application = $1 AND version = $2")
+                    .bind(application)
+                    .bind(version)
+                    .fetch_optional(self.r())
+                    .await
+                    .map_err(db_err)?;
+                row.as_ref().map(Self::artifact_row).transpose()
+            }
+
+            async fn list_artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>> {
+                let rows = match application {
+                    Some(app) => sqlx::query("SELECT * FROM artifacts WHERE application = $1 ORDER BY created_at DESC, version DESC")
+                        .bind(app)
+                        .fetch_all(self.r())
+                        .await,
+                    None => sqlx::query("SELECT * FROM artifacts ORDER BY application, created_at DESC, version DESC").fetch_all(self.r()).await,
+                }
+                .map_err(db_err)?;
+                rows.iter().map(Self::artifact_row).collect()
+            }
+
+            async fn put_pipeline(&self, p: &Pipeline) -> Result<()> {
+                let stages = serde_json::to_string(&p.stages).map_err(json_err)?;
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                sqlx::query("INSERT INTO applications (name, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&p.application)
+                    .bind(p.created_at.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                sqlx::query(
+                    "INSERT INTO pipelines (name, application, stages, created_at, updated_at) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (name) DO UPDATE SET application = excluded.application, stages = excluded.stages, updated_at = excluded.updated_at",
+                )
+                .bind(&p.name)
+                .bind(&p.application)
+                .bind(stages)
+                .bind(p.created_at.0)
+                .bind(p.updated_at.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn get_pipeline(&self, name: &str) -> Result<Option<Pipeline>> {
+                let row = sqlx::query("SELECT * FROM pipelines WHERE name = $1").bind(name).fetch_optional(self.r()).await.map_err(db_err)?;
+                row.as_ref().map(Self::pipeline_row).transpose()
+            }
+
+            async fn list_pipelines(&self) -> Result<Vec<Pipeline>> {
+                let rows = sqlx::query("SELECT * FROM pipelines ORDER BY name").fetch_all(self.r()).await.map_err(db_err)?;
+                rows.iter().map(Self::pipeline_row).collect()
+            }
+
+            async fn delete_pipeline(&self, name: &str) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM pipelines WHERE name = $1").bind(name).execute(self.w()).await.map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn create_deployment(&self, d: &DeploymentRecord, event: &NewEvent) -> Result<i64> {
+                let spec = serde_json::to_string(&d.spec).map_err(json_err)?;
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO deployments (pipeline, application, version, status, stage_index, holds_stage, message, created_by, \
+                     created_at, updated_at, finished_at, rollback_of, spec, row_version) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 0) RETURNING id",
+                )
+                .bind(&d.pipeline)
+                .bind(&d.application)
+                .bind(&d.version)
+                .bind(d.status.as_str())
+                .bind(d.stage_index as i64)
+                .bind(d.holds_stage as i64)
+                .bind(&d.message)
+                .bind(&d.created_by)
+                .bind(d.created_at.0)
+                .bind(d.updated_at.0)
+                .bind(d.finished_at.map(|t| t.0))
+                .bind(d.rollback_of)
+                .bind(spec)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                for t in DeploymentState::new_tasks(id, &d.spec) {
+                    sqlx::query(
+                        "INSERT INTO task_runs (deployment_id, stage_index, task_index, environment, on_agent, spec, status, attempt) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 0)",
+                    )
+                    .bind(id)
+                    .bind(t.stage_index as i64)
+                    .bind(t.task_index as i64)
+                    .bind(&t.environment)
+                    .bind(t.spec.runs_on_agent() as i64)
+                    .bind(serde_json::to_string(&t.spec).map_err(json_err)?)
+                    .bind(t.status.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+                sqlx::query("INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)")
+                    .bind(id)
+                    .bind(d.created_at.0)
+                    .bind(&event.kind)
+                    .bind(&event.actor)
+                    .bind(event.detail.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(id)
+            }
+
+            async fn load_deployment(&self, id: i64) -> Result<Option<DeploymentState>> {
+                let mut conn = self.r().acquire().await.map_err(db_err)?;
+                let row = sqlx::query(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(db_err)?;
+                let Some(row) = row else { return Ok(None) };
+                let deployment = Self::deployment_row(&row)?;
+                let rows = sqlx::query(&format!(
+                    "SELECT {TASK_COLS} FROM task_runs WHERE deployment_id = $1 ORDER BY stage_index, task_index"
+                ))
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await
+                .map_err(db_err)?;
+                let tasks = rows.iter().map(Self::task_row).collect::<Result<Vec<_>>>()?;
+                Ok(Some(DeploymentState { deployment, tasks }))
+            }
+
+            async fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
+                let d = &c.deployment;
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                let current: Option<i64> = sqlx::query_scalar(concat!("SELECT row_version FROM deployments WHERE id = $1", $lock))
+                    .bind(d.id)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                if current != Some(c.expected_version) {
+                    return Ok(CommitOutcome::VersionConflict);
+                }
+                if let Some(s) = c.release_stage {
+                    sqlx::query("DELETE FROM stage_locks WHERE pipeline = $1 AND stage_index = $2 AND deployment_id = $3")
+                        .bind(&d.pipeline)
+                        .bind(s as i64)
+                        .bind(d.id)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                if let Some(s) = c.acquire_stage {
+                    sqlx::query(
+                        "INSERT INTO stage_locks (pipeline, stage_index, deployment_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(&d.pipeline)
+                    .bind(s as i64)
+                    .bind(d.id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                    let holder: i64 = sqlx::query_scalar("SELECT deployment_id FROM stage_locks WHERE pipeline = $1 AND stage_index = $2")
+                        .bind(&d.pipeline)
+                        .bind(s as i64)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                    if holder != d.id {
+                        return Ok(CommitOutcome::StageBusy);
+                    }
+                }
+                sqlx::query(
+                    "UPDATE deployments SET status = $1, stage_index = $2, holds_stage = $3, message = $4, updated_at = $5, \
+                     finished_at = $6, row_version = $7 WHERE id = $8",
+                )
+                .bind(d.status.as_str())
+                .bind(d.stage_index as i64)
+                .bind(d.holds_stage as i64)
+                .bind(&d.message)
+                .bind(d.updated_at.0)
+                .bind(d.finished_at.map(|t| t.0))
+                .bind(c.expected_version + 1)
+                .bind(d.id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                for t in &c.changed_tasks {
+                    sqlx::query(
+                        "UPDATE task_runs SET status = $1, attempt = $2, attempt_id = $3, agent = $4, lease_until = $5, due_at = $6, \
+                         started_at = $7, finished_at = $8, exit_code = $9, message = $10, decided_by = $11, comment = $12 \
+                         WHERE deployment_id = $13 AND stage_index = $14 AND task_index = $15",
+                    )
+                    .bind(t.status.as_str())
+                    .bind(t.attempt as i64)
+                    .bind(&t.attempt_id)
+                    .bind(&t.agent)
+                    .bind(t.lease_until.map(|x| x.0))
+                    .bind(t.due_at.map(|x| x.0))
+                    .bind(t.started_at.map(|x| x.0))
+                    .bind(t.finished_at.map(|x| x.0))
+                    .bind(t.exit_code.map(|x| x as i64))
+                    .bind(&t.message)
+                    .bind(&t.decided_by)
+                    .bind(&t.comment)
+                    .bind(t.deployment_id)
+                    .bind(t.stage_index as i64)
+                    .bind(t.task_index as i64)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+                for e in &c.events {
+                    sqlx::query("INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(d.id)
+                        .bind(d.updated_at.0)
+                        .bind(&e.kind)
+                        .bind(&e.actor)
+                        .bind(e.detail.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)?;
+                Ok(CommitOutcome::Committed)
+            }
+
+            async fn list_deployments(&self, f: &DeploymentFilter) -> Result<Vec<DeploymentRecord>> {
+                let limit = f.limit.unwrap_or(100).min(10_000) as i64;
+                let rows = sqlx::query(&format!(
+                    "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE ($1 IS NULL OR pipeline = $1) AND ($2 IS NULL OR status = $2) \
+                     ORDER BY id DESC LIMIT $3"
+                ))
+                .bind(f.pipeline.as_deref())
+                .bind(f.status.map(|s| s.as_str()))
+                .bind(limit)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)?;
+                rows.iter().map(Self::deployment_row).collect()
+            }
+
+            async fn active_deployment_ids(&self) -> Result<Vec<i64>> {
+                sqlx::query_scalar("SELECT id FROM deployments WHERE status NOT IN ('completed', 'aborted', 'failed') ORDER BY id")
+                    .fetch_all(self.r())
+                    .await
+                    .map_err(db_err)
+            }
+
+            async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = $1")
+                    .bind(pipeline)
+                    .fetch_all(self.r())
+                    .await
+                    .map_err(db_err)?;
+                Ok(rows.into_iter().map(|(s, d)| (s as usize, d)).collect())
+            }
+
+            async fn oldest_queued(&self, pipeline: &str) -> Result<Vec<(usize, i64)>> {
+                let rows: Vec<(i64, i64)> = sqlx::query_as(
+                    "SELECT stage_index, MIN(id) FROM deployments WHERE pipeline = $1 AND status = 'queued' GROUP BY stage_index",
+                )
+                .bind(pipeline)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)?;
+                Ok(rows.into_iter().map(|(s, d)| (s as usize, d)).collect())
+            }
+
+            async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>> {
+                let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+                    "SELECT deployment_id, stage_index, task_index FROM task_runs \
+                     WHERE status = 'ready' AND on_agent = 1 AND environment = $1 ORDER BY deployment_id LIMIT $2",
+                )
+                .bind(environment)
+                .bind(limit as i64)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)?;
+                Ok(rows.into_iter().map(|(d, s, t)| (d, s as usize, t as usize)).collect())
+            }
+
+            async fn owned_attempts(&self, agent: &str) -> Result<Vec<(i64, String)>> {
+                sqlx::query_as("SELECT deployment_id, attempt_id FROM task_runs WHERE status = 'in_progress' AND agent = $1 AND attempt_id IS NOT NULL")
+                    .bind(agent)
+                    .fetch_all(self.r())
+                    .await
+                    .map_err(db_err)
+            }
+
+            async fn attempt_deployment(&self, attempt_id: &str) -> Result<Option<i64>> {
+                sqlx::query_scalar("SELECT deployment_id FROM task_runs WHERE attempt_id = $1")
+                    .bind(attempt_id)
+                    .fetch_optional(self.r())
+                    .await
+                    .map_err(db_err)
+            }
+
+            async fn heartbeat(&self, attempt_id: &str, agent: &str, lease_until: Timestamp) -> Result<bool> {
+                let r = sqlx::query(
+                    "UPDATE task_runs SET lease_until = $1 WHERE attempt_id = $2 AND agent = $3 AND status = 'in_progress'",
+                )
+                .bind(lease_until.0)
+                .bind(attempt_id)
+                .bind(agent)
+                .execute(self.w())
+                .await
+                .map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn extend_all_leases(&self, until: Timestamp) -> Result<u64> {
+                let r = sqlx::query("UPDATE task_runs SET lease_until = $1 WHERE status = 'in_progress' AND lease_until IS NOT NULL AND lease_until < $1")
+                    .bind(until.0)
+                    .execute(self.w())
+                    .await
+                    .map_err(db_err)?;
+                Ok(r.rows_affected())
+            }
+
+            async fn deployments_due(&self, now: Timestamp) -> Result<Vec<i64>> {
+                sqlx::query_scalar(
+                    "SELECT DISTINCT deployment_id FROM task_runs WHERE status = 'in_progress' \
+                     AND ((lease_until IS NOT NULL AND lease_until < $1) OR (due_at IS NOT NULL AND due_at <= $1)) ORDER BY deployment_id",
+                )
+                .bind(now.0)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)
+            }
+
+            async fn pending_promotion_before(&self, pipeline: &str, stage: usize, below: i64) -> Result<Vec<i64>> {
+                sqlx::query_scalar(
+                    "SELECT id FROM deployments WHERE pipeline = $1 AND status = 'pending_promotion' AND stage_index = $2 AND id < $3 ORDER BY id",
+                )
+                .bind(pipeline)
+                .bind(stage as i64)
+                .bind(below)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)
+            }
+
+            async fn last_completed(&self, pipeline: &str, below: i64, not_version: &str) -> Result<Option<DeploymentRecord>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE pipeline = $1 AND status = 'completed' AND id < $2 AND version <> $3 \
+                     ORDER BY id DESC LIMIT 1"
+                ))
+                .bind(pipeline)
+                .bind(below)
+                .bind(not_version)
+                .fetch_optional(self.r())
+                .await
+                .map_err(db_err)?;
+                row.as_ref().map(Self::deployment_row).transpose()
+            }
+
+            async fn append_logs(&self, deployment_id: i64, stage: usize, task: usize, lines: &[(Timestamp, String, String)]) -> Result<()> {
+                if lines.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                for (ts, stream, line) in lines {
+                    sqlx::query(
+                        "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(deployment_id)
+                    .bind(stage as i64)
+                    .bind(task as i64)
+                    .bind(ts.0)
+                    .bind(stream)
+                    .bind(line)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                }
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>> {
+                let rows: Vec<(i64, i64, i64, i64, String, String)> = sqlx::query_as(
+                    "SELECT id, stage_index, task_index, ts, stream, line FROM task_logs WHERE deployment_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+                )
+                .bind(deployment_id)
+                .bind(after)
+                .bind(limit as i64)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, s, t, ts, stream, line)| LogLine {
+                        id,
+                        stage_index: s as usize,
+                        task_index: t as usize,
+                        ts: Timestamp(ts),
+                        stream,
+                        line,
+                    })
+                    .collect())
+            }
+
+            async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>> {
+                let rows: Vec<(i64, i64, i64, String, String, String)> = sqlx::query_as(
+                    "SELECT id, deployment_id, ts, kind, actor, detail FROM deployment_events WHERE deployment_id = $1 ORDER BY id",
+                )
+                .bind(deployment_id)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)?;
+                rows.into_iter()
+                    .map(|(id, deployment_id, ts, kind, actor, detail)| {
+                        Ok(DeploymentEvent {
+                            id,
+                            deployment_id,
+                            ts: Timestamp(ts),
+                            kind,
+                            actor,
+                            detail: serde_json::from_str(&detail).map_err(json_err)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn check_integrity(&self) -> Result<()> {
+                let rows: Vec<String> = sqlx::query_scalar($integrity).fetch_all(self.r()).await.map_err(db_err)?;
+                if rows.iter().all(|r| r == "ok") {
+                    Ok(())
+                } else {
+                    Err(Error::Store(format!("integrity check failed: {}", rows.join("; "))))
+                }
+            }
+        }
+    };
+}
+
+store_impl!(SqliteStore, sqlx::Sqlite, "sqlite", lock_row: "", integrity: "PRAGMA integrity_check");
+store_impl!(PgStore, sqlx::Postgres, "postgres", lock_row: " FOR UPDATE", integrity: "SELECT 'ok'::text");
+
+/// Test support: a PostgreSQL store in a fresh schema of its own, so tests run in parallel.
+pub mod testing {
+    use super::*;
+
+    /// `DROVER_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`.
+    pub fn pg_url() -> String {
+        std::env::var("DROVER_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    }
+
+    /// Creates schema `drover_test_<random>` and returns a store whose connections use it,
+    /// with the schema name (drop it with [`drop_schema`]).
+    pub async fn pg_schema_store() -> Result<(PgStore, String)> {
+        let url = pg_url();
+        let schema = format!("drover_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+        let admin = PgPoolOptions::new().max_connections(1).connect(&url).await.map_err(db_err)?;
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.map_err(db_err)?;
+        admin.close().await;
+        let opts = PgConnectOptions::from_str(&url)
+            .map_err(db_err)?
+            .options([("search_path", schema.as_str())]);
+        Ok((PgStore::connect_with(opts).await?, schema))
+    }
+
+    /// A database URL that selects the schema, for processes started by tests.
+    pub fn pg_schema_url(schema: &str) -> String {
+        let url = pg_url();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        format!("{url}{sep}options=-c%20search_path%3D{schema}")
+    }
+
+    pub async fn drop_schema(schema: &str) {
+        if let Ok(admin) = PgPoolOptions::new().max_connections(1).connect(&pg_url()).await {
+            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).execute(&admin).await;
+            admin.close().await;
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The conformance suite every `Store` implementation passes. Each check starts from an empty
+//! store; `tests/conformance.rs` runs them against SQLite and PostgreSQL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use drover_core::machine::{self, Effects, NewEvent};
+use drover_core::model::DeploymentRecord;
+use drover_core::store::{AgentRecord, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord};
+use drover_core::{Error, Store};
+use drover_types::{
+    Artifact, CommandSpec, DeploymentStatus, Environment, EnvironmentKind, Pipeline, PipelineSpec, Progression,
+    StageSpec, TaskSpec, TaskStatus, Timestamp,
+};
+use serde_json::json;
+
+type Check = fn(Arc<dyn Store>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Every check, by name.
+pub fn checks() -> Vec<(&'static str, Check)> {
+    vec![
+        ("environments", |s| Box::pin(environments(s))),
+        ("agents_and_operators", |s| Box::pin(agents_and_operators(s))),
+        ("artifacts_are_immutable", |s| Box::pin(artifacts_are_immutable(s))),
+        ("pipelines_upsert", |s| Box::pin(pipelines_upsert(s))),
+        ("deployment_round_trip", |s| Box::pin(deployment_round_trip(s))),
+        ("commit_detects_conflicts", |s| Box::pin(commit_detects_conflicts(s))),
+        ("stage_lock_is_exclusive", |s| Box::pin(stage_lock_is_exclusive(s))),
+        ("claims_heartbeats_and_leases", |s| Box::pin(claims_heartbeats_and_leases(s))),
+        ("logs_and_events", |s| Box::pin(logs_and_events(s))),
+    ]
+}
+
+fn spec(stages: usize) -> PipelineSpec {
+    PipelineSpec {
+        application: "app".into(),
+        pipeline: Some("app-pipe".into()),
+        stages: (0..stages)
+            .map(|i| StageSpec {
+                name: format!("s{i}"),
+                environment: format!("env{i}"),
+                progression: Progression::Automatic,
+                tasks: vec![TaskSpec::Run { command: CommandSpec::Shell("true".into()), timeout: None }],
+            })
+            .collect(),
+    }
+}
+
+fn record(spec: &PipelineSpec) -> DeploymentRecord {
+    DeploymentRecord {
+        id: 0,
+        pipeline: spec.name().into(),
+        application: spec.application.clone(),
+        version: "1.0".into(),
+        status: DeploymentStatus::Queued,
+        stage_index: 0,
+        holds_stage: false,
+        message: None,
+        created_by: "admin".into(),
+        created_at: Timestamp(1000),
+        updated_at: Timestamp(1000),
+        finished_at: None,
+        rollback_of: None,
+        spec: spec.clone(),
+        row_version: 0,
+    }
+}
+
+fn created() -> NewEvent {
+    NewEvent { kind: "deployment.created".into(), actor: "admin".into(), detail: json!({"version": "1.0"}) }
+}
+
+/// Steps a deployment with an open gate and commits it; returns the outcome.
+async fn step(store: &Arc<dyn Store>, id: i64) -> CommitOutcome {
+    let old = store.load_deployment(id).await.unwrap().unwrap();
+    let mut new = old.clone();
+    let mut fx = Effects::default();
+    machine::advance(&mut new, Timestamp(2000), &|_: i64, _: usize| true, &mut fx);
+    commit_of(store, &old, new, fx).await
+}
+
+async fn commit_of(
+    store: &Arc<dyn Store>,
+    old: &drover_core::DeploymentState,
+    new: drover_core::DeploymentState,
+    fx: Effects,
+) -> CommitOutcome {
+    let changed = new.tasks.iter().zip(&old.tasks).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
+    let events = machine::diff_events(Some(old), &new, "test");
+    store
+        .commit(&Commit {
+            expected_version: old.deployment.row_version,
+            deployment: new.deployment,
+            changed_tasks: changed,
+            events,
+            acquire_stage: fx.acquire_stage,
+            release_stage: fx.release_stage,
+        })
+        .await
+        .unwrap()
+}
+
+async fn environments(s: Arc<dyn Store>) {
+    let env = Environment {
+        name: "dev".into(),
+        kind: EnvironmentKind::Dev,
+        labels: BTreeMap::from([("zone".into(), "a".into())]),
+        created_at: Timestamp(5),
+    };
+    assert!(s.insert_environment(&env).await.unwrap());
+    assert!(!s.insert_environment(&env).await.unwrap(), "second insert is a no-op");
+    let got = s.get_environment("dev").await.unwrap().unwrap();
+    assert_eq!(got.labels.get("zone").map(String::as_str), Some("a"));
+    assert_eq!(got.kind, EnvironmentKind::Dev);
+    assert_eq!(s.list_environments().await.unwrap().len(), 1);
+    assert!(s.delete_environment("dev").await.unwrap());
+    assert!(s.get_environment("dev").await.unwrap().is_none());
+}
+
+async fn agents_and_operators(s: Arc<dyn Store>) {
+    let a = AgentRecord {
+        name: "a1".into(),
+        environment: "dev".into(),
+        secret_hash: "ab".repeat(32),
+        created_at: Timestamp(1),
+        last_seen_at: None,
+    };
+    s.insert_agent(&a).await.unwrap();
+    assert!(matches!(s.insert_agent(&a).await, Err(Error::Conflict(_))));
+    s.touch_agent("a1", Timestamp(77)).await.unwrap();
+    assert_eq!(s.get_agent("a1").await.unwrap().unwrap().last_seen_at, Some(Timestamp(77)));
+    assert_eq!(s.list_agents().await.unwrap().len(), 1);
+    assert!(s.delete_agent("a1").await.unwrap());
+    assert!(!s.delete_agent("a1").await.unwrap());
+
+    let op = OperatorRecord {
+        name: "admin".into(),
+        password_hash: "$argon2id$x".into(),
+        roles: vec!["release-admin".into()],
+        disabled: false,
+        created_at: Timestamp(1),
+    };
+    assert!(s.insert_operator(&op).await.unwrap());
+    assert!(!s.insert_operator(&op).await.unwrap());
+    let got = s.get_operator("admin").await.unwrap().unwrap();
+    assert_eq!(got.roles, vec!["release-admin".to_string()]);
+    assert!(s.get_operator("nobody").await.unwrap().is_none());
+}
+
+async fn artifacts_are_immutable(s: Arc<dyn Store>) {
+    let a = Artifact {
+        application: "shop".into(),
+        version: "1.0".into(),
+        sha256: "00".repeat(32),
+        size: 3_000_000_000,
+        created_at: Timestamp(9),
+        created_by: "admin".into(),
+    };
+    assert!(matches!(s.insert_artifact(&a).await.unwrap(), ArtifactInsert::Inserted));
+    let other = Artifact { sha256: "11".repeat(32), ..a.clone() };
+    match s.insert_artifact(&other).await.unwrap() {
+        ArtifactInsert::Exists(e) => assert_eq!(e.sha256, a.sha256, "the first content stays"),
+        ArtifactInsert::Inserted => panic!("a version was overwritten"),
+    }
+    assert_eq!(s.get_artifact("shop", "1.0").await.unwrap().unwrap().size, 3_000_000_000);
+    assert_eq!(s.list_artifacts(Some("shop")).await.unwrap().len(), 1);
+    assert_eq!(s.list_artifacts(Some("other")).await.unwrap().len(), 0);
+}
+
+async fn pipelines_upsert(s: Arc<dyn Store>) {
+    let sp = spec(2);
+    let p = Pipeline {
+        name: "app-pipe".into(),
+        application: "app".into(),
+        stages: sp.stages.clone(),
+        created_at: Timestamp(1),
+        updated_at: Timestamp(1),
+    };
+    s.put_pipeline(&p).await.unwrap();
+    let p2 = Pipeline { stages: spec(3).stages, updated_at: Timestamp(2), ..p.clone() };
+    s.put_pipeline(&p2).await.unwrap();
+    let got = s.get_pipeline("app-pipe").await.unwrap().unwrap();
+    assert_eq!(got.stages.len(), 3);
+    assert_eq!(got.created_at, Timestamp(1));
+    assert_eq!(got.updated_at, Timestamp(2));
+    assert_eq!(s.list_pipelines().await.unwrap().len(), 1);
+    assert!(s.delete_pipeline("app-pipe").await.unwrap());
+    assert!(s.get_pipeline("app-pipe").await.unwrap().is_none());
+}
+
+async fn deployment_round_trip(s: Arc<dyn Store>) {
+    let sp = spec(2);
+    let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
+    let st = s.load_deployment(id).await.unwrap().unwrap();
+    assert_eq!(st.deployment.id, id);
+    assert_eq!(st.deployment.spec, sp);
+    assert_eq!(st.tasks.len(), 2);
+    assert!(st.tasks.iter().all(|t| t.status == TaskStatus::Pending));
+    assert_eq!(step(&s, id).await, CommitOutcome::Committed);
+    let st = s.load_deployment(id).await.unwrap().unwrap();
+    assert_eq!(st.deployment.status, DeploymentStatus::InProgress);
+    assert_eq!(st.deployment.row_version, 1);
+    assert!(st.deployment.holds_stage);
+    assert_eq!(st.tasks[0].status, TaskStatus::Ready);
+    assert_eq!(s.stage_locks("app-pipe").await.unwrap(), vec![(0, id)]);
+    let list = s
+        .list_deployments(&DeploymentFilter { pipeline: Some("app-pipe".into()), status: None, limit: None })
+        .await
+        .unwrap();
+    assert_eq!(list.len(), 1);
+    let none = s
+        .list_deployments(&DeploymentFilter { status: Some(DeploymentStatus::Completed), ..Default::default() })
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(s.active_deployment_ids().await.unwrap(), vec![id]);
+    assert!(s.load_deployment(id + 1000).await.unwrap().is_none());
+}
+
+async fn commit_detects_conflicts(s: Arc<dyn Store>) {
+    let sp = spec(1);
+    let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
+    let old = s.load_deployment(id).await.unwrap().unwrap();
+    assert_eq!(step(&s, id).await, CommitOutcome::Committed);
+    // A second writer that loaded the same version loses.
+    let mut stale = old.clone();
+    stale.deployment.message = Some("stale".into());
+    assert_eq!(commit_of(&s, &old, stale, Effects::default()).await, CommitOutcome::VersionConflict);
+    let now = s.load_deployment(id).await.unwrap().unwrap();
+    assert_eq!(now.deployment.message, None, "the losing commit changed nothing");
+}
+
+async fn stage_lock_is_exclusive(s: Arc<dyn Store>) {
+    let sp = spec(1);
+    let a = s.create_deployment(&record(&sp), &created()).await.unwrap();
+    let b = s.create_deployment(&record(&sp), &created()).await.unwrap();
+    assert_eq!(s.oldest_queued("app-pipe").await.unwrap(), vec![(0, a)]);
+    assert_eq!(step(&s, a).await, CommitOutcome::Committed);
+    // b ignores the gate here on purpose: the store itself refuses a held stage.
+    assert_eq!(step(&s, b).await, CommitOutcome::StageBusy);
+    let bst = s.load_deployment(b).await.unwrap().unwrap();
+    assert_eq!(bst.deployment.status, DeploymentStatus::Queued, "a refused commit changes nothing");
+    // Finishing a releases the stage; then b gets it.
+    let old = s.load_deployment(a).await.unwrap().unwrap();
+    let mut new = old.clone();
+    let mut fx = Effects::default();
+    machine::claim(&mut new, 0, 0, "ag", "att-a", Timestamp(3000), Duration::from_secs(5)).unwrap();
+    machine::record_result(&mut new, "att-a", drover_types::agent::Outcome::Completed, Some(0), None, Timestamp(3001))
+        .unwrap();
+    machine::advance(&mut new, Timestamp(3001), &|_: i64, _: usize| true, &mut fx);
+    assert_eq!(new.deployment.status, DeploymentStatus::Completed);
+    assert_eq!(commit_of(&s, &old, new, fx).await, CommitOutcome::Committed);
+    assert!(s.stage_locks("app-pipe").await.unwrap().is_empty());
+    assert_eq!(step(&s, b).await, CommitOutcome::Committed);
+    assert_eq!(s.stage_locks("app-pipe").await.unwrap(), vec![(0, b)]);
+    assert!(s.last_completed("app-pipe", b, "2.0").await.unwrap().is_some_and(|d| d.id == a));
+    assert!(s.last_completed("app-pipe", b, "1.0").await.unwrap().is_none());
+}
+
+async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
+    let sp = spec(1);
+    let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
+    assert!(s.claimable_tasks("env0", 10).await.unwrap().is_empty(), "pending tasks are not claimable");
+    step(&s, id).await;
+    assert_eq!(s.claimable_tasks("env0", 10).await.unwrap(), vec![(id, 0, 0)]);
+    assert!(s.claimable_tasks("env1", 10).await.unwrap().is_empty());
+    let old = s.load_deployment(id).await.unwrap().unwrap();
+    let mut new = old.clone();
+    machine::claim(&mut new, 0, 0, "agent-1", "att-1", Timestamp(5000), Duration::from_millis(100)).unwrap();
+    assert_eq!(commit_of(&s, &old, new, Effects::default()).await, CommitOutcome::Committed);
+    assert!(s.claimable_tasks("env0", 10).await.unwrap().is_empty());
+    assert_eq!(s.owned_attempts("agent-1").await.unwrap(), vec![(id, "att-1".to_string())]);
+    assert_eq!(s.attempt_deployment("att-1").await.unwrap(), Some(id));
+    assert!(s.heartbeat("att-1", "agent-1", Timestamp(6000)).await.unwrap());
+    assert!(!s.heartbeat("att-1", "agent-2", Timestamp(6000)).await.unwrap(), "only the owner heartbeats");
+    assert!(!s.heartbeat("nope", "agent-1", Timestamp(6000)).await.unwrap());
+    assert!(s.deployments_due(Timestamp(5999)).await.unwrap().is_empty());
+    assert_eq!(s.deployments_due(Timestamp(6001)).await.unwrap(), vec![id]);
+    assert_eq!(s.extend_all_leases(Timestamp(9000)).await.unwrap(), 1);
+    assert!(s.deployments_due(Timestamp(8000)).await.unwrap().is_empty());
+}
+
+async fn logs_and_events(s: Arc<dyn Store>) {
+    let sp = spec(1);
+    let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
+    step(&s, id).await;
+    let lines: Vec<_> = (0..5).map(|i| (Timestamp(i), "stdout".to_string(), format!("line {i} ✓"))).collect();
+    s.append_logs(id, 0, 0, &lines).await.unwrap();
+    let page = s.logs(id, 0, 3).await.unwrap();
+    assert_eq!(page.len(), 3);
+    assert_eq!(page[0].line, "line 0 ✓");
+    let rest = s.logs(id, page[2].id, 100).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    let ev = s.events(id).await.unwrap();
+    assert_eq!(ev[0].kind, "deployment.created");
+    assert!(ev.iter().any(|e| e.kind == "deployment.status" && e.detail["to"] == "in_progress"));
+    assert!(ev.windows(2).all(|w| w[0].id < w[1].id));
+    s.check_integrity().await.unwrap();
+}
