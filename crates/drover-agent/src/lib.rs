@@ -1,1 +1,314 @@
+//! The drover agent: long-polls the orchestrator for tasks of its environment, runs them,
+//! streams logs and heartbeats, and reports results.
+//!
+//! De-duplication: before running an attempt the agent records it in its journal
+//! (`WORK_DIR/.drover/attempts/<id>`), and the result next to it before reporting. An attempt
+//! the orchestrator hands out again (a lost poll response, an agent restart) is therefore never
+//! run twice: a finished one is re-reported, one cut off by a restart is reported as failed.
 
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_client::{Client, Credentials, is_retryable};
+use drover_types::agent::{Assignment, AttemptEvents, AttemptResult, LogEntry, Outcome, PollRequest};
+use tokio::sync::{Notify, mpsc, watch};
+
+mod exec;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub url: String,
+    pub ca_cert: Option<PathBuf>,
+    pub name: String,
+    pub secret: String,
+    pub work_dir: PathBuf,
+    /// Tasks run at once (different applications; one pipeline stage runs one at a time).
+    pub capacity: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Client(#[from] drover_client::Error),
+    #[error("work dir {0}: {1}")]
+    WorkDir(PathBuf, std::io::Error),
+}
+
+struct Agent {
+    cfg: AgentConfig,
+    client: Client,
+    journal: PathBuf,
+    /// Attempts running or waiting to report.
+    running: Mutex<HashSet<String>>,
+    freed: Notify,
+    heartbeat: Mutex<Duration>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Runs the agent until `shutdown` becomes true.
+pub async fn run(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    let journal = cfg.work_dir.join(".drover").join("attempts");
+    std::fs::create_dir_all(&journal).map_err(|e| Error::WorkDir(cfg.work_dir.clone(), e))?;
+    prune_journal(&journal);
+    let client = Client::new(
+        &cfg.url,
+        cfg.ca_cert.as_deref(),
+        Credentials::Basic { user: cfg.name.clone(), password: cfg.secret.clone() },
+    )?;
+    let agent = Arc::new(Agent {
+        cfg,
+        client,
+        journal,
+        running: Mutex::new(HashSet::new()),
+        freed: Notify::new(),
+        heartbeat: Mutex::new(Duration::from_secs(5)),
+        shutdown: shutdown.clone(),
+    });
+    agent.poll_loop().await;
+    // Give running tasks a moment to report.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !agent.running.lock().expect("poisoned").is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn prune_journal(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let week = Duration::from_secs(7 * 24 * 3600);
+    for e in rd.flatten() {
+        if e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t.elapsed().is_ok_and(|a| a > week)) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+enum Journal {
+    New,
+    Started,
+    Finished(AttemptResult),
+}
+
+impl Agent {
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn poll_loop(self: &Arc<Self>) {
+        let mut backoff = Duration::from_millis(100);
+        let mut failing = false;
+        let mut shutdown = self.shutdown.clone();
+        while !self.stopping() {
+            let (running, free) = {
+                let r = self.running.lock().expect("poisoned");
+                (r.iter().cloned().collect::<Vec<_>>(), self.cfg.capacity.saturating_sub(r.len() as u32))
+            };
+            if free == 0 {
+                let freed = self.freed.notified();
+                tokio::select! {
+                    _ = freed => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = shutdown.changed() => return,
+                }
+                continue;
+            }
+            let req = PollRequest { running, capacity: free, wait_ms: 20_000 };
+            let r = tokio::select! {
+                r = self.client.poll(&req) => r,
+                _ = shutdown.changed() => return,
+            };
+            match r {
+                Ok(resp) => {
+                    if failing {
+                        tracing::info!("connected to the orchestrator again");
+                        failing = false;
+                    }
+                    backoff = Duration::from_millis(100);
+                    *self.heartbeat.lock().expect("poisoned") = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+                    for a in resp.tasks {
+                        self.accept(a);
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "polling the orchestrator failed; retrying with backoff");
+                        failing = true;
+                    }
+                    if !is_retryable(&e) {
+                        backoff = backoff.max(Duration::from_secs(5));
+                    }
+                    let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff + jitter) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn journal_path(&self, attempt: &str) -> Option<PathBuf> {
+        if attempt.is_empty() || !attempt.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return None;
+        }
+        Some(self.journal.join(attempt))
+    }
+
+    fn read_journal(&self, path: &Path) -> Journal {
+        match std::fs::read_to_string(path) {
+            Err(_) => Journal::New,
+            Ok(s) => match s.split_once('\n') {
+                Some(("finished", json)) => match serde_json::from_str(json) {
+                    Ok(r) => Journal::Finished(r),
+                    Err(_) => Journal::Started,
+                },
+                _ => Journal::Started,
+            },
+        }
+    }
+
+    fn write_journal(&self, path: &Path, content: &str) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    fn accept(self: &Arc<Self>, a: Assignment) {
+        let Some(path) = self.journal_path(&a.attempt_id) else {
+            tracing::error!(attempt = %a.attempt_id, "refusing an attempt with an invalid id");
+            return;
+        };
+        if !self.running.lock().expect("poisoned").insert(a.attempt_id.clone()) {
+            return; // already running here
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = match me.read_journal(&path) {
+                Journal::Finished(r) => {
+                    tracing::info!(attempt = %a.attempt_id, "re-reporting the result of a finished attempt");
+                    r
+                }
+                Journal::Started => {
+                    tracing::warn!(attempt = %a.attempt_id, "attempt was cut off by an agent restart; not running it again");
+                    AttemptResult {
+                        outcome: Outcome::Failed,
+                        exit_code: None,
+                        message: Some(format!(
+                            "agent {} restarted while running this attempt; it was not run again (retry the task to run it anew)",
+                            me.cfg.name
+                        )),
+                        logs: vec![],
+                    }
+                }
+                Journal::New => {
+                    if let Err(e) = me.write_journal(&path, "started\n") {
+                        tracing::error!(error = %e, "cannot write the attempt journal; refusing to run the attempt");
+                        me.running.lock().expect("poisoned").remove(&a.attempt_id);
+                        me.freed.notify_one();
+                        return;
+                    }
+                    tracing::info!(
+                        attempt = %a.attempt_id, deployment = a.deployment_id, stage = %a.stage,
+                        task = %a.spec.kind(), application = %a.application, version = %a.version,
+                        started_by = %a.started_by, "running task"
+                    );
+                    let r = me.execute(&a).await;
+                    let line = format!("finished\n{}", serde_json::to_string(&r).unwrap_or_default());
+                    if let Err(e) = me.write_journal(&path, &line) {
+                        tracing::error!(error = %e, "cannot record the attempt result in the journal");
+                    }
+                    r
+                }
+            };
+            me.report(&a.attempt_id, result).await;
+            me.running.lock().expect("poisoned").remove(&a.attempt_id);
+            me.freed.notify_one();
+        });
+    }
+
+    /// Runs the task with a log/heartbeat pump beside it.
+    async fn execute(self: &Arc<Self>, a: &Assignment) -> AttemptResult {
+        let (log_tx, mut log_rx) = mpsc::channel::<LogEntry>(1024);
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        let pump = {
+            let me = self.clone();
+            let attempt = a.attempt_id.clone();
+            tokio::spawn(async move {
+                let mut buf: Vec<LogEntry> = Vec::new();
+                let mut last_beat = tokio::time::Instant::now() - Duration::from_secs(3600);
+                loop {
+                    let interval = *me.heartbeat.lock().expect("poisoned");
+                    let flush_at = if buf.is_empty() { last_beat + interval } else { (last_beat + interval).min(tokio::time::Instant::now() + Duration::from_millis(200)) };
+                    let closed = tokio::select! {
+                        l = log_rx.recv() => match l {
+                            Some(l) => { buf.push(l); if buf.len() < 500 { continue } false }
+                            None => true,
+                        },
+                        _ = tokio::time::sleep_until(flush_at) => false,
+                    };
+                    if closed {
+                        return buf; // the rest goes with the result
+                    }
+                    let batch = AttemptEvents { logs: std::mem::take(&mut buf) };
+                    match me.client.attempt_events(&attempt, &batch).await {
+                        Ok(r) => {
+                            last_beat = tokio::time::Instant::now();
+                            if r.cancel {
+                                tracing::warn!(attempt = %attempt, "the orchestrator cancelled this attempt; stopping it");
+                                let _ = cancel_tx.send(true);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(error = %e, "heartbeat failed; keeping log lines for later");
+                            let mut back = batch.logs;
+                            back.append(&mut buf);
+                            buf = back;
+                            if buf.len() > 10_000 {
+                                let drop = buf.len() - 10_000;
+                                buf.drain(..drop);
+                            }
+                            last_beat = tokio::time::Instant::now();
+                        }
+                    }
+                }
+            })
+        };
+        let outcome = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx).await;
+        let rest = pump.await.unwrap_or_default();
+        AttemptResult { outcome: outcome.outcome, exit_code: outcome.exit_code, message: outcome.message, logs: rest }
+    }
+
+    /// Reports a result, retrying while the orchestrator is away.
+    async fn report(&self, attempt: &str, r: AttemptResult) {
+        let mut backoff = Duration::from_millis(100);
+        for _ in 0..10_000 {
+            match self.client.attempt_result(attempt, &r).await {
+                Ok(resp) => {
+                    if resp.status != "recorded" {
+                        tracing::info!(attempt, status = %resp.status, "result not recorded (the attempt is no longer current)");
+                    }
+                    return;
+                }
+                Err(e) if is_retryable(&e) => {
+                    tracing::debug!(attempt, error = %e, "reporting failed; retrying");
+                    if self.stopping() {
+                        tracing::warn!(attempt, "stopping with an unreported result; it is kept in the journal");
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(attempt, error = %e, "the orchestrator refused the result");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,1 +1,387 @@
+//! Typed client of the orchestrator's HTTPS API, used by the CLI, the agent and the tests.
 
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use drover_types::agent::{
+    AttemptEvents, AttemptEventsResponse, AttemptResult, AttemptResultResponse, PollRequest, PollResponse,
+};
+use drover_types::{
+    Action, ActionRequest, Agent, AgentCredentials, ApiErrorBody, ApplyResult, Artifact, Deployment,
+    DeploymentEvent, Environment, LogPage, NewAgent, NewDeployment, Pipeline, PipelineSpec,
+};
+use futures_util::{Stream, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The orchestrator answered with an error.
+    #[error("{message} ({code}, HTTP {status})")]
+    Api { status: u16, code: String, message: String },
+    /// No answer: connection refused, TLS failure, timeout.
+    #[error("cannot reach the orchestrator: {0}")]
+    Transport(String),
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> Error {
+    // reqwest's Display is terse; include the chain (e.g. the TLS error).
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    Error::Transport(msg)
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+#[derive(Clone)]
+pub enum Credentials {
+    /// HTTP Basic: an operator (name + password) or an agent (name + secret).
+    Basic { user: String, password: String },
+    None,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+            Credentials::None => write!(f, "None"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    auth: Option<String>,
+}
+
+/// One server-sent event of `logs?follow=true`.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub event: String,
+    pub data: String,
+}
+
+impl Client {
+    /// `base`: `https://host:port`. `ca_cert`: the PEM CA to trust (the orchestrator's
+    /// `DATA_DIR/tls/ca.pem`); without it, the system's roots are not used either, so it is
+    /// required for https.
+    pub fn new(base: &str, ca_cert: Option<&Path>, creds: Credentials) -> Result<Self> {
+        let base = base.trim_end_matches('/').to_string();
+        let mut b = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tcp_nodelay(true)
+            .user_agent(concat!("drover/", env!("CARGO_PKG_VERSION")));
+        if base.starts_with("https://") {
+            let ca = ca_cert.ok_or_else(|| {
+                Error::Config("--ca-cert (or DROVER_CA_CERT) is required: the orchestrator's DATA_DIR/tls/ca.pem".into())
+            })?;
+            let mut cfg = drover_tls::client_config(ca).map_err(|e| Error::Config(e.to_string()))?;
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            b = b.use_preconfigured_tls(cfg);
+        } else if !base.starts_with("http://") {
+            return Err(Error::Config(format!("invalid URL {base:?}: expected https://HOST:PORT")));
+        }
+        let http = b.build().map_err(transport)?;
+        let auth = match creds {
+            Credentials::Basic { user, password } => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )),
+            Credentials::None => None,
+        };
+        Ok(Client { http, base, auth })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(a) = &self.auth {
+            r = r.header(reqwest::header::AUTHORIZATION, a);
+        }
+        r
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(b) => Err(Error::Api { status: status.as_u16(), code: b.error.code, message: b.error.message }),
+            Err(_) => Err(Error::Api {
+                status: status.as_u16(),
+                code: "http_error".into(),
+                message: if text.is_empty() { status.to_string() } else { text },
+            }),
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T> {
+        let resp = Self::check(rb.send().await.map_err(transport)?).await?;
+        let bytes = resp.bytes().await.map_err(transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.req(Method::GET, path).timeout(Duration::from_secs(60))).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.req(Method::POST, path).json(body).timeout(Duration::from_secs(60))).await
+    }
+
+    async fn delete(&self, path: &str) -> Result<()> {
+        Self::check(self.req(Method::DELETE, path).timeout(Duration::from_secs(60)).send().await.map_err(transport)?).await?;
+        Ok(())
+    }
+
+    /// `GET /healthz`.
+    pub async fn health(&self) -> Result<()> {
+        let r = self.req(Method::GET, "/healthz").timeout(Duration::from_secs(5)).send().await.map_err(transport)?;
+        Self::check(r).await.map(|_| ())
+    }
+
+    // ---- pipelines and environments ----
+
+    pub async fn pipelines(&self) -> Result<Vec<Pipeline>> {
+        self.get("/api/v1/pipelines").await
+    }
+    pub async fn pipeline(&self, name: &str) -> Result<Pipeline> {
+        self.get(&format!("/api/v1/pipelines/{name}")).await
+    }
+    pub async fn apply(&self, spec: &PipelineSpec) -> Result<ApplyResult> {
+        self.post("/api/v1/pipelines", spec).await
+    }
+    /// Applies pipeline YAML as is; the orchestrator parses it, so errors name lines.
+    pub async fn apply_yaml(&self, yaml: &str) -> Result<ApplyResult> {
+        let rb = self
+            .req(Method::POST, "/api/v1/pipelines")
+            .header(reqwest::header::CONTENT_TYPE, "application/yaml")
+            .body(yaml.to_string())
+            .timeout(Duration::from_secs(60));
+        self.send(rb).await
+    }
+    pub async fn delete_pipeline(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/api/v1/pipelines/{name}")).await
+    }
+    pub async fn environments(&self) -> Result<Vec<Environment>> {
+        self.get("/api/v1/environments").await
+    }
+
+    // ---- agents ----
+
+    pub async fn agents(&self) -> Result<Vec<Agent>> {
+        self.get("/api/v1/agents").await
+    }
+    pub async fn add_agent(&self, name: &str, environment: &str) -> Result<AgentCredentials> {
+        self.post("/api/v1/agents", &NewAgent { name: name.into(), environment: environment.into() }).await
+    }
+    pub async fn delete_agent(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/api/v1/agents/{name}")).await
+    }
+
+    // ---- artifacts ----
+
+    pub async fn artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>> {
+        match application {
+            Some(a) => self.get(&format!("/api/v1/artifacts?application={a}")).await,
+            None => self.get("/api/v1/artifacts").await,
+        }
+    }
+
+    /// Streams a file to the orchestrator; `progress` is called with the bytes sent so far.
+    pub async fn push_artifact(
+        &self,
+        application: &str,
+        version: &str,
+        file: &Path,
+        sha256: Option<&str>,
+        progress: impl Fn(u64) + Send + Sync + 'static,
+    ) -> Result<Artifact> {
+        let f = tokio::fs::File::open(file).await?;
+        let len = f.metadata().await?.len();
+        let mut sent = 0u64;
+        let stream = tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).map(move |chunk| {
+            if let Ok(c) = &chunk {
+                sent += c.len() as u64;
+                progress(sent);
+            }
+            chunk
+        });
+        let mut rb = self
+            .req(Method::PUT, &format!("/api/v1/artifacts/{application}/{version}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(stream));
+        if let Some(s) = sha256 {
+            rb = rb.header("x-drover-sha256", s);
+        }
+        self.send(rb).await
+    }
+
+    /// Pushes bytes held in memory (small artifacts, tests).
+    pub async fn push_artifact_bytes(&self, application: &str, version: &str, data: Vec<u8>) -> Result<Artifact> {
+        let rb = self
+            .req(Method::PUT, &format!("/api/v1/artifacts/{application}/{version}"))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(data)
+            .timeout(Duration::from_secs(300));
+        self.send(rb).await
+    }
+
+    // ---- deployments ----
+
+    pub async fn deploy(&self, pipeline: &str, version: &str) -> Result<Deployment> {
+        self.post("/api/v1/deployments", &NewDeployment { pipeline: pipeline.into(), version: version.into() }).await
+    }
+    pub async fn deployment(&self, id: i64) -> Result<Deployment> {
+        self.get(&format!("/api/v1/deployments/{id}")).await
+    }
+    pub async fn deployments(&self, pipeline: Option<&str>, status: Option<&str>, limit: Option<u32>) -> Result<Vec<Deployment>> {
+        let mut q = vec![];
+        if let Some(p) = pipeline {
+            q.push(format!("pipeline={p}"));
+        }
+        if let Some(s) = status {
+            q.push(format!("status={s}"));
+        }
+        if let Some(l) = limit {
+            q.push(format!("limit={l}"));
+        }
+        let qs = if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) };
+        self.get(&format!("/api/v1/deployments{qs}")).await
+    }
+    pub async fn act(&self, id: i64, action: Action, reason: Option<String>) -> Result<Deployment> {
+        let body = ActionRequest { reason, comment: None };
+        self.post(&format!("/api/v1/deployments/{id}/{action}"), &body).await
+    }
+    pub async fn logs(&self, id: i64, after: i64) -> Result<LogPage> {
+        self.get(&format!("/api/v1/deployments/{id}/logs?after={after}")).await
+    }
+    pub async fn events(&self, id: i64) -> Result<Vec<DeploymentEvent>> {
+        self.get(&format!("/api/v1/deployments/{id}/events")).await
+    }
+
+    /// Follows a deployment: server-sent events until it is terminal.
+    pub async fn follow(&self, id: i64, after: i64) -> Result<impl Stream<Item = Result<SseEvent>>> {
+        let resp = self
+            .req(Method::GET, &format!("/api/v1/deployments/{id}/logs?follow=true&after={after}"))
+            .send()
+            .await
+            .map_err(transport)?;
+        let resp = Self::check(resp).await?;
+        let bytes = resp.bytes_stream();
+        Ok(sse_events(bytes))
+    }
+
+    /// `GET` a JSON value at any API path (for commands without a typed call).
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
+        self.get(path).await
+    }
+
+    // ---- agent protocol ----
+
+    pub async fn poll(&self, req: &PollRequest) -> Result<PollResponse> {
+        let rb = self
+            .req(Method::POST, "/agent/v1/poll")
+            .json(req)
+            .timeout(Duration::from_millis(req.wait_ms) + Duration::from_secs(30));
+        self.send(rb).await
+    }
+    pub async fn attempt_events(&self, attempt: &str, ev: &AttemptEvents) -> Result<AttemptEventsResponse> {
+        self.post(&format!("/agent/v1/attempts/{attempt}/events"), ev).await
+    }
+    pub async fn attempt_result(&self, attempt: &str, r: &AttemptResult) -> Result<AttemptResultResponse> {
+        self.post(&format!("/agent/v1/attempts/{attempt}/result"), r).await
+    }
+    /// Downloads artifact content by digest as a byte stream (with its length when known).
+    pub async fn download(&self, sha256: &str) -> Result<(Option<u64>, impl Stream<Item = Result<Bytes>> + use<>)> {
+        let resp = self
+            .req(Method::GET, &format!("/agent/v1/artifacts/{sha256}"))
+            .send()
+            .await
+            .map_err(transport)?;
+        let resp = Self::check(resp).await?;
+        let len = resp.content_length();
+        Ok((len, resp.bytes_stream().map(|r| r.map_err(transport))))
+    }
+}
+
+/// Parses a `text/event-stream` body into events.
+fn sse_events(
+    body: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
+) -> impl Stream<Item = Result<SseEvent>> {
+    futures_util::stream::unfold((body, String::new(), false), |(mut body, mut buf, done)| async move {
+        if done {
+            return None;
+        }
+        loop {
+            if let Some(pos) = buf.find("\n\n") {
+                let block: String = buf.drain(..pos + 2).collect();
+                let mut event = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        if !data.is_empty() {
+                            data.push('\n');
+                        }
+                        data.push_str(v);
+                    }
+                }
+                if data.is_empty() {
+                    continue; // comment / keep-alive
+                }
+                return Some((Ok(SseEvent { event, data }), (body, buf, false)));
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+                Some(Err(e)) => return Some((Err(transport(e)), (body, buf, true))),
+                None => return None,
+            }
+        }
+    })
+}
+
+/// Whether an error means "try again later" (orchestrator away) rather than "you are wrong".
+pub fn is_retryable(e: &Error) -> bool {
+    match e {
+        Error::Transport(_) => true,
+        Error::Api { status, .. } => {
+            let s = StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS
+        }
+        _ => false,
+    }
+}

@@ -120,8 +120,8 @@ pub trait Store: Send + Sync + 'static {
     async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>>;
     /// In-progress attempts owned by an agent: (deployment id, attempt id).
     async fn owned_attempts(&self, agent: &str) -> Result<Vec<(i64, String)>>;
-    /// The deployment an attempt belongs to.
-    async fn attempt_deployment(&self, attempt_id: &str) -> Result<Option<i64>>;
+    /// Where an attempt belongs: (deployment id, stage index, task index).
+    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<(i64, usize, usize)>>;
     /// Extends the lease of an in-progress attempt owned by `agent`; false when it is no longer
     /// in progress (aborted, lost, or not that agent's).
     async fn heartbeat(&self, attempt_id: &str, agent: &str, lease_until: Timestamp) -> Result<bool>;

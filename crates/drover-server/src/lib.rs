@@ -1,1 +1,266 @@
+//! The orchestrator: HTTPS server (API, agent protocol), the deployment engine and the
+//! artifact store, started by [`start`].
 
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use drover_core::Store;
+use drover_core::store::OperatorRecord;
+use drover_types::Timestamp;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub mod api;
+pub mod artifacts;
+pub mod auth;
+pub mod engine;
+pub mod error;
+mod sse;
+
+pub use engine::Engine;
+
+/// How the orchestrator runs. Built by the CLI from flags, environment and `drover.toml`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `None`: SQLite at `DATA_DIR/drover.db`.
+    pub database_url: Option<String>,
+    /// An attempt without a heartbeat for this long is lost (deployment goes to `error`).
+    pub heartbeat_timeout: Duration,
+    /// Extra DNS names / IPs for the server certificate (localhost and loopback are always in).
+    pub tls_names: Vec<String>,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Config {
+            data_dir: data_dir.into(),
+            listen: "127.0.0.1:8443".parse().expect("valid"),
+            database_url: None,
+            heartbeat_timeout: Duration::from_secs(30),
+            tls_names: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("data dir {0}: {1}")]
+    DataDir(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Tls(#[from] drover_tls::Error),
+    #[error("database: {0}")]
+    Store(#[from] drover_core::Error),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, std::io::Error),
+    #[error("bootstrap: {0}")]
+    Bootstrap(String),
+}
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub auth: auth::Authenticator,
+    pub artifacts: artifacts::ArtifactFiles,
+    pub node: String,
+    pub started_at: Timestamp,
+    pub listen: String,
+}
+
+/// Shared state of all handlers.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+/// A running orchestrator.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub ca_cert: PathBuf,
+    /// The admin password, when this start created the admin operator.
+    pub initial_admin_password: Option<String>,
+    pub state: AppState,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Stops accepting connections and stops the engine.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Creates what is missing in the data dir (keys, CA, admin) and starts serving.
+pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&cfg.data_dir)
+        .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?;
+    let mut names = cfg.tls_names.clone();
+    if !cfg.listen.ip().is_unspecified() {
+        names.push(cfg.listen.ip().to_string());
+    }
+    let pki = drover_tls::Pki::ensure(&cfg.data_dir, &names)?;
+    let tls = pki.server_config()?;
+    let url = cfg
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("drover.db").display()));
+    let store = drover_store::open(&url).await?;
+    let initial_admin_password = bootstrap_admin(store.as_ref(), &cfg.data_dir).await?;
+    let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
+    let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;
+    let state = AppState(Arc::new(Inner {
+        store: store.clone(),
+        engine: engine.clone(),
+        auth: auth::Authenticator::new(store.clone()),
+        artifacts: artifacts::ArtifactFiles::new(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?,
+        node: hostname(),
+        started_at: Timestamp::now(),
+        listen: addr.to_string(),
+    }));
+    let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
+    let app = router(state.clone());
+    let (shutdown, rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let engine_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = engine.run(engine_rx).await {
+            tracing::error!(error = %e, "engine stopped");
+        }
+    }));
+    tasks.push(tokio::spawn(serve_tls(listener, tls, app, rx)));
+    tracing::info!(%addr, backend = store.backend(), "orchestrator listening on https://{addr}");
+    Ok(Running {
+        addr,
+        url: format!("https://{addr}"),
+        ca_cert: pki.ca_cert(),
+        initial_admin_password,
+        state,
+        shutdown,
+        tasks,
+    })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// The full HTTP application: health check, guarded routes, JSON 404 for the rest.
+pub fn router(state: AppState) -> Router {
+    let (api, _) = api::routes(state.clone());
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .merge(api)
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .with_state(state)
+}
+
+/// Creates the operator `admin` (role release-admin) on first start, with a random password
+/// written to `DATA_DIR/initial-admin-password` (mode 0600).
+async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<String>, StartError> {
+    if store.get_operator("admin").await?.is_some() {
+        return Ok(None);
+    }
+    let password: String = {
+        use rand::Rng;
+        const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+        let mut rng = rand::rng();
+        (0..24).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
+    };
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
+        .await
+        .map_err(|e| StartError::Bootstrap(e.to_string()))?
+        .map_err(StartError::Bootstrap)?;
+    let path = data_dir.join("initial-admin-password");
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| StartError::DataDir(path.clone(), e))?;
+        writeln!(f, "{password}").map_err(|e| StartError::DataDir(path.clone(), e))?;
+        f.sync_all().map_err(|e| StartError::DataDir(path.clone(), e))?;
+    }
+    let created = store
+        .insert_operator(&OperatorRecord {
+            name: "admin".into(),
+            password_hash: hash,
+            roles: vec![drover_core::rbac::RELEASE_ADMIN.into()],
+            disabled: false,
+            created_at: Timestamp::now(),
+        })
+        .await?;
+    Ok(created.then_some(password))
+}
+
+/// Accepts TCP connections, completes the TLS handshake (bounded), and serves HTTP/1.1.
+async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, mut shutdown: watch::Receiver<bool>) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+                let mut app = app.clone();
+                async move { tower::Service::call(&mut app, req.map(axum::body::Body::new)).await }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -271,7 +271,8 @@ async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
     assert_eq!(commit_of(&s, &old, new, Effects::default()).await, CommitOutcome::Committed);
     assert!(s.claimable_tasks("env0", 10).await.unwrap().is_empty());
     assert_eq!(s.owned_attempts("agent-1").await.unwrap(), vec![(id, "att-1".to_string())]);
-    assert_eq!(s.attempt_deployment("att-1").await.unwrap(), Some(id));
+    assert_eq!(s.attempt_task("att-1").await.unwrap(), Some((id, 0, 0)));
+    assert_eq!(s.attempt_task("att-x").await.unwrap(), None);
     assert!(s.heartbeat("att-1", "agent-1", Timestamp(6000)).await.unwrap());
     assert!(!s.heartbeat("att-1", "agent-2", Timestamp(6000)).await.unwrap(), "only the owner heartbeats");
     assert!(!s.heartbeat("nope", "agent-1", Timestamp(6000)).await.unwrap());

@@ -732,12 +732,14 @@ macro_rules! store_impl {
                     .map_err(db_err)
             }
 
-            async fn attempt_deployment(&self, attempt_id: &str) -> Result<Option<i64>> {
-                sqlx::query_scalar("SELECT deployment_id FROM task_runs WHERE attempt_id = $1")
-                    .bind(attempt_id)
-                    .fetch_optional(self.r())
-                    .await
-                    .map_err(db_err)
+            async fn attempt_task(&self, attempt_id: &str) -> Result<Option<(i64, usize, usize)>> {
+                let row: Option<(i64, i64, i64)> =
+                    sqlx::query_as("SELECT deployment_id, stage_index, task_index FROM task_runs WHERE attempt_id = $1")
+                        .bind(attempt_id)
+                        .fetch_optional(self.r())
+                        .await
+                        .map_err(db_err)?;
+                Ok(row.map(|(d, s, t)| (d, s as usize, t as usize)))
             }
 
             async fn heartbeat(&self, attempt_id: &str, agent: &str, lease_until: Timestamp) -> Result<bool> {

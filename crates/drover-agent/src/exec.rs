@@ -1,0 +1,368 @@
+//! Task executors: `run`, `deploy`, `http-check`.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use drover_client::Client;
+use drover_types::agent::{Assignment, LogEntry, Outcome};
+use drover_types::{CommandSpec, TaskSpec};
+use futures_util::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch};
+
+use crate::AgentConfig;
+
+/// Releases kept per application (the current one is always kept).
+pub const KEEP_RELEASES: usize = 5;
+const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+const HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+const TAIL_LINES: usize = 20;
+
+pub struct TaskOutcome {
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+}
+
+fn ok(msg: impl Into<String>) -> TaskOutcome {
+    TaskOutcome { outcome: Outcome::Completed, exit_code: Some(0), message: Some(msg.into()) }
+}
+
+fn fail(msg: impl Into<String>) -> TaskOutcome {
+    TaskOutcome { outcome: Outcome::Failed, exit_code: None, message: Some(msg.into()) }
+}
+
+struct Logger(mpsc::Sender<LogEntry>);
+
+impl Logger {
+    async fn line(&self, stream: &str, line: impl Into<String>) {
+        let _ = self.0.send(LogEntry { stream: stream.into(), line: line.into() }).await;
+    }
+}
+
+pub async fn run_task(
+    cfg: &AgentConfig,
+    client: &Client,
+    a: &Assignment,
+    logs: mpsc::Sender<LogEntry>,
+    cancel: watch::Receiver<bool>,
+) -> TaskOutcome {
+    let log = Logger(logs);
+    log.line("agent", format!("agent {} runs {} for deployment {} (started by {})", cfg.name, a.spec.kind(), a.deployment_id, a.started_by)).await;
+    let app_dir = cfg.work_dir.join(&a.application);
+    match &a.spec {
+        TaskSpec::Run { command, timeout } => {
+            let cwd = current_dir(&app_dir).unwrap_or_else(|| cfg.work_dir.clone());
+            let argv = match command {
+                CommandSpec::Shell(s) => vec!["sh".to_string(), "-c".to_string(), s.clone()],
+                CommandSpec::Exec(v) => v.clone(),
+            };
+            let t = timeout.map(|d| d.0).unwrap_or(DEFAULT_RUN_TIMEOUT);
+            run_process(&argv, &cwd, &env_for(a, &cwd), t, &log, cancel).await
+        }
+        TaskSpec::Deploy {} => deploy(cfg, client, a, &app_dir, &log, cancel).await,
+        TaskSpec::HttpCheck { url, expect_status, timeout } => {
+            http_check(cfg, url, *expect_status, timeout.map(|d| d.0).unwrap_or(DEFAULT_CHECK_TIMEOUT), &log, cancel).await
+        }
+        other => fail(format!("task type {} does not run on agents", other.kind())),
+    }
+}
+
+fn current_dir(app_dir: &Path) -> Option<PathBuf> {
+    let cur = app_dir.join("current");
+    std::fs::canonicalize(&cur).ok().filter(|p| p.is_dir())
+}
+
+fn env_for(a: &Assignment, release_dir: &Path) -> Vec<(String, String)> {
+    vec![
+        ("DROVER_APPLICATION".into(), a.application.clone()),
+        ("DROVER_VERSION".into(), a.version.clone()),
+        ("DROVER_DEPLOYMENT_ID".into(), a.deployment_id.to_string()),
+        ("DROVER_ENVIRONMENT".into(), a.environment.clone()),
+        ("DROVER_STAGE".into(), a.stage.clone()),
+        ("DROVER_ATTEMPT_ID".into(), a.attempt_id.clone()),
+        ("DROVER_RELEASE_DIR".into(), release_dir.display().to_string()),
+        ("DROVER_STARTED_BY".into(), a.started_by.clone()),
+    ]
+}
+
+/// Runs a process in its own process group; streams its output; kills the whole group on
+/// timeout or cancellation.
+async fn run_process(
+    argv: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    timeout: Duration,
+    log: &Logger,
+    mut cancel: watch::Receiver<bool>,
+) -> TaskOutcome {
+    let Some((prog, args)) = argv.split_first() else { return fail("empty command") };
+    let mut cmd = tokio::process::Command::new(prog);
+    cmd.args(args)
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("cannot start {prog:?} in {}: {e}", cwd.display())),
+    };
+    let pid = child.id();
+    let (tail_tx, mut tail_rx) = mpsc::unbounded_channel::<String>();
+    let mut readers = Vec::new();
+    for (name, pipe) in [
+        ("stdout", child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
+        ("stderr", child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
+    ] {
+        let Some(pipe) = pipe else { continue };
+        let tx = log.0.clone();
+        let tail = tail_tx.clone();
+        readers.push(tokio::spawn(async move {
+            let mut lines = BufReader::new(pipe).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let _ = tail.send(l.clone());
+                let _ = tx.send(LogEntry { stream: name.into(), line: l }).await;
+            }
+        }));
+    }
+    drop(tail_tx);
+    let kill_group = |why: &str| {
+        if let Some(pid) = pid {
+            tracing::warn!(pid, "{why}: killing the process group");
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    };
+    let status = tokio::select! {
+        s = child.wait() => Some(s),
+        _ = tokio::time::sleep(timeout) => { kill_group("timeout"); None }
+        _ = cancel.wait_for(|c| *c) => { kill_group("cancelled"); None }
+    };
+    let timed_out = status.is_none();
+    let status = match status {
+        Some(s) => s,
+        None => child.wait().await,
+    };
+    // Descendants may keep the pipes open; do not wait for them forever.
+    for r in readers {
+        let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
+    }
+    let mut tail: VecDeque<String> = VecDeque::new();
+    while let Ok(l) = tail_rx.try_recv() {
+        tail.push_back(l);
+        if tail.len() > TAIL_LINES {
+            tail.pop_front();
+        }
+    }
+    let tail_text = if tail.is_empty() { String::new() } else { format!("; last output:\n{}", Vec::from(tail).join("\n")) };
+    if timed_out {
+        let why = if *cancel.borrow() { "cancelled".to_string() } else { format!("timed out after {}", humantime::format_duration(timeout)) };
+        return TaskOutcome { outcome: Outcome::Failed, exit_code: None, message: Some(format!("{why}{tail_text}")) };
+    }
+    match status {
+        Ok(s) if s.success() => TaskOutcome { outcome: Outcome::Completed, exit_code: Some(0), message: None },
+        Ok(s) => {
+            let code = s.code();
+            let what = match code {
+                Some(c) => format!("exit code {c}"),
+                None => "killed by a signal".to_string(),
+            };
+            TaskOutcome { outcome: Outcome::Failed, exit_code: code, message: Some(format!("{what}{tail_text}")) }
+        }
+        Err(e) => fail(format!("waiting for the process: {e}")),
+    }
+}
+
+async fn deploy(
+    cfg: &AgentConfig,
+    client: &Client,
+    a: &Assignment,
+    app_dir: &Path,
+    log: &Logger,
+    cancel: watch::Receiver<bool>,
+) -> TaskOutcome {
+    let Some(art) = &a.artifact else {
+        return fail(format!("no artifact {} {} on the orchestrator", a.application, a.version));
+    };
+    let releases = app_dir.join("releases");
+    if let Err(e) = tokio::fs::create_dir_all(&releases).await {
+        return fail(format!("creating {}: {e}", releases.display()));
+    }
+    // 1. Download and verify.
+    let download = app_dir.join(format!(".download-{}", a.attempt_id));
+    log.line("agent", format!("downloading {} {} ({} bytes, sha256 {})", a.application, a.version, art.size, art.sha256)).await;
+    let r = fetch(client, &art.sha256, &download).await;
+    match r {
+        Ok(sum) if sum == art.sha256 => {}
+        Ok(sum) => {
+            let _ = tokio::fs::remove_file(&download).await;
+            return fail(format!("artifact checksum mismatch: expected {}, got {sum}", art.sha256));
+        }
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&download).await;
+            return fail(format!("downloading the artifact: {e}"));
+        }
+    }
+    // 2. Unpack beside the releases, then move into place.
+    let staging = releases.join(format!(".unpack-{}", a.attempt_id));
+    let (dl, st) = (download.clone(), staging.clone());
+    let unpacked = tokio::task::spawn_blocking(move || unpack(&dl, &st)).await;
+    let _ = tokio::fs::remove_file(&download).await;
+    match unpacked {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            let _ = tokio::fs::remove_dir_all(&staging).await;
+            return fail(format!("unpacking the artifact (a .tar.gz is expected): {e}"));
+        }
+        Err(e) => return fail(format!("unpacking: {e}")),
+    }
+    let release = releases.join(&a.version);
+    let previous = std::fs::read_link(app_dir.join("current")).ok();
+    let replaced = release.exists();
+    if replaced {
+        // Redeploying a version: the fresh copy replaces the old one.
+        let _ = tokio::fs::remove_dir_all(&release).await;
+    }
+    if let Err(e) = tokio::fs::rename(&staging, &release).await {
+        let _ = tokio::fs::remove_dir_all(&staging).await;
+        return fail(format!("moving the release into place: {e}"));
+    }
+    let env = env_for(a, &release);
+    // 3. pre-deploy hook, in the new release; failure leaves `current` alone.
+    if release.join("pre-deploy").is_file() {
+        log.line("agent", "running pre-deploy hook").await;
+        let r = run_process(&["sh".into(), "./pre-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel.clone()).await;
+        if r.outcome != Outcome::Completed {
+            if !replaced {
+                let _ = tokio::fs::remove_dir_all(&release).await;
+            }
+            return TaskOutcome { message: Some(format!("pre-deploy hook failed: {}", r.message.unwrap_or_default())), ..r };
+        }
+    }
+    // 4. Switch `current` atomically.
+    let target = PathBuf::from("releases").join(&a.version);
+    if let Err(e) = switch_current(app_dir, &target, &a.attempt_id) {
+        return fail(format!("switching current: {e}"));
+    }
+    log.line("agent", format!("current -> {}", target.display())).await;
+    // 5. post-deploy hook; failure switches back.
+    if release.join("post-deploy").is_file() {
+        log.line("agent", "running post-deploy hook").await;
+        let r = run_process(&["sh".into(), "./post-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel).await;
+        if r.outcome != Outcome::Completed {
+            let back = match &previous {
+                Some(p) => switch_current(app_dir, p, &a.attempt_id).map(|_| format!("current switched back to {}", p.display())),
+                None => std::fs::remove_file(app_dir.join("current")).map(|_| "current removed".to_string()),
+            };
+            let back = back.unwrap_or_else(|e| format!("switching back failed: {e}"));
+            return TaskOutcome {
+                message: Some(format!("post-deploy hook failed ({back}): {}", r.message.unwrap_or_default())),
+                ..r
+            };
+        }
+    }
+    prune(&releases, &release);
+    let _ = cfg;
+    ok(format!("{} {} deployed to {}", a.application, a.version, release.display()))
+}
+
+async fn fetch(client: &Client, sha256: &str, to: &Path) -> Result<String, String> {
+    let (_, mut stream) = client.download(sha256).await.map_err(|e| e.to_string())?;
+    let mut f = tokio::fs::File::create(to).await.map_err(|e| e.to_string())?;
+    let mut h = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        h.update(&chunk);
+        f.write_all(&chunk).await.map_err(|e| e.to_string())?;
+    }
+    f.sync_all().await.map_err(|e| e.to_string())?;
+    Ok(hex::encode(h.finalize()))
+}
+
+fn unpack(archive: &Path, into: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(into)?;
+    let f = std::fs::File::open(archive)?;
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
+    ar.set_preserve_permissions(true);
+    ar.set_overwrite(true);
+    // `unpack` refuses entries that would land outside `into` (`..`, absolute paths).
+    ar.unpack(into)
+}
+
+fn switch_current(app_dir: &Path, target: &Path, attempt: &str) -> std::io::Result<()> {
+    let tmp = app_dir.join(format!(".current-{attempt}"));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    std::fs::rename(&tmp, app_dir.join("current"))?;
+    if let Ok(d) = std::fs::File::open(app_dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Keeps the newest [`KEEP_RELEASES`] releases and always the current one.
+fn prune(releases: &Path, current: &Path) {
+    let Ok(rd) = std::fs::read_dir(releases) else { return };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    dirs.sort_by(|a, b| b.0.cmp(&a.0));
+    for (_, d) in dirs.into_iter().skip(KEEP_RELEASES) {
+        if d != current {
+            let _ = std::fs::remove_dir_all(&d);
+        }
+    }
+}
+
+async fn http_check(
+    cfg: &AgentConfig,
+    url: &str,
+    expect: u16,
+    timeout: Duration,
+    log: &Logger,
+    mut cancel: watch::Receiver<bool>,
+) -> TaskOutcome {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5)).connect_timeout(Duration::from_secs(5));
+    if url.starts_with("https://") {
+        // An https check trusts the CA the agent was given (the orchestrator's, by default).
+        if let Some(ca) = &cfg.ca_cert {
+            match drover_tls::client_config(ca) {
+                Ok(c) => b = b.use_preconfigured_tls(c),
+                Err(e) => return fail(format!("TLS set-up for the check: {e}")),
+            }
+        }
+    }
+    let http = match b.build() {
+        Ok(c) => c,
+        Err(e) => return fail(format!("HTTP client: {e}")),
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut n = 0u32;
+    loop {
+        n += 1;
+        let last = match http.get(url).send().await {
+            Ok(r) if r.status().as_u16() == expect => {
+                log.line("agent", format!("GET {url} -> {} (attempt {n})", r.status())).await;
+                return ok(format!("GET {url} answered {}", r.status()));
+            }
+            Ok(r) => format!("answered {}", r.status()),
+            Err(e) => format!("failed: {e}"),
+        };
+        log.line("agent", format!("GET {url} {last}; expecting {expect}")).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = cancel.wait_for(|c| *c) => return fail("cancelled"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return fail(format!("GET {url} did not answer {expect} within {}: last {last}", humantime::format_duration(timeout)));
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! `/api/v1` and `/agent/v1`. Every route is registered through [`Routes::add`], which takes
+//! the privilege it requires: a route without one cannot be written.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, on};
+use axum::{Extension, Json, Router};
+use drover_core::rbac::{Principal, Privilege};
+use drover_core::store::{AgentRecord, ArtifactInsert, DeploymentFilter};
+use drover_core::{spec, validate_name, validate_version};
+use drover_types::agent::{
+    AttemptEvents, AttemptEventsResponse, AttemptResult, AttemptResultResponse, PollRequest, PollResponse,
+};
+use drover_types::{
+    Action, ActionRequest, Agent, AgentCredentials, ApplyResult, Artifact, DeploymentStatus, Environment,
+    EnvironmentKind, LogPage, NewAgent, NewDeployment, NewEnvironment, Pipeline, PipelineSpec, Timestamp,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::AppState;
+use crate::auth::{Guard, new_secret, require, secret_hash};
+use crate::error::{ApiError, ApiJson, ApiResult};
+
+/// One row of the route table.
+#[derive(Debug, Clone)]
+pub struct RouteInfo {
+    pub method: Method,
+    pub path: String,
+    pub privilege: Privilege,
+}
+
+pub struct Routes {
+    state: AppState,
+    router: Router<AppState>,
+    table: Vec<RouteInfo>,
+}
+
+impl Routes {
+    fn add(mut self, method: Method, path: &str, privilege: Privilege, mr: MethodRouter<AppState>) -> Self {
+        let guard = Guard { state: self.state.clone(), privilege };
+        let mr = mr.route_layer(axum::middleware::from_fn_with_state(guard, require));
+        self.router = self.router.route(path, mr);
+        self.table.push(RouteInfo { method, path: path.to_string(), privilege });
+        self
+    }
+}
+
+macro_rules! route {
+    ($routes:expr, $m:ident $path:literal => $h:expr, $p:ident) => {
+        $routes.add(Method::$m, $path, Privilege::$p, on(axum::routing::MethodFilter::$m, $h))
+    };
+}
+
+/// All guarded routes, and the table describing them.
+pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
+    let r = Routes { state, router: Router::new(), table: Vec::new() };
+    let r = route!(r, GET "/api/v1/pipelines" => list_pipelines, PipelineRead);
+    let r = route!(r, POST "/api/v1/pipelines" => create_pipeline, PipelineManage);
+    let r = route!(r, GET "/api/v1/pipelines/{name}" => get_pipeline, PipelineRead);
+    let r = route!(r, PUT "/api/v1/pipelines/{name}" => put_pipeline, PipelineManage);
+    let r = route!(r, DELETE "/api/v1/pipelines/{name}" => delete_pipeline, PipelineManage);
+    let r = route!(r, GET "/api/v1/environments" => list_environments, PipelineRead);
+    let r = route!(r, POST "/api/v1/environments" => create_environment, EnvironmentManage);
+    let r = route!(r, GET "/api/v1/environments/{name}" => get_environment, PipelineRead);
+    let r = route!(r, DELETE "/api/v1/environments/{name}" => delete_environment, EnvironmentManage);
+    let r = route!(r, GET "/api/v1/agents" => list_agents, AgentRead);
+    let r = route!(r, POST "/api/v1/agents" => create_agent, AgentManage);
+    let r = route!(r, GET "/api/v1/agents/{name}" => get_agent, AgentRead);
+    let r = route!(r, DELETE "/api/v1/agents/{name}" => delete_agent, AgentManage);
+    let r = route!(r, GET "/api/v1/artifacts" => list_artifacts, ArtifactRead);
+    let r = r.add(
+        Method::PUT,
+        "/api/v1/artifacts/{application}/{version}",
+        Privilege::ArtifactPush,
+        axum::routing::put(push_artifact).layer(DefaultBodyLimit::disable()),
+    );
+    let r = route!(r, GET "/api/v1/artifacts/{application}/{version}" => get_artifact, ArtifactRead);
+    let r = route!(r, GET "/api/v1/artifacts/{application}/{version}/content" => download_artifact_by_version, ArtifactRead);
+    let r = route!(r, POST "/api/v1/deployments" => create_deployment, DeploymentStart);
+    let r = route!(r, GET "/api/v1/deployments" => list_deployments, PipelineRead);
+    let r = route!(r, GET "/api/v1/deployments/{id}" => get_deployment, PipelineRead);
+    let r = route!(r, GET "/api/v1/deployments/{id}/logs" => deployment_logs, PipelineRead);
+    let r = route!(r, GET "/api/v1/deployments/{id}/events" => deployment_events, PipelineRead);
+    let r = route!(r, POST "/api/v1/deployments/{id}/abort" => action_abort, DeploymentAbort);
+    let r = route!(r, POST "/api/v1/deployments/{id}/pause" => action_pause, DeploymentPause);
+    let r = route!(r, POST "/api/v1/deployments/{id}/resume" => action_resume, DeploymentPause);
+    let r = route!(r, POST "/api/v1/deployments/{id}/retry" => action_retry, DeploymentRetry);
+    let r = route!(r, POST "/api/v1/deployments/{id}/skip" => action_skip, DeploymentSkip);
+    let r = route!(r, POST "/api/v1/deployments/{id}/approve" => action_approve, TaskApprove);
+    let r = route!(r, POST "/api/v1/deployments/{id}/reject" => action_reject, TaskApprove);
+    let r = route!(r, POST "/api/v1/deployments/{id}/promote" => action_promote, DeploymentPromote);
+    let r = route!(r, POST "/api/v1/deployments/{id}/rollback" => action_rollback, DeploymentRollback);
+    let r = route!(r, GET "/api/v1/system/nodes" => system_nodes, SystemObserve);
+    let r = route!(r, GET "/api/v1/system/agents" => list_agents, SystemObserve);
+    let r = route!(r, GET "/api/v1/system/queues" => system_queues, SystemObserve);
+    let r = route!(r, POST "/agent/v1/poll" => agent_poll, AgentWork);
+    let r = route!(r, POST "/agent/v1/attempts/{attempt}/events" => agent_events, AgentWork);
+    let r = route!(r, POST "/agent/v1/attempts/{attempt}/result" => agent_result, AgentWork);
+    let r = route!(r, GET "/agent/v1/artifacts/{sha256}" => agent_artifact, AgentWork);
+    (r.router, r.table)
+}
+
+type S = State<AppState>;
+type P = Extension<Principal>;
+
+fn parse_id(id: &str) -> ApiResult<i64> {
+    id.parse().map_err(|_| ApiError::bad_request(format!("invalid deployment id {id:?}")))
+}
+
+// ---- pipelines ------------------------------------------------------------------------------
+
+async fn list_pipelines(State(s): S) -> ApiResult<Json<Vec<Pipeline>>> {
+    Ok(Json(s.store.list_pipelines().await?))
+}
+
+async fn get_pipeline(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Pipeline>> {
+    let p = s.store.get_pipeline(&name).await?.ok_or_else(|| ApiError::not_found(format!("pipeline {name} not found")))?;
+    Ok(Json(p))
+}
+
+/// A pipeline spec from JSON, or from YAML when the content type says so.
+fn spec_from_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<PipelineSpec> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
+    if ct.contains("yaml") {
+        Ok(spec::parse_yaml(text)?)
+    } else {
+        let spec: PipelineSpec =
+            serde_json::from_str(text).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()))?;
+        spec::validate(&spec)?;
+        Ok(spec)
+    }
+}
+
+fn env_kind(name: &str) -> EnvironmentKind {
+    match name {
+        "dev" | "development" => EnvironmentKind::Dev,
+        "qa" | "test" => EnvironmentKind::Qa,
+        "staging" | "stage" => EnvironmentKind::Staging,
+        "prod" | "production" => EnvironmentKind::Production,
+        _ => EnvironmentKind::Custom,
+    }
+}
+
+async fn apply(s: &AppState, spec: PipelineSpec, actor: &str) -> ApiResult<(StatusCode, Json<ApplyResult>)> {
+    let now = Timestamp::now();
+    let mut created_envs = Vec::new();
+    for st in &spec.stages {
+        let env = Environment { name: st.environment.clone(), kind: env_kind(&st.environment), labels: Default::default(), created_at: now };
+        if s.store.insert_environment(&env).await? {
+            created_envs.push(st.environment.clone());
+        }
+    }
+    let name = spec.name().to_string();
+    let existing = s.store.get_pipeline(&name).await?;
+    let (outcome, pipeline) = match existing {
+        Some(p) if p.application == spec.application && p.stages == spec.stages => ("unchanged", p),
+        other => {
+            let p = Pipeline {
+                name: name.clone(),
+                application: spec.application.clone(),
+                stages: spec.stages.clone(),
+                created_at: other.as_ref().map(|o| o.created_at).unwrap_or(now),
+                updated_at: now,
+            };
+            s.store.put_pipeline(&p).await?;
+            tracing::info!(pipeline = %name, by = actor, "pipeline {}", if other.is_some() { "updated" } else { "created" });
+            (if other.is_some() { "updated" } else { "created" }, p)
+        }
+    };
+    let status = if outcome == "created" { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(ApplyResult { pipeline, outcome: outcome.into(), created_environments: created_envs })))
+}
+
+async fn create_pipeline(State(s): S, Extension(p): P, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<impl IntoResponse> {
+    let spec = spec_from_body(&headers, &body)?;
+    apply(&s, spec, &p.label()).await
+}
+
+async fn put_pipeline(
+    State(s): S,
+    Extension(p): P,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    let mut spec = spec_from_body(&headers, &body)?;
+    if spec.pipeline.is_none() {
+        spec.pipeline = Some(name.clone());
+    }
+    if spec.name() != name {
+        return Err(ApiError::bad_request(format!("the body names pipeline {:?}, the path {name:?}", spec.name())));
+    }
+    apply(&s, spec, &p.label()).await
+}
+
+async fn delete_pipeline(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let f = DeploymentFilter { pipeline: Some(name.clone()), status: None, limit: Some(10_000) };
+    if s.store.list_deployments(&f).await?.iter().any(|d| !d.status.is_terminal()) {
+        return Err(ApiError::conflict(format!("pipeline {name} has active deployments; abort them first")));
+    }
+    if s.store.delete_pipeline(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("pipeline {name} not found")))
+    }
+}
+
+// ---- environments ---------------------------------------------------------------------------
+
+async fn list_environments(State(s): S) -> ApiResult<Json<Vec<Environment>>> {
+    Ok(Json(s.store.list_environments().await?))
+}
+
+async fn create_environment(State(s): S, ApiJson(e): ApiJson<NewEnvironment>) -> ApiResult<(StatusCode, Json<Environment>)> {
+    validate_name("environment", &e.name)?;
+    let env = Environment {
+        kind: e.kind.unwrap_or_else(|| env_kind(&e.name)),
+        name: e.name,
+        labels: e.labels,
+        created_at: Timestamp::now(),
+    };
+    if !s.store.insert_environment(&env).await? {
+        return Err(ApiError::conflict(format!("environment {} exists already", env.name)));
+    }
+    Ok((StatusCode::CREATED, Json(env)))
+}
+
+async fn get_environment(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Environment>> {
+    let e = s.store.get_environment(&name).await?.ok_or_else(|| ApiError::not_found(format!("environment {name} not found")))?;
+    Ok(Json(e))
+}
+
+async fn delete_environment(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let used = s.store.list_pipelines().await?.into_iter().find(|p| p.stages.iter().any(|st| st.environment == name));
+    if let Some(p) = used {
+        return Err(ApiError::conflict(format!("environment {name} is used by pipeline {}", p.name)));
+    }
+    if s.store.list_agents().await?.iter().any(|a| a.environment == name) {
+        return Err(ApiError::conflict(format!("environment {name} still has agents; remove them first")));
+    }
+    if s.store.delete_environment(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("environment {name} not found")))
+    }
+}
+
+// ---- agents ---------------------------------------------------------------------------------
+
+fn agent_view(s: &AppState, a: AgentRecord) -> Agent {
+    let online_window = (s.engine.lease * 2).max(Duration::from_secs(30)).as_millis() as i64;
+    let online = a.last_seen_at.is_some_and(|t| Timestamp::now().0 - t.0 <= online_window);
+    Agent { name: a.name, environment: a.environment, created_at: a.created_at, last_seen_at: a.last_seen_at, online }
+}
+
+async fn list_agents(State(s): S) -> ApiResult<Json<Vec<Agent>>> {
+    let v = s.store.list_agents().await?.into_iter().map(|a| agent_view(&s, a)).collect();
+    Ok(Json(v))
+}
+
+async fn get_agent(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Agent>> {
+    let a = s.store.get_agent(&name).await?.ok_or_else(|| ApiError::not_found(format!("agent {name} not found")))?;
+    Ok(Json(agent_view(&s, a)))
+}
+
+async fn create_agent(State(s): S, Extension(p): P, ApiJson(a): ApiJson<NewAgent>) -> ApiResult<(StatusCode, Json<AgentCredentials>)> {
+    validate_name("agent", &a.name)?;
+    validate_name("environment", &a.environment)?;
+    let now = Timestamp::now();
+    let env = Environment { name: a.environment.clone(), kind: env_kind(&a.environment), labels: Default::default(), created_at: now };
+    s.store.insert_environment(&env).await?;
+    let secret = new_secret();
+    s.store
+        .insert_agent(&AgentRecord {
+            name: a.name.clone(),
+            environment: a.environment.clone(),
+            secret_hash: secret_hash(&secret),
+            created_at: now,
+            last_seen_at: None,
+        })
+        .await?;
+    tracing::info!(agent = %a.name, environment = %a.environment, by = %p.label(), "agent registered");
+    Ok((StatusCode::CREATED, Json(AgentCredentials { name: a.name, environment: a.environment, secret })))
+}
+
+async fn delete_agent(State(s): S, Extension(p): P, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if s.store.delete_agent(&name).await? {
+        tracing::info!(agent = %name, by = %p.label(), "agent removed");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("agent {name} not found")))
+    }
+}
+
+// ---- artifacts ------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct ArtifactQuery {
+    application: Option<String>,
+}
+
+async fn list_artifacts(State(s): S, Query(q): Query<ArtifactQuery>) -> ApiResult<Json<Vec<Artifact>>> {
+    Ok(Json(s.store.list_artifacts(q.application.as_deref()).await?))
+}
+
+async fn get_artifact(State(s): S, Path((app, version)): Path<(String, String)>) -> ApiResult<Json<Artifact>> {
+    let a = s
+        .store
+        .get_artifact(&app, &version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("artifact {app} {version} not found")))?;
+    Ok(Json(a))
+}
+
+async fn push_artifact(
+    State(s): S,
+    Extension(p): P,
+    Path((app, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<(StatusCode, Json<Artifact>)> {
+    validate_name("application", &app)?;
+    validate_version(&version)?;
+    let expected = headers.get("x-drover-sha256").and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
+    let up = s.artifacts.receive(body.into_data_stream()).await.map_err(ApiError::bad_request)?;
+    if let Some(e) = expected {
+        if e != up.sha256 {
+            let got = up.sha256.clone();
+            s.artifacts.discard(up).await;
+            return Err(ApiError::bad_request(format!("checksum mismatch: header says {e}, content is {got}")));
+        }
+    }
+    let a = Artifact {
+        application: app.clone(),
+        version: version.clone(),
+        sha256: up.sha256.clone(),
+        size: up.size,
+        created_at: Timestamp::now(),
+        created_by: p.label(),
+    };
+    if let Some(existing) = s.store.get_artifact(&app, &version).await? {
+        s.artifacts.discard(up).await;
+        return same_or_conflict(existing, &a);
+    }
+    let sha = up.sha256.clone();
+    s.artifacts.keep(up).await.map_err(ApiError::internal)?;
+    match s.store.insert_artifact(&a).await? {
+        ArtifactInsert::Inserted => {
+            tracing::info!(application = %app, version = %version, sha256 = %sha, size = a.size, by = %a.created_by, "artifact stored");
+            Ok((StatusCode::CREATED, Json(a)))
+        }
+        ArtifactInsert::Exists(existing) => same_or_conflict(existing, &a),
+    }
+}
+
+fn same_or_conflict(existing: Artifact, new: &Artifact) -> ApiResult<(StatusCode, Json<Artifact>)> {
+    if existing.sha256 == new.sha256 {
+        Ok((StatusCode::OK, Json(existing)))
+    } else {
+        Err(ApiError::conflict(format!(
+            "{} {} exists already with other content (sha256 {}); versions are immutable, push a new version",
+            existing.application, existing.version, existing.sha256
+        )))
+    }
+}
+
+async fn stream_file(s: &AppState, sha256: &str) -> ApiResult<Response> {
+    let path = s.artifacts.path_of(sha256).ok_or_else(|| ApiError::bad_request("invalid sha256"))?;
+    let f = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("artifact content not found"))?;
+    let len = f.metadata().await.map_err(ApiError::internal)?.len();
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024));
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, len.to_string())], body)
+        .into_response())
+}
+
+async fn download_artifact_by_version(State(s): S, Path((app, version)): Path<(String, String)>) -> ApiResult<Response> {
+    let a = s
+        .store
+        .get_artifact(&app, &version)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("artifact {app} {version} not found")))?;
+    stream_file(&s, &a.sha256).await
+}
+
+// ---- deployments ----------------------------------------------------------------------------
+
+async fn create_deployment(State(s): S, Extension(p): P, ApiJson(req): ApiJson<NewDeployment>) -> ApiResult<impl IntoResponse> {
+    let st = s.engine.start(&req.pipeline, &req.version, &p.label(), None).await?;
+    Ok((StatusCode::CREATED, Json(st.to_view())))
+}
+
+#[derive(Deserialize)]
+struct DeploymentQuery {
+    pipeline: Option<String>,
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_deployments(State(s): S, Query(q): Query<DeploymentQuery>) -> ApiResult<Json<Vec<drover_types::Deployment>>> {
+    let status = match q.status.as_deref() {
+        None | Some("") => None,
+        Some(x) => Some(DeploymentStatus::parse(x).ok_or_else(|| ApiError::bad_request(format!("unknown status {x:?}")))?),
+    };
+    let f = DeploymentFilter { pipeline: q.pipeline, status, limit: q.limit };
+    let list = s.store.list_deployments(&f).await?;
+    Ok(Json(
+        list.into_iter().map(|d| drover_core::DeploymentState { deployment: d, tasks: Vec::new() }.to_view()).collect(),
+    ))
+}
+
+async fn get_deployment(State(s): S, Path(id): Path<String>) -> ApiResult<Json<drover_types::Deployment>> {
+    let id = parse_id(&id)?;
+    let st = s.store.load_deployment(id).await?.ok_or_else(|| ApiError::not_found(format!("deployment {id} not found")))?;
+    Ok(Json(st.to_view()))
+}
+
+async fn deployment_events(State(s): S, Path(id): Path<String>) -> ApiResult<Json<Vec<drover_types::DeploymentEvent>>> {
+    let id = parse_id(&id)?;
+    if s.store.load_deployment(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("deployment {id} not found")));
+    }
+    Ok(Json(s.store.events(id).await?))
+}
+
+#[derive(Deserialize)]
+struct LogQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+    follow: Option<bool>,
+}
+
+async fn deployment_logs(State(s): S, Path(id): Path<String>, Query(q): Query<LogQuery>) -> ApiResult<Response> {
+    let id = parse_id(&id)?;
+    if s.store.load_deployment(id).await?.is_none() {
+        return Err(ApiError::not_found(format!("deployment {id} not found")));
+    }
+    let after = q.after.unwrap_or(0);
+    if q.follow.unwrap_or(false) {
+        return Ok(crate::sse::follow(s.clone(), id, after));
+    }
+    let lines = s.store.logs(id, after, q.limit.unwrap_or(1000).min(10_000)).await?;
+    let next = lines.last().map(|l| l.id).unwrap_or(after);
+    Ok(Json(LogPage { lines, next }).into_response())
+}
+
+async fn act(s: S, p: P, Path(id): Path<String>, body: axum::body::Bytes, action: Action) -> ApiResult<Json<drover_types::Deployment>> {
+    let (State(s), Extension(p)) = (s, p);
+    let id = parse_id(&id)?;
+    let req: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    let reason = req.reason.or(req.comment);
+    let st = s.engine.act(id, action, &p.label(), &p.roles, reason).await?;
+    Ok(Json(st.to_view()))
+}
+
+macro_rules! action_handlers {
+    ($($name:ident => $action:ident),+ $(,)?) => {$(
+        async fn $name(s: S, p: P, id: Path<String>, body: axum::body::Bytes) -> ApiResult<Json<drover_types::Deployment>> {
+            act(s, p, id, body, Action::$action).await
+        }
+    )+};
+}
+
+action_handlers! {
+    action_abort => Abort,
+    action_pause => Pause,
+    action_resume => Resume,
+    action_retry => Retry,
+    action_skip => Skip,
+    action_approve => Approve,
+    action_reject => Reject,
+    action_promote => Promote,
+    action_rollback => Rollback,
+}
+
+// ---- system ---------------------------------------------------------------------------------
+
+async fn system_nodes(State(s): S) -> ApiResult<Json<serde_json::Value>> {
+    Ok(Json(json!([{
+        "node": s.node,
+        "version": env!("CARGO_PKG_VERSION"),
+        "backend": s.store.backend(),
+        "started_at": s.started_at,
+        "listen": s.listen,
+    }])))
+}
+
+async fn system_queues(State(s): S) -> ApiResult<Json<serde_json::Value>> {
+    let mut out = Vec::new();
+    for e in s.store.list_environments().await? {
+        let ready = s.store.claimable_tasks(&e.name, 10_000).await?.len();
+        out.push(json!({"environment": e.name, "ready_tasks": ready}));
+    }
+    let mut by_status: HashMap<&str, usize> = HashMap::new();
+    for id in s.store.active_deployment_ids().await? {
+        if let Some(st) = s.store.load_deployment(id).await? {
+            *by_status.entry(st.deployment.status.as_str()).or_default() += 1;
+        }
+    }
+    Ok(Json(json!({"environments": out, "active_deployments": by_status})))
+}
+
+// ---- agent protocol -------------------------------------------------------------------------
+
+async fn agent_poll(State(s): S, Extension(p): P, ApiJson(req): ApiJson<PollRequest>) -> ApiResult<Json<PollResponse>> {
+    let agent = s.store.get_agent(&p.name).await?.ok_or_else(ApiError::unauthorized)?;
+    let tasks = s
+        .engine
+        .poll(&agent.name, &agent.environment, &req.running, req.capacity.min(64), Duration::from_millis(req.wait_ms))
+        .await?;
+    Ok(Json(PollResponse { tasks, heartbeat_interval_ms: s.engine.heartbeat_interval().as_millis() as u64 }))
+}
+
+async fn agent_events(
+    State(s): S,
+    Extension(p): P,
+    Path(attempt): Path<String>,
+    ApiJson(ev): ApiJson<AttemptEvents>,
+) -> ApiResult<Json<AttemptEventsResponse>> {
+    let now = Timestamp::now();
+    let logs: Vec<_> = ev.logs.into_iter().map(|l| (now, l.stream, l.line)).collect();
+    let alive = s.engine.attempt_events(&p.name, &attempt, &logs).await?;
+    Ok(Json(AttemptEventsResponse { cancel: !alive }))
+}
+
+async fn agent_result(
+    State(s): S,
+    Extension(p): P,
+    Path(attempt): Path<String>,
+    ApiJson(r): ApiJson<AttemptResult>,
+) -> ApiResult<Json<AttemptResultResponse>> {
+    let status = s.engine.attempt_result(&p.name, &attempt, r).await?;
+    let status = match status {
+        drover_core::machine::ResultStatus::Recorded => "recorded",
+        drover_core::machine::ResultStatus::Duplicate => "duplicate",
+        drover_core::machine::ResultStatus::Stale => "stale",
+    };
+    Ok(Json(AttemptResultResponse { status: status.into() }))
+}
+
+async fn agent_artifact(State(s): S, Path(sha256): Path<String>) -> ApiResult<Response> {
+    stream_file(&s, &sha256).await
+}

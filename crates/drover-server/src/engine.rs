@@ -1,0 +1,519 @@
+//! The deployment engine: runs the pure state machine of `drover_core::machine` against the
+//! store. Every change is one atomic commit (deployment row + tasks + events + stage lock) made
+//! before anything acts on it; agents are woken only after the commit.
+//!
+//! Owners and deadlines: agent attempts carry a lease that heartbeats extend; the sweeper fails
+//! attempts whose lease ran out and completes due `wait` tasks; on start the engine extends all
+//! leases once (agents could not heartbeat while the orchestrator was down) and steps every
+//! active deployment, so a restarted orchestrator resumes where it stopped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_core::machine::{self, Actor, Effects, NewEvent, ResultStatus};
+use drover_core::model::{DeploymentRecord, DeploymentState};
+use drover_core::store::{CommitOutcome, DeploymentFilter};
+use drover_core::{Commit, Error, Result, Store};
+use drover_types::agent::{ArtifactRef, Assignment, AttemptResult};
+use drover_types::{Action, DeploymentStatus, PipelineSpec, TaskSpec, TaskStatus, Timestamp};
+use serde_json::json;
+use tokio::sync::{Notify, broadcast, mpsc};
+
+/// How often the sweeper looks for lost attempts and due waits.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
+/// Longest an agent poll is held open.
+pub const MAX_POLL_WAIT: Duration = Duration::from_secs(25);
+const MAX_COMMIT_RETRIES: usize = 50;
+
+/// Follow-up work queued by a commit and run by the engine loop.
+enum Kick {
+    Step(i64),
+    EndRollback { original: i64, rollback: i64, outcome: DeploymentStatus },
+}
+
+pub struct Engine {
+    store: Arc<dyn Store>,
+    /// An attempt without a heartbeat for this long is lost.
+    pub lease: Duration,
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+    kicks: mpsc::UnboundedSender<Kick>,
+    kick_rx: Mutex<Option<mpsc::UnboundedReceiver<Kick>>>,
+    /// Deployment ids that changed (for `status --follow` / SSE).
+    changes: broadcast::Sender<i64>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, lease: Duration) -> Arc<Self> {
+        let (kicks, kick_rx) = mpsc::unbounded_channel();
+        let (changes, _) = broadcast::channel(4096);
+        Arc::new(Engine {
+            store,
+            lease,
+            wakers: Mutex::new(HashMap::new()),
+            kicks,
+            kick_rx: Mutex::new(Some(kick_rx)),
+            changes,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Agents should heartbeat a few times per lease.
+    pub fn heartbeat_interval(&self) -> Duration {
+        (self.lease / 4).max(Duration::from_millis(100))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<i64> {
+        self.changes.subscribe()
+    }
+
+    /// Recovers after a (re)start and runs the background loops until `shutdown` fires.
+    pub async fn run(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<()> {
+        let grace = Timestamp::now().plus(self.lease);
+        let extended = self.store.extend_all_leases(grace).await?;
+        if extended > 0 {
+            tracing::info!(attempts = extended, "extended leases of in-flight attempts after start");
+        }
+        for id in self.store.active_deployment_ids().await? {
+            self.kick(id);
+        }
+        let mut kick_rx = self.kick_rx.lock().expect("poisoned").take().expect("engine run twice");
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks: u64 = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return Ok(()),
+                Some(kick) = kick_rx.recv() => {
+                    let me = self.clone();
+                    tokio::spawn(async move { me.follow_up(kick).await });
+                }
+                _ = sweep.tick() => {
+                    ticks += 1;
+                    if let Err(e) = self.sweep(ticks % 8 == 0).await {
+                        tracing::warn!(error = %e, "sweep failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn kick(&self, id: i64) {
+        let _ = self.kicks.send(Kick::Step(id));
+    }
+
+    async fn follow_up(&self, kick: Kick) {
+        match kick {
+            Kick::Step(id) => {
+                if let Err(e) = self.step(id).await {
+                    tracing::warn!(deployment = id, error = %e, "step failed");
+                }
+            }
+            Kick::EndRollback { original, rollback, outcome } => {
+                let r = self
+                    .mutate(original, "system", |st, fx| {
+                        machine::end_rollback(st, rollback, outcome, Timestamp::now(), fx);
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(deployment = original, error = %e, "ending rollback failed");
+                }
+            }
+        }
+    }
+
+    async fn sweep(&self, requeue: bool) -> Result<()> {
+        let now = Timestamp::now();
+        for id in self.store.deployments_due(now).await? {
+            let n = self
+                .mutate(id, "system", |st, _| Ok(machine::expire_leases(st, Timestamp::now())))
+                .await?
+                .1;
+            if n > 0 {
+                tracing::warn!(deployment = id, attempts = n, "attempts lost: no heartbeat within the lease");
+            }
+        }
+        if requeue {
+            // Safety net for a kick lost to a crash between commit and wake-up.
+            let f = DeploymentFilter { status: Some(DeploymentStatus::Queued), pipeline: None, limit: Some(1000) };
+            for d in self.store.list_deployments(&f).await? {
+                self.kick(d.id);
+            }
+        }
+        Ok(())
+    }
+
+    fn waker(&self, environment: &str) -> Arc<Notify> {
+        let mut w = self.wakers.lock().expect("poisoned");
+        w.entry(environment.to_string()).or_default().clone()
+    }
+
+    /// Re-evaluates a deployment (stage free? wait due?).
+    pub async fn step(&self, id: i64) -> Result<DeploymentState> {
+        Ok(self.mutate(id, "system", |_, _| Ok(())).await?.0)
+    }
+
+    /// Loads, changes, advances and commits one deployment, retrying on concurrent changes.
+    /// `f` may run more than once and must only change the state it is given.
+    pub async fn mutate<R>(
+        &self,
+        id: i64,
+        actor: &str,
+        mut f: impl FnMut(&mut DeploymentState, &mut Effects) -> Result<R>,
+    ) -> Result<(DeploymentState, R)> {
+        for _ in 0..MAX_COMMIT_RETRIES {
+            let old = self
+                .store
+                .load_deployment(id)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("deployment {id} not found")))?;
+            let mut new = old.clone();
+            let mut fx = Effects::default();
+            let r = f(&mut new, &mut fx)?;
+            let now = Timestamp::now();
+            // Try without looking at the pipeline's stage locks first; only when the machine
+            // asks to enter a stage, fetch them and step again.
+            let mut trial = new.clone();
+            let mut trial_fx = fx.clone();
+            let asked = std::cell::Cell::new(false);
+            machine::advance(&mut trial, now, &|_: i64, _: usize| {
+                asked.set(true);
+                false
+            }, &mut trial_fx);
+            if asked.get() {
+                let locks = self.store.stage_locks(&new.deployment.pipeline).await?;
+                let queued = self.store.oldest_queued(&new.deployment.pipeline).await?;
+                let gate = move |me: i64, s: usize| {
+                    locks.iter().all(|(ls, holder)| *ls != s || *holder == me)
+                        && queued.iter().all(|(qs, oldest)| *qs != s || *oldest >= me)
+                };
+                machine::advance(&mut new, now, &gate, &mut fx);
+            } else {
+                new = trial;
+                fx = trial_fx;
+            }
+            if new == old {
+                return Ok((new, r));
+            }
+            new.deployment.updated_at = now;
+            let changed_tasks = new.tasks.iter().zip(&old.tasks).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
+            let events = machine::diff_events(Some(&old), &new, actor);
+            let commit = Commit {
+                expected_version: old.deployment.row_version,
+                deployment: new.deployment.clone(),
+                changed_tasks,
+                events,
+                acquire_stage: fx.acquire_stage,
+                release_stage: fx.release_stage,
+            };
+            match self.store.commit(&commit).await? {
+                CommitOutcome::Committed => {
+                    new.deployment.row_version += 1;
+                    self.after_commit(&old, &new, &fx).await;
+                    return Ok((new, r));
+                }
+                CommitOutcome::VersionConflict | CommitOutcome::StageBusy => {
+                    tokio::task::yield_now().await;
+                    continue;
+                }
+            }
+        }
+        Err(Error::Conflict(format!("deployment {id} is changing concurrently; try again")))
+    }
+
+    async fn after_commit(&self, old: &DeploymentState, new: &DeploymentState, fx: &Effects) {
+        let mut envs = HashSet::new();
+        for (t, before) in new.tasks.iter().zip(&old.tasks) {
+            if t.status == TaskStatus::Ready && before.status != TaskStatus::Ready && t.spec.runs_on_agent() {
+                envs.insert(t.environment.clone());
+            }
+        }
+        for e in envs {
+            self.waker(&e).notify_waiters();
+        }
+        if let Some(s) = fx.release_stage {
+            match self.store.oldest_queued(&new.deployment.pipeline).await {
+                Ok(q) => {
+                    for (qs, id) in q {
+                        if qs == s && id != new.deployment.id {
+                            self.kick(id);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "looking for the next deployment failed; the sweeper will find it"),
+            }
+        }
+        let d = &new.deployment;
+        if d.status.is_terminal() && !old.deployment.status.is_terminal() {
+            if let Some(original) = d.rollback_of {
+                let _ = self.kicks.send(Kick::EndRollback { original, rollback: d.id, outcome: d.status });
+            }
+        }
+        let _ = self.changes.send(d.id);
+    }
+
+    /// Starts a deployment of `pipeline` at `version`.
+    pub async fn start(&self, pipeline: &str, version: &str, actor: &str, rollback_of: Option<i64>) -> Result<DeploymentState> {
+        drover_core::validate_version(version)?;
+        let p = self
+            .store
+            .get_pipeline(pipeline)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("pipeline {pipeline} not found")))?;
+        let spec = PipelineSpec { application: p.application.clone(), pipeline: Some(p.name.clone()), stages: p.stages.clone() };
+        let needs_artifact = spec.stages.iter().any(|s| s.tasks.iter().any(|t| matches!(t, TaskSpec::Deploy {})));
+        if needs_artifact && self.store.get_artifact(&p.application, version).await?.is_none() {
+            return Err(Error::NotFound(format!(
+                "artifact {} {version} not found; push it first (drover artifact push FILE --app {} --version {version})",
+                p.application, p.application
+            )));
+        }
+        let now = Timestamp::now();
+        let record = DeploymentRecord {
+            id: 0,
+            pipeline: p.name.clone(),
+            application: p.application.clone(),
+            version: version.to_string(),
+            status: DeploymentStatus::Queued,
+            stage_index: 0,
+            holds_stage: false,
+            message: None,
+            created_by: actor.to_string(),
+            created_at: now,
+            updated_at: now,
+            finished_at: None,
+            rollback_of,
+            spec,
+            row_version: 0,
+        };
+        let event = NewEvent {
+            kind: "deployment.created".into(),
+            actor: actor.to_string(),
+            detail: json!({"pipeline": p.name, "version": version, "rollback_of": rollback_of}),
+        };
+        let id = self.store.create_deployment(&record, &event).await?;
+        tracing::info!(deployment = id, pipeline = %p.name, version, by = actor, "deployment created");
+        self.step(id).await
+    }
+
+    /// Applies an operator action; returns the deployment the caller should look at (for a
+    /// rollback, the new rollback deployment).
+    pub async fn act(
+        &self,
+        id: i64,
+        action: Action,
+        actor: &str,
+        roles: &[String],
+        reason: Option<String>,
+    ) -> Result<DeploymentState> {
+        if action == Action::Rollback {
+            return self.rollback(id, actor, reason).await;
+        }
+        let who = Actor { name: actor, roles };
+        let (st, ()) = self
+            .mutate(id, actor, |st, fx| {
+                machine::apply_action(st, action, &who, reason.clone(), Timestamp::now(), fx)?;
+                Ok(())
+            })
+            .await?;
+        self.record_action(id, action, actor, reason.as_deref()).await;
+        if action == Action::Promote {
+            let older = self
+                .store
+                .pending_promotion_before(&st.deployment.pipeline, st.deployment.stage_index, id)
+                .await?;
+            for old in older {
+                let msg = format!("superseded by deployment {id}");
+                let r = self
+                    .mutate(old, actor, |st, fx| {
+                        machine::apply_action(st, Action::Abort, &who, Some(msg.clone()), Timestamp::now(), fx)?;
+                        st.deployment.message = Some(msg.clone());
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = r {
+                    tracing::warn!(deployment = old, error = %e, "superseding failed");
+                }
+            }
+        }
+        Ok(st)
+    }
+
+    async fn record_action(&self, id: i64, action: Action, actor: &str, reason: Option<&str>) {
+        // Actions are also visible as status events; this one records who asked and why.
+        tracing::info!(deployment = id, action = %action, by = actor, reason, "deployment action");
+    }
+
+    async fn rollback(&self, id: i64, actor: &str, reason: Option<String>) -> Result<DeploymentState> {
+        let st = self
+            .store
+            .load_deployment(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("deployment {id} not found")))?;
+        let d = &st.deployment;
+        if d.status == DeploymentStatus::RollingBack {
+            return Err(Error::InvalidState(format!("deployment {id} is already rolling back")));
+        }
+        let target = self.store.last_completed(&d.pipeline, d.id, &d.version).await?.ok_or_else(|| {
+            Error::InvalidState(format!(
+                "no earlier completed deployment of pipeline {} with another version to roll back to",
+                d.pipeline
+            ))
+        })?;
+        let (pipeline, version) = (d.pipeline.clone(), target.version.clone());
+        // The rollback deployment exists before the original gives up its stage, so it is
+        // first in line for it.
+        let r = self.start(&pipeline, &version, actor, Some(id)).await?;
+        let rid = r.deployment.id;
+        self.mutate(id, actor, |st, fx| {
+            machine::begin_rollback(st, rid, &version, Timestamp::now(), fx);
+            if let Some(why) = &reason {
+                st.deployment.message = Some(format!("{} ({why})", st.deployment.message.clone().unwrap_or_default()));
+            }
+            Ok(())
+        })
+        .await?;
+        self.step(rid).await
+    }
+
+    /// An agent's long poll: re-delivers attempts it owns but did not list as running, else
+    /// claims up to `capacity` ready tasks of its environment, waiting up to `wait`.
+    pub async fn poll(
+        &self,
+        agent: &str,
+        environment: &str,
+        running: &[String],
+        capacity: u32,
+        wait: Duration,
+    ) -> Result<Vec<Assignment>> {
+        let mut out = Vec::new();
+        for (dep, attempt) in self.store.owned_attempts(agent).await? {
+            if !running.contains(&attempt) {
+                if let Some(st) = self.store.load_deployment(dep).await? {
+                    if let Some(a) = self.assignment(&st, &attempt).await? {
+                        tracing::info!(agent, attempt, "re-delivering an attempt the agent did not report");
+                        out.push(a);
+                    }
+                }
+            }
+        }
+        if !out.is_empty() || capacity == 0 {
+            return Ok(out);
+        }
+        let deadline = tokio::time::Instant::now() + wait.min(MAX_POLL_WAIT);
+        let notify = self.waker(environment);
+        loop {
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let got = self.claim(agent, environment, capacity).await?;
+            if !got.is_empty() {
+                return Ok(got);
+            }
+            tokio::select! {
+                _ = &mut notified => continue,
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+            }
+        }
+    }
+
+    async fn claim(&self, agent: &str, environment: &str, capacity: u32) -> Result<Vec<Assignment>> {
+        let mut out = Vec::new();
+        for (dep, stage, task) in self.store.claimable_tasks(environment, capacity.saturating_mul(2)).await? {
+            if out.len() as u32 >= capacity {
+                break;
+            }
+            let attempt_id = hex::encode(rand::random::<[u8; 16]>());
+            let lease = self.lease;
+            let r = self
+                .mutate(dep, &format!("agent:{agent}"), |st, _| {
+                    machine::claim(st, stage, task, agent, &attempt_id, Timestamp::now(), lease)
+                })
+                .await;
+            match r {
+                Ok((st, ())) => {
+                    if let Some(a) = self.assignment(&st, &attempt_id).await? {
+                        out.push(a);
+                    }
+                }
+                Err(Error::InvalidState(_)) | Err(Error::NotFound(_)) | Err(Error::Conflict(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn assignment(&self, st: &DeploymentState, attempt_id: &str) -> Result<Option<Assignment>> {
+        let Some(t) = st.tasks.iter().find(|t| t.attempt_id.as_deref() == Some(attempt_id)) else {
+            return Ok(None);
+        };
+        let d = &st.deployment;
+        let artifact = if matches!(t.spec, TaskSpec::Deploy {}) {
+            self.store
+                .get_artifact(&d.application, &d.version)
+                .await?
+                .map(|a| ArtifactRef { sha256: a.sha256, size: a.size })
+        } else {
+            None
+        };
+        Ok(Some(Assignment {
+            attempt_id: attempt_id.to_string(),
+            deployment_id: d.id,
+            stage_index: t.stage_index,
+            stage: d.spec.stages.get(t.stage_index).map(|s| s.name.clone()).unwrap_or_default(),
+            task_index: t.task_index,
+            application: d.application.clone(),
+            version: d.version.clone(),
+            environment: t.environment.clone(),
+            spec: t.spec.clone(),
+            artifact,
+            started_by: d.created_by.clone(),
+        }))
+    }
+
+    /// A heartbeat with log lines; returns false when the attempt should stop.
+    pub async fn attempt_events(&self, agent: &str, attempt_id: &str, logs: &[(Timestamp, String, String)]) -> Result<bool> {
+        let Some((dep, stage, task)) = self.store.attempt_task(attempt_id).await? else {
+            return Ok(false);
+        };
+        let alive = self.store.heartbeat(attempt_id, agent, Timestamp::now().plus(self.lease)).await?;
+        if alive && !logs.is_empty() {
+            self.store.append_logs(dep, stage, task, logs).await?;
+            let _ = self.changes.send(dep);
+        }
+        Ok(alive)
+    }
+
+    /// Records an attempt's result (idempotent per attempt).
+    pub async fn attempt_result(&self, agent: &str, attempt_id: &str, result: AttemptResult) -> Result<ResultStatus> {
+        let Some((dep, stage, task)) = self.store.attempt_task(attempt_id).await? else {
+            return Ok(ResultStatus::Stale);
+        };
+        let st = self.store.load_deployment(dep).await?.ok_or_else(|| Error::NotFound("deployment gone".into()))?;
+        let owner = st
+            .tasks
+            .iter()
+            .find(|t| t.attempt_id.as_deref() == Some(attempt_id))
+            .and_then(|t| t.agent.clone());
+        if owner.as_deref() != Some(agent) {
+            return Err(Error::Forbidden("this attempt belongs to another agent".into()));
+        }
+        let now = Timestamp::now();
+        let logs: Vec<_> = result.logs.iter().map(|l| (now, l.stream.clone(), l.line.clone())).collect();
+        let running = st.tasks.iter().any(|t| t.attempt_id.as_deref() == Some(attempt_id) && t.status == TaskStatus::InProgress);
+        if running && !logs.is_empty() {
+            // Before the result, so a follower sees the output before the status change.
+            self.store.append_logs(dep, stage, task, &logs).await?;
+        }
+        let (_, status) = self
+            .mutate(dep, &format!("agent:{agent}"), |st, _| {
+                machine::record_result(st, attempt_id, result.outcome, result.exit_code, result.message.clone(), Timestamp::now())
+            })
+            .await?;
+        Ok(status)
+    }
+}

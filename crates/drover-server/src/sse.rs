@@ -1,0 +1,81 @@
+//! `GET /deployments/{id}/logs?follow=true`: server-sent events with log lines (`event: log`),
+//! the deployment whenever it changes (`event: deployment`) and `event: end` once it is
+//! terminal. Bounded: the stream ends after an hour at most, or when the client goes away.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::AppState;
+
+const MAX_FOLLOW: Duration = Duration::from_secs(3600);
+
+fn frame(event: &str, data: &impl serde::Serialize) -> Bytes {
+    let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
+    Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
+}
+
+pub fn follow(s: AppState, id: i64, mut after: i64) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
+    let mut changes = s.engine.subscribe();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + MAX_FOLLOW;
+        let mut last_view: Option<String> = None;
+        loop {
+            // Drain logs, then the deployment.
+            loop {
+                let Ok(lines) = s.store.logs(id, after, 500).await else { return };
+                if lines.is_empty() {
+                    break;
+                }
+                for l in &lines {
+                    after = l.id;
+                    if tx.send(Ok(frame("log", l))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let Ok(Some(st)) = s.store.load_deployment(id).await else { return };
+            let view = st.to_view();
+            let json = serde_json::to_string(&view).unwrap_or_default();
+            if last_view.as_deref() != Some(json.as_str()) {
+                if tx.send(Ok(frame("deployment", &view))).await.is_err() {
+                    return;
+                }
+                last_view = Some(json);
+            }
+            if view.status.is_terminal() {
+                let _ = tx.send(Ok(frame("end", &view.status))).await;
+                return;
+            }
+            // Wait for a change of this deployment, a keep-alive tick, or the deadline.
+            let tick = tokio::time::sleep(Duration::from_secs(15));
+            tokio::pin!(tick);
+            loop {
+                tokio::select! {
+                    r = changes.recv() => match r {
+                        Ok(x) if x == id => break,
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(_) => return,
+                    },
+                    _ = &mut tick => {
+                        if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() { return; }
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => return,
+                }
+            }
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
+    (
+        [(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")],
+        Body::from_stream(stream),
+    )
+        .into_response()
+}
