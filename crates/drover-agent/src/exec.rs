@@ -331,14 +331,14 @@ async fn http_check(
     mut cancel: watch::Receiver<bool>,
 ) -> TaskOutcome {
     let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5)).connect_timeout(Duration::from_secs(5));
-    if url.starts_with("https://") {
-        // An https check trusts the CA the agent was given (the orchestrator's, by default).
-        if let Some(ca) = &cfg.ca_cert {
-            match drover_tls::client_config(ca) {
-                Ok(c) => b = b.use_preconfigured_tls(c),
-                Err(e) => return fail(format!("TLS set-up for the check: {e}")),
-            }
-        }
+    // An https check trusts the CA the agent was given (the orchestrator's, by default).
+    let tls = match &cfg.ca_cert {
+        Some(ca) if url.starts_with("https://") => drover_tls::client_config(ca).map_err(|e| e.to_string()),
+        _ => drover_tls::empty_client_config().map_err(|e| e.to_string()),
+    };
+    match tls {
+        Ok(c) => b = b.use_preconfigured_tls(c),
+        Err(e) => return fail(format!("TLS set-up for the check: {e}")),
     }
     let http = match b.build() {
         Ok(c) => c,

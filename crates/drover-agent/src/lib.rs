@@ -15,7 +15,7 @@ use drover_client::{Client, Credentials, is_retryable};
 use drover_types::agent::{Assignment, AttemptEvents, AttemptResult, LogEntry, Outcome, PollRequest};
 use tokio::sync::{Notify, mpsc, watch};
 
-mod exec;
+pub mod exec;
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -279,7 +279,15 @@ impl Agent {
                 }
             })
         };
-        let outcome = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx).await;
+        let run = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx);
+        let outcome = match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
+            Ok(o) => o,
+            Err(_) => exec::TaskOutcome {
+                outcome: Outcome::Failed,
+                exit_code: None,
+                message: Some("the agent hit an internal error running this task (see the agent log)".into()),
+            },
+        };
         let rest = pump.await.unwrap_or_default();
         AttemptResult { outcome: outcome.outcome, exit_code: outcome.exit_code, message: outcome.message, logs: rest }
     }

@@ -171,6 +171,14 @@ pub fn client_config(ca_pem_path: &Path) -> Result<rustls::ClientConfig> {
         .with_no_client_auth())
 }
 
+/// A client configuration that trusts nothing (for clients that must not use TLS by accident).
+pub fn empty_client_config() -> Result<rustls::ClientConfig> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,1 +1,219 @@
-fn main() {}
+//! The `drover` binary: orchestrator (`serve`), agent (`agent`), `quickstart`, and the CLI.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+mod commands;
+mod config;
+mod quickstart;
+mod render;
+
+/// Exit codes scripts can rely on (also in docs/cli.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const ERROR: u8 = 1;
+    pub const UNAUTHENTICATED: u8 = 3;
+    pub const FORBIDDEN: u8 = 4;
+    pub const NOT_FOUND: u8 = 5;
+    pub const CONFLICT: u8 = 6;
+    pub const INVALID: u8 = 7;
+    pub const UNREACHABLE: u8 = 8;
+    /// `status --follow` / `quickstart --exit-when-done`: the deployment ended, not completed.
+    pub const DEPLOYMENT_NOT_COMPLETED: u8 = 10;
+}
+
+#[derive(Parser)]
+#[command(name = "drover", version, about = "Drover: self-hosted continuous delivery with token-based, audited trust")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    #[default]
+    Text,
+    Json,
+}
+
+/// How CLI commands reach the orchestrator.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// Orchestrator URL.
+    #[arg(long, env = "DROVER_URL", default_value = "https://127.0.0.1:8443", global = true)]
+    pub url: String,
+    /// CA certificate to trust (the orchestrator's DATA_DIR/tls/ca.pem). Default:
+    /// ./drover-data/tls/ca.pem when it exists.
+    #[arg(long, env = "DROVER_CA_CERT", global = true)]
+    pub ca_cert: Option<PathBuf>,
+    /// Operator name for HTTP Basic (with DROVER_PASSWORD or DROVER_PASSWORD_FILE).
+    #[arg(long, env = "DROVER_USER", global = true)]
+    pub user: Option<String>,
+    /// File holding the operator password (DROVER_PASSWORD is read from the environment).
+    #[arg(long, env = "DROVER_PASSWORD_FILE", global = true)]
+    pub password_file: Option<PathBuf>,
+    /// Output format of commands that print data.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, global = true)]
+    pub output: Output,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the orchestrator (HTTPS API, engine, artifact store).
+    Serve(config::ServeArgs),
+    /// Run an agent on a candidate host.
+    Agent(commands::AgentArgs),
+    /// Orchestrator + three agents + a sample pipeline and deployment, on the embedded database.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Create or update a pipeline from a YAML file (idempotent).
+    Apply {
+        #[arg(short = 'f', long = "file")]
+        file: PathBuf,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Start a deployment of VERSION of APPLICATION.
+    Deploy {
+        application: String,
+        version: String,
+        /// Pipeline to run (default: the application's only pipeline, or the one named like it).
+        #[arg(long)]
+        pipeline: Option<String>,
+        /// Follow it until it ends (exit 0 only if it completed).
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a deployment: stages, tasks, statuses; --follow streams it live with its logs.
+    Status {
+        id: i64,
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Show a deployment's log.
+    Logs {
+        id: i64,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Approve the approval task a deployment waits on.
+    Approve(commands::ActionArgs),
+    /// Reject the approval task a deployment waits on (the deployment fails).
+    Reject(commands::ActionArgs),
+    /// Abort a deployment.
+    Abort(commands::ActionArgs),
+    /// Pause a deployment (running tasks finish; nothing new starts).
+    Pause(commands::ActionArgs),
+    /// Resume a paused deployment.
+    Resume(commands::ActionArgs),
+    /// Retry the failed task of a deployment in error.
+    Retry(commands::ActionArgs),
+    /// Skip the failed (or waiting) task of a deployment.
+    Skip(commands::ActionArgs),
+    /// Promote a deployment waiting for promotion into its next stage.
+    Promote(commands::ActionArgs),
+    /// Roll back: redeploy the last version that completed, through the same stages.
+    Rollback(commands::ActionArgs),
+    /// List pipelines.
+    Pipelines {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List environments.
+    Environments {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List deployments, newest first.
+    Deployments {
+        #[arg(long)]
+        pipeline: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List, register or remove agents.
+    Agents {
+        #[command(subcommand)]
+        command: Option<commands::AgentsCommand>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Push or list artifacts.
+    Artifact {
+        #[command(subcommand)]
+        command: commands::ArtifactCommand,
+    },
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match &cli.command {
+        Command::Serve(_) | Command::Agent(_) => "info",
+        Command::Quickstart(_) => "warn",
+        _ => "warn",
+    };
+    init_logging(default_log);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::ERROR);
+        }
+    };
+    let code = rt.block_on(run(cli));
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli) -> u8 {
+    use drover_types::Action;
+    let r = match cli.command {
+        Command::Serve(args) => config::serve(args).await,
+        Command::Agent(args) => commands::agent(args).await,
+        Command::Quickstart(args) => quickstart::run(args).await,
+        Command::Apply { file, conn } => commands::apply(&conn, &file).await,
+        Command::Deploy { application, version, pipeline, follow, conn } => {
+            commands::deploy(&conn, &application, &version, pipeline.as_deref(), follow).await
+        }
+        Command::Status { id, follow, conn } => commands::status(&conn, id, follow).await,
+        Command::Logs { id, conn } => commands::logs(&conn, id).await,
+        Command::Approve(a) => commands::action(a, Action::Approve).await,
+        Command::Reject(a) => commands::action(a, Action::Reject).await,
+        Command::Abort(a) => commands::action(a, Action::Abort).await,
+        Command::Pause(a) => commands::action(a, Action::Pause).await,
+        Command::Resume(a) => commands::action(a, Action::Resume).await,
+        Command::Retry(a) => commands::action(a, Action::Retry).await,
+        Command::Skip(a) => commands::action(a, Action::Skip).await,
+        Command::Promote(a) => commands::action(a, Action::Promote).await,
+        Command::Rollback(a) => commands::action(a, Action::Rollback).await,
+        Command::Pipelines { conn } => commands::pipelines(&conn).await,
+        Command::Environments { conn } => commands::environments(&conn).await,
+        Command::Deployments { pipeline, status, limit, conn } => {
+            commands::deployments(&conn, pipeline.as_deref(), status.as_deref(), limit).await
+        }
+        Command::Agents { command, conn } => commands::agents(&conn, command).await,
+        Command::Artifact { command } => commands::artifact(command).await,
+    };
+    match r {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            commands::exit_code_of(&e)
+        }
+    }
+}

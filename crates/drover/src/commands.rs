@@ -1,0 +1,423 @@
+//! CLI commands that talk to the orchestrator's API.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Subcommand};
+use drover_client::{Client, Credentials};
+use drover_types::{Action, DeploymentStatus};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::{Conn, Output, exit, render};
+
+/// Maps an error to the documented exit code.
+pub fn exit_code_of(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<drover_client::Error>() {
+        Some(drover_client::Error::Api { status, .. }) => match status {
+            401 => exit::UNAUTHENTICATED,
+            403 => exit::FORBIDDEN,
+            404 => exit::NOT_FOUND,
+            409 => exit::CONFLICT,
+            400 | 422 => exit::INVALID,
+            _ => exit::ERROR,
+        },
+        Some(drover_client::Error::Transport(_)) => exit::UNREACHABLE,
+        _ => exit::ERROR,
+    }
+}
+
+/// Reads a secret or password file: first line, without surrounding whitespace.
+pub fn read_secret_file(p: &Path) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let s = s.lines().next().unwrap_or("").trim().to_string();
+    if s.is_empty() {
+        bail!("{} is empty", p.display());
+    }
+    Ok(s)
+}
+
+pub fn client(conn: &Conn) -> anyhow::Result<Client> {
+    let ca = conn.ca_cert.clone().or_else(|| {
+        let p = PathBuf::from("drover-data/tls/ca.pem");
+        p.exists().then_some(p)
+    });
+    let creds = match &conn.user {
+        Some(user) => {
+            let password = match (&conn.password_file, std::env::var("DROVER_PASSWORD")) {
+                (Some(f), _) => read_secret_file(f)?,
+                (None, Ok(p)) if !p.is_empty() => p,
+                _ => bail!("DROVER_USER is set: give the password in DROVER_PASSWORD or --password-file"),
+            };
+            Credentials::Basic { user: user.clone(), password }
+        }
+        None => bail!(
+            "no credentials: set DROVER_USER and DROVER_PASSWORD (or --password-file); the first operator is 'admin', \
+             its password is in DATA_DIR/initial-admin-password"
+        ),
+    };
+    Ok(Client::new(&conn.url, ca.as_deref(), creds)?)
+}
+
+fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> String) -> anyhow::Result<u8> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Text => {
+            let t = text(value);
+            if !t.is_empty() {
+                println!("{}", t.trim_end());
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+// ---- agent ----------------------------------------------------------------------------------
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// Orchestrator URL.
+    #[arg(long, env = "DROVER_URL", default_value = "https://127.0.0.1:8443")]
+    pub url: String,
+    /// CA certificate to trust (the orchestrator's DATA_DIR/tls/ca.pem).
+    #[arg(long, env = "DROVER_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// Agent name, as registered with `drover agents add`.
+    #[arg(long, env = "DROVER_AGENT_NAME")]
+    pub name: String,
+    /// File holding the agent's secret.
+    #[arg(long, env = "DROVER_AGENT_SECRET_FILE")]
+    pub secret_file: PathBuf,
+    /// Where releases are unpacked and the attempt journal is kept.
+    #[arg(long, env = "DROVER_WORK_DIR")]
+    pub work_dir: PathBuf,
+    /// Tasks run at once.
+    #[arg(long, default_value_t = 4)]
+    pub capacity: u32,
+}
+
+pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
+    let secret = read_secret_file(&a.secret_file)?;
+    let cfg = drover_agent::AgentConfig {
+        url: a.url,
+        ca_cert: a.ca_cert,
+        name: a.name.clone(),
+        secret,
+        work_dir: a.work_dir,
+        capacity: a.capacity.max(1),
+    };
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::config::wait_for_signal().await;
+        let _ = tx.send(true);
+    });
+    tracing::info!(agent = %a.name, "agent starting");
+    drover_agent::run(cfg, rx).await?;
+    Ok(exit::OK)
+}
+
+// ---- pipelines ------------------------------------------------------------------------------
+
+pub async fn apply(conn: &Conn, file: &Path) -> anyhow::Result<u8> {
+    let yaml = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let c = client(conn)?;
+    let r = c.apply_yaml(&yaml).await.map_err(|e| match e {
+        drover_client::Error::Api { status: 422, code, message } => {
+            anyhow!(drover_client::Error::Api { status: 422, code, message: format!("{}: {message}", file.display()) })
+        }
+        e => anyhow!(e),
+    })?;
+    print(conn.output, &r, |r| {
+        let mut s = format!("pipeline {} {}", r.pipeline.name, r.outcome);
+        for e in &r.created_environments {
+            s.push_str(&format!("\nenvironment {e} created"));
+        }
+        s
+    })
+}
+
+pub async fn pipelines(conn: &Conn) -> anyhow::Result<u8> {
+    let v = client(conn)?.pipelines().await?;
+    print(conn.output, &v, |v| {
+        let mut s = format!("{:<24} {:<16} STAGES\n", "NAME", "APPLICATION");
+        for p in v {
+            let stages: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();
+            s.push_str(&format!("{:<24} {:<16} {}\n", p.name, p.application, stages.join(" → ")));
+        }
+        s
+    })
+}
+
+pub async fn environments(conn: &Conn) -> anyhow::Result<u8> {
+    let v = client(conn)?.environments().await?;
+    print(conn.output, &v, |v| {
+        let mut s = format!("{:<24} KIND\n", "NAME");
+        for e in v {
+            s.push_str(&format!("{:<24} {}\n", e.name, e.kind));
+        }
+        s
+    })
+}
+
+// ---- deployments ----------------------------------------------------------------------------
+
+pub async fn deploy(conn: &Conn, app: &str, version: &str, pipeline: Option<&str>, follow: bool) -> anyhow::Result<u8> {
+    let c = client(conn)?;
+    let pipeline = match pipeline {
+        Some(p) => p.to_string(),
+        None => {
+            let all = c.pipelines().await?;
+            let mine: Vec<_> = all.iter().filter(|p| p.application == app).collect();
+            match mine.as_slice() {
+                [one] => one.name.clone(),
+                [] => bail!("application {app} has no pipeline; apply one first (drover apply -f pipeline.yaml)"),
+                many => match many.iter().find(|p| p.name == app) {
+                    Some(p) => p.name.clone(),
+                    None => bail!(
+                        "application {app} has several pipelines ({}); choose one with --pipeline",
+                        many.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                },
+            }
+        }
+    };
+    let d = c.deploy(&pipeline, version).await?;
+    if follow {
+        if conn.output == Output::Text {
+            println!("deployment {} of {} {} started", d.id, d.application, d.version);
+        }
+        return follow_deployment(&c, conn.output, d.id).await;
+    }
+    print(conn.output, &d, |d| format!("deployment {} of {} {} on pipeline {}: {}", d.id, d.application, d.version, d.pipeline, d.status))
+}
+
+pub async fn status(conn: &Conn, id: i64, follow: bool) -> anyhow::Result<u8> {
+    let c = client(conn)?;
+    if follow {
+        return follow_deployment(&c, conn.output, id).await;
+    }
+    let d = c.deployment(id).await?;
+    print(conn.output, &d, render::deployment)
+}
+
+/// Streams a deployment until it ends; exit 0 only if it completed.
+pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::Result<u8> {
+    let mut stream = Box::pin(c.follow(id, 0).await?);
+    let mut r = render::Follower::default();
+    let mut last = None;
+    while let Some(ev) = stream.next().await {
+        let ev = ev?;
+        if output == Output::Json {
+            println!("{}", serde_json::json!({"event": ev.event, "data": serde_json::from_str::<serde_json::Value>(&ev.data).unwrap_or_default()}));
+        }
+        match ev.event.as_str() {
+            "deployment" => {
+                let d: drover_types::Deployment = serde_json::from_str(&ev.data)?;
+                if output == Output::Text {
+                    for line in r.changes(&d) {
+                        println!("{line}");
+                    }
+                }
+                last = Some(d);
+            }
+            "log" => {
+                let l: drover_types::LogLine = serde_json::from_str(&ev.data)?;
+                if output == Output::Text {
+                    println!("{}", r.log_line(&l, last.as_ref()));
+                }
+            }
+            "end" => break,
+            _ => {}
+        }
+    }
+    let d = c.deployment(id).await?;
+    Ok(if d.status == DeploymentStatus::Completed { exit::OK } else { exit::DEPLOYMENT_NOT_COMPLETED })
+}
+
+pub async fn logs(conn: &Conn, id: i64) -> anyhow::Result<u8> {
+    let c = client(conn)?;
+    let mut after = 0;
+    let mut all = Vec::new();
+    for _ in 0..10_000 {
+        let page = c.logs(id, after).await?;
+        if page.lines.is_empty() {
+            break;
+        }
+        after = page.next;
+        all.extend(page.lines);
+    }
+    print(conn.output, &all, |v| {
+        v.iter().map(|l| format!("{} [{}/{}] {}: {}\n", l.ts, l.stage_index, l.task_index, l.stream, l.line)).collect()
+    })
+}
+
+pub async fn deployments(conn: &Conn, pipeline: Option<&str>, status: Option<&str>, limit: u32) -> anyhow::Result<u8> {
+    let v = client(conn)?.deployments(pipeline, status, Some(limit)).await?;
+    print(conn.output, &v, |v| {
+        let mut s = format!("{:>6}  {:<20} {:<12} {:<18} {:<8} CREATED BY\n", "ID", "PIPELINE", "VERSION", "STATUS", "STAGE");
+        for d in v {
+            s.push_str(&format!(
+                "{:>6}  {:<20} {:<12} {:<18} {:<8} {}\n",
+                d.id,
+                d.pipeline,
+                d.version,
+                d.status.as_str(),
+                d.stage_index,
+                d.created_by
+            ));
+        }
+        s
+    })
+}
+
+#[derive(Args, Debug)]
+pub struct ActionArgs {
+    /// Deployment id.
+    pub id: i64,
+    /// Why (recorded with the action).
+    #[arg(long, alias = "comment")]
+    pub reason: Option<String>,
+    #[command(flatten)]
+    pub conn: Conn,
+}
+
+pub async fn action(a: ActionArgs, action: Action) -> anyhow::Result<u8> {
+    let d = client(&a.conn)?.act(a.id, action, a.reason).await?;
+    print(a.conn.output, &d, |d| {
+        if action == Action::Rollback {
+            format!("rollback deployment {} of {} {} started ({})", d.id, d.application, d.version, d.status)
+        } else {
+            format!("deployment {}: {}{}", d.id, d.status, d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default())
+        }
+    })
+}
+
+// ---- agents ---------------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum AgentsCommand {
+    /// Register an agent; prints its secret once.
+    Add {
+        name: String,
+        #[arg(long)]
+        environment: String,
+        /// Also write the secret to this file (mode 0600).
+        #[arg(long)]
+        secret_out: Option<PathBuf>,
+    },
+    /// Remove an agent.
+    Remove { name: String },
+}
+
+pub async fn agents(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> {
+    let c = client(conn)?;
+    match cmd {
+        None => {
+            let v = c.agents().await?;
+            print(conn.output, &v, |v| {
+                let mut s = format!("{:<24} {:<16} {:<8} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE");
+                for a in v {
+                    let seen = a.last_seen_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
+                    s.push_str(&format!("{:<24} {:<16} {:<8} {}\n", a.name, a.environment, if a.online { "yes" } else { "no" }, seen));
+                }
+                s
+            })
+        }
+        Some(AgentsCommand::Add { name, environment, secret_out }) => {
+            let cred = c.add_agent(&name, &environment).await?;
+            if let Some(p) = &secret_out {
+                write_private(p, &cred.secret)?;
+            }
+            print(conn.output, &cred, |c| {
+                format!(
+                    "agent {} registered for environment {}\nsecret (shown once): {}\nrun it with: drover agent --url URL --ca-cert CA --name {} --secret-file FILE --work-dir DIR",
+                    c.name, c.environment, c.secret, c.name
+                )
+            })
+        }
+        Some(AgentsCommand::Remove { name }) => {
+            c.delete_agent(&name).await?;
+            print(conn.output, &serde_json::json!({"removed": name}), |_| format!("agent {name} removed"))
+        }
+    }
+}
+
+pub fn write_private(p: &Path, content: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .with_context(|| format!("writing {}", p.display()))?;
+    writeln!(f, "{content}")?;
+    Ok(())
+}
+
+// ---- artifacts ------------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum ArtifactCommand {
+    /// Stream a file (a .tar.gz) to the orchestrator as APP VERSION.
+    Push {
+        file: PathBuf,
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List artifacts.
+    List {
+        #[arg(long)]
+        app: Option<String>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
+    match cmd {
+        ArtifactCommand::Push { file, app, version, conn } => {
+            let c = client(&conn)?;
+            let len = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
+            let tty = std::io::stderr().is_terminal() && conn.output == Output::Text;
+            let shown = Arc::new(AtomicU64::new(0));
+            let progress = {
+                let shown = shown.clone();
+                move |sent: u64| {
+                    if !tty {
+                        return;
+                    }
+                    let pct = if len == 0 { 100 } else { sent * 100 / len };
+                    if shown.swap(pct, Ordering::Relaxed) != pct || sent == len {
+                        let bar = "#".repeat((pct / 4) as usize);
+                        eprint!("\r[{bar:<25}] {pct:>3}% {} / {} MiB", sent >> 20, len >> 20);
+                        let _ = std::io::stderr().flush();
+                    }
+                }
+            };
+            let a = c.push_artifact(&app, &version, &file, None, progress).await;
+            if tty {
+                eprintln!();
+            }
+            let a = a?;
+            print(conn.output, &a, |a| format!("{} {} stored: {} bytes, sha256 {}", a.application, a.version, a.size, a.sha256))
+        }
+        ArtifactCommand::List { app, conn } => {
+            let v = client(&conn)?.artifacts(app.as_deref()).await?;
+            print(conn.output, &v, |v| {
+                let mut s = format!("{:<20} {:<16} {:>12}  SHA256\n", "APPLICATION", "VERSION", "SIZE");
+                for a in v {
+                    s.push_str(&format!("{:<20} {:<16} {:>12}  {}\n", a.application, a.version, a.size, a.sha256));
+                }
+                s
+            })
+        }
+    }
+}

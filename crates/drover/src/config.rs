@@ -1,0 +1,135 @@
+//! `drover serve`: flags, `DROVER_*` environment variables and `drover.toml`, in that order of
+//! precedence. Every key is documented in docs/configuration.md.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Deserialize;
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Data directory: database, keys, CA, artifacts.
+    #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
+    pub data_dir: PathBuf,
+    /// Configuration file (default: DATA_DIR/drover.toml when it exists).
+    #[arg(long, env = "DROVER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [file: listen; default 127.0.0.1:8443].
+    #[arg(long, env = "DROVER_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// postgres://... for PostgreSQL [file: database_url; default SQLite in the data dir].
+    #[arg(long, env = "DROVER_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// An attempt without an agent heartbeat for this long is lost [file: heartbeat_timeout; default 30s].
+    #[arg(long, env = "DROVER_HEARTBEAT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub heartbeat_timeout: Option<Duration>,
+    /// Extra host name or IP for the server certificate (repeatable) [file: tls_names].
+    #[arg(long = "tls-name", env = "DROVER_TLS_NAMES", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
+}
+
+/// `drover.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub database_url: Option<String>,
+    pub heartbeat_timeout: Option<String>,
+    #[serde(default)]
+    pub tls_names: Vec<String>,
+}
+
+pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
+    let path = args.config.clone().or_else(|| {
+        let p = args.data_dir.join("drover.toml");
+        p.exists().then_some(p)
+    });
+    let file = match &path {
+        Some(p) => read_file(p)?,
+        None => FileConfig::default(),
+    };
+    let mut cfg = drover_server::Config::new(&args.data_dir);
+    if let Some(l) = args.listen.or(file.listen) {
+        cfg.listen = l;
+    }
+    cfg.database_url = args.database_url.clone().or(file.database_url);
+    if let Some(t) = args.heartbeat_timeout {
+        cfg.heartbeat_timeout = t;
+    } else if let Some(t) = &file.heartbeat_timeout {
+        cfg.heartbeat_timeout = humantime::parse_duration(t).with_context(|| format!("heartbeat_timeout = {t:?}"))?;
+    }
+    if cfg.heartbeat_timeout < Duration::from_millis(200) {
+        bail!("heartbeat_timeout must be at least 200ms");
+    }
+    cfg.tls_names = if args.tls_names.is_empty() { file.tls_names } else { args.tls_names.clone() };
+    Ok(cfg)
+}
+
+fn read_file(p: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    toml::from_str(&text).with_context(|| format!("{}", p.display()))
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
+    let cfg = load(&args)?;
+    let data_dir = cfg.data_dir.clone();
+    let running = drover_server::start(cfg).await?;
+    if let Some(pw) = &running.initial_admin_password {
+        eprintln!(
+            "Created operator 'admin'. Initial password (shown once; also in {}): {pw}",
+            data_dir.join("initial-admin-password").display()
+        );
+    }
+    eprintln!("Drover orchestrator on {} (CA: {})", running.url, running.ca_cert.display());
+    wait_for_signal().await;
+    eprintln!("shutting down");
+    running.shutdown().await;
+    Ok(crate::exit::OK)
+}
+
+pub async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(dir: &Path) -> ServeArgs {
+        ServeArgs {
+            data_dir: dir.to_path_buf(),
+            config: None,
+            listen: None,
+            database_url: None,
+            heartbeat_timeout: None,
+            tls_names: vec![],
+        }
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("drover.toml"), "listen = \"127.0.0.1:9999\"\nheartbeat_timeout = \"5s\"\n").unwrap();
+        let cfg = load(&args(dir.path())).unwrap();
+        assert_eq!(cfg.listen.port(), 9999);
+        assert_eq!(cfg.heartbeat_timeout, Duration::from_secs(5));
+        let mut a = args(dir.path());
+        a.listen = Some("127.0.0.1:1234".parse().unwrap());
+        assert_eq!(load(&a).unwrap().listen.port(), 1234);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("drover.toml"), "lisen = \"x\"\n").unwrap();
+        let e = format!("{:#}", load(&args(dir.path())).unwrap_err());
+        assert!(e.contains("lisen"), "{e}");
+    }
+}
