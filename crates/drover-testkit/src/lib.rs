@@ -1,1 +1,168 @@
+//! Test support: an orchestrator in-process on an ephemeral loopback port with a temp data
+//! dir (SQLite or a PostgreSQL schema of its own), agents in-process, sample artifacts, and
+//! bounded waits.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use drover_client::{Client, Credentials};
+use drover_types::{Deployment, DeploymentStatus};
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub running: Option<drover_server::Running>,
+    pub url: String,
+    pub ca: PathBuf,
+    pub admin_password: String,
+    pg_schema: Option<String>,
+    agents: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+}
+
+impl TestServer {
+    pub async fn start(backend: Backend) -> anyhow::Result<Self> {
+        Self::start_with(backend, Duration::from_secs(30)).await
+    }
+
+    /// Starts an orchestrator whose attempts are lost after `heartbeat_timeout` without a heartbeat.
+    pub async fn start_with(backend: Backend, heartbeat_timeout: Duration) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut cfg = drover_server::Config::new(dir.path().join("data"));
+        cfg.listen = "127.0.0.1:0".parse()?;
+        cfg.heartbeat_timeout = heartbeat_timeout;
+        let mut pg_schema = None;
+        if backend == Backend::Postgres {
+            let (store, schema) = drover_store::testing::pg_schema_store().await.context("PostgreSQL on 127.0.0.1:5432")?;
+            drop(store);
+            cfg.database_url = Some(drover_store::testing::pg_schema_url(&schema));
+            pg_schema = Some(schema);
+        }
+        let running = drover_server::start(cfg).await?;
+        let admin_password = running.initial_admin_password.clone().context("fresh data dir creates admin")?;
+        Ok(TestServer {
+            url: running.url.clone(),
+            ca: running.ca_cert.clone(),
+            running: Some(running),
+            dir,
+            admin_password,
+            pg_schema,
+            agents: Vec::new(),
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn admin(&self) -> Client {
+        self.client("admin", &self.admin_password)
+    }
+
+    pub fn client(&self, user: &str, password: &str) -> Client {
+        Client::new(&self.url, Some(&self.ca), Credentials::Basic { user: user.into(), password: password.into() })
+            .expect("client")
+    }
+
+    pub fn anonymous(&self) -> Client {
+        Client::new(&self.url, Some(&self.ca), Credentials::None).expect("client")
+    }
+
+    /// Registers an agent and runs it in-process; returns its work dir.
+    pub async fn agent(&mut self, name: &str, environment: &str) -> anyhow::Result<PathBuf> {
+        let cred = self.admin().add_agent(name, environment).await?;
+        let work = self.dir.path().join("agents").join(name);
+        self.run_agent(name, &cred.secret, &work, 4)?;
+        Ok(work)
+    }
+
+    pub fn run_agent(&mut self, name: &str, secret: &str, work: &Path, capacity: u32) -> anyhow::Result<()> {
+        let cfg = drover_agent::AgentConfig {
+            url: self.url.clone(),
+            ca_cert: Some(self.ca.clone()),
+            name: name.into(),
+            secret: secret.into(),
+            work_dir: work.to_path_buf(),
+            capacity,
+        };
+        let (tx, rx) = watch::channel(false);
+        let h = tokio::spawn(async move {
+            if let Err(e) = drover_agent::run(cfg, rx).await {
+                eprintln!("agent stopped: {e}");
+            }
+        });
+        self.agents.push((tx, h));
+        Ok(())
+    }
+
+    pub async fn stop_agents(&mut self) {
+        for (tx, h) in self.agents.drain(..) {
+            let _ = tx.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        self.stop_agents().await;
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+        if let Some(s) = self.pg_schema.take() {
+            drover_store::testing::drop_schema(&s).await;
+        }
+    }
+}
+
+/// A `.tar.gz` with the given files (path, content, mode).
+pub fn tarball(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(gz);
+    for (name, content, mode) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(*mode);
+        h.set_cksum();
+        tar.append_data(&mut h, name, content.as_bytes()).expect("tar");
+    }
+    tar.into_inner().expect("tar").finish().expect("gzip")
+}
+
+/// Polls a deployment until `done` holds, up to `timeout` (bounded; fails with the last state).
+pub async fn wait_for(
+    c: &Client,
+    id: i64,
+    timeout: Duration,
+    done: impl Fn(&Deployment) -> bool,
+) -> anyhow::Result<Deployment> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    let mut changes = 0;
+    while tokio::time::Instant::now() < deadline && changes < 100_000 {
+        let d = c.deployment(id).await?;
+        if done(&d) {
+            return Ok(d);
+        }
+        last = Some(d);
+        changes += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("deployment {id} did not reach the expected state in {timeout:?}; last: {last:#?}")
+}
+
+/// Waits until the deployment has the given status.
+pub async fn wait_status(c: &Client, id: i64, status: DeploymentStatus) -> anyhow::Result<Deployment> {
+    wait_for(c, id, Duration::from_secs(60), |d| d.status == status).await
+}
+
+/// A unique name for tests sharing a server.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", hex::encode(rand::random::<[u8; 3]>()))
+}
