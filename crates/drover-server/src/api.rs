@@ -273,6 +273,9 @@ async fn get_agent(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Agen
 async fn create_agent(State(s): S, Extension(p): P, ApiJson(a): ApiJson<NewAgent>) -> ApiResult<(StatusCode, Json<AgentCredentials>)> {
     validate_name("agent", &a.name)?;
     validate_name("environment", &a.environment)?;
+    if s.store.get_operator(&a.name).await?.is_some() {
+        return Err(ApiError::conflict(format!("{} is an operator's name; agents need names of their own", a.name)));
+    }
     let now = Timestamp::now();
     let env = Environment { name: a.environment.clone(), kind: env_kind(&a.environment), labels: Default::default(), created_at: now };
     s.store.insert_environment(&env).await?;

@@ -87,12 +87,20 @@ impl Authenticator {
 
     /// Resolves credentials to a principal; `None` for anything wrong (unknown user, wrong
     /// password, disabled operator) — the caller learns nothing more, the log does.
-    pub async fn authenticate(&self, user: &str, password: &str, agent_protocol: bool) -> Option<Principal> {
-        if agent_protocol {
+    /// Operators are looked up first, then agents (agent registration refuses operator names).
+    pub async fn authenticate(&self, user: &str, password: &str) -> Option<Principal> {
+        let op = match self.store.get_operator(user).await {
+            Ok(op) => op,
+            Err(e) => {
+                tracing::error!(error = %e, "authentication: store error");
+                return None;
+            }
+        };
+        if op.is_none() {
             let agent = match self.store.get_agent(user).await {
                 Ok(Some(a)) => a,
                 Ok(None) => {
-                    tracing::warn!(agent = user, "authentication failed: unknown agent");
+                    tracing::warn!(user, "authentication failed: unknown operator or agent");
                     return None;
                 }
                 Err(e) => {
@@ -108,17 +116,7 @@ impl Authenticator {
             self.touch(user).await;
             return Some(Principal { kind: PrincipalKind::Agent, name: agent.name, roles: vec!["agent".into()] });
         }
-        let op = match self.store.get_operator(user).await {
-            Ok(Some(op)) => op,
-            Ok(None) => {
-                tracing::warn!(operator = user, "authentication failed: unknown operator");
-                return None;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "authentication: store error");
-                return None;
-            }
-        };
+        let op = op?;
         if op.disabled {
             tracing::warn!(operator = user, "authentication failed: operator disabled");
             return None;
@@ -175,8 +173,7 @@ pub async fn require(State(g): State<Guard>, mut req: Request, next: Next) -> Re
     let Some((user, password)) = parse_basic(&req) else {
         return ApiError::unauthorized().into_response();
     };
-    let agent_protocol = g.privilege == Privilege::AgentWork;
-    let Some(principal) = g.state.auth.authenticate(&user, &password, agent_protocol).await else {
+    let Some(principal) = g.state.auth.authenticate(&user, &password).await else {
         return ApiError::unauthorized().into_response();
     };
     if !principal.has(g.privilege) {

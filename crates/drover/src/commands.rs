@@ -203,7 +203,7 @@ pub async fn status(conn: &Conn, id: i64, follow: bool) -> anyhow::Result<u8> {
     print(conn.output, &d, render::deployment)
 }
 
-/// Streams a deployment until it ends; exit 0 only if it completed.
+/// Streams a deployment until it ends or stops in error; exit 0 only if it completed.
 pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::Result<u8> {
     let mut stream = Box::pin(c.follow(id, 0).await?);
     let mut r = render::Follower::default();
@@ -221,7 +221,12 @@ pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::R
                         println!("{line}");
                     }
                 }
+                // In error it waits for an operator (retry, skip, abort, rollback): stop here.
+                let stop = d.status == DeploymentStatus::Error;
                 last = Some(d);
+                if stop {
+                    break;
+                }
             }
             "log" => {
                 let l: drover_types::LogLine = serde_json::from_str(&ev.data)?;

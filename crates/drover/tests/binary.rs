@@ -1,0 +1,371 @@
+//! Smoke and crash tests with the real `drover` binary: quickstart, the CLI, SIGKILL of the
+//! orchestrator and of an agent, and a 2 GiB artifact streamed in constant memory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use drover_client::{Client, Credentials};
+use drover_types::DeploymentStatus as DS;
+
+fn drover() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_drover"))
+}
+
+/// A child process this test started; killed (by its PID) when dropped.
+struct Proc {
+    child: Child,
+}
+
+impl Proc {
+    fn spawn(mut cmd: Command, log: &Path) -> Proc {
+        let f = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let child = cmd.stdout(f.try_clone().unwrap()).stderr(f).stdin(Stdio::null()).spawn().unwrap();
+        Proc { child }
+    }
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    fn sigkill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Orchestrator {
+    dir: PathBuf,
+    port: u16,
+    proc: Option<Proc>,
+    extra: Vec<String>,
+}
+
+impl Orchestrator {
+    async fn start(dir: &Path, extra: &[&str]) -> Orchestrator {
+        let mut o = Orchestrator { dir: dir.to_path_buf(), port: free_port(), proc: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        o.restart().await;
+        o
+    }
+
+    async fn restart(&mut self) {
+        let mut cmd = drover();
+        cmd.args(["serve", "--data-dir"]).arg(self.dir.join("data")).args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+        cmd.args(&self.extra);
+        self.proc = Some(Proc::spawn(cmd, &self.dir.join("serve.log")));
+        // Readiness: the health endpoint answers over TLS (bounded).
+        for _ in 0..300 {
+            if self.ca().exists() {
+                if let Ok(c) = Client::new(&self.url(), Some(&self.ca()), Credentials::None) {
+                    if c.health().await.is_ok() {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("orchestrator did not start; log:\n{}", std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default());
+    }
+
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+    fn ca(&self) -> PathBuf {
+        self.dir.join("data/tls/ca.pem")
+    }
+    fn password_file(&self) -> PathBuf {
+        self.dir.join("data/initial-admin-password")
+    }
+    fn admin(&self) -> Client {
+        let pw = std::fs::read_to_string(self.password_file()).unwrap().trim().to_string();
+        Client::new(&self.url(), Some(&self.ca()), Credentials::Basic { user: "admin".into(), password: pw }).unwrap()
+    }
+    /// A CLI command with connection settings in the environment.
+    fn cli(&self) -> Command {
+        let mut c = drover();
+        c.env("DROVER_URL", self.url())
+            .env("DROVER_CA_CERT", self.ca())
+            .env("DROVER_USER", "admin")
+            .env("DROVER_PASSWORD_FILE", self.password_file())
+            .env_remove("DROVER_PASSWORD");
+        c
+    }
+    fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.sigkill();
+        }
+    }
+
+    /// Registers an agent through the CLI and starts `drover agent` for it.
+    fn agent(&self, name: &str, env: &str) -> Proc {
+        let out = run(self.cli().args(["agents", "add", name, "--environment", env, "--output", "json"]));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["name"], name);
+        assert_eq!(v["environment"], env);
+        let secret = v["secret"].as_str().unwrap();
+        assert!(secret.len() == 64 && secret.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        let secret_file = self.dir.join(format!("{name}.secret"));
+        std::fs::write(&secret_file, secret).unwrap();
+        self.start_agent(name)
+    }
+
+    fn start_agent(&self, name: &str) -> Proc {
+        let mut cmd = drover();
+        cmd.args(["agent", "--url", &self.url()])
+            .arg("--ca-cert")
+            .arg(self.ca())
+            .args(["--name", name])
+            .arg("--secret-file")
+            .arg(self.dir.join(format!("{name}.secret")))
+            .arg("--work-dir")
+            .arg(self.dir.join("work").join(name));
+        Proc::spawn(cmd, &self.dir.join(format!("{name}.log")))
+    }
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+async fn wait_all(c: &Client, ids: &[i64], timeout: Duration, done: impl Fn(DS) -> bool) -> Vec<drover_types::Deployment> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let mut all = Vec::new();
+        let mut ok = true;
+        for id in ids {
+            match c.deployment(*id).await {
+                Ok(d) => {
+                    ok &= done(d.status);
+                    all.push(d);
+                }
+                Err(_) => ok = false,
+            }
+        }
+        if ok {
+            return all;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out: {all:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn quickstart_runs_end_to_end_and_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    for run_no in 1..=2 {
+        let out = run(drover().args(["quickstart", "--listen", "127.0.0.1:0", "--auto-approve", "--exit-when-done", "--data-dir"]).arg(&data));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "run {run_no}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains(&format!("Deployment {run_no} completed")), "{text}");
+        assert!(text.contains("smoke test passed"), "{text}");
+    }
+    let current = std::fs::read_link(data.join("quickstart/production-1/shop/current")).unwrap();
+    assert_eq!(current, Path::new("releases/1.0.2"));
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(data.join("initial-admin-password")).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_drives_deployments_with_reliable_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Orchestrator::start(dir.path(), &[]).await;
+    let _a = o.agent("dev-1", "dev");
+    let yaml = dir.path().join("pipeline.yaml");
+    std::fs::write(
+        &yaml,
+        "application: web\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: deploy\n      - type: run\n        command: cat index.html\n",
+    )
+    .unwrap();
+    let out = run(o.cli().args(["apply", "-f"]).arg(&yaml));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pipeline web created"));
+    let out = run(o.cli().args(["apply", "-f"]).arg(&yaml));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("pipeline web unchanged"));
+    let tgz = dir.path().join("web.tar.gz");
+    std::fs::write(&tgz, drover_testkit::tarball(&[("index.html", "hello from web 1\n", 0o644)])).unwrap();
+    let out = run(o.cli().args(["artifact", "push"]).arg(&tgz).args(["--app", "web", "--version", "1", "--output", "json"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let art: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(art["sha256"].as_str().unwrap().len(), 64);
+    let out = run(o.cli().args(["deploy", "web", "1", "--follow"]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("hello from web 1") && text.contains("is completed"), "{text}");
+    let out = run(o.cli().args(["status", "1", "--output", "json"]));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["status"], "completed");
+    assert_eq!(d["stages"][0]["tasks"][1]["agent"], "dev-1");
+    let out = run(o.cli().args(["deployments", "--output", "json"]));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len(), 1);
+    // A failing run: follow stops at error with exit 10; retry is available.
+    std::fs::write(&yaml, std::fs::read_to_string(&yaml).unwrap().replace("cat index.html", "exit 7")).unwrap();
+    assert!(run(o.cli().args(["apply", "-f"]).arg(&yaml)).status.success());
+    let out = run(o.cli().args(["deploy", "web", "1", "--follow"]));
+    assert_eq!(out.status.code(), Some(10), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("exit code 7"));
+    let out = run(o.cli().args(["abort", "2", "--reason", "test over"]));
+    assert!(out.status.success());
+    // Documented exit codes.
+    assert_eq!(run(o.cli().args(["status", "4242"])).status.code(), Some(5));
+    assert_eq!(run(o.cli().args(["abort", "2"])).status.code(), Some(6));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "application: web\nstages:\n  - name: dev\n    environment: dev\n    taks: []\n").unwrap();
+    let out = run(o.cli().args(["apply", "-f"]).arg(&bad));
+    assert_eq!(out.status.code(), Some(7));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("taks") && err.contains("line 5"), "{err}");
+    let wrong = dir.path().join("wrong");
+    std::fs::write(&wrong, "not-the-password").unwrap();
+    assert_eq!(run(o.cli().arg("pipelines").arg("--password-file").arg(&wrong)).status.code(), Some(3));
+    assert_eq!(run(o.cli().arg("pipelines").env_remove("DROVER_USER")).status.code(), Some(1));
+    assert_eq!(run(o.cli().arg("pipelines").env("DROVER_URL", format!("https://127.0.0.1:{}", free_port()))).status.code(), Some(8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orchestrator_sigkill_loses_and_repeats_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Orchestrator::start(dir.path(), &[]).await;
+    let _a = o.agent("a-1", "stage-a");
+    let _b = o.agent("b-1", "stage-b");
+    let runs = dir.path().join("runs.log");
+    let c = o.admin();
+    let mut ids = Vec::new();
+    for p in 0..4 {
+        let yaml = format!(
+            "application: app{p}\nstages:\n  - name: a\n    environment: stage-a\n    tasks: [{{type: run, command: \"echo $DROVER_ATTEMPT_ID >> {r}; sleep 0.3\"}}, {{type: run, command: \"echo $DROVER_ATTEMPT_ID >> {r}; sleep 0.3\"}}]\n  - name: b\n    environment: stage-b\n    tasks: [{{type: run, command: \"echo $DROVER_ATTEMPT_ID >> {r}; sleep 0.3\"}}]\n",
+            r = runs.display()
+        );
+        c.apply_yaml(&yaml).await.unwrap();
+        for v in 1..=2 {
+            ids.push(c.deploy(&format!("app{p}"), &v.to_string()).await.unwrap().id);
+        }
+    }
+    // Kill the orchestrator while work is in flight (some attempts have run, not all).
+    for _ in 0..200 {
+        let n = std::fs::read_to_string(&runs).map(|s| s.lines().count()).unwrap_or(0);
+        if n >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    o.kill();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    o.restart().await;
+    let c = o.admin();
+    let all = wait_all(&c, &ids, Duration::from_secs(120), |s| s.is_terminal() || s == DS::Error).await;
+    for d in &all {
+        match d.status {
+            DS::Completed => assert!(d.stages.iter().all(|s| s.tasks.iter().all(|t| t.status == drover_types::TaskStatus::Completed))),
+            DS::Error => assert!(d.message.is_some(), "an error says why: {d:#?}"),
+            other => panic!("deployment {} ended {other}", d.id),
+        }
+    }
+    let completed = all.iter().filter(|d| d.status == DS::Completed).count();
+    assert!(completed >= ids.len() - 1, "in-flight work survives a restart: {all:#?}");
+    // No attempt ran twice, and every completed task's attempt ran.
+    let text = std::fs::read_to_string(&runs).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let unique: std::collections::HashSet<&str> = lines.iter().copied().collect();
+    assert_eq!(unique.len(), lines.len(), "an attempt ran twice:\n{text}");
+    for d in all.iter().filter(|d| d.status == DS::Completed) {
+        for t in d.stages.iter().flat_map(|s| &s.tasks) {
+            assert!(unique.contains(t.attempt_id.as_deref().unwrap()), "completed attempt never ran: {t:?}");
+        }
+    }
+    // The store is intact and every deployment's history is there.
+    o.kill();
+    let store = drover_store::SqliteStore::open(&dir.path().join("data/drover.db")).await.unwrap();
+    drover_core::Store::check_integrity(&store).await.unwrap();
+    for id in &ids {
+        let ev = drover_core::Store::events(&store, *id).await.unwrap();
+        assert_eq!(ev[0].kind, "deployment.created");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_sigkill_ends_in_a_clear_error_and_retry_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Orchestrator::start(dir.path(), &["--heartbeat-timeout", "1500ms"]).await;
+    let mut agent = o.agent("dev-1", "dev");
+    let runs = dir.path().join("runs.log");
+    let flag = dir.path().join("flag");
+    let c = o.admin();
+    c.apply_yaml(&format!(
+        "application: k\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{{type: run, command: \"echo $DROVER_ATTEMPT_ID >> {}; test -f {} || sleep 3\"}}]\n",
+        runs.display(),
+        flag.display()
+    ))
+    .await
+    .unwrap();
+    let id = c.deploy("k", "1").await.unwrap().id;
+    for _ in 0..300 {
+        if std::fs::read_to_string(&runs).is_ok_and(|s| s.lines().count() == 1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = agent.pid();
+    agent.sigkill();
+    let d = drover_testkit::wait_for(&c, id, Duration::from_secs(30), |d| d.status == DS::Error).await.unwrap();
+    let m = d.message.unwrap();
+    assert!(m.contains("agent dev-1") && m.contains("task 1 (run) of stage dev") && m.contains("heartbeats"), "{m} (agent pid {pid})");
+    // The agent comes back; the lost attempt is not run again, a retry is.
+    std::fs::write(&flag, "").unwrap();
+    let _agent = o.start_agent("dev-1");
+    c.act(id, drover_types::Action::Retry, None).await.unwrap();
+    drover_testkit::wait_status(&c, id, DS::Completed).await.unwrap();
+    let text = std::fs::read_to_string(&runs).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert_ne!(lines[0], lines[1]);
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_2_gib_artifact_streams_in_constant_memory() {
+    use futures_util::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let o = Orchestrator::start(dir.path(), &[]).await;
+    let c = o.admin();
+    c.pipelines().await.unwrap(); // warm up: authentication, connections
+    let pid = o.proc.as_ref().unwrap().pid();
+    let before = vm_kib(pid, "VmRSS:");
+    const CHUNK: usize = 1 << 20;
+    const CHUNKS: usize = 2048; // 2 GiB
+    let stream = futures_util::stream::iter(0..CHUNKS).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![(i % 251) as u8; CHUNK])));
+    let tls = drover_tls::client_config(&o.ca()).unwrap();
+    let http = reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap();
+    let pw = std::fs::read_to_string(o.password_file()).unwrap().trim().to_string();
+    let resp = http
+        .put(format!("{}/api/v1/artifacts/big/1.0", o.url()))
+        .basic_auth("admin", Some(pw))
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    let peak = vm_kib(pid, "VmHWM:");
+    let a: drover_types::Artifact = c.artifacts(Some("big")).await.unwrap().remove(0);
+    assert_eq!(a.size, (CHUNK * CHUNKS) as u64);
+    let grew_mib = peak.saturating_sub(before) / 1024;
+    eprintln!("orchestrator RSS before {} MiB, peak during a 2 GiB upload {} MiB (+{grew_mib} MiB)", before / 1024, peak / 1024);
+    assert!(grew_mib <= 32, "RSS grew by {grew_mib} MiB while streaming 2 GiB");
+}
