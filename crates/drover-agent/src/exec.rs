@@ -52,7 +52,17 @@ pub async fn run_task(
     cancel: watch::Receiver<bool>,
 ) -> TaskOutcome {
     let log = Logger(logs);
-    log.line("agent", format!("agent {} runs {} for deployment {} (started by {})", cfg.name, a.spec.kind(), a.deployment_id, a.started_by)).await;
+    log.line(
+        "agent",
+        format!(
+            "agent {} runs {} for deployment {} (started by {})",
+            cfg.name,
+            a.spec.kind(),
+            a.deployment_id,
+            a.started_by
+        ),
+    )
+    .await;
     let app_dir = cfg.work_dir.join(&a.application);
     match &a.spec {
         TaskSpec::Run { command, timeout } => {
@@ -66,7 +76,8 @@ pub async fn run_task(
         }
         TaskSpec::Deploy {} => deploy(cfg, client, a, &app_dir, &log, cancel).await,
         TaskSpec::HttpCheck { url, expect_status, timeout } => {
-            http_check(cfg, url, *expect_status, timeout.map(|d| d.0).unwrap_or(DEFAULT_CHECK_TIMEOUT), &log, cancel).await
+            http_check(cfg, url, *expect_status, timeout.map(|d| d.0).unwrap_or(DEFAULT_CHECK_TIMEOUT), &log, cancel)
+                .await
         }
         other => fail(format!("task type {} does not run on agents", other.kind())),
     }
@@ -160,9 +171,14 @@ async fn run_process(
             tail.pop_front();
         }
     }
-    let tail_text = if tail.is_empty() { String::new() } else { format!("; last output:\n{}", Vec::from(tail).join("\n")) };
+    let tail_text =
+        if tail.is_empty() { String::new() } else { format!("; last output:\n{}", Vec::from(tail).join("\n")) };
     if timed_out {
-        let why = if *cancel.borrow() { "cancelled".to_string() } else { format!("timed out after {}", humantime::format_duration(timeout)) };
+        let why = if *cancel.borrow() {
+            "cancelled".to_string()
+        } else {
+            format!("timed out after {}", humantime::format_duration(timeout))
+        };
         return TaskOutcome { outcome: Outcome::Failed, exit_code: None, message: Some(format!("{why}{tail_text}")) };
     }
     match status {
@@ -196,7 +212,11 @@ async fn deploy(
     }
     // 1. Download and verify.
     let download = app_dir.join(format!(".download-{}", a.attempt_id));
-    log.line("agent", format!("downloading {} {} ({} bytes, sha256 {})", a.application, a.version, art.size, art.sha256)).await;
+    log.line(
+        "agent",
+        format!("downloading {} {} ({} bytes, sha256 {})", a.application, a.version, art.size, art.sha256),
+    )
+    .await;
     let r = fetch(client, &art.sha256, &download).await;
     match r {
         Ok(sum) if sum == art.sha256 => {}
@@ -237,12 +257,16 @@ async fn deploy(
     // 3. pre-deploy hook, in the new release; failure leaves `current` alone.
     if release.join("pre-deploy").is_file() {
         log.line("agent", "running pre-deploy hook").await;
-        let r = run_process(&["sh".into(), "./pre-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel.clone()).await;
+        let r =
+            run_process(&["sh".into(), "./pre-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel.clone()).await;
         if r.outcome != Outcome::Completed {
             if !replaced {
                 let _ = tokio::fs::remove_dir_all(&release).await;
             }
-            return TaskOutcome { message: Some(format!("pre-deploy hook failed: {}", r.message.unwrap_or_default())), ..r };
+            return TaskOutcome {
+                message: Some(format!("pre-deploy hook failed: {}", r.message.unwrap_or_default())),
+                ..r
+            };
         }
     }
     // 4. Switch `current` atomically.
@@ -257,7 +281,8 @@ async fn deploy(
         let r = run_process(&["sh".into(), "./post-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel).await;
         if r.outcome != Outcome::Completed {
             let back = match &previous {
-                Some(p) => switch_current(app_dir, p, &a.attempt_id).map(|_| format!("current switched back to {}", p.display())),
+                Some(p) => switch_current(app_dir, p, &a.attempt_id)
+                    .map(|_| format!("current switched back to {}", p.display())),
                 None => std::fs::remove_file(app_dir.join("current")).map(|_| "current removed".to_string()),
             };
             let back = back.unwrap_or_else(|e| format!("switching back failed: {e}"));
@@ -362,7 +387,10 @@ async fn http_check(
             _ = cancel.wait_for(|c| *c) => return fail("cancelled"),
         }
         if tokio::time::Instant::now() >= deadline {
-            return fail(format!("GET {url} did not answer {expect} within {}: last {last}", humantime::format_duration(timeout)));
+            return fail(format!(
+                "GET {url} did not answer {expect} within {}: last {last}",
+                humantime::format_duration(timeout)
+            ));
         }
     }
 }

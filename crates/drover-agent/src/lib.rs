@@ -126,7 +126,8 @@ impl Agent {
                         failing = false;
                     }
                     backoff = Duration::from_millis(100);
-                    *self.heartbeat.lock().expect("poisoned") = Duration::from_millis(resp.heartbeat_interval_ms.max(100));
+                    *self.heartbeat.lock().expect("poisoned") =
+                        Duration::from_millis(resp.heartbeat_interval_ms.max(100));
                     for a in resp.tasks {
                         self.accept(a);
                     }
@@ -244,7 +245,11 @@ impl Agent {
                 let mut last_beat = tokio::time::Instant::now() - Duration::from_secs(3600);
                 loop {
                     let interval = *me.heartbeat.lock().expect("poisoned");
-                    let flush_at = if buf.is_empty() { last_beat + interval } else { (last_beat + interval).min(tokio::time::Instant::now() + Duration::from_millis(200)) };
+                    let flush_at = if buf.is_empty() {
+                        last_beat + interval
+                    } else {
+                        (last_beat + interval).min(tokio::time::Instant::now() + Duration::from_millis(200))
+                    };
                     let closed = tokio::select! {
                         l = log_rx.recv() => match l {
                             Some(l) => { buf.push(l); if buf.len() < 500 { continue } false }

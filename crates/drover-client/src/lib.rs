@@ -9,8 +9,8 @@ use drover_types::agent::{
     AttemptEvents, AttemptEventsResponse, AttemptResult, AttemptResultResponse, PollRequest, PollResponse,
 };
 use drover_types::{
-    Action, ActionRequest, Agent, AgentCredentials, ApiErrorBody, ApplyResult, Artifact, Deployment,
-    DeploymentEvent, Environment, LogPage, NewAgent, NewDeployment, Pipeline, PipelineSpec,
+    Action, ActionRequest, Agent, AgentCredentials, ApiErrorBody, ApplyResult, Artifact, Deployment, DeploymentEvent,
+    Environment, LogPage, NewAgent, NewDeployment, Pipeline, PipelineSpec,
 };
 use futures_util::{Stream, StreamExt};
 use reqwest::{Method, StatusCode};
@@ -59,7 +59,10 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(Clone)]
 pub enum Credentials {
     /// HTTP Basic: an operator (name + password) or an agent (name + secret).
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     None,
 }
 
@@ -99,7 +102,9 @@ impl Client {
             .user_agent(concat!("drover/", env!("CARGO_PKG_VERSION")));
         if base.starts_with("https://") {
             let ca = ca_cert.ok_or_else(|| {
-                Error::Config("--ca-cert (or DROVER_CA_CERT) is required: the orchestrator's DATA_DIR/tls/ca.pem".into())
+                Error::Config(
+                    "--ca-cert (or DROVER_CA_CERT) is required: the orchestrator's DATA_DIR/tls/ca.pem".into(),
+                )
             })?;
             let mut cfg = drover_tls::client_config(ca).map_err(|e| Error::Config(e.to_string()))?;
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -161,7 +166,8 @@ impl Client {
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
-        Self::check(self.req(Method::DELETE, path).timeout(Duration::from_secs(60)).send().await.map_err(transport)?).await?;
+        Self::check(self.req(Method::DELETE, path).timeout(Duration::from_secs(60)).send().await.map_err(transport)?)
+            .await?;
         Ok(())
     }
 
@@ -267,7 +273,12 @@ impl Client {
     pub async fn deployment(&self, id: i64) -> Result<Deployment> {
         self.get(&format!("/api/v1/deployments/{id}")).await
     }
-    pub async fn deployments(&self, pipeline: Option<&str>, status: Option<&str>, limit: Option<u32>) -> Result<Vec<Deployment>> {
+    pub async fn deployments(
+        &self,
+        pipeline: Option<&str>,
+        status: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<Deployment>> {
         let mut q = vec![];
         if let Some(p) = pipeline {
             q.push(format!("pipeline={p}"));
@@ -326,11 +337,7 @@ impl Client {
     }
     /// Downloads artifact content by digest as a byte stream (with its length when known).
     pub async fn download(&self, sha256: &str) -> Result<(Option<u64>, impl Stream<Item = Result<Bytes>> + use<>)> {
-        let resp = self
-            .req(Method::GET, &format!("/agent/v1/artifacts/{sha256}"))
-            .send()
-            .await
-            .map_err(transport)?;
+        let resp = self.req(Method::GET, &format!("/agent/v1/artifacts/{sha256}")).send().await.map_err(transport)?;
         let resp = Self::check(resp).await?;
         let len = resp.content_length();
         Ok((len, resp.bytes_stream().map(|r| r.map_err(transport))))
@@ -338,9 +345,7 @@ impl Client {
 }
 
 /// Parses a `text/event-stream` body into events.
-fn sse_events(
-    body: impl Stream<Item = reqwest::Result<Bytes>> + Unpin,
-) -> impl Stream<Item = Result<SseEvent>> {
+fn sse_events(body: impl Stream<Item = reqwest::Result<Bytes>> + Unpin) -> impl Stream<Item = Result<SseEvent>> {
     futures_util::stream::unfold((body, String::new(), false), |(mut body, mut buf, done)| async move {
         if done {
             return None;

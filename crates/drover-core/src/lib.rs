@@ -8,7 +8,7 @@ pub mod rbac;
 pub mod spec;
 pub mod store;
 
-pub use model::{DeploymentState, DeploymentRecord, TaskRecord};
+pub use model::{DeploymentRecord, DeploymentState, TaskRecord};
 pub use store::{Commit, CommitOutcome, Store};
 
 /// Errors of the domain, each with a stable public code (see [`Error::code`]).
@@ -70,8 +70,6 @@ pub fn validate_version(version: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Invalid(format!(
-            "invalid version {version:?}: use 1-128 letters, digits, '.', '_', '-' or '+'"
-        )))
+        Err(Error::Invalid(format!("invalid version {version:?}: use 1-128 letters, digits, '.', '_', '-' or '+'")))
     }
 }

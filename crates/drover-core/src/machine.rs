@@ -259,12 +259,7 @@ pub fn apply_action(
     fx: &mut Effects,
 ) -> Result<()> {
     let status = st.deployment.status;
-    let bad = || {
-        Error::InvalidState(format!(
-            "cannot {action} deployment {} while it is {status}",
-            st.deployment.id
-        ))
-    };
+    let bad = || Error::InvalidState(format!("cannot {action} deployment {} while it is {status}", st.deployment.id));
     match action {
         Action::Abort => {
             if status.is_terminal() {
@@ -412,7 +407,8 @@ pub fn diff_events(old: Option<&DeploymentState>, new: &DeploymentState, actor: 
         });
     }
     for t in &new.tasks {
-        let before = old.and_then(|o| o.tasks.iter().find(|x| x.stage_index == t.stage_index && x.task_index == t.task_index));
+        let before =
+            old.and_then(|o| o.tasks.iter().find(|x| x.stage_index == t.stage_index && x.task_index == t.task_index));
         if before.map(|b| b.status) != Some(t.status) {
             out.push(NewEvent {
                 kind: "task.status".into(),
@@ -479,7 +475,10 @@ mod tests {
         let i = st.current_task_index().unwrap();
         let ti = st.tasks[i].task_index;
         claim(st, s, ti, "a1", id, Timestamp(1), Duration::from_secs(10)).unwrap();
-        assert_eq!(record_result(st, id, Outcome::Completed, Some(0), None, Timestamp(2)).unwrap(), ResultStatus::Recorded);
+        assert_eq!(
+            record_result(st, id, Outcome::Completed, Some(0), None, Timestamp(2)).unwrap(),
+            ResultStatus::Recorded
+        );
     }
 
     #[test]
@@ -523,14 +522,23 @@ mod tests {
         assert_eq!(st.deployment.status, D::Error);
         assert!(st.deployment.message.as_deref().unwrap().contains("boom"));
         // A duplicate result changes nothing; a stale one is ignored.
-        assert_eq!(record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(3)).unwrap(), ResultStatus::Duplicate);
-        assert_eq!(record_result(&mut st, "zz", Outcome::Completed, None, None, Timestamp(3)).unwrap(), ResultStatus::Stale);
+        assert_eq!(
+            record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(3)).unwrap(),
+            ResultStatus::Duplicate
+        );
+        assert_eq!(
+            record_result(&mut st, "zz", Outcome::Completed, None, None, Timestamp(3)).unwrap(),
+            ResultStatus::Stale
+        );
         apply_action(&mut st, Action::Retry, &ADMIN, None, Timestamp(4), &mut fx).unwrap();
         advance(&mut st, Timestamp(4), OPEN, &mut fx);
         assert_eq!(st.tasks[0].status, T::Ready);
         claim(&mut st, 0, 0, "a1", "x2", Timestamp(5), Duration::from_secs(5)).unwrap();
         assert_eq!(st.tasks[0].attempt, 2);
-        assert_eq!(record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(6)).unwrap(), ResultStatus::Stale);
+        assert_eq!(
+            record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(6)).unwrap(),
+            ResultStatus::Stale
+        );
     }
 
     #[test]
@@ -551,13 +559,20 @@ mod tests {
     fn approval_manual_promotion_and_wait() {
         let mut st = state(vec![
             stage("dev", Progression::Automatic, vec![TaskSpec::Approval { role: Some("approver".into()) }]),
-            stage("prod", Progression::Manual, vec![TaskSpec::Wait { duration: DurationSpec(Duration::from_millis(10)) }]),
+            stage(
+                "prod",
+                Progression::Manual,
+                vec![TaskSpec::Wait { duration: DurationSpec(Duration::from_millis(10)) }],
+            ),
         ]);
         let mut fx = Effects::default();
         advance(&mut st, Timestamp(0), OPEN, &mut fx);
         assert_eq!(st.deployment.status, D::PendingInput);
         let viewer = Actor { name: "v", roles: &["viewer".to_string()] };
-        assert!(matches!(apply_action(&mut st, Action::Approve, &viewer, None, Timestamp(1), &mut fx), Err(Error::Forbidden(_))));
+        assert!(matches!(
+            apply_action(&mut st, Action::Approve, &viewer, None, Timestamp(1), &mut fx),
+            Err(Error::Forbidden(_))
+        ));
         let approver = Actor { name: "ann", roles: &["approver".to_string()] };
         apply_action(&mut st, Action::Approve, &approver, Some("ok".into()), Timestamp(1), &mut fx).unwrap();
         advance(&mut st, Timestamp(1), OPEN, &mut fx);

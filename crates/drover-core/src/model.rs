@@ -1,8 +1,6 @@
 //! Stored shape of deployments and their task runs, and conversion to the wire view.
 
-use drover_types::{
-    Deployment, DeploymentStatus, PipelineSpec, StageRun, TaskRun, TaskSpec, TaskStatus, Timestamp,
-};
+use drover_types::{Deployment, DeploymentStatus, PipelineSpec, StageRun, TaskRun, TaskSpec, TaskStatus, Timestamp};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentRecord {

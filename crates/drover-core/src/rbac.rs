@@ -58,14 +58,33 @@ pub fn role_privileges(role: &str) -> Option<Vec<Privilege>> {
         RELEASE_ADMIN => Privilege::ALL.iter().copied().filter(|p| *p != AgentWork).collect(),
         "app-admin" => [
             &reads[..],
-            &[PipelineManage, EnvironmentManage, DeploymentStart, DeploymentAbort, DeploymentPause, DeploymentRetry,
-              DeploymentSkip, DeploymentRollback, DeploymentPromote, TaskApprove, ArtifactPush],
+            &[
+                PipelineManage,
+                EnvironmentManage,
+                DeploymentStart,
+                DeploymentAbort,
+                DeploymentPause,
+                DeploymentRetry,
+                DeploymentSkip,
+                DeploymentRollback,
+                DeploymentPromote,
+                TaskApprove,
+                ArtifactPush,
+            ],
         ]
         .concat(),
         "deployer" => [
             &reads[..],
-            &[DeploymentStart, DeploymentAbort, DeploymentPause, DeploymentRetry, DeploymentSkip,
-              DeploymentRollback, DeploymentPromote, ArtifactPush],
+            &[
+                DeploymentStart,
+                DeploymentAbort,
+                DeploymentPause,
+                DeploymentRetry,
+                DeploymentSkip,
+                DeploymentRollback,
+                DeploymentPromote,
+                ArtifactPush,
+            ],
         ]
         .concat(),
         "approver" => [&reads[..], &[TaskApprove]].concat(),
@@ -81,8 +100,16 @@ pub fn role_privileges(role: &str) -> Option<Vec<Privilege>> {
 }
 
 pub const BUILT_IN_ROLES: &[&str] = &[
-    RELEASE_ADMIN, "app-admin", "deployer", "approver", "viewer", "api", "api-sysadmin",
-    "sysops-observer", "sysops-admin", "agent",
+    RELEASE_ADMIN,
+    "app-admin",
+    "deployer",
+    "approver",
+    "viewer",
+    "api",
+    "api-sysadmin",
+    "sysops-observer",
+    "sysops-admin",
+    "agent",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 use async_trait::async_trait;
 use drover_types::{Artifact, DeploymentEvent, DeploymentStatus, Environment, LogLine, Pipeline, Timestamp};
 
+use crate::Result;
 use crate::machine::NewEvent;
 use crate::model::{DeploymentRecord, DeploymentState, TaskRecord};
-use crate::Result;
 
 #[derive(Debug, Clone)]
 pub struct AgentRecord {
@@ -136,7 +136,13 @@ pub trait Store: Send + Sync + 'static {
     async fn last_completed(&self, pipeline: &str, below: i64, not_version: &str) -> Result<Option<DeploymentRecord>>;
 
     // Logs and events.
-    async fn append_logs(&self, deployment_id: i64, stage: usize, task: usize, lines: &[(Timestamp, String, String)]) -> Result<()>;
+    async fn append_logs(
+        &self,
+        deployment_id: i64,
+        stage: usize,
+        task: usize,
+        lines: &[(Timestamp, String, String)],
+    ) -> Result<()>;
     async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>>;
     async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>>;
 

@@ -120,7 +120,8 @@ async fn list_pipelines(State(s): S) -> ApiResult<Json<Vec<Pipeline>>> {
 }
 
 async fn get_pipeline(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Pipeline>> {
-    let p = s.store.get_pipeline(&name).await?.ok_or_else(|| ApiError::not_found(format!("pipeline {name} not found")))?;
+    let p =
+        s.store.get_pipeline(&name).await?.ok_or_else(|| ApiError::not_found(format!("pipeline {name} not found")))?;
     Ok(Json(p))
 }
 
@@ -131,8 +132,8 @@ fn spec_from_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<PipelineSpec> {
     if ct.contains("yaml") {
         Ok(spec::parse_yaml(text)?)
     } else {
-        let spec: PipelineSpec =
-            serde_json::from_str(text).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()))?;
+        let spec: PipelineSpec = serde_json::from_str(text)
+            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()))?;
         spec::validate(&spec)?;
         Ok(spec)
     }
@@ -152,7 +153,12 @@ async fn apply(s: &AppState, spec: PipelineSpec, actor: &str) -> ApiResult<(Stat
     let now = Timestamp::now();
     let mut created_envs = Vec::new();
     for st in &spec.stages {
-        let env = Environment { name: st.environment.clone(), kind: env_kind(&st.environment), labels: Default::default(), created_at: now };
+        let env = Environment {
+            name: st.environment.clone(),
+            kind: env_kind(&st.environment),
+            labels: Default::default(),
+            created_at: now,
+        };
         if s.store.insert_environment(&env).await? {
             created_envs.push(st.environment.clone());
         }
@@ -178,7 +184,12 @@ async fn apply(s: &AppState, spec: PipelineSpec, actor: &str) -> ApiResult<(Stat
     Ok((status, Json(ApplyResult { pipeline, outcome: outcome.into(), created_environments: created_envs })))
 }
 
-async fn create_pipeline(State(s): S, Extension(p): P, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<impl IntoResponse> {
+async fn create_pipeline(
+    State(s): S,
+    Extension(p): P,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
     let spec = spec_from_body(&headers, &body)?;
     apply(&s, spec, &p.label()).await
 }
@@ -218,7 +229,10 @@ async fn list_environments(State(s): S) -> ApiResult<Json<Vec<Environment>>> {
     Ok(Json(s.store.list_environments().await?))
 }
 
-async fn create_environment(State(s): S, ApiJson(e): ApiJson<NewEnvironment>) -> ApiResult<(StatusCode, Json<Environment>)> {
+async fn create_environment(
+    State(s): S,
+    ApiJson(e): ApiJson<NewEnvironment>,
+) -> ApiResult<(StatusCode, Json<Environment>)> {
     validate_name("environment", &e.name)?;
     let env = Environment {
         kind: e.kind.unwrap_or_else(|| env_kind(&e.name)),
@@ -233,7 +247,11 @@ async fn create_environment(State(s): S, ApiJson(e): ApiJson<NewEnvironment>) ->
 }
 
 async fn get_environment(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Environment>> {
-    let e = s.store.get_environment(&name).await?.ok_or_else(|| ApiError::not_found(format!("environment {name} not found")))?;
+    let e = s
+        .store
+        .get_environment(&name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("environment {name} not found")))?;
     Ok(Json(e))
 }
 
@@ -270,14 +288,23 @@ async fn get_agent(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Agen
     Ok(Json(agent_view(&s, a)))
 }
 
-async fn create_agent(State(s): S, Extension(p): P, ApiJson(a): ApiJson<NewAgent>) -> ApiResult<(StatusCode, Json<AgentCredentials>)> {
+async fn create_agent(
+    State(s): S,
+    Extension(p): P,
+    ApiJson(a): ApiJson<NewAgent>,
+) -> ApiResult<(StatusCode, Json<AgentCredentials>)> {
     validate_name("agent", &a.name)?;
     validate_name("environment", &a.environment)?;
     if s.store.get_operator(&a.name).await?.is_some() {
         return Err(ApiError::conflict(format!("{} is an operator's name; agents need names of their own", a.name)));
     }
     let now = Timestamp::now();
-    let env = Environment { name: a.environment.clone(), kind: env_kind(&a.environment), labels: Default::default(), created_at: now };
+    let env = Environment {
+        name: a.environment.clone(),
+        kind: env_kind(&a.environment),
+        labels: Default::default(),
+        created_at: now,
+    };
     s.store.insert_environment(&env).await?;
     let secret = new_secret();
     s.store
@@ -379,11 +406,17 @@ async fn stream_file(s: &AppState, sha256: &str) -> ApiResult<Response> {
     let f = tokio::fs::File::open(&path).await.map_err(|_| ApiError::not_found("artifact content not found"))?;
     let len = f.metadata().await.map_err(ApiError::internal)?.len();
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f, 64 * 1024));
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, len.to_string())], body)
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream".to_string()), (header::CONTENT_LENGTH, len.to_string())],
+        body,
+    )
         .into_response())
 }
 
-async fn download_artifact_by_version(State(s): S, Path((app, version)): Path<(String, String)>) -> ApiResult<Response> {
+async fn download_artifact_by_version(
+    State(s): S,
+    Path((app, version)): Path<(String, String)>,
+) -> ApiResult<Response> {
     let a = s
         .store
         .get_artifact(&app, &version)
@@ -394,7 +427,11 @@ async fn download_artifact_by_version(State(s): S, Path((app, version)): Path<(S
 
 // ---- deployments ----------------------------------------------------------------------------
 
-async fn create_deployment(State(s): S, Extension(p): P, ApiJson(req): ApiJson<NewDeployment>) -> ApiResult<impl IntoResponse> {
+async fn create_deployment(
+    State(s): S,
+    Extension(p): P,
+    ApiJson(req): ApiJson<NewDeployment>,
+) -> ApiResult<impl IntoResponse> {
     let st = s.engine.start(&req.pipeline, &req.version, &p.label(), None).await?;
     Ok((StatusCode::CREATED, Json(st.to_view())))
 }
@@ -406,10 +443,15 @@ struct DeploymentQuery {
     limit: Option<u32>,
 }
 
-async fn list_deployments(State(s): S, Query(q): Query<DeploymentQuery>) -> ApiResult<Json<Vec<drover_types::Deployment>>> {
+async fn list_deployments(
+    State(s): S,
+    Query(q): Query<DeploymentQuery>,
+) -> ApiResult<Json<Vec<drover_types::Deployment>>> {
     let status = match q.status.as_deref() {
         None | Some("") => None,
-        Some(x) => Some(DeploymentStatus::parse(x).ok_or_else(|| ApiError::bad_request(format!("unknown status {x:?}")))?),
+        Some(x) => {
+            Some(DeploymentStatus::parse(x).ok_or_else(|| ApiError::bad_request(format!("unknown status {x:?}")))?)
+        }
     };
     let f = DeploymentFilter { pipeline: q.pipeline, status, limit: q.limit };
     let list = s.store.list_deployments(&f).await?;
@@ -420,7 +462,8 @@ async fn list_deployments(State(s): S, Query(q): Query<DeploymentQuery>) -> ApiR
 
 async fn get_deployment(State(s): S, Path(id): Path<String>) -> ApiResult<Json<drover_types::Deployment>> {
     let id = parse_id(&id)?;
-    let st = s.store.load_deployment(id).await?.ok_or_else(|| ApiError::not_found(format!("deployment {id} not found")))?;
+    let st =
+        s.store.load_deployment(id).await?.ok_or_else(|| ApiError::not_found(format!("deployment {id} not found")))?;
     Ok(Json(st.to_view()))
 }
 
@@ -453,7 +496,13 @@ async fn deployment_logs(State(s): S, Path(id): Path<String>, Query(q): Query<Lo
     Ok(Json(LogPage { lines, next }).into_response())
 }
 
-async fn act(s: S, p: P, Path(id): Path<String>, body: axum::body::Bytes, action: Action) -> ApiResult<Json<drover_types::Deployment>> {
+async fn act(
+    s: S,
+    p: P,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+    action: Action,
+) -> ApiResult<Json<drover_types::Deployment>> {
     let (State(s), Extension(p)) = (s, p);
     let id = parse_id(&id)?;
     let req: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {

@@ -9,22 +9,22 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use drover_core::rbac::{Principal, PrincipalKind, Privilege};
 use drover_core::Store;
+use drover_core::rbac::{Principal, PrincipalKind, Privilege};
 use drover_types::Timestamp;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::error::ApiError;
 use crate::AppState;
+use crate::error::ApiError;
 
 const CACHE_TTL: Duration = Duration::from_secs(300);
 const TOUCH_EVERY: Duration = Duration::from_secs(5);

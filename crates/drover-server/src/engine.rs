@@ -129,10 +129,7 @@ impl Engine {
     async fn sweep(&self, requeue: bool) -> Result<()> {
         let now = Timestamp::now();
         for id in self.store.deployments_due(now).await? {
-            let n = self
-                .mutate(id, "system", |st, _| Ok(machine::expire_leases(st, Timestamp::now())))
-                .await?
-                .1;
+            let n = self.mutate(id, "system", |st, _| Ok(machine::expire_leases(st, Timestamp::now()))).await?.1;
             if n > 0 {
                 tracing::warn!(deployment = id, attempts = n, "attempts lost: no heartbeat within the lease");
             }
@@ -180,10 +177,15 @@ impl Engine {
             let mut trial = new.clone();
             let mut trial_fx = fx.clone();
             let asked = std::cell::Cell::new(false);
-            machine::advance(&mut trial, now, &|_: i64, _: usize| {
-                asked.set(true);
-                false
-            }, &mut trial_fx);
+            machine::advance(
+                &mut trial,
+                now,
+                &|_: i64, _: usize| {
+                    asked.set(true);
+                    false
+                },
+                &mut trial_fx,
+            );
             if asked.get() {
                 let locks = self.store.stage_locks(&new.deployment.pipeline).await?;
                 let queued = self.store.oldest_queued(&new.deployment.pipeline).await?;
@@ -200,7 +202,8 @@ impl Engine {
                 return Ok((new, r));
             }
             new.deployment.updated_at = now;
-            let changed_tasks = new.tasks.iter().zip(&old.tasks).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
+            let changed_tasks =
+                new.tasks.iter().zip(&old.tasks).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
             let events = machine::diff_events(Some(&old), &new, actor);
             let commit = Commit {
                 expected_version: old.deployment.row_version,
@@ -244,7 +247,9 @@ impl Engine {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(error = %e, "looking for the next deployment failed; the sweeper will find it"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "looking for the next deployment failed; the sweeper will find it")
+                }
             }
         }
         let d = &new.deployment;
@@ -257,14 +262,24 @@ impl Engine {
     }
 
     /// Starts a deployment of `pipeline` at `version`.
-    pub async fn start(&self, pipeline: &str, version: &str, actor: &str, rollback_of: Option<i64>) -> Result<DeploymentState> {
+    pub async fn start(
+        &self,
+        pipeline: &str,
+        version: &str,
+        actor: &str,
+        rollback_of: Option<i64>,
+    ) -> Result<DeploymentState> {
         drover_core::validate_version(version)?;
         let p = self
             .store
             .get_pipeline(pipeline)
             .await?
             .ok_or_else(|| Error::NotFound(format!("pipeline {pipeline} not found")))?;
-        let spec = PipelineSpec { application: p.application.clone(), pipeline: Some(p.name.clone()), stages: p.stages.clone() };
+        let spec = PipelineSpec {
+            application: p.application.clone(),
+            pipeline: Some(p.name.clone()),
+            stages: p.stages.clone(),
+        };
         let needs_artifact = spec.stages.iter().any(|s| s.tasks.iter().any(|t| matches!(t, TaskSpec::Deploy {})));
         if needs_artifact && self.store.get_artifact(&p.application, version).await?.is_none() {
             return Err(Error::NotFound(format!(
@@ -322,10 +337,8 @@ impl Engine {
             .await?;
         self.record_action(id, action, actor, reason.as_deref()).await;
         if action == Action::Promote {
-            let older = self
-                .store
-                .pending_promotion_before(&st.deployment.pipeline, st.deployment.stage_index, id)
-                .await?;
+            let older =
+                self.store.pending_promotion_before(&st.deployment.pipeline, st.deployment.stage_index, id).await?;
             for old in older {
                 let msg = format!("superseded by deployment {id}");
                 let r = self
@@ -476,7 +489,12 @@ impl Engine {
     }
 
     /// A heartbeat with log lines; returns false when the attempt should stop.
-    pub async fn attempt_events(&self, agent: &str, attempt_id: &str, logs: &[(Timestamp, String, String)]) -> Result<bool> {
+    pub async fn attempt_events(
+        &self,
+        agent: &str,
+        attempt_id: &str,
+        logs: &[(Timestamp, String, String)],
+    ) -> Result<bool> {
         let Some((dep, stage, task)) = self.store.attempt_task(attempt_id).await? else {
             return Ok(false);
         };
@@ -494,24 +512,28 @@ impl Engine {
             return Ok(ResultStatus::Stale);
         };
         let st = self.store.load_deployment(dep).await?.ok_or_else(|| Error::NotFound("deployment gone".into()))?;
-        let owner = st
-            .tasks
-            .iter()
-            .find(|t| t.attempt_id.as_deref() == Some(attempt_id))
-            .and_then(|t| t.agent.clone());
+        let owner = st.tasks.iter().find(|t| t.attempt_id.as_deref() == Some(attempt_id)).and_then(|t| t.agent.clone());
         if owner.as_deref() != Some(agent) {
             return Err(Error::Forbidden("this attempt belongs to another agent".into()));
         }
         let now = Timestamp::now();
         let logs: Vec<_> = result.logs.iter().map(|l| (now, l.stream.clone(), l.line.clone())).collect();
-        let running = st.tasks.iter().any(|t| t.attempt_id.as_deref() == Some(attempt_id) && t.status == TaskStatus::InProgress);
+        let running =
+            st.tasks.iter().any(|t| t.attempt_id.as_deref() == Some(attempt_id) && t.status == TaskStatus::InProgress);
         if running && !logs.is_empty() {
             // Before the result, so a follower sees the output before the status change.
             self.store.append_logs(dep, stage, task, &logs).await?;
         }
         let (_, status) = self
             .mutate(dep, &format!("agent:{agent}"), |st, _| {
-                machine::record_result(st, attempt_id, result.outcome, result.exit_code, result.message.clone(), Timestamp::now())
+                machine::record_result(
+                    st,
+                    attempt_id,
+                    result.outcome,
+                    result.exit_code,
+                    result.message.clone(),
+                    Timestamp::now(),
+                )
             })
             .await?;
         Ok(status)

@@ -58,7 +58,10 @@ impl IntoResponse for ApiError {
         let body = ApiErrorBody { error: WireError { code: self.code.to_string(), message: self.message } };
         let mut resp = (self.status, axum::Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"drover\", charset=\"UTF-8\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"drover\", charset=\"UTF-8\""),
+            );
         }
         resp
     }

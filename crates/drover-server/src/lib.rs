@@ -122,10 +122,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     }
     let pki = drover_tls::Pki::ensure(&cfg.data_dir, &names)?;
     let tls = pki.server_config()?;
-    let url = cfg
-        .database_url
-        .clone()
-        .unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("drover.db").display()));
+    let url =
+        cfg.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("drover.db").display()));
     let store = drover_store::open(&url).await?;
     let initial_admin_password = bootstrap_admin(store.as_ref(), &cfg.data_dir).await?;
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
@@ -135,7 +133,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         store: store.clone(),
         engine: engine.clone(),
         auth: auth::Authenticator::new(store.clone()),
-        artifacts: artifacts::ArtifactFiles::new(&cfg.data_dir).map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?,
+        artifacts: artifacts::ArtifactFiles::new(&cfg.data_dir)
+            .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?,
         node: hostname(),
         started_at: Timestamp::now(),
         listen: addr.to_string(),
@@ -220,7 +219,12 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<St
 }
 
 /// Accepts TCP connections, completes the TLS handshake (bounded), and serves HTTP/1.1.
-async fn serve_tls(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router, mut shutdown: watch::Receiver<bool>) {
+async fn serve_tls(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     loop {
         let (tcp, peer) = tokio::select! {

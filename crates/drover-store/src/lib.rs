@@ -16,8 +16,7 @@ use drover_core::model::{DeploymentRecord, DeploymentState, TaskRecord};
 use drover_core::store::{AgentRecord, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord};
 use drover_core::{Error, Result, Store};
 use drover_types::{
-    Artifact, DeploymentEvent, DeploymentStatus, Environment, EnvironmentKind, LogLine, Pipeline, TaskStatus,
-    Timestamp,
+    Artifact, DeploymentEvent, DeploymentStatus, Environment, EnvironmentKind, LogLine, Pipeline, TaskStatus, Timestamp,
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -133,10 +132,12 @@ impl PgStore {
 
 async fn migrate_sqlite(pool: &sqlx::SqlitePool) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db_err)?;
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
     for (v, sql) in SQLITE_MIGRATIONS {
         let done: Option<i64> = sqlx::query_scalar("SELECT version FROM drover_migrations WHERE version = $1")
             .bind(v)
@@ -160,10 +161,12 @@ async fn migrate_pg(pool: &sqlx::PgPool) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db_err)?;
     // Replicas starting together migrate one at a time.
     sqlx::query("SELECT pg_advisory_xact_lock(7243716)").execute(&mut *tx).await.map_err(db_err)?;
-    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
     for (v, sql) in POSTGRES_MIGRATIONS {
         let done: Option<i64> = sqlx::query_scalar("SELECT version FROM drover_migrations WHERE version = $1")
             .bind(v)
@@ -900,9 +903,7 @@ pub mod testing {
         let admin = PgPoolOptions::new().max_connections(1).connect(&url).await.map_err(db_err)?;
         sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.map_err(db_err)?;
         admin.close().await;
-        let opts = PgConnectOptions::from_str(&url)
-            .map_err(db_err)?
-            .options([("search_path", schema.as_str())]);
+        let opts = PgConnectOptions::from_str(&url).map_err(db_err)?.options([("search_path", schema.as_str())]);
         Ok((PgStore::connect_with(opts).await?, schema))
     }
 

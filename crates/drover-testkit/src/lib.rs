@@ -41,7 +41,8 @@ impl TestServer {
         cfg.heartbeat_timeout = heartbeat_timeout;
         let mut pg_schema = None;
         if backend == Backend::Postgres {
-            let (store, schema) = drover_store::testing::pg_schema_store().await.context("PostgreSQL on 127.0.0.1:5432")?;
+            let (store, schema) =
+                drover_store::testing::pg_schema_store().await.context("PostgreSQL on 127.0.0.1:5432")?;
             drop(store);
             cfg.database_url = Some(drover_store::testing::pg_schema_url(&schema));
             pg_schema = Some(schema);

@@ -85,7 +85,8 @@ impl Pki {
         let current = fs::read_to_string(pki.server_names()).unwrap_or_default();
         if current != wanted || !pki.server_cert().exists() || !pki.server_key().exists() {
             let ca_key_pem = fs::read_to_string(pki.ca_key()).map_err(io(&pki.ca_key()))?;
-            let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|_| Error::Pem { path: pki.ca_key(), what: "private key" })?;
+            let ca_key =
+                KeyPair::from_pem(&ca_key_pem).map_err(|_| Error::Pem { path: pki.ca_key(), what: "private key" })?;
             let issuer = Issuer::new(ca_params(), ca_key);
             let key = KeyPair::generate()?;
             let mut params = CertificateParams::new(names.clone())?;
@@ -142,7 +143,8 @@ fn ca_params() -> CertificateParams {
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp).map_err(io(&tmp))?;
     f.write_all(bytes).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
     fs::rename(&tmp, path).map_err(io(path))

@@ -62,9 +62,7 @@ impl<'de> Deserialize<'de> for DurationSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         humantime::parse_duration(s.trim()).map(DurationSpec).map_err(|e| {
-            serde::de::Error::custom(format!(
-                "invalid duration {s:?} ({e}); write it like 500ms, 30s, 5m or 1h"
-            ))
+            serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write it like 500ms, 30s, 5m or 1h"))
         })
     }
 }
@@ -178,11 +176,7 @@ impl TryFrom<RawTask> for TaskSpec {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     return Err(format!("field `url` must be an http:// or https:// URL, got {url:?}"));
                 }
-                TaskSpec::HttpCheck {
-                    url,
-                    expect_status: r.expect_status.unwrap_or(200),
-                    timeout: r.timeout,
-                }
+                TaskSpec::HttpCheck { url, expect_status: r.expect_status.unwrap_or(200), timeout: r.timeout }
             }
             "approval" => TaskSpec::Approval { role: r.role },
             "wait" => TaskSpec::Wait { duration: r.duration.ok_or_else(|| missing("duration"))? },

@@ -191,7 +191,9 @@ pub async fn deploy(conn: &Conn, app: &str, version: &str, pipeline: Option<&str
         }
         return follow_deployment(&c, conn.output, d.id).await;
     }
-    print(conn.output, &d, |d| format!("deployment {} of {} {} on pipeline {}: {}", d.id, d.application, d.version, d.pipeline, d.status))
+    print(conn.output, &d, |d| {
+        format!("deployment {} of {} {} on pipeline {}: {}", d.id, d.application, d.version, d.pipeline, d.status)
+    })
 }
 
 pub async fn status(conn: &Conn, id: i64, follow: bool) -> anyhow::Result<u8> {
@@ -211,7 +213,10 @@ pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::R
     while let Some(ev) = stream.next().await {
         let ev = ev?;
         if output == Output::Json {
-            println!("{}", serde_json::json!({"event": ev.event, "data": serde_json::from_str::<serde_json::Value>(&ev.data).unwrap_or_default()}));
+            println!(
+                "{}",
+                serde_json::json!({"event": ev.event, "data": serde_json::from_str::<serde_json::Value>(&ev.data).unwrap_or_default()})
+            );
         }
         match ev.event.as_str() {
             "deployment" => {
@@ -262,7 +267,8 @@ pub async fn logs(conn: &Conn, id: i64) -> anyhow::Result<u8> {
 pub async fn deployments(conn: &Conn, pipeline: Option<&str>, status: Option<&str>, limit: u32) -> anyhow::Result<u8> {
     let v = client(conn)?.deployments(pipeline, status, Some(limit)).await?;
     print(conn.output, &v, |v| {
-        let mut s = format!("{:>6}  {:<20} {:<12} {:<18} {:<8} CREATED BY\n", "ID", "PIPELINE", "VERSION", "STATUS", "STAGE");
+        let mut s =
+            format!("{:>6}  {:<20} {:<12} {:<18} {:<8} CREATED BY\n", "ID", "PIPELINE", "VERSION", "STATUS", "STAGE");
         for d in v {
             s.push_str(&format!(
                 "{:>6}  {:<20} {:<12} {:<18} {:<8} {}\n",
@@ -295,7 +301,12 @@ pub async fn action(a: ActionArgs, action: Action) -> anyhow::Result<u8> {
         if action == Action::Rollback {
             format!("rollback deployment {} of {} {} started ({})", d.id, d.application, d.version, d.status)
         } else {
-            format!("deployment {}: {}{}", d.id, d.status, d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default())
+            format!(
+                "deployment {}: {}{}",
+                d.id,
+                d.status,
+                d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default()
+            )
         }
     })
 }
@@ -326,7 +337,13 @@ pub async fn agents(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u
                 let mut s = format!("{:<24} {:<16} {:<8} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE");
                 for a in v {
                     let seen = a.last_seen_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
-                    s.push_str(&format!("{:<24} {:<16} {:<8} {}\n", a.name, a.environment, if a.online { "yes" } else { "no" }, seen));
+                    s.push_str(&format!(
+                        "{:<24} {:<16} {:<8} {}\n",
+                        a.name,
+                        a.environment,
+                        if a.online { "yes" } else { "no" },
+                        seen
+                    ));
                 }
                 s
             })
@@ -412,7 +429,9 @@ pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
                 eprintln!();
             }
             let a = a?;
-            print(conn.output, &a, |a| format!("{} {} stored: {} bytes, sha256 {}", a.application, a.version, a.size, a.sha256))
+            print(conn.output, &a, |a| {
+                format!("{} {} stored: {} bytes, sha256 {}", a.application, a.version, a.size, a.sha256)
+            })
         }
         ArtifactCommand::List { app, conn } => {
             let v = client(&conn)?.artifacts(app.as_deref()).await?;

@@ -116,7 +116,8 @@ mod tests {
     #[test]
     fn file_values_apply_and_flags_win() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("drover.toml"), "listen = \"127.0.0.1:9999\"\nheartbeat_timeout = \"5s\"\n").unwrap();
+        std::fs::write(dir.path().join("drover.toml"), "listen = \"127.0.0.1:9999\"\nheartbeat_timeout = \"5s\"\n")
+            .unwrap();
         let cfg = load(&args(dir.path())).unwrap();
         assert_eq!(cfg.listen.port(), 9999);
         assert_eq!(cfg.heartbeat_timeout, Duration::from_secs(5));

@@ -119,7 +119,8 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
     })?;
     let password_file = dir.join("initial-admin-password");
     let password = read_secret_file(&password_file)?;
-    let client = Client::new(&running.url, Some(&running.ca_cert), Credentials::Basic { user: "admin".into(), password })?;
+    let client =
+        Client::new(&running.url, Some(&running.ca_cert), Credentials::Basic { user: "admin".into(), password })?;
     println!("Drover quickstart");
     println!("  orchestrator   {} (SQLite in {})", running.url, dir.display());
     println!("  CA certificate {}", running.ca_cert.display());
@@ -158,10 +159,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
         let rx = stop_rx.clone();
         agent_tasks.push(tokio::spawn(async move { drover_agent::run(cfg, rx).await }));
     }
-    println!(
-        "  agents         {}",
-        AGENTS.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", ")
-    );
+    println!("  agents         {}", AGENTS.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", "));
 
     let port = health_server(staging_work).await?;
     let applied = client.apply_yaml(&pipeline_yaml(port)).await?;
@@ -212,7 +210,14 @@ async fn add_agent(client: &Client, name: &str, env: &str, secret_file: &Path) -
 }
 
 /// Follows the deployment live; approves when asked to. Returns its final status.
-async fn follow(client: &Client, id: i64, auto_approve: bool, exit_on_error: bool, dir: &Path, url: &str) -> anyhow::Result<DeploymentStatus> {
+async fn follow(
+    client: &Client,
+    id: i64,
+    auto_approve: bool,
+    exit_on_error: bool,
+    dir: &Path,
+    url: &str,
+) -> anyhow::Result<DeploymentStatus> {
     let mut r = render::Follower::default();
     let mut told = false;
     let mut last: Option<drover_types::Deployment> = None;

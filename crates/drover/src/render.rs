@@ -37,7 +37,11 @@ pub fn deployment(d: &Deployment) -> String {
         s.push_str(&format!("rollback of deployment {r}\n"));
     }
     for st in &d.stages {
-        s.push_str(&format!("  stage {} ({}, {:?}): {}\n", st.name, st.environment, st.progression, st.status).replace("Automatic", "automatic").replace("Manual", "manual"));
+        s.push_str(
+            &format!("  stage {} ({}, {:?}): {}\n", st.name, st.environment, st.progression, st.status)
+                .replace("Automatic", "automatic")
+                .replace("Manual", "manual"),
+        );
         for t in &st.tasks {
             let who = t.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default();
             let by = t.decided_by.as_ref().map(|a| format!(" by {a}")).unwrap_or_default();
@@ -69,7 +73,11 @@ impl Follower {
                 if self.seen.get(&key) != Some(&now) {
                     if t.status != drover_types::TaskStatus::Pending {
                         let who = t.agent.as_ref().map(|a| format!(" on {a}")).unwrap_or_default();
-                        let msg = t.message.as_ref().map(|m| format!(": {}", m.lines().next().unwrap_or(""))).unwrap_or_default();
+                        let msg = t
+                            .message
+                            .as_ref()
+                            .map(|m| format!(": {}", m.lines().next().unwrap_or("")))
+                            .unwrap_or_default();
                         out.push(format!("[{}] {} → {}{who}{msg}", st.name, task_label(&t.spec), now));
                     }
                     self.seen.insert(key, now);

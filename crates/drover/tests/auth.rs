@@ -23,7 +23,13 @@ fn concrete(path: &str) -> String {
         .replace("{sha256}", &"0".repeat(64))
 }
 
-async fn call(c: &reqwest::Client, s: &TestServer, m: &Method, path: &str, auth: Option<(&str, &str)>) -> reqwest::Response {
+async fn call(
+    c: &reqwest::Client,
+    s: &TestServer,
+    m: &Method,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> reqwest::Response {
     let mut rb = c.request(m.clone(), format!("{}{}", s.url, concrete(path)));
     if let Some((u, p)) = auth {
         rb = rb.basic_auth(u, Some(p));
@@ -106,7 +112,10 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
         })
         .await
         .unwrap();
-    assert_eq!(call(&c, &s, &Method::GET, "/api/v1/pipelines", Some(("gone", "role-password-123"))).await.status(), 401);
+    assert_eq!(
+        call(&c, &s, &Method::GET, "/api/v1/pipelines", Some(("gone", "role-password-123"))).await.status(),
+        401
+    );
 
     // Health needs no credentials; unknown routes get a JSON 404.
     assert_eq!(c.get(format!("{}/healthz", s.url)).send().await.unwrap().status(), 200);

@@ -51,14 +51,21 @@ struct Orchestrator {
 
 impl Orchestrator {
     async fn start(dir: &Path, extra: &[&str]) -> Orchestrator {
-        let mut o = Orchestrator { dir: dir.to_path_buf(), port: free_port(), proc: None, extra: extra.iter().map(|s| s.to_string()).collect() };
+        let mut o = Orchestrator {
+            dir: dir.to_path_buf(),
+            port: free_port(),
+            proc: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
         o.restart().await;
         o
     }
 
     async fn restart(&mut self) {
         let mut cmd = drover();
-        cmd.args(["serve", "--data-dir"]).arg(self.dir.join("data")).args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+        cmd.args(["serve", "--data-dir"])
+            .arg(self.dir.join("data"))
+            .args(["--listen", &format!("127.0.0.1:{}", self.port)]);
         cmd.args(&self.extra);
         self.proc = Some(Proc::spawn(cmd, &self.dir.join("serve.log")));
         // Readiness: the health endpoint answers over TLS (bounded).
@@ -72,7 +79,10 @@ impl Orchestrator {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("orchestrator did not start; log:\n{}", std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default());
+        panic!(
+            "orchestrator did not start; log:\n{}",
+            std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default()
+        );
     }
 
     fn url(&self) -> String {
@@ -136,7 +146,12 @@ fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
 }
 
-async fn wait_all(c: &Client, ids: &[i64], timeout: Duration, done: impl Fn(DS) -> bool) -> Vec<drover_types::Deployment> {
+async fn wait_all(
+    c: &Client,
+    ids: &[i64],
+    timeout: Duration,
+    done: impl Fn(DS) -> bool,
+) -> Vec<drover_types::Deployment> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut all = Vec::new();
@@ -163,7 +178,9 @@ fn quickstart_runs_end_to_end_and_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     for run_no in 1..=2 {
-        let out = run(drover().args(["quickstart", "--listen", "127.0.0.1:0", "--auto-approve", "--exit-when-done", "--data-dir"]).arg(&data));
+        let out = run(drover()
+            .args(["quickstart", "--listen", "127.0.0.1:0", "--auto-approve", "--exit-when-done", "--data-dir"])
+            .arg(&data));
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "run {run_no}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(text.contains(&format!("Deployment {run_no} completed")), "{text}");
@@ -171,7 +188,9 @@ fn quickstart_runs_end_to_end_and_again() {
     }
     let current = std::fs::read_link(data.join("quickstart/production-1/shop/current")).unwrap();
     assert_eq!(current, Path::new("releases/1.0.2"));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(data.join("initial-admin-password")).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data.join("initial-admin-password")).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
 }
 
@@ -193,7 +212,8 @@ async fn cli_drives_deployments_with_reliable_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("pipeline web unchanged"));
     let tgz = dir.path().join("web.tar.gz");
     std::fs::write(&tgz, drover_testkit::tarball(&[("index.html", "hello from web 1\n", 0o644)])).unwrap();
-    let out = run(o.cli().args(["artifact", "push"]).arg(&tgz).args(["--app", "web", "--version", "1", "--output", "json"]));
+    let out =
+        run(o.cli().args(["artifact", "push"]).arg(&tgz).args(["--app", "web", "--version", "1", "--output", "json"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let art: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(art["sha256"].as_str().unwrap().len(), 64);
@@ -228,7 +248,10 @@ async fn cli_drives_deployments_with_reliable_exit_codes() {
     std::fs::write(&wrong, "not-the-password").unwrap();
     assert_eq!(run(o.cli().arg("pipelines").arg("--password-file").arg(&wrong)).status.code(), Some(3));
     assert_eq!(run(o.cli().arg("pipelines").env_remove("DROVER_USER")).status.code(), Some(1));
-    assert_eq!(run(o.cli().arg("pipelines").env("DROVER_URL", format!("https://127.0.0.1:{}", free_port()))).status.code(), Some(8));
+    assert_eq!(
+        run(o.cli().arg("pipelines").env("DROVER_URL", format!("https://127.0.0.1:{}", free_port()))).status.code(),
+        Some(8)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -265,7 +288,9 @@ async fn orchestrator_sigkill_loses_and_repeats_nothing() {
     let all = wait_all(&c, &ids, Duration::from_secs(120), |s| s.is_terminal() || s == DS::Error).await;
     for d in &all {
         match d.status {
-            DS::Completed => assert!(d.stages.iter().all(|s| s.tasks.iter().all(|t| t.status == drover_types::TaskStatus::Completed))),
+            DS::Completed => assert!(
+                d.stages.iter().all(|s| s.tasks.iter().all(|t| t.status == drover_types::TaskStatus::Completed))
+            ),
             DS::Error => assert!(d.message.is_some(), "an error says why: {d:#?}"),
             other => panic!("deployment {} ended {other}", d.id),
         }
@@ -318,7 +343,10 @@ async fn agent_sigkill_ends_in_a_clear_error_and_retry_recovers() {
     agent.sigkill();
     let d = drover_testkit::wait_for(&c, id, Duration::from_secs(30), |d| d.status == DS::Error).await.unwrap();
     let m = d.message.unwrap();
-    assert!(m.contains("agent dev-1") && m.contains("task 1 (run) of stage dev") && m.contains("heartbeats"), "{m} (agent pid {pid})");
+    assert!(
+        m.contains("agent dev-1") && m.contains("task 1 (run) of stage dev") && m.contains("heartbeats"),
+        "{m} (agent pid {pid})"
+    );
     // The agent comes back; the lost attempt is not run again, a retry is.
     std::fs::write(&flag, "").unwrap();
     let _agent = o.start_agent("dev-1");
@@ -350,7 +378,8 @@ async fn a_2_gib_artifact_streams_in_constant_memory() {
     let before = vm_kib(pid, "VmRSS:");
     const CHUNK: usize = 1 << 20;
     const CHUNKS: usize = 2048; // 2 GiB
-    let stream = futures_util::stream::iter(0..CHUNKS).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![(i % 251) as u8; CHUNK])));
+    let stream = futures_util::stream::iter(0..CHUNKS)
+        .map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![(i % 251) as u8; CHUNK])));
     let tls = drover_tls::client_config(&o.ca()).unwrap();
     let http = reqwest::Client::builder().use_preconfigured_tls(tls).build().unwrap();
     let pw = std::fs::read_to_string(o.password_file()).unwrap().trim().to_string();
@@ -366,6 +395,10 @@ async fn a_2_gib_artifact_streams_in_constant_memory() {
     let a: drover_types::Artifact = c.artifacts(Some("big")).await.unwrap().remove(0);
     assert_eq!(a.size, (CHUNK * CHUNKS) as u64);
     let grew_mib = peak.saturating_sub(before) / 1024;
-    eprintln!("orchestrator RSS before {} MiB, peak during a 2 GiB upload {} MiB (+{grew_mib} MiB)", before / 1024, peak / 1024);
+    eprintln!(
+        "orchestrator RSS before {} MiB, peak during a 2 GiB upload {} MiB (+{grew_mib} MiB)",
+        before / 1024,
+        peak / 1024
+    );
     assert!(grew_mib <= 32, "RSS grew by {grew_mib} MiB while streaming 2 GiB");
 }

@@ -300,7 +300,10 @@ async fn hooks_keep_current_and_releases_are_pruned(b: Backend) -> anyhow::Resul
     wait_status(&c, c.deploy("h", "1").await?.id, DS::Completed).await?;
     assert_eq!(current_target(&work, "h"), "releases/1");
     // A failing pre-deploy hook fails the task and leaves current alone.
-    let bad_pre = tarball(&[("index.html", "2", 0o644), ("pre-deploy", "echo checking; echo missing config >&2; exit 3\n", 0o755)]);
+    let bad_pre = tarball(&[
+        ("index.html", "2", 0o644),
+        ("pre-deploy", "echo checking; echo missing config >&2; exit 3\n", 0o755),
+    ]);
     c.push_artifact_bytes("h", "2", bad_pre).await?;
     let d = wait_status(&c, c.deploy("h", "2").await?.id, DS::Error).await?;
     let m = d.stages[0].tasks[0].message.clone().unwrap();
@@ -340,7 +343,11 @@ async fn lost_heartbeats_move_to_error(b: Backend) -> anyhow::Result<()> {
     let mut s = TestServer::start_with(b, Duration::from_millis(800)).await?;
     let c = s.admin();
     let cred = c.add_agent("ghost", "dev").await?;
-    apply(&c, "application: g\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"true\"}]\n").await?;
+    apply(
+        &c,
+        "application: g\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"true\"}]\n",
+    )
+    .await?;
     let d = c.deploy("g", "1").await?;
     // An agent that takes the task and then goes silent.
     let ghost = s.client("ghost", &cred.secret);
@@ -348,12 +355,20 @@ async fn lost_heartbeats_move_to_error(b: Backend) -> anyhow::Result<()> {
     assert_eq!(got.tasks.len(), 1);
     let d = wait_status(&c, d.id, DS::Error).await?;
     let m = d.message.clone().unwrap();
-    assert!(m.contains("agent ghost") && m.contains("task 1 (run) of stage dev") && m.contains(&got.tasks[0].attempt_id), "{m}");
+    assert!(
+        m.contains("agent ghost") && m.contains("task 1 (run) of stage dev") && m.contains(&got.tasks[0].attempt_id),
+        "{m}"
+    );
     // The ghost's late result is ignored; a live agent finishes the retry.
     let late = ghost
         .attempt_result(
             &got.tasks[0].attempt_id,
-            &drover_types::agent::AttemptResult { outcome: drover_types::agent::Outcome::Completed, exit_code: Some(0), message: None, logs: vec![] },
+            &drover_types::agent::AttemptResult {
+                outcome: drover_types::agent::Outcome::Completed,
+                exit_code: Some(0),
+                message: None,
+                logs: vec![],
+            },
         )
         .await?;
     assert_eq!(late.status, "duplicate");
@@ -387,7 +402,11 @@ async fn redelivered_attempts_never_run_twice(b: Backend) -> anyhow::Result<()> 
     let work = s.dir.path().join("agents/a1");
     // Case 2: the agent had started attempt 2 when it died: it must not run it again.
     let d2 = c.deploy("r2", "2").await?;
-    let cut = raw.poll(&PollRequest { running: vec![lost.attempt_id.clone()], capacity: 1, wait_ms: 5000 }).await?.tasks.remove(0);
+    let cut = raw
+        .poll(&PollRequest { running: vec![lost.attempt_id.clone()], capacity: 1, wait_ms: 5000 })
+        .await?
+        .tasks
+        .remove(0);
     std::fs::create_dir_all(work.join(".drover/attempts"))?;
     std::fs::write(work.join(".drover/attempts").join(&cut.attempt_id), "started\n")?;
     s.run_agent("a1", &cred.secret, &work, 2)?;
