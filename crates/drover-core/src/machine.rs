@@ -106,13 +106,13 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
                         _ => return, // an agent claims it
                     },
                     T::InProgress => {
-                        if let (TaskSpec::Wait { .. }, Some(due)) = (&t.spec, t.due_at) {
-                            if due <= now {
-                                t.status = T::Completed;
-                                t.finished_at = Some(now);
-                                t.due_at = None;
-                                continue;
-                            }
+                        if let (TaskSpec::Wait { .. }, Some(due)) = (&t.spec, t.due_at)
+                            && due <= now
+                        {
+                            t.status = T::Completed;
+                            t.finished_at = Some(now);
+                            t.due_at = None;
+                            continue;
                         }
                         return;
                     }
@@ -334,10 +334,10 @@ pub fn apply_action(
             if t.status != T::PendingInput {
                 return Err(bad());
             }
-            if let TaskSpec::Approval { role: Some(role) } = &t.spec {
-                if !actor.roles.iter().any(|r| r == role || r == crate::rbac::RELEASE_ADMIN) {
-                    return Err(Error::Forbidden(format!("this approval needs the role {role}")));
-                }
+            if let TaskSpec::Approval { role: Some(role) } = &t.spec
+                && !actor.roles.iter().any(|r| r == role || r == crate::rbac::RELEASE_ADMIN)
+            {
+                return Err(Error::Forbidden(format!("this approval needs the role {role}")));
             }
             t.status = if action == Action::Approve { T::Completed } else { T::Rejected };
             t.decided_by = Some(actor.name.to_string());

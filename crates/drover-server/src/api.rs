@@ -360,12 +360,12 @@ async fn push_artifact(
     validate_version(&version)?;
     let expected = headers.get("x-drover-sha256").and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
     let up = s.artifacts.receive(body.into_data_stream()).await.map_err(ApiError::bad_request)?;
-    if let Some(e) = expected {
-        if e != up.sha256 {
-            let got = up.sha256.clone();
-            s.artifacts.discard(up).await;
-            return Err(ApiError::bad_request(format!("checksum mismatch: header says {e}, content is {got}")));
-        }
+    if let Some(e) = expected
+        && e != up.sha256
+    {
+        let got = up.sha256.clone();
+        s.artifacts.discard(up).await;
+        return Err(ApiError::bad_request(format!("checksum mismatch: header says {e}, content is {got}")));
     }
     let a = Artifact {
         application: app.clone(),

@@ -153,10 +153,8 @@ impl Authenticator {
             }
             due
         };
-        if due {
-            if let Err(e) = self.store.touch_agent(agent, Timestamp::now()).await {
-                tracing::warn!(error = %e, "recording agent last-seen failed");
-            }
+        if due && let Err(e) = self.store.touch_agent(agent, Timestamp::now()).await {
+            tracing::warn!(error = %e, "recording agent last-seen failed");
         }
     }
 }

@@ -93,7 +93,7 @@ impl Engine {
                 }
                 _ = sweep.tick() => {
                     ticks += 1;
-                    if let Err(e) = self.sweep(ticks % 8 == 0).await {
+                    if let Err(e) = self.sweep(ticks.is_multiple_of(8)).await {
                         tracing::warn!(error = %e, "sweep failed");
                     }
                 }
@@ -253,10 +253,11 @@ impl Engine {
             }
         }
         let d = &new.deployment;
-        if d.status.is_terminal() && !old.deployment.status.is_terminal() {
-            if let Some(original) = d.rollback_of {
-                let _ = self.kicks.send(Kick::EndRollback { original, rollback: d.id, outcome: d.status });
-            }
+        if d.status.is_terminal()
+            && !old.deployment.status.is_terminal()
+            && let Some(original) = d.rollback_of
+        {
+            let _ = self.kicks.send(Kick::EndRollback { original, rollback: d.id, outcome: d.status });
         }
         let _ = self.changes.send(d.id);
     }
@@ -405,13 +406,12 @@ impl Engine {
     ) -> Result<Vec<Assignment>> {
         let mut out = Vec::new();
         for (dep, attempt) in self.store.owned_attempts(agent).await? {
-            if !running.contains(&attempt) {
-                if let Some(st) = self.store.load_deployment(dep).await? {
-                    if let Some(a) = self.assignment(&st, &attempt).await? {
-                        tracing::info!(agent, attempt, "re-delivering an attempt the agent did not report");
-                        out.push(a);
-                    }
-                }
+            if !running.contains(&attempt)
+                && let Some(st) = self.store.load_deployment(dep).await?
+                && let Some(a) = self.assignment(&st, &attempt).await?
+            {
+                tracing::info!(agent, attempt, "re-delivering an attempt the agent did not report");
+                out.push(a);
             }
         }
         if !out.is_empty() || capacity == 0 {

@@ -416,7 +416,7 @@ pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
                     if !tty {
                         return;
                     }
-                    let pct = if len == 0 { 100 } else { sent * 100 / len };
+                    let pct = (sent * 100).checked_div(len).unwrap_or(100);
                     if shown.swap(pct, Ordering::Relaxed) != pct || sent == len {
                         let bar = "#".repeat((pct / 4) as usize);
                         eprint!("\r[{bar:<25}] {pct:>3}% {} / {} MiB", sent >> 20, len >> 20);

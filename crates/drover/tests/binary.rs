@@ -70,12 +70,11 @@ impl Orchestrator {
         self.proc = Some(Proc::spawn(cmd, &self.dir.join("serve.log")));
         // Readiness: the health endpoint answers over TLS (bounded).
         for _ in 0..300 {
-            if self.ca().exists() {
-                if let Ok(c) = Client::new(&self.url(), Some(&self.ca()), Credentials::None) {
-                    if c.health().await.is_ok() {
-                        return;
-                    }
-                }
+            if self.ca().exists()
+                && let Ok(c) = Client::new(&self.url(), Some(&self.ca()), Credentials::None)
+                && c.health().await.is_ok()
+            {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
