@@ -1,1 +1,212 @@
-fn main() {}
+//! Pipeline throughput benchmark: N deployments of a 4-stage pipeline whose tasks are no-op
+//! `run` tasks, against 4 agents on loopback, SQLite backend. K applications deploy in
+//! parallel (a closed loop: each application starts its next deployment when the previous one
+//! completed), so every stage stays busy. Prints deployments/s, p50/p99 of one deployment's
+//! end-to-end time (the orchestrator's created_at → finished_at) and the orchestrator's peak RSS.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use drover_client::{Client, Credentials};
+use drover_types::DeploymentStatus;
+use futures_util::StreamExt;
+
+#[derive(Parser)]
+struct Args {
+    /// Deployments to measure (after the warm-up).
+    #[arg(long, default_value_t = 1000)]
+    deployments: usize,
+    /// Applications (pipelines) deploying in parallel.
+    #[arg(long, default_value_t = 16)]
+    apps: usize,
+    /// Tasks each agent runs at once.
+    #[arg(long, default_value_t = 16)]
+    capacity: u32,
+    /// Warm-up deployments, not counted.
+    #[arg(long, default_value_t = 32)]
+    warmup: usize,
+    /// The drover binary (default: target/release/drover).
+    #[arg(long, env = "DROVER_BIN", default_value = "target/release/drover")]
+    bin: PathBuf,
+    /// Append the figures to this file.
+    #[arg(long)]
+    results: Option<PathBuf>,
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
+    let f = std::fs::File::create(log)?;
+    let child = Command::new(bin).args(args).stdout(f.try_clone()?).stderr(f).stdin(Stdio::null()).spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    Ok(Proc(child))
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = s
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// Deploys once and waits (following the event stream) until it completes.
+async fn deploy_and_wait(c: &Client, app: &str, version: &str) -> anyhow::Result<i64> {
+    let d = c.deploy(app, version).await?;
+    if d.status == DeploymentStatus::Completed {
+        return Ok(d.id);
+    }
+    let mut s = Box::pin(c.follow(d.id, i64::MAX).await?);
+    while let Some(ev) = s.next().await {
+        if ev?.event == "end" {
+            break;
+        }
+    }
+    let d = c.deployment(d.id).await?;
+    if d.status != DeploymentStatus::Completed {
+        bail!("deployment {} ended {}: {:?}", d.id, d.status, d.message);
+    }
+    Ok(d.id)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("https://127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{port}");
+    let serve = spawn(
+        &a.bin,
+        &["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen],
+        &dir.path().join("serve.log"),
+    )?;
+    let ca = data.join("tls/ca.pem");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if ca.exists() {
+            if let Ok(c) = Client::new(&url, Some(&ca), Credentials::None) {
+                if c.health().await.is_ok() {
+                    break;
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("orchestrator did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pw = std::fs::read_to_string(data.join("initial-admin-password"))?.trim().to_string();
+    let admin = Client::new(&url, Some(&ca), Credentials::Basic { user: "admin".into(), password: pw })?;
+    let stages = ["s1", "s2", "s3", "s4"];
+    let mut agents = Vec::new();
+    for s in stages {
+        let name = format!("agent-{s}");
+        let cred = admin.add_agent(&name, s).await?;
+        let secret = dir.path().join(format!("{name}.secret"));
+        std::fs::write(&secret, &cred.secret)?;
+        let work = dir.path().join("work").join(&name);
+        agents.push(spawn(
+            &a.bin,
+            &[
+                "agent", "--url", &url, "--ca-cert", ca.to_str().unwrap(), "--name", &name,
+                "--secret-file", secret.to_str().unwrap(), "--work-dir", work.to_str().unwrap(),
+                "--capacity", &a.capacity.to_string(),
+            ],
+            &dir.path().join(format!("{name}.log")),
+        )?);
+    }
+    for i in 0..a.apps {
+        let mut yaml = format!("application: app{i}\nstages:\n");
+        for s in stages {
+            yaml.push_str(&format!("  - name: {s}\n    environment: {s}\n    tasks: [{{type: run, command: [\"true\"]}}]\n"));
+        }
+        admin.apply_yaml(&yaml).await?;
+    }
+    // Closed loop: each application runs its deployments one after another.
+    let run = |count: usize, tag: &'static str| {
+        let admin = admin.clone();
+        let apps = a.apps;
+        async move {
+            let mut handles = Vec::new();
+            for i in 0..apps {
+                let c = admin.clone();
+                let n = count / apps + usize::from(i < count % apps);
+                handles.push(tokio::spawn(async move {
+                    let mut ids = Vec::new();
+                    for k in 0..n {
+                        ids.push(deploy_and_wait(&c, &format!("app{i}"), &format!("{tag}.{k}")).await?);
+                    }
+                    anyhow::Ok(ids)
+                }));
+            }
+            let mut ids = Vec::new();
+            for h in handles {
+                ids.extend(h.await??);
+            }
+            anyhow::Ok(ids)
+        }
+    };
+    run(a.warmup, "warm").await?;
+    let t0 = Instant::now();
+    let ids = run(a.deployments, "run").await?;
+    let wall = t0.elapsed().as_secs_f64();
+    let mut e2e = Vec::new();
+    for chunk in ids.chunks(64) {
+        let mut fs = Vec::new();
+        for id in chunk {
+            fs.push(admin.deployment(*id));
+        }
+        for d in futures_util::future::join_all(fs).await {
+            let d = d?;
+            let f = d.finished_at.context("finished")?;
+            e2e.push((f.0 - d.created_at.0) as f64);
+        }
+    }
+    e2e.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    let rss = peak_rss_mib(serve.0.id());
+    let report = format!(
+        "pipeline-throughput: {} deployments x 4 stages x 1 no-op run task; 4 agents (capacity {}), {} applications in parallel, SQLite\n\
+         deployments/s: {:.1}\n\
+         end-to-end ms: p50 {:.0}, p99 {:.0}, max {:.0}\n\
+         orchestrator peak RSS: {:.1} MiB\n",
+        ids.len(),
+        a.capacity,
+        a.apps,
+        ids.len() as f64 / wall,
+        percentile(&e2e, 0.5),
+        percentile(&e2e, 0.99),
+        e2e.last().copied().unwrap_or(f64::NAN),
+        rss
+    );
+    print!("{report}");
+    if let Some(p) = &a.results {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(p)?;
+        writeln!(f, "## {}\n{report}", humantime::format_rfc3339_seconds(std::time::SystemTime::now()))?;
+    }
+    drop(agents);
+    drop(serve);
+    Ok(())
+}

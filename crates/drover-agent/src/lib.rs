@@ -242,7 +242,8 @@ impl Agent {
             let attempt = a.attempt_id.clone();
             tokio::spawn(async move {
                 let mut buf: Vec<LogEntry> = Vec::new();
-                let mut last_beat = tokio::time::Instant::now() - Duration::from_secs(3600);
+                // The claim started the lease; the first heartbeat is due one interval later.
+                let mut last_beat = tokio::time::Instant::now();
                 loop {
                     let interval = *me.heartbeat.lock().expect("poisoned");
                     let flush_at = if buf.is_empty() {
