@@ -1,8 +1,9 @@
 //! Pipeline throughput benchmark: N deployments of a 4-stage pipeline whose tasks are no-op
-//! `run` tasks, against 4 agents on loopback, SQLite backend. K applications deploy in
-//! parallel (a closed loop: each application starts its next deployment when the previous one
-//! completed), so every stage stays busy. Prints deployments/s, p50/p99 of one deployment's
-//! end-to-end time (the orchestrator's created_at → finished_at) and the orchestrator's peak RSS.
+//! `run` tasks, against 4 agents on loopback, SQLite backend. Deployments are started at a fixed
+//! rate (open loop), round-robin over K applications so that every stage stays busy. Prints
+//! deployments/s (N / first created → last finished), p50/p99 of one deployment's end-to-end
+//! time (the orchestrator's created_at → finished_at), the dispatch latency of the first task
+//! (created_at → its started_at), and the orchestrator's peak RSS.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -12,7 +13,6 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use drover_client::{Client, Credentials};
 use drover_types::DeploymentStatus;
-use futures_util::StreamExt;
 
 #[derive(Parser)]
 struct Args {
@@ -22,6 +22,9 @@ struct Args {
     /// Applications (pipelines) deploying in parallel.
     #[arg(long, default_value_t = 16)]
     apps: usize,
+    /// Deployments started per second.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
     /// Tasks each agent runs at once.
     #[arg(long, default_value_t = 16)]
     capacity: u32,
@@ -70,23 +73,47 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-/// Deploys once and waits (following the event stream) until it completes.
-async fn deploy_and_wait(c: &Client, app: &str, version: &str) -> anyhow::Result<i64> {
-    let d = c.deploy(app, version).await?;
-    if d.status == DeploymentStatus::Completed {
-        return Ok(d.id);
+/// Starts `count` deployments at `rate`/s round-robin over `apps` applications; waits until all
+/// are final; returns them.
+async fn run(admin: &Client, count: usize, apps: usize, rate: f64, tag: &str) -> anyhow::Result<Vec<drover_types::Deployment>> {
+    let t0 = tokio::time::Instant::now();
+    let mut starts = Vec::new();
+    for k in 0..count {
+        tokio::time::sleep_until(t0 + Duration::from_secs_f64(k as f64 / rate)).await;
+        let c = admin.clone();
+        let (app, version) = (format!("app{}", k % apps), format!("{tag}.{k}"));
+        starts.push(tokio::spawn(async move { c.deploy(&app, &version).await }));
     }
-    let mut s = Box::pin(c.follow(d.id, i64::MAX).await?);
-    while let Some(ev) = s.next().await {
-        if ev?.event == "end" {
-            break;
+    let mut ids = Vec::new();
+    for s in starts {
+        ids.push(s.await??.id);
+    }
+    // Deployments of one application finish in order: wait for each application's last one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120) + Duration::from_secs_f64(count as f64 / rate * 4.0);
+    for last in ids.iter().rev().take(apps) {
+        loop {
+            let d = admin.deployment(*last).await?;
+            if d.status.is_terminal() || d.status == DeploymentStatus::Error {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!("deployment {last} still {} at the deadline", d.status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let d = c.deployment(d.id).await?;
-    if d.status != DeploymentStatus::Completed {
-        bail!("deployment {} ended {}: {:?}", d.id, d.status, d.message);
+    let mut out = Vec::new();
+    for chunk in ids.chunks(64) {
+        let fs: Vec<_> = chunk.iter().map(|id| admin.deployment(*id)).collect();
+        for d in futures_util::future::join_all(fs).await {
+            let d = d?;
+            if d.status != DeploymentStatus::Completed {
+                bail!("deployment {} ended {}: {:?}", d.id, d.status, d.message);
+            }
+            out.push(d);
+        }
     }
-    Ok(d.id)
+    Ok(out)
 }
 
 #[tokio::main]
@@ -144,60 +171,35 @@ async fn main() -> anyhow::Result<()> {
         }
         admin.apply_yaml(&yaml).await?;
     }
-    // Closed loop: each application runs its deployments one after another.
-    let run = |count: usize, tag: &'static str| {
-        let admin = admin.clone();
-        let apps = a.apps;
-        async move {
-            let mut handles = Vec::new();
-            for i in 0..apps {
-                let c = admin.clone();
-                let n = count / apps + usize::from(i < count % apps);
-                handles.push(tokio::spawn(async move {
-                    let mut ids = Vec::new();
-                    for k in 0..n {
-                        ids.push(deploy_and_wait(&c, &format!("app{i}"), &format!("{tag}.{k}")).await?);
-                    }
-                    anyhow::Ok(ids)
-                }));
-            }
-            let mut ids = Vec::new();
-            for h in handles {
-                ids.extend(h.await??);
-            }
-            anyhow::Ok(ids)
-        }
-    };
-    run(a.warmup, "warm").await?;
-    let t0 = Instant::now();
-    let ids = run(a.deployments, "run").await?;
-    let wall = t0.elapsed().as_secs_f64();
-    let mut e2e = Vec::new();
-    for chunk in ids.chunks(64) {
-        let mut fs = Vec::new();
-        for id in chunk {
-            fs.push(admin.deployment(*id));
-        }
-        for d in futures_util::future::join_all(fs).await {
-            let d = d?;
-            let f = d.finished_at.context("finished")?;
-            e2e.push((f.0 - d.created_at.0) as f64);
-        }
-    }
+    run(&admin, a.warmup, a.apps, a.rate, "warm").await?;
+    let done = run(&admin, a.deployments, a.apps, a.rate, "run").await?;
+    let first = done.iter().map(|d| d.created_at.0).min().context("no deployments")?;
+    let last = done.iter().filter_map(|d| d.finished_at.map(|f| f.0)).max().context("none finished")?;
+    let wall = (last - first) as f64 / 1000.0;
+    let mut e2e: Vec<f64> = done.iter().filter_map(|d| Some((d.finished_at?.0 - d.created_at.0) as f64)).collect();
+    let mut dispatch: Vec<f64> = done
+        .iter()
+        .filter_map(|d| Some((d.stages.first()?.tasks.first()?.started_at?.0 - d.created_at.0) as f64))
+        .collect();
+    dispatch.sort_by(|x, y| x.partial_cmp(y).unwrap());
     e2e.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let rss = peak_rss_mib(serve.0.id());
     let report = format!(
-        "pipeline-throughput: {} deployments x 4 stages x 1 no-op run task; 4 agents (capacity {}), {} applications in parallel, SQLite\n\
+        "pipeline-throughput: {} deployments x 4 stages x 1 no-op run task; 4 agents (capacity {}), {} applications, started at {}/s, SQLite\n\
          deployments/s: {:.1}\n\
          end-to-end ms: p50 {:.0}, p99 {:.0}, max {:.0}\n\
+         first-task dispatch ms: p50 {:.0}, p99 {:.0}\n\
          orchestrator peak RSS: {:.1} MiB\n",
-        ids.len(),
+        done.len(),
         a.capacity,
         a.apps,
-        ids.len() as f64 / wall,
+        a.rate,
+        done.len() as f64 / wall,
         percentile(&e2e, 0.5),
         percentile(&e2e, 0.99),
         e2e.last().copied().unwrap_or(f64::NAN),
+        percentile(&dispatch, 0.5),
+        percentile(&dispatch, 0.99),
         rss
     );
     print!("{report}");

@@ -37,6 +37,8 @@ pub struct Commit {
     pub deployment: DeploymentRecord,
     pub changed_tasks: Vec<TaskRecord>,
     pub events: Vec<NewEvent>,
+    /// Log lines to append with the change: (stage, task, time, stream, line).
+    pub logs: Vec<(usize, usize, Timestamp, String, String)>,
     pub acquire_stage: Option<usize>,
     pub release_stage: Option<usize>,
 }

@@ -160,6 +160,17 @@ impl Engine {
         &self,
         id: i64,
         actor: &str,
+        f: impl FnMut(&mut DeploymentState, &mut Effects) -> Result<R>,
+    ) -> Result<(DeploymentState, R)> {
+        self.mutate_with_logs(id, actor, &[], f).await
+    }
+
+    /// [`Engine::mutate`], appending log lines in the same commit when it changes anything.
+    async fn mutate_with_logs<R>(
+        &self,
+        id: i64,
+        actor: &str,
+        logs: &[(usize, usize, Timestamp, String, String)],
         mut f: impl FnMut(&mut DeploymentState, &mut Effects) -> Result<R>,
     ) -> Result<(DeploymentState, R)> {
         for _ in 0..MAX_COMMIT_RETRIES {
@@ -210,6 +221,7 @@ impl Engine {
                 deployment: new.deployment.clone(),
                 changed_tasks,
                 events,
+                logs: logs.to_vec(),
                 acquire_stage: fx.acquire_stage,
                 release_stage: fx.release_stage,
             };
@@ -517,23 +529,11 @@ impl Engine {
             return Err(Error::Forbidden("this attempt belongs to another agent".into()));
         }
         let now = Timestamp::now();
-        let logs: Vec<_> = result.logs.iter().map(|l| (now, l.stream.clone(), l.line.clone())).collect();
-        let running =
-            st.tasks.iter().any(|t| t.attempt_id.as_deref() == Some(attempt_id) && t.status == TaskStatus::InProgress);
-        if running && !logs.is_empty() {
-            // Before the result, so a follower sees the output before the status change.
-            self.store.append_logs(dep, stage, task, &logs).await?;
-        }
+        // With the result, in the same commit: a follower sees the output with the status change.
+        let logs: Vec<_> = result.logs.iter().map(|l| (stage, task, now, l.stream.clone(), l.line.clone())).collect();
         let (_, status) = self
-            .mutate(dep, &format!("agent:{agent}"), |st, _| {
-                machine::record_result(
-                    st,
-                    attempt_id,
-                    result.outcome,
-                    result.exit_code,
-                    result.message.clone(),
-                    Timestamp::now(),
-                )
+            .mutate_with_logs(dep, &format!("agent:{agent}"), &logs, |st, _| {
+                machine::record_result(st, attempt_id, result.outcome, result.exit_code, result.message.clone(), Timestamp::now())
             })
             .await?;
         Ok(status)

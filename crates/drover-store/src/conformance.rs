@@ -94,6 +94,7 @@ async fn commit_of(
             deployment: new.deployment,
             changed_tasks: changed,
             events,
+            logs: vec![],
             acquire_stage: fx.acquire_stage,
             release_stage: fx.release_stage,
         })

@@ -598,7 +598,7 @@ macro_rules! store_impl {
                         .map_err(db_err)?;
                 }
                 if let Some(s) = c.acquire_stage {
-                    sqlx::query(
+                    let r = sqlx::query(
                         "INSERT INTO stage_locks (pipeline, stage_index, deployment_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                     )
                     .bind(&d.pipeline)
@@ -607,14 +607,16 @@ macro_rules! store_impl {
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
-                    let holder: i64 = sqlx::query_scalar("SELECT deployment_id FROM stage_locks WHERE pipeline = $1 AND stage_index = $2")
-                        .bind(&d.pipeline)
-                        .bind(s as i64)
-                        .fetch_one(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
-                    if holder != d.id {
-                        return Ok(CommitOutcome::StageBusy);
+                    if r.rows_affected() == 0 {
+                        let holder: i64 = sqlx::query_scalar("SELECT deployment_id FROM stage_locks WHERE pipeline = $1 AND stage_index = $2")
+                            .bind(&d.pipeline)
+                            .bind(s as i64)
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(db_err)?;
+                        if holder != d.id {
+                            return Ok(CommitOutcome::StageBusy);
+                        }
                     }
                 }
                 sqlx::query(
@@ -657,16 +659,32 @@ macro_rules! store_impl {
                     .await
                     .map_err(db_err)?;
                 }
-                for e in &c.events {
-                    sqlx::query("INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)")
-                        .bind(d.id)
-                        .bind(d.updated_at.0)
-                        .bind(&e.kind)
-                        .bind(&e.actor)
-                        .bind(e.detail.to_string())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err)?;
+                if !c.events.is_empty() {
+                    // One statement for all events of the commit.
+                    let mut sql = String::from("INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES ");
+                    for i in 0..c.events.len() {
+                        let b = i * 5;
+                        sql.push_str(&format!("{}(${}, ${}, ${}, ${}, ${})", if i > 0 { ", " } else { "" }, b + 1, b + 2, b + 3, b + 4, b + 5));
+                    }
+                    let mut q = sqlx::query(&sql);
+                    for e in &c.events {
+                        q = q.bind(d.id).bind(d.updated_at.0).bind(&e.kind).bind(&e.actor).bind(e.detail.to_string());
+                    }
+                    q.execute(&mut *tx).await.map_err(db_err)?;
+                }
+                for (stage, task, ts, stream, line) in &c.logs {
+                    sqlx::query(
+                        "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line) VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(d.id)
+                    .bind(*stage as i64)
+                    .bind(*task as i64)
+                    .bind(ts.0)
+                    .bind(stream)
+                    .bind(line)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
                 }
                 tx.commit().await.map_err(db_err)?;
                 Ok(CommitOutcome::Committed)
