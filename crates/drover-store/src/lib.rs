@@ -1,11 +1,7 @@
-//! `Store` implementations: SQLite (embedded default, WAL) and PostgreSQL.
-//!
-//! Both backends share their SQL text (numbered `$N` parameters work on both), written once in
-//! the `store_impl!` macro and instantiated per backend with that backend's concrete sqlx types;
-//! what differs (pools, row locking, migrations) is passed in. Business logic never branches on
-//! the backend.
+//! `Store` implementations: SQLite (embedded default, WAL; rusqlite, `sqlite.rs`) and
+//! PostgreSQL (sqlx, here). The SQL is the same modulo placeholders (`?N` / `$N`) and row
+//! locking; both pass the same conformance suite. Business logic never branches on the backend.
 
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,18 +16,20 @@ use drover_types::{
 };
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 
 pub mod conformance;
+mod sqlite;
 
-const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
+pub use sqlite::SqliteStore;
+
+pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
 
 fn db_err(e: sqlx::Error) -> Error {
     Error::Store(e.to_string())
 }
 
-fn json_err(e: serde_json::Error) -> Error {
+pub(crate) fn json_err(e: serde_json::Error) -> Error {
     Error::Store(format!("corrupt JSON column: {e}"))
 }
 
@@ -39,15 +37,15 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
 }
 
-fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
+pub(crate) fn opt_ts(v: Option<i64>) -> Option<Timestamp> {
     v.map(Timestamp)
 }
 
-fn status_of(s: &str) -> Result<DeploymentStatus> {
+pub(crate) fn status_of(s: &str) -> Result<DeploymentStatus> {
     DeploymentStatus::parse(s).ok_or_else(|| Error::Store(format!("unknown deployment status {s:?}")))
 }
 
-fn task_status_of(s: &str) -> Result<TaskStatus> {
+pub(crate) fn task_status_of(s: &str) -> Result<TaskStatus> {
     TaskStatus::parse(s).ok_or_else(|| Error::Store(format!("unknown task status {s:?}")))
 }
 
@@ -57,47 +55,7 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
         Ok(Arc::new(PgStore::connect(url).await?))
     } else {
         let path = url.strip_prefix("sqlite://").unwrap_or(url);
-        Ok(Arc::new(SqliteStore::open(Path::new(path)).await?))
-    }
-}
-
-/// SQLite in WAL mode. One writer connection (SQLite has one writer anyway; a single
-/// connection also makes read-check-write in [`Store::commit`] atomic), several readers.
-#[derive(Clone)]
-pub struct SqliteStore {
-    writer: sqlx::SqlitePool,
-    reader: sqlx::SqlitePool,
-}
-
-impl SqliteStore {
-    pub async fn open(path: &Path) -> Result<Self> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
-            .map_err(db_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
-            .await
-            .map_err(db_err)?;
-        migrate_sqlite(&writer).await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.read_only(true))
-            .await
-            .map_err(db_err)?;
-        Ok(SqliteStore { writer, reader })
-    }
-    fn w(&self) -> &sqlx::SqlitePool {
-        &self.writer
-    }
-    fn r(&self) -> &sqlx::SqlitePool {
-        &self.reader
+        Ok(Arc::new(SqliteStore::open(std::path::Path::new(path)).await?))
     }
 }
 
@@ -130,33 +88,6 @@ impl PgStore {
     }
 }
 
-async fn migrate_sqlite(pool: &sqlx::SqlitePool) -> Result<()> {
-    let mut tx = pool.begin().await.map_err(db_err)?;
-    sqlx::raw_sql(
-        "CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
-    )
-    .execute(&mut *tx)
-    .await
-    .map_err(db_err)?;
-    for (v, sql) in SQLITE_MIGRATIONS {
-        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM drover_migrations WHERE version = $1")
-            .bind(v)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err)?;
-        if done.is_none() {
-            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_err)?;
-            sqlx::query("INSERT INTO drover_migrations (version, applied_at) VALUES ($1, $2)")
-                .bind(v)
-                .bind(Timestamp::now().0)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
-    }
-    tx.commit().await.map_err(db_err)
-}
-
 async fn migrate_pg(pool: &sqlx::PgPool) -> Result<()> {
     let mut tx = pool.begin().await.map_err(db_err)?;
     // Replicas starting together migrate one at a time.
@@ -186,9 +117,9 @@ async fn migrate_pg(pool: &sqlx::PgPool) -> Result<()> {
     tx.commit().await.map_err(db_err)
 }
 
-const DEPLOYMENT_COLS: &str = "id, pipeline, application, version, status, stage_index, holds_stage, message, \
+pub(crate) const DEPLOYMENT_COLS: &str = "id, pipeline, application, version, status, stage_index, holds_stage, message, \
      created_by, created_at, updated_at, finished_at, rollback_of, spec, row_version";
-const TASK_COLS: &str = "deployment_id, stage_index, task_index, environment, spec, status, attempt, attempt_id, \
+pub(crate) const TASK_COLS: &str = "deployment_id, stage_index, task_index, environment, spec, status, attempt, attempt_id, \
      agent, lease_until, due_at, started_at, finished_at, exit_code, message, decided_by, comment";
 
 macro_rules! store_impl {
@@ -901,7 +832,6 @@ macro_rules! store_impl {
     };
 }
 
-store_impl!(SqliteStore, sqlx::Sqlite, "sqlite", lock_row: "", integrity: "PRAGMA integrity_check");
 store_impl!(PgStore, sqlx::Postgres, "postgres", lock_row: " FOR UPDATE", integrity: "SELECT 'ok'::text");
 
 /// Test support: a PostgreSQL store in a fresh schema of its own, so tests run in parallel.

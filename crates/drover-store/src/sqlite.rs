@@ -1,0 +1,963 @@
+//! SQLite (embedded default) over rusqlite, in WAL mode.
+//!
+//! Each store operation runs as one closure on a blocking thread: one hand-off per operation
+//! rather than one per statement, which is what bounds throughput on a small machine. Writes go
+//! through one writer connection (SQLite has a single writer anyway, and it makes the
+//! read-check-write of `commit` atomic); reads use a small pool of read-only connections.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use drover_core::machine::NewEvent;
+use drover_core::model::{DeploymentRecord, DeploymentState, TaskRecord};
+use drover_core::store::{AgentRecord, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord};
+use drover_core::{Error, Result, Store};
+use drover_types::{Artifact, DeploymentEvent, Environment, EnvironmentKind, LogLine, Pipeline, Timestamp};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use crate::{DEPLOYMENT_COLS, SQLITE_MIGRATIONS, TASK_COLS, json_err, opt_ts, status_of, task_status_of};
+
+fn e(err: rusqlite::Error) -> Error {
+    Error::Store(err.to_string())
+}
+
+const MAX_READERS: usize = 8;
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+fn configure(c: &Connection) -> rusqlite::Result<()> {
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.pragma_update(None, "foreign_keys", "ON")?;
+    c.set_prepared_statement_cache_capacity(128);
+    Ok(())
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<Self> {
+        let path = path.to_path_buf();
+        let p = path.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let mut c = Connection::open(&p).map_err(e)?;
+            c.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
+            c.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
+            configure(&c).map_err(e)?;
+            migrate(&mut c)?;
+            Ok(c)
+        })
+        .await
+        .map_err(|err| Error::Store(err.to_string()))??;
+        Ok(SqliteStore { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
+    }
+
+    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut c = inner.writer.lock().map_err(|_| Error::Store("writer lock poisoned".into()))?;
+            f(&mut c)
+        })
+        .await
+        .map_err(|err| Error::Store(err.to_string()))?
+    }
+
+    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut r| r.pop());
+            let c = match pooled {
+                Some(c) => c,
+                None => {
+                    let c = Connection::open_with_flags(
+                        &inner.path,
+                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(e)?;
+                    configure(&c).map_err(e)?;
+                    c
+                }
+            };
+            let r = f(&c);
+            if let Ok(mut pool) = inner.readers.lock() {
+                if pool.len() < MAX_READERS {
+                    pool.push(c);
+                }
+            }
+            r
+        })
+        .await
+        .map_err(|err| Error::Store(err.to_string()))?
+    }
+}
+
+fn migrate(c: &mut Connection) -> Result<()> {
+    let tx = c.transaction().map_err(e)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
+        .map_err(e)?;
+    for (v, sql) in SQLITE_MIGRATIONS {
+        let done: Option<i64> = tx
+            .query_row("SELECT version FROM drover_migrations WHERE version = ?1", [v], |r| r.get(0))
+            .optional()
+            .map_err(e)?;
+        if done.is_none() {
+            tx.execute_batch(sql).map_err(e)?;
+            tx.execute("INSERT INTO drover_migrations (version, applied_at) VALUES (?1, ?2)", params![v, Timestamp::now().0])
+                .map_err(e)?;
+        }
+    }
+    tx.commit().map_err(e)
+}
+
+fn env_row(r: &Row) -> rusqlite::Result<(String, String, String, i64)> {
+    Ok((r.get("name")?, r.get("kind")?, r.get("labels")?, r.get("created_at")?))
+}
+
+fn env_of(t: (String, String, String, i64)) -> Result<Environment> {
+    Ok(Environment {
+        name: t.0,
+        kind: EnvironmentKind::parse(&t.1).unwrap_or(EnvironmentKind::Custom),
+        labels: serde_json::from_str(&t.2).map_err(json_err)?,
+        created_at: Timestamp(t.3),
+    })
+}
+
+fn agent_row(r: &Row) -> rusqlite::Result<AgentRecord> {
+    Ok(AgentRecord {
+        name: r.get("name")?,
+        environment: r.get("environment")?,
+        secret_hash: r.get("secret_hash")?,
+        created_at: Timestamp(r.get("created_at")?),
+        last_seen_at: opt_ts(r.get("last_seen_at")?),
+    })
+}
+
+fn artifact_row(r: &Row) -> rusqlite::Result<Artifact> {
+    let size: i64 = r.get("size")?;
+    Ok(Artifact {
+        application: r.get("application")?,
+        version: r.get("version")?,
+        sha256: r.get("sha256")?,
+        size: size as u64,
+        created_at: Timestamp(r.get("created_at")?),
+        created_by: r.get("created_by")?,
+    })
+}
+
+fn pipeline_raw(r: &Row) -> rusqlite::Result<(String, String, String, i64, i64)> {
+    Ok((r.get("name")?, r.get("application")?, r.get("stages")?, r.get("created_at")?, r.get("updated_at")?))
+}
+
+fn pipeline_of(t: (String, String, String, i64, i64)) -> Result<Pipeline> {
+    Ok(Pipeline {
+        name: t.0,
+        application: t.1,
+        stages: serde_json::from_str(&t.2).map_err(json_err)?,
+        created_at: Timestamp(t.3),
+        updated_at: Timestamp(t.4),
+    })
+}
+
+/// Raw columns of a deployment row; decoded (JSON, enums) outside rusqlite's closure.
+struct DeploymentRaw {
+    id: i64,
+    pipeline: String,
+    application: String,
+    version: String,
+    status: String,
+    stage_index: i64,
+    holds_stage: i64,
+    message: Option<String>,
+    created_by: String,
+    created_at: i64,
+    updated_at: i64,
+    finished_at: Option<i64>,
+    rollback_of: Option<i64>,
+    spec: String,
+    row_version: i64,
+}
+
+fn deployment_raw(r: &Row) -> rusqlite::Result<DeploymentRaw> {
+    Ok(DeploymentRaw {
+        id: r.get("id")?,
+        pipeline: r.get("pipeline")?,
+        application: r.get("application")?,
+        version: r.get("version")?,
+        status: r.get("status")?,
+        stage_index: r.get("stage_index")?,
+        holds_stage: r.get("holds_stage")?,
+        message: r.get("message")?,
+        created_by: r.get("created_by")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
+        finished_at: r.get("finished_at")?,
+        rollback_of: r.get("rollback_of")?,
+        spec: r.get("spec")?,
+        row_version: r.get("row_version")?,
+    })
+}
+
+fn deployment_of(d: DeploymentRaw) -> Result<DeploymentRecord> {
+    Ok(DeploymentRecord {
+        id: d.id,
+        pipeline: d.pipeline,
+        application: d.application,
+        version: d.version,
+        status: status_of(&d.status)?,
+        stage_index: d.stage_index as usize,
+        holds_stage: d.holds_stage != 0,
+        message: d.message,
+        created_by: d.created_by,
+        created_at: Timestamp(d.created_at),
+        updated_at: Timestamp(d.updated_at),
+        finished_at: opt_ts(d.finished_at),
+        rollback_of: d.rollback_of,
+        spec: serde_json::from_str(&d.spec).map_err(json_err)?,
+        row_version: d.row_version,
+    })
+}
+
+type TaskRaw = (
+    (i64, i64, i64, String, String, String, i64),
+    (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>),
+    (Option<i64>, Option<String>, Option<String>, Option<String>),
+);
+
+fn task_raw(r: &Row) -> rusqlite::Result<TaskRaw> {
+    Ok((
+        (
+            r.get("deployment_id")?,
+            r.get("stage_index")?,
+            r.get("task_index")?,
+            r.get("environment")?,
+            r.get("spec")?,
+            r.get("status")?,
+            r.get("attempt")?,
+        ),
+        (r.get("attempt_id")?, r.get("agent")?, r.get("lease_until")?, r.get("due_at")?, r.get("started_at")?, r.get("finished_at")?),
+        (r.get("exit_code")?, r.get("message")?, r.get("decided_by")?, r.get("comment")?),
+    ))
+}
+
+fn task_of(t: TaskRaw) -> Result<TaskRecord> {
+    let (a, b, c) = t;
+    Ok(TaskRecord {
+        deployment_id: a.0,
+        stage_index: a.1 as usize,
+        task_index: a.2 as usize,
+        environment: a.3,
+        spec: serde_json::from_str(&a.4).map_err(json_err)?,
+        status: task_status_of(&a.5)?,
+        attempt: a.6 as u32,
+        attempt_id: b.0,
+        agent: b.1,
+        lease_until: opt_ts(b.2),
+        due_at: opt_ts(b.3),
+        started_at: opt_ts(b.4),
+        finished_at: opt_ts(b.5),
+        exit_code: c.0.map(|x| x as i32),
+        message: c.1,
+        decided_by: c.2,
+        comment: c.3,
+    })
+}
+
+fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> Result<Vec<T>> {
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(e)
+}
+
+fn insert_event(c: &Connection, id: i64, ts: Timestamp, ev: &NewEvent) -> Result<()> {
+    c.prepare_cached("INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .and_then(|mut s| s.execute(params![id, ts.0, ev.kind, ev.actor, ev.detail.to_string()]))
+        .map_err(e)?;
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn insert_environment(&self, env: &Environment) -> Result<bool> {
+        let env = env.clone();
+        let labels = serde_json::to_string(&env.labels).map_err(json_err)?;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO environments (name, kind, labels, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+                    params![env.name, env.kind.as_str(), labels, env.created_at.0],
+                )
+                .map_err(e)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn get_environment(&self, name: &str) -> Result<Option<Environment>> {
+        let name = name.to_string();
+        let raw = self
+            .read(move |c| c.query_row("SELECT * FROM environments WHERE name = ?1", [name], env_row).optional().map_err(e))
+            .await?;
+        raw.map(env_of).transpose()
+    }
+
+    async fn list_environments(&self) -> Result<Vec<Environment>> {
+        let raw = self
+            .read(|c| {
+                let mut s = c.prepare_cached("SELECT * FROM environments ORDER BY name").map_err(e)?;
+                collect(s.query_map([], env_row).map_err(e)?)
+            })
+            .await?;
+        raw.into_iter().map(env_of).collect()
+    }
+
+    async fn delete_environment(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| Ok(c.execute("DELETE FROM environments WHERE name = ?1", [name]).map_err(e)? == 1)).await
+    }
+
+    async fn insert_agent(&self, a: &AgentRecord) -> Result<()> {
+        let a = a.clone();
+        self.write(move |c| {
+            let r = c.execute(
+                "INSERT INTO agents (name, environment, secret_hash, created_at, last_seen_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![a.name, a.environment, a.secret_hash, a.created_at.0, a.last_seen_at.map(|t| t.0)],
+            );
+            match r {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    Err(Error::Conflict(format!("agent {} exists already", a.name)))
+                }
+                Err(err) => Err(e(err)),
+            }
+        })
+        .await
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>> {
+        let name = name.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM agents WHERE name = ?1")
+                .and_then(|mut s| s.query_row([name], agent_row).optional())
+                .map_err(e)
+        })
+        .await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        self.read(|c| {
+            let mut s = c.prepare_cached("SELECT * FROM agents ORDER BY name").map_err(e)?;
+            collect(s.query_map([], agent_row).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| Ok(c.execute("DELETE FROM agents WHERE name = ?1", [name]).map_err(e)? == 1)).await
+    }
+
+    async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            c.execute("UPDATE agents SET last_seen_at = ?1 WHERE name = ?2", params![at.0, name]).map_err(e)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_operator(&self, op: &OperatorRecord) -> Result<bool> {
+        let op = op.clone();
+        let roles = serde_json::to_string(&op.roles).map_err(json_err)?;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "INSERT INTO operators (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                    params![op.name, op.password_hash, roles, op.disabled as i64, op.created_at.0],
+                )
+                .map_err(e)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn get_operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
+        let name = name.to_string();
+        let raw = self
+            .read(move |c| {
+                c.prepare_cached("SELECT name, password_hash, roles, disabled, created_at FROM operators WHERE name = ?1")
+                    .and_then(|mut s| {
+                        s.query_row([name], |r| {
+                            Ok((
+                                r.get::<_, String>(0)?,
+                                r.get::<_, String>(1)?,
+                                r.get::<_, String>(2)?,
+                                r.get::<_, i64>(3)?,
+                                r.get::<_, i64>(4)?,
+                            ))
+                        })
+                        .optional()
+                    })
+                    .map_err(e)
+            })
+            .await?;
+        raw.map(|(name, password_hash, roles, disabled, created_at)| {
+            Ok(OperatorRecord {
+                name,
+                password_hash,
+                roles: serde_json::from_str(&roles).map_err(json_err)?,
+                disabled: disabled != 0,
+                created_at: Timestamp(created_at),
+            })
+        })
+        .transpose()
+    }
+
+    async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| {
+            c.execute("INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![name, at.0])
+                .map_err(e)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_artifact(&self, a: &Artifact) -> Result<ArtifactInsert> {
+        let a = a.clone();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(e)?;
+            tx.execute(
+                "INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![a.application, a.created_at.0],
+            )
+            .map_err(e)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO artifacts (application, version, sha256, size, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![a.application, a.version, a.sha256, a.size as i64, a.created_at.0, a.created_by],
+                )
+                .map_err(e)?;
+            let out = if n == 1 {
+                ArtifactInsert::Inserted
+            } else {
+                ArtifactInsert::Exists(
+                    tx.query_row(
+                        "SELECT * FROM artifacts WHERE application = ?1 AND version = ?2",
+                        params![a.application, a.version],
+                        artifact_row,
+                    )
+                    .map_err(e)?,
+                )
+            };
+            tx.commit().map_err(e)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_artifact(&self, application: &str, version: &str) -> Result<Option<Artifact>> {
+        let (app, ver) = (application.to_string(), version.to_string());
+        self.read(move |c| {
+            c.prepare_cached("SELECT * FROM artifacts WHERE application = ?1 AND version = ?2")
+                .and_then(|mut s| s.query_row(params![app, ver], artifact_row).optional())
+                .map_err(e)
+        })
+        .await
+    }
+
+    async fn list_artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>> {
+        let app = application.map(str::to_string);
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT * FROM artifacts WHERE (?1 IS NULL OR application = ?1) ORDER BY application, created_at DESC, version DESC",
+                )
+                .map_err(e)?;
+            collect(s.query_map([app], artifact_row).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn put_pipeline(&self, p: &Pipeline) -> Result<()> {
+        let p = p.clone();
+        let stages = serde_json::to_string(&p.stages).map_err(json_err)?;
+        self.write(move |c| {
+            let tx = c.transaction().map_err(e)?;
+            tx.execute(
+                "INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![p.application, p.created_at.0],
+            )
+            .map_err(e)?;
+            tx.execute(
+                "INSERT INTO pipelines (name, application, stages, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
+                 ON CONFLICT (name) DO UPDATE SET application = excluded.application, stages = excluded.stages, updated_at = excluded.updated_at",
+                params![p.name, p.application, stages, p.created_at.0, p.updated_at.0],
+            )
+            .map_err(e)?;
+            tx.commit().map_err(e)
+        })
+        .await
+    }
+
+    async fn get_pipeline(&self, name: &str) -> Result<Option<Pipeline>> {
+        let name = name.to_string();
+        let raw = self
+            .read(move |c| {
+                c.prepare_cached("SELECT * FROM pipelines WHERE name = ?1")
+                    .and_then(|mut s| s.query_row([name], pipeline_raw).optional())
+                    .map_err(e)
+            })
+            .await?;
+        raw.map(pipeline_of).transpose()
+    }
+
+    async fn list_pipelines(&self) -> Result<Vec<Pipeline>> {
+        let raw = self
+            .read(|c| {
+                let mut s = c.prepare_cached("SELECT * FROM pipelines ORDER BY name").map_err(e)?;
+                collect(s.query_map([], pipeline_raw).map_err(e)?)
+            })
+            .await?;
+        raw.into_iter().map(pipeline_of).collect()
+    }
+
+    async fn delete_pipeline(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| Ok(c.execute("DELETE FROM pipelines WHERE name = ?1", [name]).map_err(e)? == 1)).await
+    }
+
+    async fn create_deployment(&self, d: &DeploymentRecord, event: &NewEvent) -> Result<i64> {
+        let d = d.clone();
+        let event = event.clone();
+        let spec = serde_json::to_string(&d.spec).map_err(json_err)?;
+        let mut tasks = Vec::new();
+        for t in DeploymentState::new_tasks(0, &d.spec) {
+            tasks.push((t.stage_index, t.task_index, t.environment.clone(), t.spec.runs_on_agent(), serde_json::to_string(&t.spec).map_err(json_err)?, t.status));
+        }
+        self.write(move |c| {
+            let tx = c.transaction().map_err(e)?;
+            let id: i64 = tx
+                .query_row(
+                    "INSERT INTO deployments (pipeline, application, version, status, stage_index, holds_stage, message, created_by, \
+                     created_at, updated_at, finished_at, rollback_of, spec, row_version) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 0) RETURNING id",
+                    params![
+                        d.pipeline,
+                        d.application,
+                        d.version,
+                        d.status.as_str(),
+                        d.stage_index as i64,
+                        d.holds_stage as i64,
+                        d.message,
+                        d.created_by,
+                        d.created_at.0,
+                        d.updated_at.0,
+                        d.finished_at.map(|t| t.0),
+                        d.rollback_of,
+                        spec
+                    ],
+                    |r| r.get(0),
+                )
+                .map_err(e)?;
+            {
+                let mut s = tx
+                    .prepare_cached(
+                        "INSERT INTO task_runs (deployment_id, stage_index, task_index, environment, on_agent, spec, status, attempt) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
+                    )
+                    .map_err(e)?;
+                for (si, ti, env, on_agent, spec, status) in &tasks {
+                    s.execute(params![id, *si as i64, *ti as i64, env, *on_agent as i64, spec, status.as_str()]).map_err(e)?;
+                }
+            }
+            insert_event(&tx, id, d.created_at, &event)?;
+            tx.commit().map_err(e)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn load_deployment(&self, id: i64) -> Result<Option<DeploymentState>> {
+        let raw = self
+            .read(move |c| {
+                let d = c
+                    .prepare_cached(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"))
+                    .and_then(|mut s| s.query_row([id], deployment_raw).optional())
+                    .map_err(e)?;
+                let Some(d) = d else { return Ok(None) };
+                let mut s = c
+                    .prepare_cached(&format!(
+                        "SELECT {TASK_COLS} FROM task_runs WHERE deployment_id = ?1 ORDER BY stage_index, task_index"
+                    ))
+                    .map_err(e)?;
+                let tasks = collect(s.query_map([id], task_raw).map_err(e)?)?;
+                Ok(Some((d, tasks)))
+            })
+            .await?;
+        let Some((d, tasks)) = raw else { return Ok(None) };
+        Ok(Some(DeploymentState {
+            deployment: deployment_of(d)?,
+            tasks: tasks.into_iter().map(task_of).collect::<Result<Vec<_>>>()?,
+        }))
+    }
+
+    async fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
+        let c = c.clone();
+        self.write(move |conn| {
+            let d = &c.deployment;
+            let tx = conn.transaction().map_err(e)?;
+            // The version check and the row update in one statement.
+            let n = tx
+                .prepare_cached(
+                    "UPDATE deployments SET status = ?1, stage_index = ?2, holds_stage = ?3, message = ?4, updated_at = ?5, \
+                     finished_at = ?6, row_version = ?7 WHERE id = ?8 AND row_version = ?9",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        d.status.as_str(),
+                        d.stage_index as i64,
+                        d.holds_stage as i64,
+                        d.message,
+                        d.updated_at.0,
+                        d.finished_at.map(|t| t.0),
+                        c.expected_version + 1,
+                        d.id,
+                        c.expected_version
+                    ])
+                })
+                .map_err(e)?;
+            if n != 1 {
+                return Ok(CommitOutcome::VersionConflict);
+            }
+            if let Some(s) = c.release_stage {
+                tx.prepare_cached("DELETE FROM stage_locks WHERE pipeline = ?1 AND stage_index = ?2 AND deployment_id = ?3")
+                    .and_then(|mut st| st.execute(params![d.pipeline, s as i64, d.id]))
+                    .map_err(e)?;
+            }
+            if let Some(s) = c.acquire_stage {
+                let n = tx
+                    .prepare_cached(
+                        "INSERT INTO stage_locks (pipeline, stage_index, deployment_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    )
+                    .and_then(|mut st| st.execute(params![d.pipeline, s as i64, d.id]))
+                    .map_err(e)?;
+                if n == 0 {
+                    let holder: i64 = tx
+                        .query_row(
+                            "SELECT deployment_id FROM stage_locks WHERE pipeline = ?1 AND stage_index = ?2",
+                            params![d.pipeline, s as i64],
+                            |r| r.get(0),
+                        )
+                        .map_err(e)?;
+                    if holder != d.id {
+                        return Ok(CommitOutcome::StageBusy);
+                    }
+                }
+            }
+            {
+                let mut s = tx
+                    .prepare_cached(
+                        "UPDATE task_runs SET status = ?1, attempt = ?2, attempt_id = ?3, agent = ?4, lease_until = ?5, due_at = ?6, \
+                         started_at = ?7, finished_at = ?8, exit_code = ?9, message = ?10, decided_by = ?11, comment = ?12 \
+                         WHERE deployment_id = ?13 AND stage_index = ?14 AND task_index = ?15",
+                    )
+                    .map_err(e)?;
+                for t in &c.changed_tasks {
+                    s.execute(params![
+                        t.status.as_str(),
+                        t.attempt as i64,
+                        t.attempt_id,
+                        t.agent,
+                        t.lease_until.map(|x| x.0),
+                        t.due_at.map(|x| x.0),
+                        t.started_at.map(|x| x.0),
+                        t.finished_at.map(|x| x.0),
+                        t.exit_code.map(|x| x as i64),
+                        t.message,
+                        t.decided_by,
+                        t.comment,
+                        t.deployment_id,
+                        t.stage_index as i64,
+                        t.task_index as i64
+                    ])
+                    .map_err(e)?;
+                }
+            }
+            for ev in &c.events {
+                insert_event(&tx, d.id, d.updated_at, ev)?;
+            }
+            {
+                let mut s = tx
+                    .prepare_cached(
+                        "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(e)?;
+                for (stage, task, ts, stream, line) in &c.logs {
+                    s.execute(params![d.id, *stage as i64, *task as i64, ts.0, stream, line]).map_err(e)?;
+                }
+            }
+            tx.commit().map_err(e)?;
+            Ok(CommitOutcome::Committed)
+        })
+        .await
+    }
+
+    async fn list_deployments(&self, f: &DeploymentFilter) -> Result<Vec<DeploymentRecord>> {
+        let limit = f.limit.unwrap_or(100).min(10_000) as i64;
+        let (pipeline, status) = (f.pipeline.clone(), f.status.map(|s| s.as_str()));
+        let raw = self
+            .read(move |c| {
+                let mut s = c
+                    .prepare_cached(&format!(
+                        "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2) \
+                         ORDER BY id DESC LIMIT ?3"
+                    ))
+                    .map_err(e)?;
+                collect(s.query_map(params![pipeline, status, limit], deployment_raw).map_err(e)?)
+            })
+            .await?;
+        raw.into_iter().map(deployment_of).collect()
+    }
+
+    async fn active_deployment_ids(&self) -> Result<Vec<i64>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached("SELECT id FROM deployments WHERE status NOT IN ('completed', 'aborted', 'failed') ORDER BY id")
+                .map_err(e)?;
+            collect(s.query_map([], |r| r.get(0)).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>> {
+        let p = pipeline.to_string();
+        self.read(move |c| {
+            let mut s = c.prepare_cached("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = ?1").map_err(e)?;
+            collect(s.query_map([p], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn oldest_queued(&self, pipeline: &str) -> Result<Vec<(usize, i64)>> {
+        let p = pipeline.to_string();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT stage_index, MIN(id) FROM deployments WHERE pipeline = ?1 AND status = 'queued' GROUP BY stage_index",
+                )
+                .map_err(e)?;
+            collect(s.query_map([p], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>> {
+        let env = environment.to_string();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT deployment_id, stage_index, task_index FROM task_runs \
+                     WHERE status = 'ready' AND on_agent = 1 AND environment = ?1 ORDER BY deployment_id LIMIT ?2",
+                )
+                .map_err(e)?;
+            collect(
+                s.query_map(params![env, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize))
+                })
+                .map_err(e)?,
+            )
+        })
+        .await
+    }
+
+    async fn owned_attempts(&self, agent: &str) -> Result<Vec<(i64, String)>> {
+        let agent = agent.to_string();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT deployment_id, attempt_id FROM task_runs WHERE status = 'in_progress' AND agent = ?1 AND attempt_id IS NOT NULL",
+                )
+                .map_err(e)?;
+            collect(s.query_map([agent], |r| Ok((r.get(0)?, r.get(1)?))).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<(i64, usize, usize)>> {
+        let a = attempt_id.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT deployment_id, stage_index, task_index FROM task_runs WHERE attempt_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([a], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize))).optional()
+                })
+                .map_err(e)
+        })
+        .await
+    }
+
+    async fn heartbeat(&self, attempt_id: &str, agent: &str, lease_until: Timestamp) -> Result<bool> {
+        let (a, ag) = (attempt_id.to_string(), agent.to_string());
+        self.write(move |c| {
+            let n = c
+                .prepare_cached(
+                    "UPDATE task_runs SET lease_until = ?1 WHERE attempt_id = ?2 AND agent = ?3 AND status = 'in_progress'",
+                )
+                .and_then(|mut s| s.execute(params![lease_until.0, a, ag]))
+                .map_err(e)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn extend_all_leases(&self, until: Timestamp) -> Result<u64> {
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE task_runs SET lease_until = ?1 WHERE status = 'in_progress' AND lease_until IS NOT NULL AND lease_until < ?1",
+                    [until.0],
+                )
+                .map_err(e)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn deployments_due(&self, now: Timestamp) -> Result<Vec<i64>> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT DISTINCT deployment_id FROM task_runs WHERE status = 'in_progress' \
+                     AND ((lease_until IS NOT NULL AND lease_until < ?1) OR (due_at IS NOT NULL AND due_at <= ?1)) ORDER BY deployment_id",
+                )
+                .map_err(e)?;
+            collect(s.query_map([now.0], |r| r.get(0)).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn pending_promotion_before(&self, pipeline: &str, stage: usize, below: i64) -> Result<Vec<i64>> {
+        let p = pipeline.to_string();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT id FROM deployments WHERE pipeline = ?1 AND status = 'pending_promotion' AND stage_index = ?2 AND id < ?3 ORDER BY id",
+                )
+                .map_err(e)?;
+            collect(s.query_map(params![p, stage as i64, below], |r| r.get(0)).map_err(e)?)
+        })
+        .await
+    }
+
+    async fn last_completed(&self, pipeline: &str, below: i64, not_version: &str) -> Result<Option<DeploymentRecord>> {
+        let (p, v) = (pipeline.to_string(), not_version.to_string());
+        let raw = self
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE pipeline = ?1 AND status = 'completed' AND id < ?2 AND version <> ?3 \
+                     ORDER BY id DESC LIMIT 1"
+                ))
+                .and_then(|mut s| s.query_row(params![p, below, v], deployment_raw).optional())
+                .map_err(e)
+            })
+            .await?;
+        raw.map(deployment_of).transpose()
+    }
+
+    async fn append_logs(&self, deployment_id: i64, stage: usize, task: usize, lines: &[(Timestamp, String, String)]) -> Result<()> {
+        if lines.is_empty() {
+            return Ok(());
+        }
+        let lines = lines.to_vec();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(e)?;
+            {
+                let mut s = tx
+                    .prepare_cached(
+                        "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )
+                    .map_err(e)?;
+                for (ts, stream, line) in &lines {
+                    s.execute(params![deployment_id, stage as i64, task as i64, ts.0, stream, line]).map_err(e)?;
+                }
+            }
+            tx.commit().map_err(e)
+        })
+        .await
+    }
+
+    async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>> {
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT id, stage_index, task_index, ts, stream, line FROM task_logs WHERE deployment_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+                )
+                .map_err(e)?;
+            collect(
+                s.query_map(params![deployment_id, after, limit as i64], |r| {
+                    Ok(LogLine {
+                        id: r.get(0)?,
+                        stage_index: r.get::<_, i64>(1)? as usize,
+                        task_index: r.get::<_, i64>(2)? as usize,
+                        ts: Timestamp(r.get(3)?),
+                        stream: r.get(4)?,
+                        line: r.get(5)?,
+                    })
+                })
+                .map_err(e)?,
+            )
+        })
+        .await
+    }
+
+    async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>> {
+        let raw: Vec<(i64, i64, i64, String, String, String)> = self
+            .read(move |c| {
+                let mut s = c
+                    .prepare_cached(
+                        "SELECT id, deployment_id, ts, kind, actor, detail FROM deployment_events WHERE deployment_id = ?1 ORDER BY id",
+                    )
+                    .map_err(e)?;
+                collect(
+                    s.query_map([deployment_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+                        .map_err(e)?,
+                )
+            })
+            .await?;
+        raw.into_iter()
+            .map(|(id, deployment_id, ts, kind, actor, detail)| {
+                Ok(DeploymentEvent {
+                    id,
+                    deployment_id,
+                    ts: Timestamp(ts),
+                    kind,
+                    actor,
+                    detail: serde_json::from_str(&detail).map_err(json_err)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn check_integrity(&self) -> Result<()> {
+        let rows: Vec<String> = self
+            .read(|c| {
+                let mut s = c.prepare("PRAGMA integrity_check").map_err(e)?;
+                collect(s.query_map([], |r| r.get(0)).map_err(e)?)
+            })
+            .await?;
+        if rows.iter().all(|r| r == "ok") {
+            Ok(())
+        } else {
+            Err(Error::Store(format!("integrity check failed: {}", rows.join("; "))))
+        }
+    }
+}
