@@ -118,6 +118,8 @@ pub trait Store: Send + Sync + 'static {
     async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
     /// (stage index, lowest deployment id) of queued deployments of the pipeline.
     async fn oldest_queued(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
+    /// The oldest queued deployment of every (pipeline, stage) that has one.
+    async fn queue_heads(&self) -> Result<Vec<i64>>;
     /// Ready agent tasks of an environment, oldest deployment first: (deployment, stage, task).
     async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>>;
     /// In-progress attempts owned by an agent: (deployment id, attempt id).

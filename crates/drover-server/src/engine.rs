@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use drover_core::machine::{self, Actor, Effects, NewEvent, ResultStatus};
 use drover_core::model::{DeploymentRecord, DeploymentState};
-use drover_core::store::{CommitOutcome, DeploymentFilter};
+use drover_core::store::CommitOutcome;
 use drover_core::{Commit, Error, Result, Store};
 use drover_types::agent::{ArtifactRef, Assignment, AttemptResult};
 use drover_types::{Action, DeploymentStatus, PipelineSpec, TaskSpec, TaskStatus, Timestamp};
@@ -135,10 +135,10 @@ impl Engine {
             }
         }
         if requeue {
-            // Safety net for a kick lost to a crash between commit and wake-up.
-            let f = DeploymentFilter { status: Some(DeploymentStatus::Queued), pipeline: None, limit: Some(1000) };
-            for d in self.store.list_deployments(&f).await? {
-                self.kick(d.id);
+            // Safety net for a kick lost to a crash between commit and wake-up: the head of each
+            // stage's queue (the others wait behind it anyway).
+            for id in self.store.queue_heads().await? {
+                self.kick(id);
             }
         }
         Ok(())

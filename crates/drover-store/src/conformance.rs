@@ -237,6 +237,7 @@ async fn stage_lock_is_exclusive(s: Arc<dyn Store>) {
     let a = s.create_deployment(&record(&sp), &created()).await.unwrap();
     let b = s.create_deployment(&record(&sp), &created()).await.unwrap();
     assert_eq!(s.oldest_queued("app-pipe").await.unwrap(), vec![(0, a)]);
+    assert_eq!(s.queue_heads().await.unwrap(), vec![a]);
     assert_eq!(step(&s, a).await, CommitOutcome::Committed);
     // b ignores the gate here on purpose: the store itself refuses a held stage.
     assert_eq!(step(&s, b).await, CommitOutcome::StageBusy);
@@ -253,8 +254,10 @@ async fn stage_lock_is_exclusive(s: Arc<dyn Store>) {
     assert_eq!(new.deployment.status, DeploymentStatus::Completed);
     assert_eq!(commit_of(&s, &old, new, fx).await, CommitOutcome::Committed);
     assert!(s.stage_locks("app-pipe").await.unwrap().is_empty());
+    assert_eq!(s.queue_heads().await.unwrap(), vec![b]);
     assert_eq!(step(&s, b).await, CommitOutcome::Committed);
     assert_eq!(s.stage_locks("app-pipe").await.unwrap(), vec![(0, b)]);
+    assert!(s.queue_heads().await.unwrap().is_empty());
     assert!(s.last_completed("app-pipe", b, "2.0").await.unwrap().is_some_and(|d| d.id == a));
     assert!(s.last_completed("app-pipe", b, "1.0").await.unwrap().is_none());
 }

@@ -663,6 +663,13 @@ macro_rules! store_impl {
                 Ok(rows.into_iter().map(|(s, d)| (s as usize, d)).collect())
             }
 
+            async fn queue_heads(&self) -> Result<Vec<i64>> {
+                sqlx::query_scalar("SELECT MIN(id) FROM deployments WHERE status = 'queued' GROUP BY pipeline, stage_index ORDER BY 1")
+                    .fetch_all(self.r())
+                    .await
+                    .map_err(db_err)
+            }
+
             async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>> {
                 let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
                     "SELECT deployment_id, stage_index, task_index FROM task_runs \

@@ -761,6 +761,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn queue_heads(&self) -> Result<Vec<i64>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached("SELECT MIN(id) FROM deployments WHERE status = 'queued' GROUP BY pipeline, stage_index ORDER BY 1")
+                .map_err(e)?;
+            collect(s.query_map([], |r| r.get(0)).map_err(e)?)
+        })
+        .await
+    }
+
     async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>> {
         let env = environment.to_string();
         self.read(move |c| {
