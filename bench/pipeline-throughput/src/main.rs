@@ -17,14 +17,18 @@ use drover_types::DeploymentStatus;
 #[derive(Parser)]
 struct Args {
     /// Deployments to measure (after the warm-up).
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1500)]
     deployments: usize,
     /// Applications (pipelines) deploying in parallel.
     #[arg(long, default_value_t = 16)]
     apps: usize,
     /// Deployments started per second.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 110.0)]
     rate: f64,
+    /// Agents (1 to 4); with fewer than 4, stages share environments (`--agents 1` is the
+    /// Buildbot peer's shape: N deployments x 4 no-op tasks on one agent).
+    #[arg(long, default_value_t = 4)]
+    agents: usize,
     /// Tasks each agent runs at once.
     #[arg(long, default_value_t = 16)]
     capacity: u32,
@@ -49,7 +53,12 @@ impl Drop for Proc {
 
 fn spawn(bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
     let f = std::fs::File::create(log)?;
-    let child = Command::new(bin).args(args).stdout(f.try_clone()?).stderr(f).stdin(Stdio::null()).spawn()
+    let child = Command::new(bin)
+        .args(args)
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .stdin(Stdio::null())
+        .spawn()
         .with_context(|| format!("starting {}", bin.display()))?;
     Ok(Proc(child))
 }
@@ -75,7 +84,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Starts `count` deployments at `rate`/s round-robin over `apps` applications; waits until all
 /// are final; returns them.
-async fn run(admin: &Client, count: usize, apps: usize, rate: f64, tag: &str) -> anyhow::Result<Vec<drover_types::Deployment>> {
+async fn run(
+    admin: &Client,
+    count: usize,
+    apps: usize,
+    rate: f64,
+    tag: &str,
+) -> anyhow::Result<Vec<drover_types::Deployment>> {
     let t0 = tokio::time::Instant::now();
     let mut starts = Vec::new();
     for k in 0..count {
@@ -89,7 +104,8 @@ async fn run(admin: &Client, count: usize, apps: usize, rate: f64, tag: &str) ->
         ids.push(s.await??.id);
     }
     // Deployments of one application finish in order: wait for each application's last one.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120) + Duration::from_secs_f64(count as f64 / rate * 4.0);
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(120) + Duration::from_secs_f64(count as f64 / rate * 4.0);
     for last in ids.iter().rev().take(apps) {
         loop {
             let d = admin.deployment(*last).await?;
@@ -132,12 +148,11 @@ async fn main() -> anyhow::Result<()> {
     let ca = data.join("tls/ca.pem");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if ca.exists() {
-            if let Ok(c) = Client::new(&url, Some(&ca), Credentials::None) {
-                if c.health().await.is_ok() {
-                    break;
-                }
-            }
+        if ca.exists()
+            && let Ok(c) = Client::new(&url, Some(&ca), Credentials::None)
+            && c.health().await.is_ok()
+        {
+            break;
         }
         if Instant::now() > deadline {
             bail!("orchestrator did not start");
@@ -147,8 +162,9 @@ async fn main() -> anyhow::Result<()> {
     let pw = std::fs::read_to_string(data.join("initial-admin-password"))?.trim().to_string();
     let admin = Client::new(&url, Some(&ca), Credentials::Basic { user: "admin".into(), password: pw })?;
     let stages = ["s1", "s2", "s3", "s4"];
+    let n_agents = a.agents.clamp(1, 4);
     let mut agents = Vec::new();
-    for s in stages {
+    for s in &stages[..n_agents] {
         let name = format!("agent-{s}");
         let cred = admin.add_agent(&name, s).await?;
         let secret = dir.path().join(format!("{name}.secret"));
@@ -157,17 +173,30 @@ async fn main() -> anyhow::Result<()> {
         agents.push(spawn(
             &a.bin,
             &[
-                "agent", "--url", &url, "--ca-cert", ca.to_str().unwrap(), "--name", &name,
-                "--secret-file", secret.to_str().unwrap(), "--work-dir", work.to_str().unwrap(),
-                "--capacity", &a.capacity.to_string(),
+                "agent",
+                "--url",
+                &url,
+                "--ca-cert",
+                ca.to_str().unwrap(),
+                "--name",
+                &name,
+                "--secret-file",
+                secret.to_str().unwrap(),
+                "--work-dir",
+                work.to_str().unwrap(),
+                "--capacity",
+                &a.capacity.to_string(),
             ],
             &dir.path().join(format!("{name}.log")),
         )?);
     }
     for i in 0..a.apps {
         let mut yaml = format!("application: app{i}\nstages:\n");
-        for s in stages {
-            yaml.push_str(&format!("  - name: {s}\n    environment: {s}\n    tasks: [{{type: run, command: [\"true\"]}}]\n"));
+        for (k, s) in stages.iter().enumerate() {
+            let env = stages[k % n_agents];
+            yaml.push_str(&format!(
+                "  - name: {s}\n    environment: {env}\n    tasks: [{{type: run, command: [\"true\"]}}]\n"
+            ));
         }
         admin.apply_yaml(&yaml).await?;
     }
@@ -185,12 +214,13 @@ async fn main() -> anyhow::Result<()> {
     e2e.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let rss = peak_rss_mib(serve.0.id());
     let report = format!(
-        "pipeline-throughput: {} deployments x 4 stages x 1 no-op run task; 4 agents (capacity {}), {} applications, started at {}/s, SQLite\n\
+        "pipeline-throughput: {} deployments x 4 stages x 1 no-op run task; {} agent(s) (capacity {}), {} applications, started at {}/s, SQLite\n\
          deployments/s: {:.1}\n\
          end-to-end ms: p50 {:.0}, p99 {:.0}, max {:.0}\n\
          first-task dispatch ms: p50 {:.0}, p99 {:.0}\n\
          orchestrator peak RSS: {:.1} MiB\n",
         done.len(),
+        n_agents,
         a.capacity,
         a.apps,
         a.rate,

@@ -118,6 +118,10 @@ pub trait Store: Send + Sync + 'static {
     async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
     /// (stage index, lowest deployment id) of queued deployments of the pipeline.
     async fn oldest_queued(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
+    /// [`Store::stage_locks`] and [`Store::oldest_queued`] in one call.
+    async fn stage_gate(&self, pipeline: &str) -> Result<(Vec<(usize, i64)>, Vec<(usize, i64)>)> {
+        Ok((self.stage_locks(pipeline).await?, self.oldest_queued(pipeline).await?))
+    }
     /// The oldest queued deployment of every (pipeline, stage) that has one.
     async fn queue_heads(&self) -> Result<Vec<i64>>;
     /// Ready agent tasks of an environment, oldest deployment first: (deployment, stage, task).

@@ -87,18 +87,25 @@ impl Authenticator {
 
     /// Resolves credentials to a principal; `None` for anything wrong (unknown user, wrong
     /// password, disabled operator) — the caller learns nothing more, the log does.
-    /// Operators are looked up first, then agents (agent registration refuses operator names).
-    pub async fn authenticate(&self, user: &str, password: &str) -> Option<Principal> {
-        let op = match self.store.get_operator(user).await {
-            Ok(op) => op,
-            Err(e) => {
-                tracing::error!(error = %e, "authentication: store error");
-                return None;
-            }
-        };
+    /// Resolves operators and agents (names are unique across both: agent registration refuses
+    /// operator names). `agent_first` only orders the look-ups, for the agent protocol's sake.
+    pub async fn authenticate(&self, user: &str, password: &str, agent_first: bool) -> Option<Principal> {
+        let mut op = None;
+        if !agent_first {
+            op = match self.store.get_operator(user).await {
+                Ok(op) => op,
+                Err(e) => {
+                    tracing::error!(error = %e, "authentication: store error");
+                    return None;
+                }
+            };
+        }
         if op.is_none() {
             let agent = match self.store.get_agent(user).await {
                 Ok(Some(a)) => a,
+                Ok(None) if agent_first => {
+                    return Box::pin(self.authenticate(user, password, false)).await;
+                }
                 Ok(None) => {
                     tracing::warn!(user, "authentication failed: unknown operator or agent");
                     return None;
@@ -171,7 +178,8 @@ pub async fn require(State(g): State<Guard>, mut req: Request, next: Next) -> Re
     let Some((user, password)) = parse_basic(&req) else {
         return ApiError::unauthorized().into_response();
     };
-    let Some(principal) = g.state.auth.authenticate(&user, &password).await else {
+    let agent_first = g.privilege == Privilege::AgentWork;
+    let Some(principal) = g.state.auth.authenticate(&user, &password, agent_first).await else {
         return ApiError::unauthorized().into_response();
     };
     if !principal.has(g.privilege) {

@@ -198,8 +198,7 @@ impl Engine {
                 &mut trial_fx,
             );
             if asked.get() {
-                let locks = self.store.stage_locks(&new.deployment.pipeline).await?;
-                let queued = self.store.oldest_queued(&new.deployment.pipeline).await?;
+                let (locks, queued) = self.store.stage_gate(&new.deployment.pipeline).await?;
                 let gate = move |me: i64, s: usize| {
                     locks.iter().all(|(ls, holder)| *ls != s || *holder == me)
                         && queued.iter().all(|(qs, oldest)| *qs != s || *oldest >= me)
@@ -523,17 +522,27 @@ impl Engine {
         let Some((dep, stage, task)) = self.store.attempt_task(attempt_id).await? else {
             return Ok(ResultStatus::Stale);
         };
-        let st = self.store.load_deployment(dep).await?.ok_or_else(|| Error::NotFound("deployment gone".into()))?;
-        let owner = st.tasks.iter().find(|t| t.attempt_id.as_deref() == Some(attempt_id)).and_then(|t| t.agent.clone());
-        if owner.as_deref() != Some(agent) {
-            return Err(Error::Forbidden("this attempt belongs to another agent".into()));
-        }
         let now = Timestamp::now();
         // With the result, in the same commit: a follower sees the output with the status change.
         let logs: Vec<_> = result.logs.iter().map(|l| (stage, task, now, l.stream.clone(), l.line.clone())).collect();
         let (_, status) = self
             .mutate_with_logs(dep, &format!("agent:{agent}"), &logs, |st, _| {
-                machine::record_result(st, attempt_id, result.outcome, result.exit_code, result.message.clone(), Timestamp::now())
+                let owner = st
+                    .tasks
+                    .iter()
+                    .find(|t| t.attempt_id.as_deref() == Some(attempt_id))
+                    .and_then(|t| t.agent.as_deref());
+                if owner != Some(agent) {
+                    return Err(Error::Forbidden("this attempt belongs to another agent".into()));
+                }
+                machine::record_result(
+                    st,
+                    attempt_id,
+                    result.outcome,
+                    result.exit_code,
+                    result.message.clone(),
+                    Timestamp::now(),
+                )
             })
             .await?;
         Ok(status)

@@ -60,7 +60,10 @@ impl SqliteStore {
         Ok(SqliteStore { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
     }
 
-    async fn write<T: Send + 'static>(&self, f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             let mut c = inner.writer.lock().map_err(|_| Error::Store("writer lock poisoned".into()))?;
@@ -87,10 +90,10 @@ impl SqliteStore {
                 }
             };
             let r = f(&c);
-            if let Ok(mut pool) = inner.readers.lock() {
-                if pool.len() < MAX_READERS {
-                    pool.push(c);
-                }
+            if let Ok(mut pool) = inner.readers.lock()
+                && pool.len() < MAX_READERS
+            {
+                pool.push(c);
             }
             r
         })
@@ -101,8 +104,10 @@ impl SqliteStore {
 
 fn migrate(c: &mut Connection) -> Result<()> {
     let tx = c.transaction().map_err(e)?;
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)")
-        .map_err(e)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .map_err(e)?;
     for (v, sql) in SQLITE_MIGRATIONS {
         let done: Option<i64> = tx
             .query_row("SELECT version FROM drover_migrations WHERE version = ?1", [v], |r| r.get(0))
@@ -110,8 +115,11 @@ fn migrate(c: &mut Connection) -> Result<()> {
             .map_err(e)?;
         if done.is_none() {
             tx.execute_batch(sql).map_err(e)?;
-            tx.execute("INSERT INTO drover_migrations (version, applied_at) VALUES (?1, ?2)", params![v, Timestamp::now().0])
-                .map_err(e)?;
+            tx.execute(
+                "INSERT INTO drover_migrations (version, applied_at) VALUES (?1, ?2)",
+                params![v, Timestamp::now().0],
+            )
+            .map_err(e)?;
         }
     }
     tx.commit().map_err(e)
@@ -242,7 +250,14 @@ fn task_raw(r: &Row) -> rusqlite::Result<TaskRaw> {
             r.get("status")?,
             r.get("attempt")?,
         ),
-        (r.get("attempt_id")?, r.get("agent")?, r.get("lease_until")?, r.get("due_at")?, r.get("started_at")?, r.get("finished_at")?),
+        (
+            r.get("attempt_id")?,
+            r.get("agent")?,
+            r.get("lease_until")?,
+            r.get("due_at")?,
+            r.get("started_at")?,
+            r.get("finished_at")?,
+        ),
         (r.get("exit_code")?, r.get("message")?, r.get("decided_by")?, r.get("comment")?),
     ))
 }
@@ -275,9 +290,11 @@ fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> Result<Vec<T>>
 }
 
 fn insert_event(c: &Connection, id: i64, ts: Timestamp, ev: &NewEvent) -> Result<()> {
-    c.prepare_cached("INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
-        .and_then(|mut s| s.execute(params![id, ts.0, ev.kind, ev.actor, ev.detail.to_string()]))
-        .map_err(e)?;
+    c.prepare_cached(
+        "INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![id, ts.0, ev.kind, ev.actor, ev.detail.to_string()]))
+    .map_err(e)?;
     Ok(())
 }
 
@@ -305,7 +322,9 @@ impl Store for SqliteStore {
     async fn get_environment(&self, name: &str) -> Result<Option<Environment>> {
         let name = name.to_string();
         let raw = self
-            .read(move |c| c.query_row("SELECT * FROM environments WHERE name = ?1", [name], env_row).optional().map_err(e))
+            .read(move |c| {
+                c.query_row("SELECT * FROM environments WHERE name = ?1", [name], env_row).optional().map_err(e)
+            })
             .await?;
         raw.map(env_of).transpose()
     }
@@ -394,20 +413,22 @@ impl Store for SqliteStore {
         let name = name.to_string();
         let raw = self
             .read(move |c| {
-                c.prepare_cached("SELECT name, password_hash, roles, disabled, created_at FROM operators WHERE name = ?1")
-                    .and_then(|mut s| {
-                        s.query_row([name], |r| {
-                            Ok((
-                                r.get::<_, String>(0)?,
-                                r.get::<_, String>(1)?,
-                                r.get::<_, String>(2)?,
-                                r.get::<_, i64>(3)?,
-                                r.get::<_, i64>(4)?,
-                            ))
-                        })
-                        .optional()
+                c.prepare_cached(
+                    "SELECT name, password_hash, roles, disabled, created_at FROM operators WHERE name = ?1",
+                )
+                .and_then(|mut s| {
+                    s.query_row([name], |r| {
+                        Ok((
+                            r.get::<_, String>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
+                        ))
                     })
-                    .map_err(e)
+                    .optional()
+                })
+                .map_err(e)
             })
             .await?;
         raw.map(|(name, password_hash, roles, disabled, created_at)| {
@@ -425,8 +446,11 @@ impl Store for SqliteStore {
     async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()> {
         let name = name.to_string();
         self.write(move |c| {
-            c.execute("INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![name, at.0])
-                .map_err(e)?;
+            c.execute(
+                "INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![name, at.0],
+            )
+            .map_err(e)?;
             Ok(())
         })
         .await
@@ -542,7 +566,14 @@ impl Store for SqliteStore {
         let spec = serde_json::to_string(&d.spec).map_err(json_err)?;
         let mut tasks = Vec::new();
         for t in DeploymentState::new_tasks(0, &d.spec) {
-            tasks.push((t.stage_index, t.task_index, t.environment.clone(), t.spec.runs_on_agent(), serde_json::to_string(&t.spec).map_err(json_err)?, t.status));
+            tasks.push((
+                t.stage_index,
+                t.task_index,
+                t.environment.clone(),
+                t.spec.runs_on_agent(),
+                serde_json::to_string(&t.spec).map_err(json_err)?,
+                t.status,
+            ));
         }
         self.write(move |c| {
             let tx = c.transaction().map_err(e)?;
@@ -732,7 +763,9 @@ impl Store for SqliteStore {
     async fn active_deployment_ids(&self) -> Result<Vec<i64>> {
         self.read(|c| {
             let mut s = c
-                .prepare_cached("SELECT id FROM deployments WHERE status NOT IN ('completed', 'aborted', 'failed') ORDER BY id")
+                .prepare_cached(
+                    "SELECT id FROM deployments WHERE status NOT IN ('completed', 'aborted', 'failed') ORDER BY id",
+                )
                 .map_err(e)?;
             collect(s.query_map([], |r| r.get(0)).map_err(e)?)
         })
@@ -742,7 +775,9 @@ impl Store for SqliteStore {
     async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>> {
         let p = pipeline.to_string();
         self.read(move |c| {
-            let mut s = c.prepare_cached("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = ?1").map_err(e)?;
+            let mut s = c
+                .prepare_cached("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = ?1")
+                .map_err(e)?;
             collect(s.query_map([p], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))).map_err(e)?)
         })
         .await
@@ -761,10 +796,29 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn stage_gate(&self, pipeline: &str) -> Result<(Vec<(usize, i64)>, Vec<(usize, i64)>)> {
+        let p = pipeline.to_string();
+        self.read(move |c| {
+            let pair = |r: &Row| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?));
+            let mut s = c.prepare_cached("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = ?1").map_err(e)?;
+            let locks = collect(s.query_map([&p], pair).map_err(e)?)?;
+            let mut s = c
+                .prepare_cached(
+                    "SELECT stage_index, MIN(id) FROM deployments WHERE pipeline = ?1 AND status = 'queued' GROUP BY stage_index",
+                )
+                .map_err(e)?;
+            let queued = collect(s.query_map([&p], pair).map_err(e)?)?;
+            Ok((locks, queued))
+        })
+        .await
+    }
+
     async fn queue_heads(&self) -> Result<Vec<i64>> {
         self.read(|c| {
             let mut s = c
-                .prepare_cached("SELECT MIN(id) FROM deployments WHERE status = 'queued' GROUP BY pipeline, stage_index ORDER BY 1")
+                .prepare_cached(
+                    "SELECT MIN(id) FROM deployments WHERE status = 'queued' GROUP BY pipeline, stage_index ORDER BY 1",
+                )
                 .map_err(e)?;
             collect(s.query_map([], |r| r.get(0)).map_err(e)?)
         })
@@ -808,7 +862,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached("SELECT deployment_id, stage_index, task_index FROM task_runs WHERE attempt_id = ?1")
                 .and_then(|mut s| {
-                    s.query_row([a], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize))).optional()
+                    s.query_row([a], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize)))
+                        .optional()
                 })
                 .map_err(e)
         })
@@ -883,7 +938,13 @@ impl Store for SqliteStore {
         raw.map(deployment_of).transpose()
     }
 
-    async fn append_logs(&self, deployment_id: i64, stage: usize, task: usize, lines: &[(Timestamp, String, String)]) -> Result<()> {
+    async fn append_logs(
+        &self,
+        deployment_id: i64,
+        stage: usize,
+        task: usize,
+        lines: &[(Timestamp, String, String)],
+    ) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
