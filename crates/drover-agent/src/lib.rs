@@ -171,13 +171,22 @@ impl Agent {
         }
     }
 
-    fn write_journal(&self, path: &Path, content: &str) -> std::io::Result<()> {
+    /// `durable`: fsync before returning. The `started` record must be durable (it is what stops
+    /// a second run); the `finished` record need not be: if it is lost in a crash, the attempt is
+    /// reported as failed instead of re-run.
+    fn write_journal(&self, path: &Path, content: &str, durable: bool) -> std::io::Result<()> {
         use std::io::Write;
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(content.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        if durable {
+            f.sync_data()?;
+        }
+        std::fs::rename(&tmp, path)?;
+        if durable {
+            std::fs::File::open(&self.journal)?.sync_all()?;
+        }
+        Ok(())
     }
 
     fn accept(self: &Arc<Self>, a: Assignment) {
@@ -208,7 +217,7 @@ impl Agent {
                     }
                 }
                 Journal::New => {
-                    if let Err(e) = me.write_journal(&path, "started\n") {
+                    if let Err(e) = me.write_journal(&path, "started\n", true) {
                         tracing::error!(error = %e, "cannot write the attempt journal; refusing to run the attempt");
                         me.running.lock().expect("poisoned").remove(&a.attempt_id);
                         me.freed.notify_one();
@@ -221,7 +230,7 @@ impl Agent {
                     );
                     let r = me.execute(&a).await;
                     let line = format!("finished\n{}", serde_json::to_string(&r).unwrap_or_default());
-                    if let Err(e) = me.write_journal(&path, &line) {
+                    if let Err(e) = me.write_journal(&path, &line, false) {
                         tracing::error!(error = %e, "cannot record the attempt result in the journal");
                     }
                     r

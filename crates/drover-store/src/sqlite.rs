@@ -1,9 +1,9 @@
 //! SQLite (embedded default) over rusqlite, in WAL mode.
 //!
-//! Each store operation runs as one closure on a blocking thread: one hand-off per operation
-//! rather than one per statement, which is what bounds throughput on a small machine. Writes go
-//! through one writer connection (SQLite has a single writer anyway, and it makes the
-//! read-check-write of `commit` atomic); reads use a small pool of read-only connections.
+//! Each write runs as one closure on a blocking thread through the one writer connection
+//! (SQLite has a single writer anyway, and it makes the read-check-write of `commit` atomic):
+//! one hand-off per operation rather than one per statement, which is what bounds throughput on
+//! a small machine. Reads run in place on a small pool of read-only connections.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -73,32 +73,30 @@ impl SqliteStore {
         .map_err(|err| Error::Store(err.to_string()))?
     }
 
+    /// Runs a read on the calling thread: reads of a WAL database never wait for the writer and
+    /// take microseconds with a warm page cache, so a hand-off would cost more than the read.
     async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Connection) -> Result<T> + Send + 'static) -> Result<T> {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let pooled = inner.readers.lock().ok().and_then(|mut r| r.pop());
-            let c = match pooled {
-                Some(c) => c,
-                None => {
-                    let c = Connection::open_with_flags(
-                        &inner.path,
-                        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                    )
-                    .map_err(e)?;
-                    configure(&c).map_err(e)?;
-                    c
-                }
-            };
-            let r = f(&c);
-            if let Ok(mut pool) = inner.readers.lock()
-                && pool.len() < MAX_READERS
-            {
-                pool.push(c);
+        let inner = &self.inner;
+        let pooled = inner.readers.lock().ok().and_then(|mut r| r.pop());
+        let c = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open_with_flags(
+                    &inner.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(e)?;
+                configure(&c).map_err(e)?;
+                c
             }
-            r
-        })
-        .await
-        .map_err(|err| Error::Store(err.to_string()))?
+        };
+        let r = f(&c);
+        if let Ok(mut pool) = inner.readers.lock()
+            && pool.len() < MAX_READERS
+        {
+            pool.push(c);
+        }
+        r
     }
 }
 
