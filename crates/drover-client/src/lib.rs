@@ -315,6 +315,33 @@ impl Client {
         Ok(sse_events(bytes))
     }
 
+    /// The audit log, newest first, with optional filters.
+    pub async fn audit(
+        &self,
+        principal: Option<&str>,
+        action: Option<&str>,
+        outcome: Option<&str>,
+        limit: Option<u32>,
+    ) -> Result<Vec<drover_types::audit::AuditEntry>> {
+        let mut rb = self.req(Method::GET, "/api/v1/audit").timeout(Duration::from_secs(60));
+        let mut q: Vec<(&str, String)> = Vec::new();
+        for (k, v) in [("principal", principal), ("action", action), ("outcome", outcome)] {
+            if let Some(v) = v {
+                q.push((k, v.to_string()));
+            }
+        }
+        if let Some(l) = limit {
+            q.push(("limit", l.to_string()));
+        }
+        rb = rb.query(&q);
+        self.send(rb).await
+    }
+
+    /// Verifies the audit log's hash chain on the orchestrator.
+    pub async fn verify_audit(&self) -> Result<drover_types::audit::AuditVerification> {
+        self.send(self.req(Method::GET, "/api/v1/audit/verify").timeout(Duration::from_secs(600))).await
+    }
+
     /// `GET` a JSON value at any API path (for commands without a typed call).
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
         self.get(path).await

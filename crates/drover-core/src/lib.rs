@@ -2,6 +2,7 @@
 //!
 //! Invariant: this crate does no I/O. It never depends on axum, sqlx or reqwest.
 
+pub mod audit;
 pub mod machine;
 pub mod model;
 pub mod rbac;

@@ -130,6 +130,13 @@ impl Principal {
     pub fn has(&self, p: Privilege) -> bool {
         self.roles.iter().any(|r| role_privileges(r).is_some_and(|ps| ps.contains(&p)))
     }
+    /// How the principal appears in the audit log: `operator:admin`, `agent:dev-1`.
+    pub fn audit_label(&self) -> String {
+        match self.kind {
+            PrincipalKind::Operator => format!("operator:{}", self.name),
+            PrincipalKind::Agent => format!("agent:{}", self.name),
+        }
+    }
     /// How the principal appears in events and `created_by`: `operator:admin`, `agent:dev-1`.
     pub fn label(&self) -> String {
         match self.kind {

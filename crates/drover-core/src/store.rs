@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use drover_types::{Artifact, DeploymentEvent, DeploymentStatus, Environment, LogLine, Pipeline, Timestamp};
 
 use crate::Result;
+use crate::audit::{AuditEntry, NewAuditEntry};
 use crate::machine::NewEvent;
 use crate::model::{DeploymentRecord, DeploymentState, TaskRecord};
 
@@ -50,6 +51,17 @@ pub enum CommitOutcome {
     VersionConflict,
     /// Another deployment holds the stage that this one wanted to enter.
     StageBusy,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub principal: Option<String>,
+    /// Substring of the action.
+    pub action: Option<String>,
+    pub outcome: Option<String>,
+    /// Only entries with a smaller `seq` (paging backwards).
+    pub before: Option<i64>,
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -153,6 +165,14 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>>;
     async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>>;
+
+    // Audit log.
+    /// Appends an entry, linking it to the last one (atomically: appends are a total order).
+    async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry>;
+    /// Entries with `seq > after_seq`, oldest first.
+    async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// Entries matching the filter, newest first.
+    async fn search_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>>;
 
     /// Checks the database's own integrity (`PRAGMA integrity_check` or equivalent).
     async fn check_integrity(&self) -> Result<()>;

@@ -11,14 +11,18 @@ use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::{Request, State};
-use axum::http::header;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use drover_core::Store;
+use drover_core::audit::NewAuditEntry;
 use drover_core::rbac::{Principal, PrincipalKind, Privilege};
 use drover_types::Timestamp;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -89,7 +93,9 @@ impl Authenticator {
     /// password, disabled operator) — the caller learns nothing more, the log does.
     /// Resolves operators and agents (names are unique across both: agent registration refuses
     /// operator names). `agent_first` only orders the look-ups, for the agent protocol's sake.
-    pub async fn authenticate(&self, user: &str, password: &str, agent_first: bool) -> Option<Principal> {
+    /// Returns the principal, and whether this was a fresh operator login (a password check,
+    /// not a remembered one) — those are audited.
+    pub async fn authenticate(&self, user: &str, password: &str, agent_first: bool) -> Option<(Principal, bool)> {
         let mut op = None;
         if !agent_first {
             op = match self.store.get_operator(user).await {
@@ -121,7 +127,10 @@ impl Authenticator {
                 return None;
             }
             self.touch(user).await;
-            return Some(Principal { kind: PrincipalKind::Agent, name: agent.name, roles: vec!["agent".into()] });
+            return Some((
+                Principal { kind: PrincipalKind::Agent, name: agent.name, roles: vec!["agent".into()] },
+                false,
+            ));
         }
         let op = op?;
         if op.disabled {
@@ -133,6 +142,7 @@ impl Authenticator {
             let c = self.cache.lock().expect("poisoned");
             c.get(user).is_some_and(|(k, at)| at.elapsed() < CACHE_TTL && bool::from(k.ct_eq(&key)))
         };
+        let fresh = !cached;
         if !cached {
             let _permit = self.hashing.acquire().await.ok()?;
             let hash = op.password_hash.clone();
@@ -148,7 +158,7 @@ impl Authenticator {
             }
             self.cache.lock().expect("poisoned").insert(user.to_string(), (key, Instant::now()));
         }
-        Some(Principal { kind: PrincipalKind::Operator, name: op.name, roles: op.roles })
+        Some((Principal { kind: PrincipalKind::Operator, name: op.name, roles: op.roles }, fresh))
     }
 
     async fn touch(&self, agent: &str) {
@@ -173,19 +183,100 @@ pub struct Guard {
     pub privilege: Privilege,
 }
 
-/// Middleware: authenticate, then authorize against the route's privilege.
+/// Request facts for the audit log.
+struct Ctx {
+    request_id: String,
+    source: String,
+    method: axum::http::Method,
+    route: String,
+    path: String,
+}
+
+impl Ctx {
+    fn entry(
+        &self,
+        principal: &str,
+        action: String,
+        target: String,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            ts: Timestamp::now(),
+            principal: principal.to_string(),
+            action,
+            target,
+            outcome: outcome.to_string(),
+            source: self.source.clone(),
+            request_id: self.request_id.clone(),
+            detail,
+        }
+    }
+}
+
+async fn audit(state: &AppState, e: NewAuditEntry) {
+    if let Err(err) = state.store.append_audit(&e).await {
+        tracing::error!(error = %err, action = %e.action, principal = %e.principal, "could not append to the audit log");
+    }
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Middleware: authenticate, then authorize against the route's privilege; audit failed
+/// logins, fresh logins, denials and every state-changing `/api/v1` call.
 pub async fn require(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
+    let ctx = Ctx {
+        request_id: hex::encode(rand::random::<[u8; 8]>()),
+        source: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
+        method: req.method().clone(),
+        route: req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default(),
+        path: req.uri().path().to_string(),
+    };
     let Some((user, password)) = parse_basic(&req) else {
-        return ApiError::unauthorized().into_response();
+        return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
     };
     let agent_first = g.privilege == Privilege::AgentWork;
-    let Some(principal) = g.state.auth.authenticate(&user, &password, agent_first).await else {
-        return ApiError::unauthorized().into_response();
+    let Some((principal, fresh)) = g.state.auth.authenticate(&user, &password, agent_first).await else {
+        let e = ctx.entry("anonymous", "auth.failed".into(), user.clone(), "failure", json!({"route": ctx.route}));
+        audit(&g.state, e).await;
+        return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
     };
+    let who = principal.audit_label();
+    if fresh {
+        audit(&g.state, ctx.entry(&who, "auth.login".into(), user.clone(), "success", json!({}))).await;
+    }
     if !principal.has(g.privilege) {
-        tracing::warn!(principal = %principal.label(), privilege = %g.privilege, path = %req.uri().path(), "permission denied");
-        return ApiError::forbidden(format!("this needs the privilege {}", g.privilege)).into_response();
+        tracing::warn!(principal = %principal.label(), privilege = %g.privilege, path = %ctx.path, "permission denied");
+        let e = ctx.entry(
+            &who,
+            "permission.denied".into(),
+            ctx.path.clone(),
+            "denied",
+            json!({"privilege": g.privilege.as_str(), "route": format!("{} {}", ctx.method, ctx.route)}),
+        );
+        audit(&g.state, e).await;
+        let resp = ApiError::forbidden(format!("this needs the privilege {}", g.privilege)).into_response();
+        return with_request_id(resp, &ctx.request_id);
     }
     req.extensions_mut().insert(principal);
-    next.run(req).await
+    let resp = next.run(req).await;
+    // Agent-protocol traffic is recorded per deployment (its events name the agent).
+    if ctx.method != axum::http::Method::GET && ctx.route.starts_with("/api/") {
+        let status = resp.status();
+        let outcome = if status.is_success() { "success" } else { "failure" };
+        let e = ctx.entry(
+            &who,
+            format!("{} {}", ctx.method, ctx.route),
+            ctx.path.clone(),
+            outcome,
+            json!({"status": status.as_u16()}),
+        );
+        audit(&g.state, e).await;
+    }
+    with_request_id(resp, &ctx.request_id)
 }

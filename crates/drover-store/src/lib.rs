@@ -7,9 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use drover_core::audit::{self, AuditEntry, NewAuditEntry};
 use drover_core::machine::NewEvent;
 use drover_core::model::{DeploymentRecord, DeploymentState, TaskRecord};
-use drover_core::store::{AgentRecord, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord};
+use drover_core::store::{
+    AgentRecord, ArtifactInsert, AuditFilter, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+};
 use drover_core::{Error, Result, Store};
 use drover_types::{
     Artifact, DeploymentEvent, DeploymentStatus, Environment, EnvironmentKind, LogLine, Pipeline, TaskStatus, Timestamp,
@@ -22,8 +25,14 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite/0001_init.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres/0001_init.sql"))];
+pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite/0001_init.sql")),
+    (2, include_str!("../migrations/sqlite/0002_audit.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres/0001_init.sql")),
+    (2, include_str!("../migrations/postgres/0002_audit.sql")),
+];
 
 fn db_err(e: sqlx::Error) -> Error {
     Error::Store(e.to_string())
@@ -188,6 +197,25 @@ macro_rules! store_impl {
                     row_version: r.try_get("row_version").map_err(db_err)?,
                 })
             }
+            fn audit_row(r: &<$db as sqlx::Database>::Row) -> Result<AuditEntry> {
+                let detail: String = r.try_get("detail").map_err(db_err)?;
+                Ok(AuditEntry {
+                    seq: r.try_get("seq").map_err(db_err)?,
+                    entry: NewAuditEntry {
+                        ts: Timestamp(r.try_get("ts").map_err(db_err)?),
+                        principal: r.try_get("principal").map_err(db_err)?,
+                        action: r.try_get("action").map_err(db_err)?,
+                        target: r.try_get("target").map_err(db_err)?,
+                        outcome: r.try_get("outcome").map_err(db_err)?,
+                        source: r.try_get("source").map_err(db_err)?,
+                        request_id: r.try_get("request_id").map_err(db_err)?,
+                        detail: serde_json::from_str(&detail).map_err(json_err)?,
+                    },
+                    prev_hash: r.try_get("prev_hash").map_err(db_err)?,
+                    hash: r.try_get("hash").map_err(db_err)?,
+                })
+            }
+
             fn task_row(r: &<$db as sqlx::Database>::Row) -> Result<TaskRecord> {
                 let status: String = r.try_get("status").map_err(db_err)?;
                 let spec: String = r.try_get("spec").map_err(db_err)?;
@@ -825,6 +853,63 @@ macro_rules! store_impl {
                         })
                     })
                     .collect()
+            }
+
+            async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                // One appender at a time: the chain is a total order.
+                sqlx::query("SELECT pg_advisory_xact_lock(7243717)").execute(&mut *tx).await.map_err(db_err)?;
+                let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let a = audit::link(last, e.clone());
+                sqlx::query(
+                    "INSERT INTO audit_log (seq, ts, principal, action, target, outcome, source, request_id, detail, prev_hash, hash) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                )
+                .bind(a.seq)
+                .bind(a.entry.ts.0)
+                .bind(&a.entry.principal)
+                .bind(&a.entry.action)
+                .bind(&a.entry.target)
+                .bind(&a.entry.outcome)
+                .bind(&a.entry.source)
+                .bind(&a.entry.request_id)
+                .bind(a.entry.detail.to_string())
+                .bind(&a.prev_hash)
+                .bind(&a.hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(a)
+            }
+
+            async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+                let rows = sqlx::query("SELECT * FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2")
+                    .bind(after_seq)
+                    .bind(limit as i64)
+                    .fetch_all(self.r())
+                    .await
+                    .map_err(db_err)?;
+                rows.iter().map(Self::audit_row).collect()
+            }
+
+            async fn search_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+                let rows = sqlx::query(
+                    "SELECT * FROM audit_log WHERE ($1::text IS NULL OR principal = $1) AND ($2::text IS NULL OR action LIKE $2) \
+                     AND ($3::text IS NULL OR outcome = $3) AND ($4::bigint IS NULL OR seq < $4) ORDER BY seq DESC LIMIT $5",
+                )
+                .bind(f.principal.as_deref())
+                .bind(f.action.as_ref().map(|a| format!("%{a}%")))
+                .bind(f.outcome.as_deref())
+                .bind(f.before)
+                .bind(f.limit.unwrap_or(100).min(10_000) as i64)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)?;
+                rows.iter().map(Self::audit_row).collect()
             }
 
             async fn check_integrity(&self) -> Result<()> {

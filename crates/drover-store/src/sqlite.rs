@@ -10,17 +10,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use drover_core::audit::{self, AuditEntry, NewAuditEntry};
 use drover_core::machine::NewEvent;
 use drover_core::model::{DeploymentRecord, DeploymentState, TaskRecord};
-use drover_core::store::{AgentRecord, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord};
+use drover_core::store::{
+    AgentRecord, ArtifactInsert, AuditFilter, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+};
 use drover_core::{Error, Result, Store};
 use drover_types::{Artifact, DeploymentEvent, Environment, EnvironmentKind, LogLine, Pipeline, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use crate::{DEPLOYMENT_COLS, SQLITE_MIGRATIONS, TASK_COLS, json_err, opt_ts, status_of, task_status_of};
 
-fn e(err: rusqlite::Error) -> Error {
-    Error::Store(err.to_string())
+fn err(e: rusqlite::Error) -> Error {
+    Error::Store(e.to_string())
 }
 
 const MAX_READERS: usize = 8;
@@ -48,15 +51,15 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let p = path.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
-            let mut c = Connection::open(&p).map_err(e)?;
-            c.pragma_update(None, "journal_mode", "WAL").map_err(e)?;
-            c.pragma_update(None, "synchronous", "NORMAL").map_err(e)?;
-            configure(&c).map_err(e)?;
+            let mut c = Connection::open(&p).map_err(err)?;
+            c.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
+            c.pragma_update(None, "synchronous", "NORMAL").map_err(err)?;
+            configure(&c).map_err(err)?;
             migrate(&mut c)?;
             Ok(c)
         })
         .await
-        .map_err(|err| Error::Store(err.to_string()))??;
+        .map_err(|x| Error::Store(x.to_string()))??;
         Ok(SqliteStore { inner: Arc::new(Inner { path, writer: Mutex::new(writer), readers: Mutex::new(Vec::new()) }) })
     }
 
@@ -70,7 +73,7 @@ impl SqliteStore {
             f(&mut c)
         })
         .await
-        .map_err(|err| Error::Store(err.to_string()))?
+        .map_err(|x| Error::Store(x.to_string()))?
     }
 
     /// Runs a read on the calling thread: reads of a WAL database never wait for the writer and
@@ -85,8 +88,8 @@ impl SqliteStore {
                     &inner.path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )
-                .map_err(e)?;
-                configure(&c).map_err(e)?;
+                .map_err(err)?;
+                configure(&c).map_err(err)?;
                 c
             }
         };
@@ -101,26 +104,26 @@ impl SqliteStore {
 }
 
 fn migrate(c: &mut Connection) -> Result<()> {
-    let tx = c.transaction().map_err(e)?;
+    let tx = c.transaction().map_err(err)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
     )
-    .map_err(e)?;
+    .map_err(err)?;
     for (v, sql) in SQLITE_MIGRATIONS {
         let done: Option<i64> = tx
             .query_row("SELECT version FROM drover_migrations WHERE version = ?1", [v], |r| r.get(0))
             .optional()
-            .map_err(e)?;
+            .map_err(err)?;
         if done.is_none() {
-            tx.execute_batch(sql).map_err(e)?;
+            tx.execute_batch(sql).map_err(err)?;
             tx.execute(
                 "INSERT INTO drover_migrations (version, applied_at) VALUES (?1, ?2)",
                 params![v, Timestamp::now().0],
             )
-            .map_err(e)?;
+            .map_err(err)?;
         }
     }
-    tx.commit().map_err(e)
+    tx.commit().map_err(err)
 }
 
 fn env_row(r: &Row) -> rusqlite::Result<(String, String, String, i64)> {
@@ -283,8 +286,44 @@ fn task_of(t: TaskRaw) -> Result<TaskRecord> {
     })
 }
 
+type AuditRaw = (i64, i64, String, String, String, String, String, String, String, String, String);
+
+fn audit_raw(r: &Row) -> rusqlite::Result<AuditRaw> {
+    Ok((
+        r.get("seq")?,
+        r.get("ts")?,
+        r.get("principal")?,
+        r.get("action")?,
+        r.get("target")?,
+        r.get("outcome")?,
+        r.get("source")?,
+        r.get("request_id")?,
+        r.get("detail")?,
+        r.get("prev_hash")?,
+        r.get("hash")?,
+    ))
+}
+
+fn audit_of(t: AuditRaw) -> Result<AuditEntry> {
+    Ok(AuditEntry {
+        seq: t.0,
+        entry: NewAuditEntry {
+            ts: Timestamp(t.1),
+            principal: t.2,
+            action: t.3,
+            target: t.4,
+            outcome: t.5,
+            source: t.6,
+            request_id: t.7,
+            detail: serde_json::from_str(&t.8).map_err(json_err)?,
+        },
+        prev_hash: t.9,
+        hash: t.10,
+    })
+}
+
 fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> Result<Vec<T>> {
-    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(e)
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(err)
 }
 
 fn insert_event(c: &Connection, id: i64, ts: Timestamp, ev: &NewEvent) -> Result<()> {
@@ -292,7 +331,7 @@ fn insert_event(c: &Connection, id: i64, ts: Timestamp, ev: &NewEvent) -> Result
         "INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
     )
     .and_then(|mut s| s.execute(params![id, ts.0, ev.kind, ev.actor, ev.detail.to_string()]))
-    .map_err(e)?;
+    .map_err(err)?;
     Ok(())
 }
 
@@ -311,7 +350,7 @@ impl Store for SqliteStore {
                     "INSERT INTO environments (name, kind, labels, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
                     params![env.name, env.kind.as_str(), labels, env.created_at.0],
                 )
-                .map_err(e)?;
+                .map_err(err)?;
             Ok(n == 1)
         })
         .await
@@ -321,7 +360,7 @@ impl Store for SqliteStore {
         let name = name.to_string();
         let raw = self
             .read(move |c| {
-                c.query_row("SELECT * FROM environments WHERE name = ?1", [name], env_row).optional().map_err(e)
+                c.query_row("SELECT * FROM environments WHERE name = ?1", [name], env_row).optional().map_err(err)
             })
             .await?;
         raw.map(env_of).transpose()
@@ -330,8 +369,8 @@ impl Store for SqliteStore {
     async fn list_environments(&self) -> Result<Vec<Environment>> {
         let raw = self
             .read(|c| {
-                let mut s = c.prepare_cached("SELECT * FROM environments ORDER BY name").map_err(e)?;
-                collect(s.query_map([], env_row).map_err(e)?)
+                let mut s = c.prepare_cached("SELECT * FROM environments ORDER BY name").map_err(err)?;
+                collect(s.query_map([], env_row).map_err(err)?)
             })
             .await?;
         raw.into_iter().map(env_of).collect()
@@ -339,7 +378,7 @@ impl Store for SqliteStore {
 
     async fn delete_environment(&self, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.write(move |c| Ok(c.execute("DELETE FROM environments WHERE name = ?1", [name]).map_err(e)? == 1)).await
+        self.write(move |c| Ok(c.execute("DELETE FROM environments WHERE name = ?1", [name]).map_err(err)? == 1)).await
     }
 
     async fn insert_agent(&self, a: &AgentRecord) -> Result<()> {
@@ -354,7 +393,7 @@ impl Store for SqliteStore {
                 Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
                     Err(Error::Conflict(format!("agent {} exists already", a.name)))
                 }
-                Err(err) => Err(e(err)),
+                Err(x) => Err(err(x)),
             }
         })
         .await
@@ -365,28 +404,28 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached("SELECT * FROM agents WHERE name = ?1")
                 .and_then(|mut s| s.query_row([name], agent_row).optional())
-                .map_err(e)
+                .map_err(err)
         })
         .await
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
         self.read(|c| {
-            let mut s = c.prepare_cached("SELECT * FROM agents ORDER BY name").map_err(e)?;
-            collect(s.query_map([], agent_row).map_err(e)?)
+            let mut s = c.prepare_cached("SELECT * FROM agents ORDER BY name").map_err(err)?;
+            collect(s.query_map([], agent_row).map_err(err)?)
         })
         .await
     }
 
     async fn delete_agent(&self, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.write(move |c| Ok(c.execute("DELETE FROM agents WHERE name = ?1", [name]).map_err(e)? == 1)).await
+        self.write(move |c| Ok(c.execute("DELETE FROM agents WHERE name = ?1", [name]).map_err(err)? == 1)).await
     }
 
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()> {
         let name = name.to_string();
         self.write(move |c| {
-            c.execute("UPDATE agents SET last_seen_at = ?1 WHERE name = ?2", params![at.0, name]).map_err(e)?;
+            c.execute("UPDATE agents SET last_seen_at = ?1 WHERE name = ?2", params![at.0, name]).map_err(err)?;
             Ok(())
         })
         .await
@@ -401,7 +440,7 @@ impl Store for SqliteStore {
                     "INSERT INTO operators (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                     params![op.name, op.password_hash, roles, op.disabled as i64, op.created_at.0],
                 )
-                .map_err(e)?;
+                .map_err(err)?;
             Ok(n == 1)
         })
         .await
@@ -426,7 +465,7 @@ impl Store for SqliteStore {
                     })
                     .optional()
                 })
-                .map_err(e)
+                .map_err(err)
             })
             .await?;
         raw.map(|(name, password_hash, roles, disabled, created_at)| {
@@ -448,7 +487,7 @@ impl Store for SqliteStore {
                 "INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![name, at.0],
             )
-            .map_err(e)?;
+            .map_err(err)?;
             Ok(())
         })
         .await
@@ -457,18 +496,18 @@ impl Store for SqliteStore {
     async fn insert_artifact(&self, a: &Artifact) -> Result<ArtifactInsert> {
         let a = a.clone();
         self.write(move |c| {
-            let tx = c.transaction().map_err(e)?;
+            let tx = c.transaction().map_err(err)?;
             tx.execute(
                 "INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![a.application, a.created_at.0],
             )
-            .map_err(e)?;
+            .map_err(err)?;
             let n = tx
                 .execute(
                     "INSERT INTO artifacts (application, version, sha256, size, created_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
                     params![a.application, a.version, a.sha256, a.size as i64, a.created_at.0, a.created_by],
                 )
-                .map_err(e)?;
+                .map_err(err)?;
             let out = if n == 1 {
                 ArtifactInsert::Inserted
             } else {
@@ -478,10 +517,10 @@ impl Store for SqliteStore {
                         params![a.application, a.version],
                         artifact_row,
                     )
-                    .map_err(e)?,
+                    .map_err(err)?,
                 )
             };
-            tx.commit().map_err(e)?;
+            tx.commit().map_err(err)?;
             Ok(out)
         })
         .await
@@ -492,7 +531,7 @@ impl Store for SqliteStore {
         self.read(move |c| {
             c.prepare_cached("SELECT * FROM artifacts WHERE application = ?1 AND version = ?2")
                 .and_then(|mut s| s.query_row(params![app, ver], artifact_row).optional())
-                .map_err(e)
+                .map_err(err)
         })
         .await
     }
@@ -504,8 +543,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT * FROM artifacts WHERE (?1 IS NULL OR application = ?1) ORDER BY application, created_at DESC, version DESC",
                 )
-                .map_err(e)?;
-            collect(s.query_map([app], artifact_row).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map([app], artifact_row).map_err(err)?)
         })
         .await
     }
@@ -514,19 +553,19 @@ impl Store for SqliteStore {
         let p = p.clone();
         let stages = serde_json::to_string(&p.stages).map_err(json_err)?;
         self.write(move |c| {
-            let tx = c.transaction().map_err(e)?;
+            let tx = c.transaction().map_err(err)?;
             tx.execute(
                 "INSERT INTO applications (name, created_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
                 params![p.application, p.created_at.0],
             )
-            .map_err(e)?;
+            .map_err(err)?;
             tx.execute(
                 "INSERT INTO pipelines (name, application, stages, created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5) \
                  ON CONFLICT (name) DO UPDATE SET application = excluded.application, stages = excluded.stages, updated_at = excluded.updated_at",
                 params![p.name, p.application, stages, p.created_at.0, p.updated_at.0],
             )
-            .map_err(e)?;
-            tx.commit().map_err(e)
+            .map_err(err)?;
+            tx.commit().map_err(err)
         })
         .await
     }
@@ -537,7 +576,7 @@ impl Store for SqliteStore {
             .read(move |c| {
                 c.prepare_cached("SELECT * FROM pipelines WHERE name = ?1")
                     .and_then(|mut s| s.query_row([name], pipeline_raw).optional())
-                    .map_err(e)
+                    .map_err(err)
             })
             .await?;
         raw.map(pipeline_of).transpose()
@@ -546,8 +585,8 @@ impl Store for SqliteStore {
     async fn list_pipelines(&self) -> Result<Vec<Pipeline>> {
         let raw = self
             .read(|c| {
-                let mut s = c.prepare_cached("SELECT * FROM pipelines ORDER BY name").map_err(e)?;
-                collect(s.query_map([], pipeline_raw).map_err(e)?)
+                let mut s = c.prepare_cached("SELECT * FROM pipelines ORDER BY name").map_err(err)?;
+                collect(s.query_map([], pipeline_raw).map_err(err)?)
             })
             .await?;
         raw.into_iter().map(pipeline_of).collect()
@@ -555,7 +594,7 @@ impl Store for SqliteStore {
 
     async fn delete_pipeline(&self, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.write(move |c| Ok(c.execute("DELETE FROM pipelines WHERE name = ?1", [name]).map_err(e)? == 1)).await
+        self.write(move |c| Ok(c.execute("DELETE FROM pipelines WHERE name = ?1", [name]).map_err(err)? == 1)).await
     }
 
     async fn create_deployment(&self, d: &DeploymentRecord, event: &NewEvent) -> Result<i64> {
@@ -574,7 +613,7 @@ impl Store for SqliteStore {
             ));
         }
         self.write(move |c| {
-            let tx = c.transaction().map_err(e)?;
+            let tx = c.transaction().map_err(err)?;
             let id: i64 = tx
                 .query_row(
                     "INSERT INTO deployments (pipeline, application, version, status, stage_index, holds_stage, message, created_by, \
@@ -597,20 +636,20 @@ impl Store for SqliteStore {
                     ],
                     |r| r.get(0),
                 )
-                .map_err(e)?;
+                .map_err(err)?;
             {
                 let mut s = tx
                     .prepare_cached(
                         "INSERT INTO task_runs (deployment_id, stage_index, task_index, environment, on_agent, spec, status, attempt) \
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
                     )
-                    .map_err(e)?;
+                    .map_err(err)?;
                 for (si, ti, env, on_agent, spec, status) in &tasks {
-                    s.execute(params![id, *si as i64, *ti as i64, env, *on_agent as i64, spec, status.as_str()]).map_err(e)?;
+                    s.execute(params![id, *si as i64, *ti as i64, env, *on_agent as i64, spec, status.as_str()]).map_err(err)?;
                 }
             }
             insert_event(&tx, id, d.created_at, &event)?;
-            tx.commit().map_err(e)?;
+            tx.commit().map_err(err)?;
             Ok(id)
         })
         .await
@@ -622,14 +661,14 @@ impl Store for SqliteStore {
                 let d = c
                     .prepare_cached(&format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"))
                     .and_then(|mut s| s.query_row([id], deployment_raw).optional())
-                    .map_err(e)?;
+                    .map_err(err)?;
                 let Some(d) = d else { return Ok(None) };
                 let mut s = c
                     .prepare_cached(&format!(
                         "SELECT {TASK_COLS} FROM task_runs WHERE deployment_id = ?1 ORDER BY stage_index, task_index"
                     ))
-                    .map_err(e)?;
-                let tasks = collect(s.query_map([id], task_raw).map_err(e)?)?;
+                    .map_err(err)?;
+                let tasks = collect(s.query_map([id], task_raw).map_err(err)?)?;
                 Ok(Some((d, tasks)))
             })
             .await?;
@@ -644,7 +683,7 @@ impl Store for SqliteStore {
         let c = c.clone();
         self.write(move |conn| {
             let d = &c.deployment;
-            let tx = conn.transaction().map_err(e)?;
+            let tx = conn.transaction().map_err(err)?;
             // The version check and the row update in one statement.
             let n = tx
                 .prepare_cached(
@@ -664,14 +703,14 @@ impl Store for SqliteStore {
                         c.expected_version
                     ])
                 })
-                .map_err(e)?;
+                .map_err(err)?;
             if n != 1 {
                 return Ok(CommitOutcome::VersionConflict);
             }
             if let Some(s) = c.release_stage {
                 tx.prepare_cached("DELETE FROM stage_locks WHERE pipeline = ?1 AND stage_index = ?2 AND deployment_id = ?3")
                     .and_then(|mut st| st.execute(params![d.pipeline, s as i64, d.id]))
-                    .map_err(e)?;
+                    .map_err(err)?;
             }
             if let Some(s) = c.acquire_stage {
                 let n = tx
@@ -679,7 +718,7 @@ impl Store for SqliteStore {
                         "INSERT INTO stage_locks (pipeline, stage_index, deployment_id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
                     )
                     .and_then(|mut st| st.execute(params![d.pipeline, s as i64, d.id]))
-                    .map_err(e)?;
+                    .map_err(err)?;
                 if n == 0 {
                     let holder: i64 = tx
                         .query_row(
@@ -687,7 +726,7 @@ impl Store for SqliteStore {
                             params![d.pipeline, s as i64],
                             |r| r.get(0),
                         )
-                        .map_err(e)?;
+                        .map_err(err)?;
                     if holder != d.id {
                         return Ok(CommitOutcome::StageBusy);
                     }
@@ -700,7 +739,7 @@ impl Store for SqliteStore {
                          started_at = ?7, finished_at = ?8, exit_code = ?9, message = ?10, decided_by = ?11, comment = ?12 \
                          WHERE deployment_id = ?13 AND stage_index = ?14 AND task_index = ?15",
                     )
-                    .map_err(e)?;
+                    .map_err(err)?;
                 for t in &c.changed_tasks {
                     s.execute(params![
                         t.status.as_str(),
@@ -719,7 +758,7 @@ impl Store for SqliteStore {
                         t.stage_index as i64,
                         t.task_index as i64
                     ])
-                    .map_err(e)?;
+                    .map_err(err)?;
                 }
             }
             for ev in &c.events {
@@ -730,12 +769,12 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
-                    .map_err(e)?;
+                    .map_err(err)?;
                 for (stage, task, ts, stream, line) in &c.logs {
-                    s.execute(params![d.id, *stage as i64, *task as i64, ts.0, stream, line]).map_err(e)?;
+                    s.execute(params![d.id, *stage as i64, *task as i64, ts.0, stream, line]).map_err(err)?;
                 }
             }
-            tx.commit().map_err(e)?;
+            tx.commit().map_err(err)?;
             Ok(CommitOutcome::Committed)
         })
         .await
@@ -751,8 +790,8 @@ impl Store for SqliteStore {
                         "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2) \
                          ORDER BY id DESC LIMIT ?3"
                     ))
-                    .map_err(e)?;
-                collect(s.query_map(params![pipeline, status, limit], deployment_raw).map_err(e)?)
+                    .map_err(err)?;
+                collect(s.query_map(params![pipeline, status, limit], deployment_raw).map_err(err)?)
             })
             .await?;
         raw.into_iter().map(deployment_of).collect()
@@ -764,8 +803,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT id FROM deployments WHERE status NOT IN ('completed', 'aborted', 'failed') ORDER BY id",
                 )
-                .map_err(e)?;
-            collect(s.query_map([], |r| r.get(0)).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map([], |r| r.get(0)).map_err(err)?)
         })
         .await
     }
@@ -775,8 +814,8 @@ impl Store for SqliteStore {
         self.read(move |c| {
             let mut s = c
                 .prepare_cached("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = ?1")
-                .map_err(e)?;
-            collect(s.query_map([p], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map([p], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))).map_err(err)?)
         })
         .await
     }
@@ -788,8 +827,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT stage_index, MIN(id) FROM deployments WHERE pipeline = ?1 AND status = 'queued' GROUP BY stage_index",
                 )
-                .map_err(e)?;
-            collect(s.query_map([p], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map([p], |r| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?))).map_err(err)?)
         })
         .await
     }
@@ -798,14 +837,14 @@ impl Store for SqliteStore {
         let p = pipeline.to_string();
         self.read(move |c| {
             let pair = |r: &Row| Ok((r.get::<_, i64>(0)? as usize, r.get(1)?));
-            let mut s = c.prepare_cached("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = ?1").map_err(e)?;
-            let locks = collect(s.query_map([&p], pair).map_err(e)?)?;
+            let mut s = c.prepare_cached("SELECT stage_index, deployment_id FROM stage_locks WHERE pipeline = ?1").map_err(err)?;
+            let locks = collect(s.query_map([&p], pair).map_err(err)?)?;
             let mut s = c
                 .prepare_cached(
                     "SELECT stage_index, MIN(id) FROM deployments WHERE pipeline = ?1 AND status = 'queued' GROUP BY stage_index",
                 )
-                .map_err(e)?;
-            let queued = collect(s.query_map([&p], pair).map_err(e)?)?;
+                .map_err(err)?;
+            let queued = collect(s.query_map([&p], pair).map_err(err)?)?;
             Ok((locks, queued))
         })
         .await
@@ -817,8 +856,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT MIN(id) FROM deployments WHERE status = 'queued' GROUP BY pipeline, stage_index ORDER BY 1",
                 )
-                .map_err(e)?;
-            collect(s.query_map([], |r| r.get(0)).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map([], |r| r.get(0)).map_err(err)?)
         })
         .await
     }
@@ -831,12 +870,12 @@ impl Store for SqliteStore {
                     "SELECT deployment_id, stage_index, task_index FROM task_runs \
                      WHERE status = 'ready' AND on_agent = 1 AND environment = ?1 ORDER BY deployment_id LIMIT ?2",
                 )
-                .map_err(e)?;
+                .map_err(err)?;
             collect(
                 s.query_map(params![env, limit as i64], |r| {
                     Ok((r.get(0)?, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize))
                 })
-                .map_err(e)?,
+                .map_err(err)?,
             )
         })
         .await
@@ -849,8 +888,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT deployment_id, attempt_id FROM task_runs WHERE status = 'in_progress' AND agent = ?1 AND attempt_id IS NOT NULL",
                 )
-                .map_err(e)?;
-            collect(s.query_map([agent], |r| Ok((r.get(0)?, r.get(1)?))).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map([agent], |r| Ok((r.get(0)?, r.get(1)?))).map_err(err)?)
         })
         .await
     }
@@ -863,7 +902,7 @@ impl Store for SqliteStore {
                     s.query_row([a], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize, r.get::<_, i64>(2)? as usize)))
                         .optional()
                 })
-                .map_err(e)
+                .map_err(err)
         })
         .await
     }
@@ -876,7 +915,7 @@ impl Store for SqliteStore {
                     "UPDATE task_runs SET lease_until = ?1 WHERE attempt_id = ?2 AND agent = ?3 AND status = 'in_progress'",
                 )
                 .and_then(|mut s| s.execute(params![lease_until.0, a, ag]))
-                .map_err(e)?;
+                .map_err(err)?;
             Ok(n == 1)
         })
         .await
@@ -889,7 +928,7 @@ impl Store for SqliteStore {
                     "UPDATE task_runs SET lease_until = ?1 WHERE status = 'in_progress' AND lease_until IS NOT NULL AND lease_until < ?1",
                     [until.0],
                 )
-                .map_err(e)?;
+                .map_err(err)?;
             Ok(n as u64)
         })
         .await
@@ -902,8 +941,8 @@ impl Store for SqliteStore {
                     "SELECT DISTINCT deployment_id FROM task_runs WHERE status = 'in_progress' \
                      AND ((lease_until IS NOT NULL AND lease_until < ?1) OR (due_at IS NOT NULL AND due_at <= ?1)) ORDER BY deployment_id",
                 )
-                .map_err(e)?;
-            collect(s.query_map([now.0], |r| r.get(0)).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map([now.0], |r| r.get(0)).map_err(err)?)
         })
         .await
     }
@@ -915,8 +954,8 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT id FROM deployments WHERE pipeline = ?1 AND status = 'pending_promotion' AND stage_index = ?2 AND id < ?3 ORDER BY id",
                 )
-                .map_err(e)?;
-            collect(s.query_map(params![p, stage as i64, below], |r| r.get(0)).map_err(e)?)
+                .map_err(err)?;
+            collect(s.query_map(params![p, stage as i64, below], |r| r.get(0)).map_err(err)?)
         })
         .await
     }
@@ -930,7 +969,7 @@ impl Store for SqliteStore {
                      ORDER BY id DESC LIMIT 1"
                 ))
                 .and_then(|mut s| s.query_row(params![p, below, v], deployment_raw).optional())
-                .map_err(e)
+                .map_err(err)
             })
             .await?;
         raw.map(deployment_of).transpose()
@@ -948,18 +987,18 @@ impl Store for SqliteStore {
         }
         let lines = lines.to_vec();
         self.write(move |c| {
-            let tx = c.transaction().map_err(e)?;
+            let tx = c.transaction().map_err(err)?;
             {
                 let mut s = tx
                     .prepare_cached(
                         "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )
-                    .map_err(e)?;
+                    .map_err(err)?;
                 for (ts, stream, line) in &lines {
-                    s.execute(params![deployment_id, stage as i64, task as i64, ts.0, stream, line]).map_err(e)?;
+                    s.execute(params![deployment_id, stage as i64, task as i64, ts.0, stream, line]).map_err(err)?;
                 }
             }
-            tx.commit().map_err(e)
+            tx.commit().map_err(err)
         })
         .await
     }
@@ -970,7 +1009,7 @@ impl Store for SqliteStore {
                 .prepare_cached(
                     "SELECT id, stage_index, task_index, ts, stream, line FROM task_logs WHERE deployment_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
                 )
-                .map_err(e)?;
+                .map_err(err)?;
             collect(
                 s.query_map(params![deployment_id, after, limit as i64], |r| {
                     Ok(LogLine {
@@ -982,7 +1021,7 @@ impl Store for SqliteStore {
                         line: r.get(5)?,
                     })
                 })
-                .map_err(e)?,
+                .map_err(err)?,
             )
         })
         .await
@@ -995,10 +1034,10 @@ impl Store for SqliteStore {
                     .prepare_cached(
                         "SELECT id, deployment_id, ts, kind, actor, detail FROM deployment_events WHERE deployment_id = ?1 ORDER BY id",
                     )
-                    .map_err(e)?;
+                    .map_err(err)?;
                 collect(
                     s.query_map([deployment_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
-                        .map_err(e)?,
+                        .map_err(err)?,
                 )
             })
             .await?;
@@ -1016,11 +1055,73 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
+        let e = e.clone();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let last: Option<(i64, String)> = tx
+                .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(err)?;
+            let a = audit::link(last, e);
+            tx.execute(
+                "INSERT INTO audit_log (seq, ts, principal, action, target, outcome, source, request_id, detail, prev_hash, hash) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    a.seq,
+                    a.entry.ts.0,
+                    a.entry.principal,
+                    a.entry.action,
+                    a.entry.target,
+                    a.entry.outcome,
+                    a.entry.source,
+                    a.entry.request_id,
+                    a.entry.detail.to_string(),
+                    a.prev_hash,
+                    a.hash
+                ],
+            )
+            .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(a)
+        })
+        .await
+    }
+
+    async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
+        let raw = self
+            .read(move |c| {
+                let mut s =
+                    c.prepare_cached("SELECT * FROM audit_log WHERE seq > ?1 ORDER BY seq LIMIT ?2").map_err(err)?;
+                collect(s.query_map(params![after_seq, limit as i64], audit_raw).map_err(err)?)
+            })
+            .await?;
+        raw.into_iter().map(audit_of).collect()
+    }
+
+    async fn search_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let f = f.clone();
+        let raw = self
+            .read(move |c| {
+                let mut s = c
+                    .prepare_cached(
+                        "SELECT * FROM audit_log WHERE (?1 IS NULL OR principal = ?1) AND (?2 IS NULL OR action LIKE ?2) \
+                         AND (?3 IS NULL OR outcome = ?3) AND (?4 IS NULL OR seq < ?4) ORDER BY seq DESC LIMIT ?5",
+                    )
+                    .map_err(err)?;
+                let action = f.action.as_ref().map(|a| format!("%{a}%"));
+                let limit = f.limit.unwrap_or(100).min(10_000) as i64;
+                collect(s.query_map(params![f.principal, action, f.outcome, f.before, limit], audit_raw).map_err(err)?)
+            })
+            .await?;
+        raw.into_iter().map(audit_of).collect()
+    }
+
     async fn check_integrity(&self) -> Result<()> {
         let rows: Vec<String> = self
             .read(|c| {
-                let mut s = c.prepare("PRAGMA integrity_check").map_err(e)?;
-                collect(s.query_map([], |r| r.get(0)).map_err(e)?)
+                let mut s = c.prepare("PRAGMA integrity_check").map_err(err)?;
+                collect(s.query_map([], |r| r.get(0)).map_err(err)?)
             })
             .await?;
         if rows.iter().all(|r| r == "ok") {

@@ -60,6 +60,11 @@ impl TestServer {
         })
     }
 
+    /// The PostgreSQL URL (with its schema) when the server runs on PostgreSQL.
+    pub fn pg_url(&self) -> Option<String> {
+        self.pg_schema.as_deref().map(drover_store::testing::pg_schema_url)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }

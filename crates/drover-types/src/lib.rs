@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod agent;
+pub mod audit;
 pub mod pipeline;
 
 pub use pipeline::{CommandSpec, DurationSpec, PipelineSpec, Progression, StageSpec, TaskSpec};

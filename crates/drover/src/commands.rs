@@ -445,3 +445,67 @@ pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
         }
     }
 }
+
+// ---- audit ----------------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// List entries, newest first.
+    List {
+        /// e.g. operator:admin, agent:dev-1, anonymous
+        #[arg(long)]
+        principal: Option<String>,
+        /// Substring of the action (e.g. approve, auth.failed).
+        #[arg(long)]
+        action: Option<String>,
+        /// success, failure or denied.
+        #[arg(long)]
+        outcome: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Check the hash chain; exit 11 at the first broken link.
+    Verify {
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+pub async fn audit(cmd: AuditCommand) -> anyhow::Result<u8> {
+    match cmd {
+        AuditCommand::List { principal, action, outcome, limit, conn } => {
+            let v =
+                client(&conn)?.audit(principal.as_deref(), action.as_deref(), outcome.as_deref(), Some(limit)).await?;
+            print(conn.output, &v, |v| {
+                let mut s = String::new();
+                for a in v {
+                    let e = &a.entry;
+                    s.push_str(&format!(
+                        "{:>6} {} {:<22} {:<8} {} {} (from {}, request {})\n",
+                        a.seq, e.ts, e.principal, e.outcome, e.action, e.target, e.source, e.request_id
+                    ));
+                }
+                s
+            })
+        }
+        AuditCommand::Verify { conn } => {
+            let v = client(&conn)?.verify_audit().await?;
+            let code = if v.ok { exit::OK } else { exit::AUDIT_BROKEN };
+            print(conn.output, &v, |v| match &v.broken {
+                None => format!(
+                    "audit log intact: {} entries; head {} {}",
+                    v.entries,
+                    v.head_seq.unwrap_or(0),
+                    v.head_hash.as_deref().unwrap_or("-")
+                ),
+                Some(b) => format!(
+                    "audit log BROKEN at entry {}: {} ({} entries verified before it)",
+                    b.seq, b.reason, v.entries
+                ),
+            })?;
+            Ok(code)
+        }
+    }
+}

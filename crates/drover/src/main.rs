@@ -22,6 +22,8 @@ pub mod exit {
     pub const UNREACHABLE: u8 = 8;
     /// `status --follow` / `quickstart --exit-when-done`: the deployment ended, not completed.
     pub const DEPLOYMENT_NOT_COMPLETED: u8 = 10;
+    /// `audit verify`: the hash chain is broken.
+    pub const AUDIT_BROKEN: u8 = 11;
 }
 
 #[derive(Parser)]
@@ -147,6 +149,11 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Read or verify the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: commands::AuditCommand,
+    },
     /// Push or list artifacts.
     Artifact {
         #[command(subcommand)]
@@ -208,6 +215,7 @@ async fn run(cli: Cli) -> u8 {
         }
         Command::Agents { command, conn } => commands::agents(&conn, command).await,
         Command::Artifact { command } => commands::artifact(command).await,
+        Command::Audit { command } => commands::audit(command).await,
     };
     match r {
         Ok(code) => code,

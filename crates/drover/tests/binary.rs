@@ -247,6 +247,14 @@ async fn cli_drives_deployments_with_reliable_exit_codes() {
     std::fs::write(&wrong, "not-the-password").unwrap();
     assert_eq!(run(o.cli().arg("pipelines").arg("--password-file").arg(&wrong)).status.code(), Some(3));
     assert_eq!(run(o.cli().arg("pipelines").env_remove("DROVER_USER")).status.code(), Some(1));
+    // The audit log saw all of it, and its chain holds.
+    let out = run(o.cli().args(["audit", "verify"]));
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("audit log intact"));
+    let out = run(o.cli().args(["audit", "list", "--action", "abort", "--output", "json"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["action"], "POST /api/v1/deployments/{id}/abort");
+    assert_eq!(v[0]["principal"], "operator:admin");
     assert_eq!(
         run(o.cli().arg("pipelines").env("DROVER_URL", format!("https://127.0.0.1:{}", free_port()))).status.code(),
         Some(8)
