@@ -149,6 +149,11 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Inspect keystores (PKCS#12, JKS, PEM) without printing key material.
+    Keystore {
+        #[command(subcommand)]
+        command: commands::KeystoreCommand,
+    },
     /// Read or verify the audit log.
     Audit {
         #[command(subcommand)]
@@ -216,6 +221,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Agents { command, conn } => commands::agents(&conn, command).await,
         Command::Artifact { command } => commands::artifact(command).await,
         Command::Audit { command } => commands::audit(command).await,
+        Command::Keystore { command } => commands::keystore(command),
     };
     match r {
         Ok(code) => code,

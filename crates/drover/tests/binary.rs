@@ -409,3 +409,46 @@ async fn a_2_gib_artifact_streams_in_constant_memory() {
     );
     assert!(grew_mib <= 32, "RSS grew by {grew_mib} MiB while streaming 2 GiB");
 }
+
+#[test]
+fn keystore_inspect_lists_entries_without_key_material() {
+    let dir = tempfile::tempdir().unwrap();
+    let ks = dir.path().join("keystore.jks");
+    let out = Command::new("keytool")
+        .args([
+            "-genkeypair",
+            "-alias",
+            "jwt-signer",
+            "-keyalg",
+            "EC",
+            "-groupname",
+            "secp256r1",
+            "-dname",
+            "CN=Drover JWT",
+        ])
+        .args(["-validity", "90", "-storepass", "s3cret-pw", "-keypass", "s3cret-pw", "-keystore"])
+        .arg(&ks)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cret-pw\n").unwrap();
+    let out = run(drover().args(["keystore", "inspect"]).arg(&ks).arg("--password-file").arg(&pw));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("PKCS#12 keystore")
+            && text.contains("jwt-signer: private key EC P-256")
+            && text.contains("CN=Drover JWT"),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret") && !text.to_lowercase().contains("begin private"));
+    let out = run(drover().args(["keystore", "inspect", "-o", "json"]).arg(&ks).arg("--password-file").arg(&pw));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["format"], "pkcs12");
+    assert_eq!(v["entries"][0]["key_type"], "EC P-256");
+    std::fs::write(&pw, "wrong").unwrap();
+    let out = run(drover().args(["keystore", "inspect"]).arg(&ks).arg("--password-file").arg(&pw));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("wrong keystore password"));
+}
