@@ -315,6 +315,34 @@ impl Client {
         Ok(sse_events(bytes))
     }
 
+    // ---- operators ----
+
+    pub async fn operators(&self) -> Result<Vec<drover_types::Operator>> {
+        self.get("/api/v1/operators").await
+    }
+    pub async fn add_operator(&self, op: &drover_types::NewOperator) -> Result<drover_types::OperatorCreated> {
+        self.post("/api/v1/operators", op).await
+    }
+    pub async fn update_operator(
+        &self,
+        name: &str,
+        u: &drover_types::OperatorUpdate,
+    ) -> Result<drover_types::Operator> {
+        self.send(self.req(Method::PUT, &format!("/api/v1/operators/{name}")).json(u).timeout(Duration::from_secs(60)))
+            .await
+    }
+    pub async fn unlock_operator(&self, name: &str) -> Result<drover_types::Operator> {
+        self.post(&format!("/api/v1/operators/{name}/unlock"), &serde_json::json!({})).await
+    }
+    pub async fn set_operator_password(&self, name: &str, password: &str) -> Result<()> {
+        let rb = self
+            .req(Method::POST, &format!("/api/v1/operators/{name}/password"))
+            .json(&drover_types::PasswordChange { password: password.to_string() })
+            .timeout(Duration::from_secs(60));
+        Self::check(rb.send().await.map_err(transport)?).await?;
+        Ok(())
+    }
+
     /// The audit log, newest first, with optional filters.
     pub async fn audit(
         &self,

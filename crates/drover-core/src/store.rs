@@ -19,7 +19,7 @@ pub struct AgentRecord {
     pub last_seen_at: Option<Timestamp>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OperatorRecord {
     pub name: String,
     /// Argon2id PHC string.
@@ -27,6 +27,11 @@ pub struct OperatorRecord {
     pub roles: Vec<String>,
     pub disabled: bool,
     pub created_at: Timestamp,
+    pub email: Option<String>,
+    /// Failed logins since the last successful one.
+    pub failed_logins: u32,
+    /// Logins are refused until then (lockout).
+    pub locked_until: Option<Timestamp>,
 }
 
 /// A state change of one deployment, written atomically: the deployment row (only if its
@@ -102,6 +107,18 @@ pub trait Store: Send + Sync + 'static {
     // Operators.
     async fn insert_operator(&self, op: &OperatorRecord) -> Result<bool>;
     async fn get_operator(&self, name: &str) -> Result<Option<OperatorRecord>>;
+    async fn list_operators(&self) -> Result<Vec<OperatorRecord>>;
+    /// Replaces password hash, roles, disabled flag, e-mail, failure count and lock of an
+    /// operator; false when there is none.
+    async fn update_operator(&self, op: &OperatorRecord) -> Result<bool>;
+    /// Counts a failed login atomically; when the count reaches `threshold`, locks the operator
+    /// until `lock_until`. Returns (failures, locked_until), or None for an unknown operator.
+    async fn login_failed(
+        &self,
+        name: &str,
+        threshold: u32,
+        lock_until: Timestamp,
+    ) -> Result<Option<(u32, Option<Timestamp>)>>;
 
     // Applications and artifacts.
     async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()>;

@@ -11,14 +11,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, on};
 use axum::{Extension, Json, Router};
 use drover_core::rbac::{Principal, Privilege};
-use drover_core::store::{AgentRecord, ArtifactInsert, DeploymentFilter};
+use drover_core::store::{AgentRecord, ArtifactInsert, DeploymentFilter, OperatorRecord};
 use drover_core::{spec, validate_name, validate_version};
 use drover_types::agent::{
     AttemptEvents, AttemptEventsResponse, AttemptResult, AttemptResultResponse, PollRequest, PollResponse,
 };
 use drover_types::{
     Action, ActionRequest, Agent, AgentCredentials, ApplyResult, Artifact, DeploymentStatus, Environment,
-    EnvironmentKind, LogPage, NewAgent, NewDeployment, NewEnvironment, Pipeline, PipelineSpec, Timestamp,
+    EnvironmentKind, LogPage, NewAgent, NewDeployment, NewEnvironment, NewOperator, Operator, OperatorCreated,
+    OperatorUpdate, PasswordChange, Pipeline, PipelineSpec, Timestamp,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -96,6 +97,12 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, POST "/api/v1/deployments/{id}/reject" => action_reject, TaskApprove);
     let r = route!(r, POST "/api/v1/deployments/{id}/promote" => action_promote, DeploymentPromote);
     let r = route!(r, POST "/api/v1/deployments/{id}/rollback" => action_rollback, DeploymentRollback);
+    let r = route!(r, GET "/api/v1/operators" => list_operators, OperatorManage);
+    let r = route!(r, POST "/api/v1/operators" => create_operator, OperatorManage);
+    let r = route!(r, GET "/api/v1/operators/{name}" => get_operator, OperatorManage);
+    let r = route!(r, PUT "/api/v1/operators/{name}" => update_operator, OperatorManage);
+    let r = route!(r, POST "/api/v1/operators/{name}/unlock" => unlock_operator, OperatorManage);
+    let r = route!(r, POST "/api/v1/operators/{name}/password" => set_operator_password, OperatorManage);
     let r = route!(r, GET "/api/v1/audit" => list_audit, AuditRead);
     let r = route!(r, GET "/api/v1/audit/verify" => verify_audit, AuditRead);
     let r = route!(r, GET "/api/v1/system/nodes" => system_nodes, SystemObserve);
@@ -535,6 +542,135 @@ action_handlers! {
     action_reject => Reject,
     action_promote => Promote,
     action_rollback => Rollback,
+}
+
+// ---- operators ------------------------------------------------------------------------------
+
+const MIN_PASSWORD_LEN: usize = 12;
+
+fn operator_view(o: OperatorRecord) -> Operator {
+    Operator {
+        name: o.name,
+        email: o.email,
+        roles: o.roles,
+        disabled: o.disabled,
+        failed_logins: o.failed_logins,
+        locked_until: o.locked_until.filter(|t| *t > Timestamp::now()),
+        created_at: o.created_at,
+    }
+}
+
+fn check_roles(roles: &[String]) -> ApiResult<()> {
+    if roles.is_empty() {
+        return Err(ApiError::bad_request("an operator needs at least one role"));
+    }
+    for r in roles {
+        if r == "agent" || drover_core::rbac::role_privileges(r).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "unknown role {r:?}; built-in roles: {}",
+                drover_core::rbac::BUILT_IN_ROLES
+                    .iter()
+                    .filter(|x| **x != "agent")
+                    .copied()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn hash_new_password(password: &str) -> ApiResult<String> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(ApiError::bad_request(format!("passwords need at least {MIN_PASSWORD_LEN} characters")));
+    }
+    let pw = password.to_string();
+    tokio::task::spawn_blocking(move || crate::auth::hash_password(&pw))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)
+}
+
+async fn load_operator(s: &AppState, name: &str) -> ApiResult<OperatorRecord> {
+    s.store.get_operator(name).await?.ok_or_else(|| ApiError::not_found(format!("operator {name} not found")))
+}
+
+async fn list_operators(State(s): S) -> ApiResult<Json<Vec<Operator>>> {
+    Ok(Json(s.store.list_operators().await?.into_iter().map(operator_view).collect()))
+}
+
+async fn get_operator(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Operator>> {
+    Ok(Json(operator_view(load_operator(&s, &name).await?)))
+}
+
+async fn create_operator(
+    State(s): S,
+    ApiJson(n): ApiJson<NewOperator>,
+) -> ApiResult<(StatusCode, Json<OperatorCreated>)> {
+    validate_name("operator", &n.name)?;
+    check_roles(&n.roles)?;
+    if s.store.get_agent(&n.name).await?.is_some() {
+        return Err(ApiError::conflict(format!("{} is an agent's name", n.name)));
+    }
+    let generated = n.password.is_none().then(new_secret);
+    let password = n.password.clone().or_else(|| generated.clone()).unwrap_or_default();
+    let rec = OperatorRecord {
+        name: n.name.clone(),
+        password_hash: hash_new_password(&password).await?,
+        roles: n.roles,
+        email: n.email,
+        created_at: Timestamp::now(),
+        ..Default::default()
+    };
+    if !s.store.insert_operator(&rec).await? {
+        return Err(ApiError::conflict(format!("operator {} exists already", n.name)));
+    }
+    Ok((StatusCode::CREATED, Json(OperatorCreated { operator: operator_view(rec), password: generated })))
+}
+
+async fn update_operator(
+    State(s): S,
+    Extension(p): P,
+    Path(name): Path<String>,
+    ApiJson(u): ApiJson<OperatorUpdate>,
+) -> ApiResult<Json<Operator>> {
+    let mut o = load_operator(&s, &name).await?;
+    if let Some(roles) = u.roles {
+        check_roles(&roles)?;
+        o.roles = roles;
+    }
+    if let Some(e) = u.email {
+        o.email = Some(e).filter(|e| !e.is_empty());
+    }
+    if let Some(d) = u.disabled {
+        if d && name == p.name {
+            return Err(ApiError::conflict("you cannot disable yourself"));
+        }
+        o.disabled = d;
+    }
+    s.store.update_operator(&o).await?;
+    Ok(Json(operator_view(o)))
+}
+
+async fn unlock_operator(State(s): S, Path(name): Path<String>) -> ApiResult<Json<Operator>> {
+    let mut o = load_operator(&s, &name).await?;
+    o.failed_logins = 0;
+    o.locked_until = None;
+    s.store.update_operator(&o).await?;
+    Ok(Json(operator_view(o)))
+}
+
+async fn set_operator_password(
+    State(s): S,
+    Path(name): Path<String>,
+    ApiJson(pc): ApiJson<PasswordChange>,
+) -> ApiResult<StatusCode> {
+    let mut o = load_operator(&s, &name).await?;
+    o.password_hash = hash_new_password(&pc.password).await?;
+    o.failed_logins = 0;
+    o.locked_until = None;
+    s.store.update_operator(&o).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- audit ----------------------------------------------------------------------------------

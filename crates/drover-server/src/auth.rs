@@ -21,6 +21,7 @@ use base64::Engine as _;
 use drover_core::Store;
 use drover_core::audit::NewAuditEntry;
 use drover_core::rbac::{Principal, PrincipalKind, Privilege};
+use drover_core::store::OperatorRecord;
 use drover_types::Timestamp;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -31,12 +32,37 @@ use crate::AppState;
 use crate::error::ApiError;
 
 const CACHE_TTL: Duration = Duration::from_secs(300);
+/// Failed logins in a row that lock an operator out...
+pub const LOCKOUT_THRESHOLD: u32 = 5;
+/// ...for this long (or until an admin unlocks them).
+pub const LOCKOUT_FOR: Duration = Duration::from_secs(15 * 60);
+
+/// Why a login failed: for the log and the audit trail, never for the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthFailure {
+    pub reason: &'static str,
+    /// This failure locked the operator out.
+    pub locked_now: bool,
+}
+
+fn fail(reason: &'static str) -> AuthFailure {
+    AuthFailure { reason, locked_now: false }
+}
 const TOUCH_EVERY: Duration = Duration::from_secs(5);
+
+/// A remembered successful password check.
+struct CachedLogin {
+    /// Keyed hash of the credentials.
+    key: [u8; 32],
+    at: Instant,
+    /// The password hash they were checked against: a changed password invalidates it.
+    password_hash: String,
+}
 
 pub struct Authenticator {
     store: Arc<dyn Store>,
     pepper: [u8; 32],
-    cache: Mutex<HashMap<String, ([u8; 32], Instant)>>,
+    cache: Mutex<HashMap<String, CachedLogin>>,
     touched: Mutex<HashMap<String, Instant>>,
     /// Argon2 is memory- and CPU-hard: bound how many run at once.
     hashing: Semaphore,
@@ -93,58 +119,65 @@ impl Authenticator {
     /// password, disabled operator) — the caller learns nothing more, the log does.
     /// Resolves operators and agents (names are unique across both: agent registration refuses
     /// operator names). `agent_first` only orders the look-ups, for the agent protocol's sake.
-    /// Returns the principal, and whether this was a fresh operator login (a password check,
-    /// not a remembered one) — those are audited.
-    pub async fn authenticate(&self, user: &str, password: &str, agent_first: bool) -> Option<(Principal, bool)> {
+    /// On success, also says whether this was a fresh operator login (a password check, not a
+    /// remembered one): those are audited.
+    pub async fn authenticate(
+        &self,
+        user: &str,
+        password: &str,
+        agent_first: bool,
+    ) -> Result<(Principal, bool), AuthFailure> {
         let mut op = None;
         if !agent_first {
-            op = match self.store.get_operator(user).await {
-                Ok(op) => op,
-                Err(e) => {
-                    tracing::error!(error = %e, "authentication: store error");
-                    return None;
-                }
-            };
+            op = self.store.get_operator(user).await.map_err(|e| {
+                tracing::error!(error = %e, "authentication: store error");
+                fail("store_error")
+            })?;
         }
         if op.is_none() {
             let agent = match self.store.get_agent(user).await {
                 Ok(Some(a)) => a,
-                Ok(None) if agent_first => {
-                    return Box::pin(self.authenticate(user, password, false)).await;
-                }
+                Ok(None) if agent_first => return Box::pin(self.authenticate(user, password, false)).await,
                 Ok(None) => {
                     tracing::warn!(user, "authentication failed: unknown operator or agent");
-                    return None;
+                    return Err(fail("unknown"));
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "authentication: store error");
-                    return None;
+                    return Err(fail("store_error"));
                 }
             };
             let given = secret_hash(password);
             if !bool::from(given.as_bytes().ct_eq(agent.secret_hash.as_bytes())) {
                 tracing::warn!(agent = user, "authentication failed: wrong agent secret");
-                return None;
+                return Err(fail("wrong_secret"));
             }
             self.touch(user).await;
-            return Some((
+            return Ok((
                 Principal { kind: PrincipalKind::Agent, name: agent.name, roles: vec!["agent".into()] },
                 false,
             ));
         }
-        let op = op?;
+        let Some(op) = op else { return Err(fail("unknown")) };
         if op.disabled {
             tracing::warn!(operator = user, "authentication failed: operator disabled");
-            return None;
+            return Err(fail("disabled"));
+        }
+        let now = Timestamp::now();
+        if op.locked_until.is_some_and(|t| t > now) {
+            // The password is not even checked: a locked account gives a guesser nothing.
+            tracing::warn!(operator = user, "authentication refused: operator locked out");
+            return Err(fail("locked"));
         }
         let key = self.cache_key(user, password);
         let cached = {
             let c = self.cache.lock().expect("poisoned");
-            c.get(user).is_some_and(|(k, at)| at.elapsed() < CACHE_TTL && bool::from(k.ct_eq(&key)))
+            c.get(user).is_some_and(|l| {
+                l.at.elapsed() < CACHE_TTL && l.password_hash == op.password_hash && bool::from(l.key.ct_eq(&key))
+            })
         };
-        let fresh = !cached;
         if !cached {
-            let _permit = self.hashing.acquire().await.ok()?;
+            let _permit = self.hashing.acquire().await.map_err(|_| fail("shutting_down"))?;
             let hash = op.password_hash.clone();
             let pw = password.to_string();
             let ok = tokio::task::spawn_blocking(move || {
@@ -153,12 +186,32 @@ impl Authenticator {
             .await
             .unwrap_or(false);
             if !ok {
-                tracing::warn!(operator = user, "authentication failed: wrong password");
-                return None;
+                let lock_until = now.plus(LOCKOUT_FOR);
+                let locked_now = match self.store.login_failed(user, LOCKOUT_THRESHOLD, lock_until).await {
+                    Ok(Some((n, Some(t)))) => n == LOCKOUT_THRESHOLD && t == lock_until,
+                    Ok(_) => false,
+                    Err(e) => {
+                        tracing::error!(error = %e, "recording a failed login");
+                        false
+                    }
+                };
+                if locked_now {
+                    tracing::warn!(operator = user, until = %lock_until, "operator locked out after {LOCKOUT_THRESHOLD} failed logins");
+                } else {
+                    tracing::warn!(operator = user, "authentication failed: wrong password");
+                }
+                return Err(AuthFailure { reason: "wrong_password", locked_now });
             }
-            self.cache.lock().expect("poisoned").insert(user.to_string(), (key, Instant::now()));
+            if op.failed_logins > 0 || op.locked_until.is_some() {
+                let reset = OperatorRecord { failed_logins: 0, locked_until: None, ..op.clone() };
+                if let Err(e) = self.store.update_operator(&reset).await {
+                    tracing::error!(error = %e, "resetting failed logins");
+                }
+            }
+            let login = CachedLogin { key, at: Instant::now(), password_hash: op.password_hash.clone() };
+            self.cache.lock().expect("poisoned").insert(user.to_string(), login);
         }
-        Some((Principal { kind: PrincipalKind::Operator, name: op.name, roles: op.roles }, fresh))
+        Ok((Principal { kind: PrincipalKind::Operator, name: op.name, roles: op.roles }, !cached))
     }
 
     async fn touch(&self, agent: &str) {
@@ -241,10 +294,29 @@ pub async fn require(State(g): State<Guard>, mut req: Request, next: Next) -> Re
         return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
     };
     let agent_first = g.privilege == Privilege::AgentWork;
-    let Some((principal, fresh)) = g.state.auth.authenticate(&user, &password, agent_first).await else {
-        let e = ctx.entry("anonymous", "auth.failed".into(), user.clone(), "failure", json!({"route": ctx.route}));
-        audit(&g.state, e).await;
-        return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
+    let (principal, fresh) = match g.state.auth.authenticate(&user, &password, agent_first).await {
+        Ok(x) => x,
+        Err(f) => {
+            let e = ctx.entry(
+                "anonymous",
+                "auth.failed".into(),
+                user.clone(),
+                "failure",
+                json!({"route": ctx.route, "reason": f.reason}),
+            );
+            audit(&g.state, e).await;
+            if f.locked_now {
+                let e = ctx.entry(
+                    "system",
+                    "operator.locked".into(),
+                    user.clone(),
+                    "success",
+                    json!({"failed_logins": LOCKOUT_THRESHOLD, "for_secs": LOCKOUT_FOR.as_secs()}),
+                );
+                audit(&g.state, e).await;
+            }
+            return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
+        }
     };
     let who = principal.audit_label();
     if fresh {

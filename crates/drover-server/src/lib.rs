@@ -213,6 +213,7 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<St
             roles: vec![drover_core::rbac::RELEASE_ADMIN.into()],
             disabled: false,
             created_at: Timestamp::now(),
+            ..Default::default()
         })
         .await?;
     Ok(created.then_some(password))

@@ -142,12 +142,29 @@ async fn agents_and_operators(s: Arc<dyn Store>) {
         roles: vec!["release-admin".into()],
         disabled: false,
         created_at: Timestamp(1),
+        ..Default::default()
     };
     assert!(s.insert_operator(&op).await.unwrap());
     assert!(!s.insert_operator(&op).await.unwrap());
     let got = s.get_operator("admin").await.unwrap().unwrap();
     assert_eq!(got.roles, vec!["release-admin".to_string()]);
     assert!(s.get_operator("nobody").await.unwrap().is_none());
+    // Lockout counting is atomic and locks at the threshold.
+    assert_eq!(s.login_failed("admin", 3, Timestamp(9_000)).await.unwrap(), Some((1, None)));
+    assert_eq!(s.login_failed("admin", 3, Timestamp(9_000)).await.unwrap(), Some((2, None)));
+    assert_eq!(s.login_failed("admin", 3, Timestamp(9_000)).await.unwrap(), Some((3, Some(Timestamp(9_000)))));
+    assert_eq!(s.login_failed("nobody", 3, Timestamp(9_000)).await.unwrap(), None);
+    let mut got = s.get_operator("admin").await.unwrap().unwrap();
+    assert_eq!((got.failed_logins, got.locked_until), (3, Some(Timestamp(9_000))));
+    got.failed_logins = 0;
+    got.locked_until = None;
+    got.disabled = true;
+    got.email = Some("admin@example.com".into());
+    got.roles = vec!["viewer".into()];
+    assert!(s.update_operator(&got).await.unwrap());
+    assert_eq!(s.get_operator("admin").await.unwrap().unwrap(), got);
+    assert!(!s.update_operator(&OperatorRecord { name: "nobody".into(), ..got.clone() }).await.unwrap());
+    assert_eq!(s.list_operators().await.unwrap().len(), 1);
 }
 
 async fn artifacts_are_immutable(s: Arc<dyn Store>) {

@@ -28,10 +28,12 @@ pub use sqlite::SqliteStore;
 pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_audit.sql")),
+    (3, include_str!("../migrations/sqlite/0003_operator_lockout.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_audit.sql")),
+    (3, include_str!("../migrations/postgres/0003_operator_lockout.sql")),
 ];
 
 fn db_err(e: sqlx::Error) -> Error {
@@ -197,6 +199,22 @@ macro_rules! store_impl {
                     row_version: r.try_get("row_version").map_err(db_err)?,
                 })
             }
+            fn operator_row(r: &<$db as sqlx::Database>::Row) -> Result<OperatorRecord> {
+                let roles: String = r.try_get("roles").map_err(db_err)?;
+                let disabled: i64 = r.try_get("disabled").map_err(db_err)?;
+                let failed: i64 = r.try_get("failed_logins").map_err(db_err)?;
+                Ok(OperatorRecord {
+                    name: r.try_get("name").map_err(db_err)?,
+                    password_hash: r.try_get("password_hash").map_err(db_err)?,
+                    roles: serde_json::from_str(&roles).map_err(json_err)?,
+                    disabled: disabled != 0,
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                    email: r.try_get("email").map_err(db_err)?,
+                    failed_logins: failed as u32,
+                    locked_until: opt_ts(r.try_get("locked_until").map_err(db_err)?),
+                })
+            }
+
             fn audit_row(r: &<$db as sqlx::Database>::Row) -> Result<AuditEntry> {
                 let detail: String = r.try_get("detail").map_err(db_err)?;
                 Ok(AuditEntry {
@@ -331,13 +349,14 @@ macro_rules! store_impl {
             async fn insert_operator(&self, op: &OperatorRecord) -> Result<bool> {
                 let roles = serde_json::to_string(&op.roles).map_err(json_err)?;
                 let r = sqlx::query(
-                    "INSERT INTO operators (name, password_hash, roles, disabled, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    "INSERT INTO operators (name, password_hash, roles, disabled, created_at, email) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
                 )
                 .bind(&op.name)
                 .bind(&op.password_hash)
                 .bind(roles)
                 .bind(op.disabled as i64)
                 .bind(op.created_at.0)
+                .bind(&op.email)
                 .execute(self.w())
                 .await
                 .map_err(db_err)?;
@@ -346,16 +365,45 @@ macro_rules! store_impl {
 
             async fn get_operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
                 let row = sqlx::query("SELECT * FROM operators WHERE name = $1").bind(name).fetch_optional(self.r()).await.map_err(db_err)?;
-                let Some(r) = row else { return Ok(None) };
-                let roles: String = r.try_get("roles").map_err(db_err)?;
-                let disabled: i64 = r.try_get("disabled").map_err(db_err)?;
-                Ok(Some(OperatorRecord {
-                    name: r.try_get("name").map_err(db_err)?,
-                    password_hash: r.try_get("password_hash").map_err(db_err)?,
-                    roles: serde_json::from_str(&roles).map_err(json_err)?,
-                    disabled: disabled != 0,
-                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
-                }))
+                row.as_ref().map(Self::operator_row).transpose()
+            }
+
+            async fn list_operators(&self) -> Result<Vec<OperatorRecord>> {
+                let rows = sqlx::query("SELECT * FROM operators ORDER BY name").fetch_all(self.r()).await.map_err(db_err)?;
+                rows.iter().map(Self::operator_row).collect()
+            }
+
+            async fn update_operator(&self, op: &OperatorRecord) -> Result<bool> {
+                let roles = serde_json::to_string(&op.roles).map_err(json_err)?;
+                let r = sqlx::query(
+                    "UPDATE operators SET password_hash = $1, roles = $2, disabled = $3, email = $4, failed_logins = $5, locked_until = $6 WHERE name = $7",
+                )
+                .bind(&op.password_hash)
+                .bind(roles)
+                .bind(op.disabled as i64)
+                .bind(&op.email)
+                .bind(op.failed_logins as i64)
+                .bind(op.locked_until.map(|t| t.0))
+                .bind(&op.name)
+                .execute(self.w())
+                .await
+                .map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn login_failed(&self, name: &str, threshold: u32, lock_until: Timestamp) -> Result<Option<(u32, Option<Timestamp>)>> {
+                let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+                    "UPDATE operators SET failed_logins = failed_logins + 1, \
+                     locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END \
+                     WHERE name = $3 RETURNING failed_logins, locked_until",
+                )
+                .bind(threshold as i64)
+                .bind(lock_until.0)
+                .bind(name)
+                .fetch_optional(self.w())
+                .await
+                .map_err(db_err)?;
+                Ok(row.map(|(n, l)| (n as u32, opt_ts(l))))
             }
 
             async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()> {

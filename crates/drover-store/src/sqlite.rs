@@ -286,6 +286,34 @@ fn task_of(t: TaskRaw) -> Result<TaskRecord> {
     })
 }
 
+type OperatorRaw = (String, String, String, i64, i64, Option<String>, i64, Option<i64>);
+
+fn operator_raw(r: &Row) -> rusqlite::Result<OperatorRaw> {
+    Ok((
+        r.get("name")?,
+        r.get("password_hash")?,
+        r.get("roles")?,
+        r.get("disabled")?,
+        r.get("created_at")?,
+        r.get("email")?,
+        r.get("failed_logins")?,
+        r.get("locked_until")?,
+    ))
+}
+
+fn operator_of(t: OperatorRaw) -> Result<OperatorRecord> {
+    Ok(OperatorRecord {
+        name: t.0,
+        password_hash: t.1,
+        roles: serde_json::from_str(&t.2).map_err(json_err)?,
+        disabled: t.3 != 0,
+        created_at: Timestamp(t.4),
+        email: t.5,
+        failed_logins: t.6 as u32,
+        locked_until: opt_ts(t.7),
+    })
+}
+
 type AuditRaw = (i64, i64, String, String, String, String, String, String, String, String, String);
 
 fn audit_raw(r: &Row) -> rusqlite::Result<AuditRaw> {
@@ -437,8 +465,8 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO operators (name, password_hash, roles, disabled, created_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
-                    params![op.name, op.password_hash, roles, op.disabled as i64, op.created_at.0],
+                    "INSERT INTO operators (name, password_hash, roles, disabled, created_at, email) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    params![op.name, op.password_hash, roles, op.disabled as i64, op.created_at.0, op.email],
                 )
                 .map_err(err)?;
             Ok(n == 1)
@@ -450,34 +478,60 @@ impl Store for SqliteStore {
         let name = name.to_string();
         let raw = self
             .read(move |c| {
-                c.prepare_cached(
-                    "SELECT name, password_hash, roles, disabled, created_at FROM operators WHERE name = ?1",
-                )
-                .and_then(|mut s| {
-                    s.query_row([name], |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, i64>(3)?,
-                            r.get::<_, i64>(4)?,
-                        ))
-                    })
-                    .optional()
-                })
-                .map_err(err)
+                c.prepare_cached("SELECT * FROM operators WHERE name = ?1")
+                    .and_then(|mut s| s.query_row([name], operator_raw).optional())
+                    .map_err(err)
             })
             .await?;
-        raw.map(|(name, password_hash, roles, disabled, created_at)| {
-            Ok(OperatorRecord {
-                name,
-                password_hash,
-                roles: serde_json::from_str(&roles).map_err(json_err)?,
-                disabled: disabled != 0,
-                created_at: Timestamp(created_at),
+        raw.map(operator_of).transpose()
+    }
+
+    async fn list_operators(&self) -> Result<Vec<OperatorRecord>> {
+        let raw = self
+            .read(|c| {
+                let mut s = c.prepare_cached("SELECT * FROM operators ORDER BY name").map_err(err)?;
+                collect(s.query_map([], operator_raw).map_err(err)?)
             })
+            .await?;
+        raw.into_iter().map(operator_of).collect()
+    }
+
+    async fn update_operator(&self, op: &OperatorRecord) -> Result<bool> {
+        let op = op.clone();
+        let roles = serde_json::to_string(&op.roles).map_err(json_err)?;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE operators SET password_hash = ?1, roles = ?2, disabled = ?3, email = ?4, failed_logins = ?5, locked_until = ?6 WHERE name = ?7",
+                    params![op.password_hash, roles, op.disabled as i64, op.email, op.failed_logins as i64, op.locked_until.map(|t| t.0), op.name],
+                )
+                .map_err(err)?;
+            Ok(n == 1)
         })
-        .transpose()
+        .await
+    }
+
+    async fn login_failed(
+        &self,
+        name: &str,
+        threshold: u32,
+        lock_until: Timestamp,
+    ) -> Result<Option<(u32, Option<Timestamp>)>> {
+        let name = name.to_string();
+        self.write(move |c| {
+            let row: Option<(i64, Option<i64>)> = c
+                .query_row(
+                    "UPDATE operators SET failed_logins = failed_logins + 1, \
+                     locked_until = CASE WHEN failed_logins + 1 >= ?1 THEN ?2 ELSE locked_until END \
+                     WHERE name = ?3 RETURNING failed_logins, locked_until",
+                    params![threshold as i64, lock_until.0, name],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(err)?;
+            Ok(row.map(|(n, l)| (n as u32, opt_ts(l))))
+        })
+        .await
     }
 
     async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()> {

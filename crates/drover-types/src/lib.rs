@@ -314,3 +314,49 @@ pub struct LogPage {
     /// Pass as `after` to get the next page.
     pub next: i64,
 }
+
+/// An operator (a person), as the API shows it: never the password hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Operator {
+    pub name: String,
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub failed_logins: u32,
+    /// Set while the operator is locked out after repeated failed logins.
+    pub locked_until: Option<Timestamp>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NewOperator {
+    pub name: String,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub roles: Vec<String>,
+    /// When absent, a random password is generated and returned once.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OperatorCreated {
+    pub operator: Operator,
+    /// The generated password, shown this once (absent when the caller chose it).
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OperatorUpdate {
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PasswordChange {
+    pub password: String,
+}

@@ -587,3 +587,92 @@ pub fn keystore(cmd: KeystoreCommand) -> anyhow::Result<u8> {
         s
     })
 }
+
+// ---- operators ------------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorsCommand {
+    /// Add an operator; without --password-file a random password is generated and shown once.
+    Add {
+        name: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+    /// Refuse the operator's logins.
+    Disable { name: String },
+    /// Accept the operator's logins again.
+    Enable { name: String },
+    /// Lift a lockout after repeated failed logins.
+    Unlock { name: String },
+    /// Set a new password (read from a file).
+    SetPassword {
+        name: String,
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    /// Replace the operator's roles.
+    SetRoles {
+        name: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+    },
+}
+
+fn operator_line(o: &drover_types::Operator) -> String {
+    let state = if o.disabled {
+        "disabled".to_string()
+    } else if let Some(t) = o.locked_until {
+        format!("locked until {t}")
+    } else {
+        "active".to_string()
+    };
+    format!("{:<20} {:<28} {:<24} {}", o.name, o.roles.join(","), o.email.as_deref().unwrap_or("-"), state)
+}
+
+pub async fn operators(conn: &Conn, cmd: Option<OperatorsCommand>) -> anyhow::Result<u8> {
+    let c = client(conn)?;
+    let update = |disabled: Option<bool>, roles: Option<Vec<String>>| drover_types::OperatorUpdate {
+        email: None,
+        roles,
+        disabled,
+    };
+    let one = match cmd {
+        None => {
+            let v = c.operators().await?;
+            return print(conn.output, &v, |v| {
+                let mut s = format!("{:<20} {:<28} {:<24} STATE\n", "NAME", "ROLES", "EMAIL");
+                for o in v {
+                    s.push_str(&operator_line(o));
+                    s.push('\n');
+                }
+                s
+            });
+        }
+        Some(OperatorsCommand::Add { name, roles, email, password_file }) => {
+            let password = password_file.as_deref().map(read_secret_file).transpose()?;
+            let created = c.add_operator(&drover_types::NewOperator { name, email, roles, password }).await?;
+            return print(conn.output, &created, |r| match &r.password {
+                Some(pw) => format!("operator {} added\npassword (shown once): {pw}", r.operator.name),
+                None => format!("operator {} added", r.operator.name),
+            });
+        }
+        Some(OperatorsCommand::Disable { name }) => c.update_operator(&name, &update(Some(true), None)).await?,
+        Some(OperatorsCommand::Enable { name }) => c.update_operator(&name, &update(Some(false), None)).await?,
+        Some(OperatorsCommand::Unlock { name }) => c.unlock_operator(&name).await?,
+        Some(OperatorsCommand::SetRoles { name, roles }) => {
+            c.update_operator(&name, &update(None, Some(roles))).await?
+        }
+        Some(OperatorsCommand::SetPassword { name, password_file }) => {
+            let pw = read_secret_file(&password_file)?;
+            c.set_operator_password(&name, &pw).await?;
+            return print(conn.output, &serde_json::json!({"name": name, "password": "changed"}), |_| {
+                format!("password of {name} changed")
+            });
+        }
+    };
+    print(conn.output, &one, operator_line)
+}

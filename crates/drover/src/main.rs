@@ -154,6 +154,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::KeystoreCommand,
     },
+    /// List or manage operators (people): add, disable, enable, unlock, set-password, set-roles.
+    Operators {
+        #[command(subcommand)]
+        command: Option<commands::OperatorsCommand>,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Read or verify the audit log.
     Audit {
         #[command(subcommand)]
@@ -221,6 +228,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Agents { command, conn } => commands::agents(&conn, command).await,
         Command::Artifact { command } => commands::artifact(command).await,
         Command::Audit { command } => commands::audit(command).await,
+        Command::Operators { command, conn } => commands::operators(&conn, command).await,
         Command::Keystore { command } => commands::keystore(command),
     };
     match r {

@@ -45,7 +45,7 @@ async fn audit_records_actions_and_detects_tampering(b: Backend) -> anyhow::Resu
         .await?;
     let d = c.deploy("au", "1").await?;
     c.act(d.id, Action::Approve, Some("ok".into())).await?;
-    assert!(s.client("admin", "wrong").pipelines().await.is_err());
+    assert!(s.client("admin", "hunter2-not-it").pipelines().await.is_err());
     let cred = c.add_agent("a1", "dev").await?;
     assert_eq!(s.client("a1", &cred.secret).pipelines().await.unwrap_err().status(), Some(403));
 
@@ -63,7 +63,8 @@ async fn audit_records_actions_and_detects_tampering(b: Backend) -> anyhow::Resu
     assert_eq!(approve.entry.target, format!("/api/v1/deployments/{}/approve", d.id));
     let failed = find("auth.failed").expect("failed login audited");
     assert_eq!((failed.entry.principal.as_str(), failed.entry.target.as_str()), ("anonymous", "admin"));
-    assert!(!serde_json::to_string(&all)?.contains("wrong"), "no password in the audit log");
+    assert!(!serde_json::to_string(&all)?.contains("hunter2"), "no password in the audit log");
+    assert_eq!(failed.entry.detail["reason"], "wrong_password");
     let denied = find("permission.denied").expect("denial audited");
     assert_eq!(denied.entry.principal, "agent:a1");
     assert_eq!(denied.entry.detail["privilege"], "pipeline.read");

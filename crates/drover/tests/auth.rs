@@ -78,6 +78,7 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
                 roles: vec![role.to_string()],
                 disabled: false,
                 created_at: Timestamp::now(),
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -109,6 +110,7 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
             roles: vec!["release-admin".into()],
             disabled: true,
             created_at: Timestamp::now(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -140,6 +142,7 @@ async fn approval_roles_are_enforced() {
                 roles: vec![role.into()],
                 disabled: false,
                 created_at: Timestamp::now(),
+                ..Default::default()
             })
             .await
             .unwrap();
