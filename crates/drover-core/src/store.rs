@@ -34,6 +34,36 @@ pub struct OperatorRecord {
     pub locked_until: Option<Timestamp>,
 }
 
+/// An OAuth 2.0 client registration (a machine: CI, a script, an integration).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClientRecord {
+    pub client_id: String,
+    /// SHA-256 (hex) of the current secret.
+    pub secret_hash: String,
+    /// The secret before the last regeneration, valid until `previous_valid_until` (grace).
+    pub previous_secret_hash: Option<String>,
+    pub previous_valid_until: Option<Timestamp>,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    /// Tokens issued before this instant are refused ("revoke tokens").
+    pub tokens_not_before: Timestamp,
+    pub created_at: Timestamp,
+    pub secret_rotated_at: Option<Timestamp>,
+}
+
+/// A token-signing key. `private_key` is sealed with the master key (never stored in clear).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub alg: String,
+    pub private_key: String,
+    /// The public JWK as JSON.
+    pub public_jwk: String,
+    pub active: bool,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
 /// A state change of one deployment, written atomically: the deployment row (only if its
 /// `row_version` still equals `expected_version`), the changed tasks, the events, and the
 /// stage lock.
@@ -182,6 +212,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>>;
     async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>>;
+
+    // OAuth 2.0.
+    /// Inserts; `Conflict` when the id is taken.
+    async fn insert_client(&self, c: &ClientRecord) -> Result<()>;
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>>;
+    async fn update_client(&self, c: &ClientRecord) -> Result<bool>;
+    async fn delete_client(&self, client_id: &str) -> Result<bool>;
+    async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()>;
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
+    /// Makes `kid` the only active key; the previously active one is retired at `now`.
+    async fn activate_signing_key(&self, kid: &str, now: Timestamp) -> Result<bool>;
+    /// Denies a token id until `expires_at` (then forgets it).
+    async fn revoke_token(&self, jti: &str, expires_at: Timestamp) -> Result<()>;
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool>;
 
     // Audit log.
     /// Appends an entry, linking it to the last one (atomically: appends are a total order).

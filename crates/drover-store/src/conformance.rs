@@ -30,6 +30,7 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("claims_heartbeats_and_leases", |s| Box::pin(claims_heartbeats_and_leases(s))),
         ("logs_and_events", |s| Box::pin(logs_and_events(s))),
         ("audit_log_is_a_chain", |s| Box::pin(audit_log_is_a_chain(s))),
+        ("clients_keys_and_revocations", |s| Box::pin(clients_keys_and_revocations(s))),
     ]
 }
 
@@ -361,4 +362,57 @@ async fn audit_log_is_a_chain(s: Arc<dyn Store>) {
     assert_eq!(one.len(), 1);
     let page = s.search_audit(&AuditFilter { before: Some(3), limit: Some(10), ..Default::default() }).await.unwrap();
     assert_eq!(page.iter().map(|a| a.seq).collect::<Vec<_>>(), vec![2, 1]);
+}
+
+async fn clients_keys_and_revocations(s: Arc<dyn Store>) {
+    use drover_core::store::{ClientRecord, SigningKeyRecord};
+    let c = ClientRecord {
+        client_id: "jenkins".into(),
+        secret_hash: "aa".repeat(32),
+        roles: vec!["api".into()],
+        created_at: Timestamp(1),
+        ..Default::default()
+    };
+    s.insert_client(&c).await.unwrap();
+    assert!(matches!(s.insert_client(&c).await, Err(Error::Conflict(_))));
+    let mut got = s.get_client("jenkins").await.unwrap().unwrap();
+    assert_eq!(got, c);
+    got.previous_secret_hash = Some(got.secret_hash.clone());
+    got.previous_valid_until = Some(Timestamp(50));
+    got.secret_hash = "bb".repeat(32);
+    got.tokens_not_before = Timestamp(40);
+    got.secret_rotated_at = Some(Timestamp(40));
+    got.disabled = true;
+    assert!(s.update_client(&got).await.unwrap());
+    assert_eq!(s.get_client("jenkins").await.unwrap().unwrap(), got);
+    assert_eq!(s.list_clients().await.unwrap().len(), 1);
+    assert!(s.delete_client("jenkins").await.unwrap());
+    assert!(s.get_client("jenkins").await.unwrap().is_none());
+
+    let key = |kid: &str, active: bool| SigningKeyRecord {
+        kid: kid.into(),
+        alg: "ES256".into(),
+        private_key: format!("sealed-{kid}"),
+        public_jwk: "{}".into(),
+        active,
+        created_at: Timestamp(kid.len() as i64),
+        retired_at: None,
+    };
+    s.insert_signing_key(&key("k1", true)).await.unwrap();
+    s.insert_signing_key(&key("k22", false)).await.unwrap();
+    assert!(s.activate_signing_key("k22", Timestamp(99)).await.unwrap());
+    assert!(!s.activate_signing_key("nope", Timestamp(99)).await.unwrap());
+    let keys = s.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    assert!(!keys[0].active && keys[0].retired_at == Some(Timestamp(99)));
+    assert!(keys[1].active && keys[1].retired_at.is_none());
+
+    assert!(!s.is_token_revoked("j1").await.unwrap());
+    s.revoke_token("j1", Timestamp::now().plus(std::time::Duration::from_secs(60))).await.unwrap();
+    s.revoke_token("j1", Timestamp::now().plus(std::time::Duration::from_secs(60))).await.unwrap();
+    assert!(s.is_token_revoked("j1").await.unwrap());
+    // Expired entries are forgotten.
+    s.revoke_token("old", Timestamp(1)).await.unwrap();
+    s.revoke_token("j2", Timestamp::now().plus(std::time::Duration::from_secs(60))).await.unwrap();
+    assert!(!s.is_token_revoked("old").await.unwrap());
 }

@@ -11,7 +11,8 @@ use drover_core::audit::{self, AuditEntry, NewAuditEntry};
 use drover_core::machine::NewEvent;
 use drover_core::model::{DeploymentRecord, DeploymentState, TaskRecord};
 use drover_core::store::{
-    AgentRecord, ArtifactInsert, AuditFilter, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+    AgentRecord, ArtifactInsert, AuditFilter, ClientRecord, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+    SigningKeyRecord,
 };
 use drover_core::{Error, Result, Store};
 use drover_types::{
@@ -29,11 +30,13 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite/0001_init.sql")),
     (2, include_str!("../migrations/sqlite/0002_audit.sql")),
     (3, include_str!("../migrations/sqlite/0003_operator_lockout.sql")),
+    (4, include_str!("../migrations/sqlite/0004_oauth.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_audit.sql")),
     (3, include_str!("../migrations/postgres/0003_operator_lockout.sql")),
+    (4, include_str!("../migrations/postgres/0004_oauth.sql")),
 ];
 
 fn db_err(e: sqlx::Error) -> Error {
@@ -199,6 +202,22 @@ macro_rules! store_impl {
                     row_version: r.try_get("row_version").map_err(db_err)?,
                 })
             }
+            fn client_row(r: &<$db as sqlx::Database>::Row) -> Result<ClientRecord> {
+                let roles: String = r.try_get("roles").map_err(db_err)?;
+                let disabled: i64 = r.try_get("disabled").map_err(db_err)?;
+                Ok(ClientRecord {
+                    client_id: r.try_get("client_id").map_err(db_err)?,
+                    secret_hash: r.try_get("secret_hash").map_err(db_err)?,
+                    previous_secret_hash: r.try_get("previous_secret_hash").map_err(db_err)?,
+                    previous_valid_until: opt_ts(r.try_get("previous_valid_until").map_err(db_err)?),
+                    roles: serde_json::from_str(&roles).map_err(json_err)?,
+                    disabled: disabled != 0,
+                    tokens_not_before: Timestamp(r.try_get("tokens_not_before").map_err(db_err)?),
+                    created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
+                    secret_rotated_at: opt_ts(r.try_get("secret_rotated_at").map_err(db_err)?),
+                })
+            }
+
             fn operator_row(r: &<$db as sqlx::Database>::Row) -> Result<OperatorRecord> {
                 let roles: String = r.try_get("roles").map_err(db_err)?;
                 let disabled: i64 = r.try_get("disabled").map_err(db_err)?;
@@ -901,6 +920,153 @@ macro_rules! store_impl {
                         })
                     })
                     .collect()
+            }
+
+            async fn insert_client(&self, c: &ClientRecord) -> Result<()> {
+                let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
+                let r = sqlx::query(
+                    "INSERT INTO clients (client_id, secret_hash, previous_secret_hash, previous_valid_until, roles, disabled, tokens_not_before, created_at, secret_rotated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&c.client_id)
+                .bind(&c.secret_hash)
+                .bind(&c.previous_secret_hash)
+                .bind(c.previous_valid_until.map(|t| t.0))
+                .bind(roles)
+                .bind(c.disabled as i64)
+                .bind(c.tokens_not_before.0)
+                .bind(c.created_at.0)
+                .bind(c.secret_rotated_at.map(|t| t.0))
+                .execute(self.w())
+                .await;
+                match r {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_unique_violation(&e) => Err(Error::Conflict(format!("client {} exists already", c.client_id))),
+                    Err(e) => Err(db_err(e)),
+                }
+            }
+
+            async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+                let row = sqlx::query("SELECT * FROM clients WHERE client_id = $1").bind(client_id).fetch_optional(self.r()).await.map_err(db_err)?;
+                row.as_ref().map(Self::client_row).transpose()
+            }
+
+            async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
+                let rows = sqlx::query("SELECT * FROM clients ORDER BY client_id").fetch_all(self.r()).await.map_err(db_err)?;
+                rows.iter().map(Self::client_row).collect()
+            }
+
+            async fn update_client(&self, c: &ClientRecord) -> Result<bool> {
+                let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
+                let r = sqlx::query(
+                    "UPDATE clients SET secret_hash = $1, previous_secret_hash = $2, previous_valid_until = $3, roles = $4, disabled = $5, \
+                     tokens_not_before = $6, secret_rotated_at = $7 WHERE client_id = $8",
+                )
+                .bind(&c.secret_hash)
+                .bind(&c.previous_secret_hash)
+                .bind(c.previous_valid_until.map(|t| t.0))
+                .bind(roles)
+                .bind(c.disabled as i64)
+                .bind(c.tokens_not_before.0)
+                .bind(c.secret_rotated_at.map(|t| t.0))
+                .bind(&c.client_id)
+                .execute(self.w())
+                .await
+                .map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn delete_client(&self, client_id: &str) -> Result<bool> {
+                let r = sqlx::query("DELETE FROM clients WHERE client_id = $1").bind(client_id).execute(self.w()).await.map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
+            async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, active, created_at, retired_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&k.kid)
+                .bind(&k.alg)
+                .bind(&k.private_key)
+                .bind(&k.public_jwk)
+                .bind(k.active as i64)
+                .bind(k.created_at.0)
+                .bind(k.retired_at.map(|t| t.0))
+                .execute(self.w())
+                .await
+                .map_err(db_err)?;
+                Ok(())
+            }
+
+            async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+                let rows: Vec<(String, String, String, String, i64, i64, Option<i64>)> = sqlx::query_as(
+                    "SELECT kid, alg, private_key, public_jwk, active, created_at, retired_at FROM signing_keys ORDER BY created_at, kid",
+                )
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(kid, alg, private_key, public_jwk, active, created_at, retired_at)| SigningKeyRecord {
+                        kid,
+                        alg,
+                        private_key,
+                        public_jwk,
+                        active: active != 0,
+                        created_at: Timestamp(created_at),
+                        retired_at: opt_ts(retired_at),
+                    })
+                    .collect())
+            }
+
+            async fn activate_signing_key(&self, kid: &str, now: Timestamp) -> Result<bool> {
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                let exists: Option<String> = sqlx::query_scalar("SELECT kid FROM signing_keys WHERE kid = $1")
+                    .bind(kid)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                if exists.is_none() {
+                    return Ok(false);
+                }
+                sqlx::query("UPDATE signing_keys SET active = 0, retired_at = $1 WHERE active = 1 AND kid <> $2")
+                    .bind(now.0)
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                sqlx::query("UPDATE signing_keys SET active = 1, retired_at = NULL WHERE kid = $1")
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)?;
+                Ok(true)
+            }
+
+            async fn revoke_token(&self, jti: &str, expires_at: Timestamp) -> Result<()> {
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
+                    .bind(Timestamp::now().0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                sqlx::query("INSERT INTO revoked_tokens (jti, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(jti)
+                    .bind(expires_at.0)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                tx.commit().await.map_err(db_err)
+            }
+
+            async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+                let r: Option<String> = sqlx::query_scalar("SELECT jti FROM revoked_tokens WHERE jti = $1")
+                    .bind(jti)
+                    .fetch_optional(self.r())
+                    .await
+                    .map_err(db_err)?;
+                Ok(r.is_some())
             }
 
             async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {

@@ -14,7 +14,8 @@ use drover_core::audit::{self, AuditEntry, NewAuditEntry};
 use drover_core::machine::NewEvent;
 use drover_core::model::{DeploymentRecord, DeploymentState, TaskRecord};
 use drover_core::store::{
-    AgentRecord, ArtifactInsert, AuditFilter, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+    AgentRecord, ArtifactInsert, AuditFilter, ClientRecord, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+    SigningKeyRecord,
 };
 use drover_core::{Error, Result, Store};
 use drover_types::{Artifact, DeploymentEvent, Environment, EnvironmentKind, LogLine, Pipeline, Timestamp};
@@ -283,6 +284,36 @@ fn task_of(t: TaskRaw) -> Result<TaskRecord> {
         message: c.1,
         decided_by: c.2,
         comment: c.3,
+    })
+}
+
+type ClientRaw = (String, String, Option<String>, Option<i64>, String, i64, i64, i64, Option<i64>);
+
+fn client_raw(r: &Row) -> rusqlite::Result<ClientRaw> {
+    Ok((
+        r.get("client_id")?,
+        r.get("secret_hash")?,
+        r.get("previous_secret_hash")?,
+        r.get("previous_valid_until")?,
+        r.get("roles")?,
+        r.get("disabled")?,
+        r.get("tokens_not_before")?,
+        r.get("created_at")?,
+        r.get("secret_rotated_at")?,
+    ))
+}
+
+fn client_of(t: ClientRaw) -> Result<ClientRecord> {
+    Ok(ClientRecord {
+        client_id: t.0,
+        secret_hash: t.1,
+        previous_secret_hash: t.2,
+        previous_valid_until: opt_ts(t.3),
+        roles: serde_json::from_str(&t.4).map_err(json_err)?,
+        disabled: t.5 != 0,
+        tokens_not_before: Timestamp(t.6),
+        created_at: Timestamp(t.7),
+        secret_rotated_at: opt_ts(t.8),
     })
 }
 
@@ -1107,6 +1138,166 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_client(&self, c: &ClientRecord) -> Result<()> {
+        let c = c.clone();
+        let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
+        self.write(move |conn| {
+            let r = conn.execute(
+                "INSERT INTO clients (client_id, secret_hash, previous_secret_hash, previous_valid_until, roles, disabled, tokens_not_before, created_at, secret_rotated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    c.client_id,
+                    c.secret_hash,
+                    c.previous_secret_hash,
+                    c.previous_valid_until.map(|t| t.0),
+                    roles,
+                    c.disabled as i64,
+                    c.tokens_not_before.0,
+                    c.created_at.0,
+                    c.secret_rotated_at.map(|t| t.0)
+                ],
+            );
+            match r {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
+                    Err(Error::Conflict(format!("client {} exists already", c.client_id)))
+                }
+                Err(x) => Err(err(x)),
+            }
+        })
+        .await
+    }
+
+    async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
+        let id = client_id.to_string();
+        let raw = self
+            .read(move |c| {
+                c.prepare_cached("SELECT * FROM clients WHERE client_id = ?1")
+                    .and_then(|mut s| s.query_row([id], client_raw).optional())
+                    .map_err(err)
+            })
+            .await?;
+        raw.map(client_of).transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
+        let raw = self
+            .read(|c| {
+                let mut s = c.prepare_cached("SELECT * FROM clients ORDER BY client_id").map_err(err)?;
+                collect(s.query_map([], client_raw).map_err(err)?)
+            })
+            .await?;
+        raw.into_iter().map(client_of).collect()
+    }
+
+    async fn update_client(&self, c: &ClientRecord) -> Result<bool> {
+        let c = c.clone();
+        let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE clients SET secret_hash = ?1, previous_secret_hash = ?2, previous_valid_until = ?3, roles = ?4, disabled = ?5, \
+                     tokens_not_before = ?6, secret_rotated_at = ?7 WHERE client_id = ?8",
+                    params![
+                        c.secret_hash,
+                        c.previous_secret_hash,
+                        c.previous_valid_until.map(|t| t.0),
+                        roles,
+                        c.disabled as i64,
+                        c.tokens_not_before.0,
+                        c.secret_rotated_at.map(|t| t.0),
+                        c.client_id
+                    ],
+                )
+                .map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn delete_client(&self, client_id: &str) -> Result<bool> {
+        let id = client_id.to_string();
+        self.write(move |c| Ok(c.execute("DELETE FROM clients WHERE client_id = ?1", [id]).map_err(err)? == 1)).await
+    }
+
+    async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()> {
+        let k = k.clone();
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, active, created_at, retired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![k.kid, k.alg, k.private_key, k.public_jwk, k.active as i64, k.created_at.0, k.retired_at.map(|t| t.0)],
+            )
+            .map_err(err)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT kid, alg, private_key, public_jwk, active, created_at, retired_at FROM signing_keys ORDER BY created_at, kid",
+                )
+                .map_err(err)?;
+            collect(
+                s.query_map([], |r| {
+                    Ok(SigningKeyRecord {
+                        kid: r.get(0)?,
+                        alg: r.get(1)?,
+                        private_key: r.get(2)?,
+                        public_jwk: r.get(3)?,
+                        active: r.get::<_, i64>(4)? != 0,
+                        created_at: Timestamp(r.get(5)?),
+                        retired_at: opt_ts(r.get(6)?),
+                    })
+                })
+                .map_err(err)?,
+            )
+        })
+        .await
+    }
+
+    async fn activate_signing_key(&self, kid: &str, now: Timestamp) -> Result<bool> {
+        let kid = kid.to_string();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let exists: Option<String> =
+                tx.query_row("SELECT kid FROM signing_keys WHERE kid = ?1", [&kid], |r| r.get(0)).optional().map_err(err)?;
+            if exists.is_none() {
+                return Ok(false);
+            }
+            tx.execute("UPDATE signing_keys SET active = 0, retired_at = ?1 WHERE active = 1 AND kid <> ?2", params![now.0, kid])
+                .map_err(err)?;
+            tx.execute("UPDATE signing_keys SET active = 1, retired_at = NULL WHERE kid = ?1", [&kid]).map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, jti: &str, expires_at: Timestamp) -> Result<()> {
+        let jti = jti.to_string();
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [Timestamp::now().0]).map_err(err)?;
+            tx.execute("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![jti, expires_at.0])
+                .map_err(err)?;
+            tx.commit().map_err(err)
+        })
+        .await
+    }
+
+    async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
+        let jti = jti.to_string();
+        self.read(move |c| {
+            c.prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = ?1")
+                .and_then(|mut s| s.exists([jti]))
+                .map_err(err)
+        })
+        .await
     }
 
     async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
