@@ -63,6 +63,8 @@ pub enum Credentials {
         user: String,
         password: String,
     },
+    /// An OAuth 2.0 access token.
+    Bearer(String),
     None,
 }
 
@@ -70,6 +72,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Credentials::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
+            Credentials::Bearer(_) => write!(f, "Bearer(***)"),
             Credentials::None => write!(f, "None"),
         }
     }
@@ -118,6 +121,7 @@ impl Client {
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
             )),
+            Credentials::Bearer(t) => Some(format!("Bearer {t}")),
             Credentials::None => None,
         };
         Ok(Client { http, base, auth })
@@ -313,6 +317,62 @@ impl Client {
         let resp = Self::check(resp).await?;
         let bytes = resp.bytes_stream();
         Ok(sse_events(bytes))
+    }
+
+    /// Client credentials grant (`client_secret_basic`): returns the access token response.
+    pub async fn client_credentials_token(
+        &self,
+        client_id: &str,
+        secret: &str,
+        scope: Option<&str>,
+    ) -> Result<serde_json::Value> {
+        let mut form = vec![("grant_type", "client_credentials")];
+        if let Some(s) = scope {
+            form.push(("scope", s));
+        }
+        let rb = self
+            .http
+            .post(format!("{}/oauth2/token", self.base))
+            .basic_auth(client_id, Some(secret))
+            .form(&form)
+            .timeout(Duration::from_secs(60));
+        let resp = rb.send().await.map_err(transport)?;
+        let status = resp.status();
+        let v: serde_json::Value = resp.json().await.map_err(|e| Error::Decode(e.to_string()))?;
+        if !status.is_success() {
+            return Err(Error::Api {
+                status: status.as_u16(),
+                code: v["error"].as_str().unwrap_or("oauth_error").to_string(),
+                message: v["error_description"].as_str().unwrap_or("token request refused").to_string(),
+            });
+        }
+        Ok(v)
+    }
+
+    // ---- OAuth clients ----
+
+    pub async fn clients(&self) -> Result<Vec<drover_types::Client>> {
+        self.get("/api/v1/clients").await
+    }
+    pub async fn create_client(&self, name: &str, roles: &[String]) -> Result<drover_types::ClientSecret> {
+        self.post("/api/v1/clients", &drover_types::NewClient { name: name.into(), roles: roles.to_vec() }).await
+    }
+    pub async fn update_client(&self, name: &str, u: &drover_types::ClientUpdate) -> Result<drover_types::Client> {
+        self.send(self.req(Method::PUT, &format!("/api/v1/clients/{name}")).json(u).timeout(Duration::from_secs(60)))
+            .await
+    }
+    pub async fn delete_client(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/api/v1/clients/{name}")).await
+    }
+    pub async fn regenerate_client_secret(&self, name: &str, grace: Duration) -> Result<drover_types::ClientSecret> {
+        self.post(
+            &format!("/api/v1/clients/{name}/regenerate-secret"),
+            &drover_types::RegenerateSecret { grace_secs: grace.as_secs() },
+        )
+        .await
+    }
+    pub async fn revoke_client_tokens(&self, name: &str) -> Result<drover_types::Client> {
+        self.post(&format!("/api/v1/clients/{name}/revoke-tokens"), &serde_json::json!({})).await
     }
 
     // ---- operators ----

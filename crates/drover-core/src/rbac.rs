@@ -116,6 +116,8 @@ pub const BUILT_IN_ROLES: &[&str] = &[
 pub enum PrincipalKind {
     Operator,
     Agent,
+    /// An OAuth 2.0 client (machine) with an access token.
+    Client,
 }
 
 /// Who made a request. Every authenticated request resolves to exactly one.
@@ -135,6 +137,7 @@ impl Principal {
         match self.kind {
             PrincipalKind::Operator => format!("operator:{}", self.name),
             PrincipalKind::Agent => format!("agent:{}", self.name),
+            PrincipalKind::Client => format!("client:{}", self.name),
         }
     }
     /// How the principal appears in events and `created_by`: `operator:admin`, `agent:dev-1`.
@@ -142,6 +145,7 @@ impl Principal {
         match self.kind {
             PrincipalKind::Operator => self.name.clone(),
             PrincipalKind::Agent => format!("agent:{}", self.name),
+            PrincipalKind::Client => format!("client:{}", self.name),
         }
     }
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, on};
 use axum::{Extension, Json, Router};
 use drover_core::rbac::{Principal, Privilege};
-use drover_core::store::{AgentRecord, ArtifactInsert, DeploymentFilter, OperatorRecord};
+use drover_core::store::{AgentRecord, ArtifactInsert, ClientRecord, DeploymentFilter, OperatorRecord};
 use drover_core::{spec, validate_name, validate_version};
 use drover_types::agent::{
     AttemptEvents, AttemptEventsResponse, AttemptResult, AttemptResultResponse, PollRequest, PollResponse,
@@ -103,6 +103,13 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, PUT "/api/v1/operators/{name}" => update_operator, OperatorManage);
     let r = route!(r, POST "/api/v1/operators/{name}/unlock" => unlock_operator, OperatorManage);
     let r = route!(r, POST "/api/v1/operators/{name}/password" => set_operator_password, OperatorManage);
+    let r = route!(r, GET "/api/v1/clients" => list_clients, ClientManage);
+    let r = route!(r, POST "/api/v1/clients" => create_client, ClientManage);
+    let r = route!(r, GET "/api/v1/clients/{name}" => get_client, ClientManage);
+    let r = route!(r, PUT "/api/v1/clients/{name}" => update_client, ClientManage);
+    let r = route!(r, DELETE "/api/v1/clients/{name}" => delete_client, ClientManage);
+    let r = route!(r, POST "/api/v1/clients/{name}/regenerate-secret" => regenerate_client_secret, ClientManage);
+    let r = route!(r, POST "/api/v1/clients/{name}/revoke-tokens" => revoke_client_tokens, ClientManage);
     let r = route!(r, GET "/api/v1/audit" => list_audit, AuditRead);
     let r = route!(r, GET "/api/v1/audit/verify" => verify_audit, AuditRead);
     let r = route!(r, GET "/api/v1/system/nodes" => system_nodes, SystemObserve);
@@ -671,6 +678,126 @@ async fn set_operator_password(
     o.locked_until = None;
     s.store.update_operator(&o).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- OAuth clients --------------------------------------------------------------------------
+
+fn client_view(c: ClientRecord) -> drover_types::Client {
+    let now = Timestamp::now();
+    drover_types::Client {
+        client_id: c.client_id,
+        roles: c.roles,
+        disabled: c.disabled,
+        created_at: c.created_at,
+        secret_rotated_at: c.secret_rotated_at,
+        previous_secret_valid_until: c.previous_valid_until.filter(|t| *t > now),
+        tokens_not_before: Some(c.tokens_not_before).filter(|t| t.0 > 0),
+    }
+}
+
+async fn load_client(s: &AppState, id: &str) -> ApiResult<ClientRecord> {
+    s.store.get_client(id).await?.ok_or_else(|| ApiError::not_found(format!("client {id} not found")))
+}
+
+async fn list_clients(State(s): S) -> ApiResult<Json<Vec<drover_types::Client>>> {
+    Ok(Json(s.store.list_clients().await?.into_iter().map(client_view).collect()))
+}
+
+async fn get_client(State(s): S, Path(name): Path<String>) -> ApiResult<Json<drover_types::Client>> {
+    Ok(Json(client_view(load_client(&s, &name).await?)))
+}
+
+async fn create_client(
+    State(s): S,
+    ApiJson(n): ApiJson<drover_types::NewClient>,
+) -> ApiResult<(StatusCode, Json<drover_types::ClientSecret>)> {
+    validate_name("client", &n.name)?;
+    check_roles(&n.roles)?;
+    let secret = new_secret();
+    let rec = ClientRecord {
+        client_id: n.name.clone(),
+        secret_hash: secret_hash(&secret),
+        roles: n.roles,
+        created_at: Timestamp::now(),
+        ..Default::default()
+    };
+    s.store.insert_client(&rec).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(drover_types::ClientSecret {
+            client_id: n.name,
+            client_secret: secret,
+            previous_secret_valid_until: None,
+        }),
+    ))
+}
+
+async fn update_client(
+    State(s): S,
+    Path(name): Path<String>,
+    ApiJson(u): ApiJson<drover_types::ClientUpdate>,
+) -> ApiResult<Json<drover_types::Client>> {
+    let mut c = load_client(&s, &name).await?;
+    if let Some(roles) = u.roles {
+        check_roles(&roles)?;
+        c.roles = roles;
+    }
+    if let Some(d) = u.disabled {
+        c.disabled = d;
+    }
+    s.store.update_client(&c).await?;
+    Ok(Json(client_view(c)))
+}
+
+async fn delete_client(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if s.store.delete_client(&name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("client {name} not found")))
+    }
+}
+
+/// A new secret; with a grace period the previous one keeps working until it ends, so running
+/// agents and CI roll over without a failed call.
+async fn regenerate_client_secret(
+    State(s): S,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<drover_types::ClientSecret>> {
+    let req: drover_types::RegenerateSecret = if body.iter().all(u8::is_ascii_whitespace) {
+        Default::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    if req.grace_secs > 30 * 24 * 3600 {
+        return Err(ApiError::bad_request("the grace period is at most 30 days"));
+    }
+    let mut c = load_client(&s, &name).await?;
+    let now = Timestamp::now();
+    let secret = new_secret();
+    if req.grace_secs > 0 {
+        c.previous_secret_hash = Some(c.secret_hash.clone());
+        c.previous_valid_until = Some(now.plus(Duration::from_secs(req.grace_secs)));
+    } else {
+        c.previous_secret_hash = None;
+        c.previous_valid_until = None;
+    }
+    c.secret_hash = secret_hash(&secret);
+    c.secret_rotated_at = Some(now);
+    s.store.update_client(&c).await?;
+    Ok(Json(drover_types::ClientSecret {
+        client_id: name,
+        client_secret: secret,
+        previous_secret_valid_until: c.previous_valid_until,
+    }))
+}
+
+/// Every token the client holds stops working at once.
+async fn revoke_client_tokens(State(s): S, Path(name): Path<String>) -> ApiResult<Json<drover_types::Client>> {
+    let mut c = load_client(&s, &name).await?;
+    c.tokens_not_before = Timestamp::now();
+    s.store.update_client(&c).await?;
+    Ok(Json(client_view(c)))
 }
 
 // ---- audit ----------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ use base64::Engine as _;
 use drover_core::Store;
 use drover_core::audit::NewAuditEntry;
 use drover_core::rbac::{Principal, PrincipalKind, Privilege};
+
 use drover_core::store::OperatorRecord;
 use drover_types::Timestamp;
 use serde_json::json;
@@ -282,7 +283,7 @@ fn with_request_id(mut resp: Response, id: &str) -> Response {
 
 /// Middleware: authenticate, then authorize against the route's privilege; audit failed
 /// logins, fresh logins, denials and every state-changing `/api/v1` call.
-pub async fn require(State(g): State<Guard>, mut req: Request, next: Next) -> Response {
+pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Response {
     let ctx = Ctx {
         request_id: hex::encode(rand::random::<[u8; 8]>()),
         source: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.to_string()).unwrap_or_default(),
@@ -290,6 +291,40 @@ pub async fn require(State(g): State<Guard>, mut req: Request, next: Next) -> Re
         route: req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default(),
         path: req.uri().path().to_string(),
     };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string());
+    if let Some(token) = bearer {
+        let principal = match crate::oauth::verify_bearer(&g.state, &token).await {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(reason = why, path = %ctx.path, "bearer token refused");
+                let e = ctx.entry(
+                    "anonymous",
+                    "auth.failed".into(),
+                    "bearer".into(),
+                    "failure",
+                    json!({"route": ctx.route, "reason": why}),
+                );
+                audit(&g.state, e).await;
+                let mut resp = ApiError::new(
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the access token is invalid, expired or revoked",
+                )
+                .into_response();
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"drover\", error=\"invalid_token\""),
+                );
+                return with_request_id(resp, &ctx.request_id);
+            }
+        };
+        return authorized(g, ctx, principal, req, next).await;
+    }
     let Some((user, password)) = parse_basic(&req) else {
         return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
     };
@@ -318,10 +353,16 @@ pub async fn require(State(g): State<Guard>, mut req: Request, next: Next) -> Re
             return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
         }
     };
-    let who = principal.audit_label();
     if fresh {
-        audit(&g.state, ctx.entry(&who, "auth.login".into(), user.clone(), "success", json!({}))).await;
+        audit(&g.state, ctx.entry(&principal.audit_label(), "auth.login".into(), user.clone(), "success", json!({})))
+            .await;
     }
+    authorized(g, ctx, principal, req, next).await
+}
+
+/// The request is authenticated: check the privilege, run it, audit it.
+async fn authorized(g: Guard, ctx: Ctx, principal: Principal, mut req: Request, next: Next) -> Response {
+    let who = principal.audit_label();
     if !principal.has(g.privilege) {
         tracing::warn!(principal = %principal.label(), privilege = %g.privilege, path = %ctx.path, "permission denied");
         let e = ctx.entry(

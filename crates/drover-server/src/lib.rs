@@ -23,6 +23,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod engine;
 pub mod error;
+pub mod oauth;
 mod sse;
 
 pub use engine::Engine;
@@ -38,6 +39,8 @@ pub struct Config {
     pub heartbeat_timeout: Duration,
     /// Extra DNS names / IPs for the server certificate (localhost and loopback are always in).
     pub tls_names: Vec<String>,
+    /// The URL clients use to reach the orchestrator; the token issuer. Default `https://LISTEN`.
+    pub public_url: Option<String>,
 }
 
 impl Config {
@@ -48,6 +51,7 @@ impl Config {
             database_url: None,
             heartbeat_timeout: Duration::from_secs(30),
             tls_names: Vec::new(),
+            public_url: None,
         }
     }
 }
@@ -64,6 +68,8 @@ pub enum StartError {
     Listen(SocketAddr, std::io::Error),
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    #[error("keys: {0}")]
+    Keys(#[from] oauth::keys::KeyError),
 }
 
 pub struct Inner {
@@ -74,6 +80,9 @@ pub struct Inner {
     pub node: String,
     pub started_at: Timestamp,
     pub listen: String,
+    /// The token issuer (`iss`): the orchestrator's public URL.
+    pub issuer: String,
+    pub keys: oauth::keys::KeyRing,
 }
 
 /// Shared state of all handlers.
@@ -126,6 +135,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cfg.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("drover.db").display()));
     let store = drover_store::open(&url).await?;
     let initial_admin_password = bootstrap_admin(store.as_ref(), &cfg.data_dir).await?;
+    let master_path = std::env::var_os("DROVER_MASTER_KEY_FILE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cfg.data_dir.join("master.key"));
+    let master = oauth::keys::MasterKey::load_or_create(&master_path)?;
+    let keys = oauth::keys::KeyRing::load(store.as_ref(), &master).await?;
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;
@@ -138,6 +152,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         node: hostname(),
         started_at: Timestamp::now(),
         listen: addr.to_string(),
+        issuer: cfg.public_url.clone().unwrap_or_else(|| format!("https://{addr}")),
+        keys,
     }));
     let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
     let app = router(state.clone());
@@ -171,6 +187,7 @@ pub fn router(state: AppState) -> Router {
     let (api, _) = api::routes(state.clone());
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(oauth::routes())
         .merge(api)
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .with_state(state)

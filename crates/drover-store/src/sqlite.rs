@@ -1264,13 +1264,18 @@ impl Store for SqliteStore {
         let kid = kid.to_string();
         self.write(move |c| {
             let tx = c.transaction().map_err(err)?;
-            let exists: Option<String> =
-                tx.query_row("SELECT kid FROM signing_keys WHERE kid = ?1", [&kid], |r| r.get(0)).optional().map_err(err)?;
+            let exists: Option<String> = tx
+                .query_row("SELECT kid FROM signing_keys WHERE kid = ?1", [&kid], |r| r.get(0))
+                .optional()
+                .map_err(err)?;
             if exists.is_none() {
                 return Ok(false);
             }
-            tx.execute("UPDATE signing_keys SET active = 0, retired_at = ?1 WHERE active = 1 AND kid <> ?2", params![now.0, kid])
-                .map_err(err)?;
+            tx.execute(
+                "UPDATE signing_keys SET active = 0, retired_at = ?1 WHERE active = 1 AND kid <> ?2",
+                params![now.0, kid],
+            )
+            .map_err(err)?;
             tx.execute("UPDATE signing_keys SET active = 1, retired_at = NULL WHERE kid = ?1", [&kid]).map_err(err)?;
             tx.commit().map_err(err)?;
             Ok(true)
@@ -1283,8 +1288,11 @@ impl Store for SqliteStore {
         self.write(move |c| {
             let tx = c.transaction().map_err(err)?;
             tx.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [Timestamp::now().0]).map_err(err)?;
-            tx.execute("INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![jti, expires_at.0])
-                .map_err(err)?;
+            tx.execute(
+                "INSERT INTO revoked_tokens (jti, expires_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+                params![jti, expires_at.0],
+            )
+            .map_err(err)?;
             tx.commit().map_err(err)
         })
         .await

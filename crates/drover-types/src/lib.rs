@@ -360,3 +360,48 @@ pub struct OperatorUpdate {
 pub struct PasswordChange {
     pub password: String,
 }
+
+/// An OAuth 2.0 client registration, as the API shows it: never a secret or its hash.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Client {
+    pub client_id: String,
+    pub roles: Vec<String>,
+    pub disabled: bool,
+    pub created_at: Timestamp,
+    pub secret_rotated_at: Option<Timestamp>,
+    /// While set (and in the future), the previous secret still works: the grace period.
+    pub previous_secret_valid_until: Option<Timestamp>,
+    /// Tokens issued before this were revoked.
+    pub tokens_not_before: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NewClient {
+    pub name: String,
+    pub roles: Vec<String>,
+}
+
+/// The one time a client secret is shown (64 lowercase hex characters, 256 random bits).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClientSecret {
+    pub client_id: String,
+    pub client_secret: String,
+    /// For a regenerated secret: until when the previous one still works.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_secret_valid_until: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClientUpdate {
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RegenerateSecret {
+    /// Seconds the previous secret keeps working (0: none).
+    #[serde(default)]
+    pub grace_secs: u64,
+}

@@ -40,11 +40,30 @@ pub fn read_secret_file(p: &Path) -> anyhow::Result<String> {
     Ok(s)
 }
 
-pub fn client(conn: &Conn) -> anyhow::Result<Client> {
+/// Client credentials from DROVER_CLIENT_ID and DROVER_CLIENT_SECRET (or _SECRET_FILE).
+fn client_credentials_env() -> anyhow::Result<Option<(String, String)>> {
+    let Ok(id) = std::env::var("DROVER_CLIENT_ID") else { return Ok(None) };
+    let secret = match (std::env::var("DROVER_CLIENT_SECRET"), std::env::var_os("DROVER_CLIENT_SECRET_FILE")) {
+        (_, Some(f)) => read_secret_file(Path::new(&f))?,
+        (Ok(s), None) if !s.is_empty() => s,
+        _ => bail!("DROVER_CLIENT_ID is set: give the secret in DROVER_CLIENT_SECRET or DROVER_CLIENT_SECRET_FILE"),
+    };
+    Ok(Some((id, secret)))
+}
+
+pub async fn client(conn: &Conn) -> anyhow::Result<Client> {
     let ca = conn.ca_cert.clone().or_else(|| {
         let p = PathBuf::from("drover-data/tls/ca.pem");
         p.exists().then_some(p)
     });
+    if conn.user.is_none()
+        && let Some((id, secret)) = client_credentials_env()?
+    {
+        let anon = Client::new(&conn.url, ca.as_deref(), Credentials::None)?;
+        let t = anon.client_credentials_token(&id, &secret, None).await?;
+        let token = t["access_token"].as_str().context("the token response has no access_token")?.to_string();
+        return Ok(Client::new(&conn.url, ca.as_deref(), Credentials::Bearer(token))?);
+    }
     let creds = match &conn.user {
         Some(user) => {
             let password = match (&conn.password_file, std::env::var("DROVER_PASSWORD")) {
@@ -55,8 +74,8 @@ pub fn client(conn: &Conn) -> anyhow::Result<Client> {
             Credentials::Basic { user: user.clone(), password }
         }
         None => bail!(
-            "no credentials: set DROVER_USER and DROVER_PASSWORD (or --password-file); the first operator is 'admin', \
-             its password is in DATA_DIR/initial-admin-password"
+            "no credentials: set DROVER_USER and DROVER_PASSWORD (or --password-file), or DROVER_CLIENT_ID and \
+             DROVER_CLIENT_SECRET; the first operator is 'admin', its password is in DATA_DIR/initial-admin-password"
         ),
     };
     Ok(Client::new(&conn.url, ca.as_deref(), creds)?)
@@ -125,7 +144,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
 
 pub async fn apply(conn: &Conn, file: &Path) -> anyhow::Result<u8> {
     let yaml = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-    let c = client(conn)?;
+    let c = client(conn).await?;
     let r = c.apply_yaml(&yaml).await.map_err(|e| match e {
         drover_client::Error::Api { status: 422, code, message } => {
             anyhow!(drover_client::Error::Api { status: 422, code, message: format!("{}: {message}", file.display()) })
@@ -142,7 +161,7 @@ pub async fn apply(conn: &Conn, file: &Path) -> anyhow::Result<u8> {
 }
 
 pub async fn pipelines(conn: &Conn) -> anyhow::Result<u8> {
-    let v = client(conn)?.pipelines().await?;
+    let v = client(conn).await?.pipelines().await?;
     print(conn.output, &v, |v| {
         let mut s = format!("{:<24} {:<16} STAGES\n", "NAME", "APPLICATION");
         for p in v {
@@ -154,7 +173,7 @@ pub async fn pipelines(conn: &Conn) -> anyhow::Result<u8> {
 }
 
 pub async fn environments(conn: &Conn) -> anyhow::Result<u8> {
-    let v = client(conn)?.environments().await?;
+    let v = client(conn).await?.environments().await?;
     print(conn.output, &v, |v| {
         let mut s = format!("{:<24} KIND\n", "NAME");
         for e in v {
@@ -167,7 +186,7 @@ pub async fn environments(conn: &Conn) -> anyhow::Result<u8> {
 // ---- deployments ----------------------------------------------------------------------------
 
 pub async fn deploy(conn: &Conn, app: &str, version: &str, pipeline: Option<&str>, follow: bool) -> anyhow::Result<u8> {
-    let c = client(conn)?;
+    let c = client(conn).await?;
     let pipeline = match pipeline {
         Some(p) => p.to_string(),
         None => {
@@ -199,7 +218,7 @@ pub async fn deploy(conn: &Conn, app: &str, version: &str, pipeline: Option<&str
 }
 
 pub async fn status(conn: &Conn, id: i64, follow: bool) -> anyhow::Result<u8> {
-    let c = client(conn)?;
+    let c = client(conn).await?;
     if follow {
         return follow_deployment(&c, conn.output, id).await;
     }
@@ -250,7 +269,7 @@ pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::R
 }
 
 pub async fn logs(conn: &Conn, id: i64) -> anyhow::Result<u8> {
-    let c = client(conn)?;
+    let c = client(conn).await?;
     let mut after = 0;
     let mut all = Vec::new();
     for _ in 0..10_000 {
@@ -267,7 +286,7 @@ pub async fn logs(conn: &Conn, id: i64) -> anyhow::Result<u8> {
 }
 
 pub async fn deployments(conn: &Conn, pipeline: Option<&str>, status: Option<&str>, limit: u32) -> anyhow::Result<u8> {
-    let v = client(conn)?.deployments(pipeline, status, Some(limit)).await?;
+    let v = client(conn).await?.deployments(pipeline, status, Some(limit)).await?;
     print(conn.output, &v, |v| {
         let mut s =
             format!("{:>6}  {:<20} {:<12} {:<18} {:<8} CREATED BY\n", "ID", "PIPELINE", "VERSION", "STATUS", "STAGE");
@@ -298,7 +317,7 @@ pub struct ActionArgs {
 }
 
 pub async fn action(a: ActionArgs, action: Action) -> anyhow::Result<u8> {
-    let d = client(&a.conn)?.act(a.id, action, a.reason).await?;
+    let d = client(&a.conn).await?.act(a.id, action, a.reason).await?;
     print(a.conn.output, &d, |d| {
         if action == Action::Rollback {
             format!("rollback deployment {} of {} {} started ({})", d.id, d.application, d.version, d.status)
@@ -331,7 +350,7 @@ pub enum AgentsCommand {
 }
 
 pub async fn agents(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> {
-    let c = client(conn)?;
+    let c = client(conn).await?;
     match cmd {
         None => {
             let v = c.agents().await?;
@@ -408,7 +427,7 @@ pub enum ArtifactCommand {
 pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
     match cmd {
         ArtifactCommand::Push { file, app, version, conn } => {
-            let c = client(&conn)?;
+            let c = client(&conn).await?;
             let len = std::fs::metadata(&file).with_context(|| format!("reading {}", file.display()))?.len();
             let tty = std::io::stderr().is_terminal() && conn.output == Output::Text;
             let shown = Arc::new(AtomicU64::new(0));
@@ -436,7 +455,7 @@ pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
             })
         }
         ArtifactCommand::List { app, conn } => {
-            let v = client(&conn)?.artifacts(app.as_deref()).await?;
+            let v = client(&conn).await?.artifacts(app.as_deref()).await?;
             print(conn.output, &v, |v| {
                 let mut s = format!("{:<20} {:<16} {:>12}  SHA256\n", "APPLICATION", "VERSION", "SIZE");
                 for a in v {
@@ -478,8 +497,10 @@ pub enum AuditCommand {
 pub async fn audit(cmd: AuditCommand) -> anyhow::Result<u8> {
     match cmd {
         AuditCommand::List { principal, action, outcome, limit, conn } => {
-            let v =
-                client(&conn)?.audit(principal.as_deref(), action.as_deref(), outcome.as_deref(), Some(limit)).await?;
+            let v = client(&conn)
+                .await?
+                .audit(principal.as_deref(), action.as_deref(), outcome.as_deref(), Some(limit))
+                .await?;
             print(conn.output, &v, |v| {
                 let mut s = String::new();
                 for a in v {
@@ -493,7 +514,7 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<u8> {
             })
         }
         AuditCommand::Verify { conn } => {
-            let v = client(&conn)?.verify_audit().await?;
+            let v = client(&conn).await?.verify_audit().await?;
             let code = if v.ok { exit::OK } else { exit::AUDIT_BROKEN };
             print(conn.output, &v, |v| match &v.broken {
                 None => format!(
@@ -634,7 +655,7 @@ fn operator_line(o: &drover_types::Operator) -> String {
 }
 
 pub async fn operators(conn: &Conn, cmd: Option<OperatorsCommand>) -> anyhow::Result<u8> {
-    let c = client(conn)?;
+    let c = client(conn).await?;
     let update = |disabled: Option<bool>, roles: Option<Vec<String>>| drover_types::OperatorUpdate {
         email: None,
         roles,
@@ -675,4 +696,121 @@ pub async fn operators(conn: &Conn, cmd: Option<OperatorsCommand>) -> anyhow::Re
         }
     };
     print(conn.output, &one, operator_line)
+}
+
+// ---- OAuth clients --------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Register a client; prints its id and secret once.
+    Create {
+        name: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// Also write the secret to this file (mode 0600).
+        #[arg(long)]
+        secret_out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List clients.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// New secret; with --grace the old one keeps working that long (e.g. 1h).
+    RegenerateSecret {
+        name: String,
+        #[arg(long, value_parser = humantime::parse_duration)]
+        grace: Option<std::time::Duration>,
+        #[arg(long)]
+        secret_out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Revoke every token the client holds, at once.
+    RevokeTokens {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Refuse the client (its tokens stop working).
+    Disable {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Enable {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    Delete {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
+}
+
+fn client_line(c: &drover_types::Client) -> String {
+    let mut s =
+        format!("{:<24} {:<28} {}", c.client_id, c.roles.join(","), if c.disabled { "disabled" } else { "enabled" });
+    if let Some(t) = c.previous_secret_valid_until {
+        s.push_str(&format!("; previous secret valid until {t}"));
+    }
+    if let Some(t) = c.tokens_not_before {
+        s.push_str(&format!("; tokens before {t} revoked"));
+    }
+    s
+}
+
+pub async fn oauth_client(cmd: ClientCommand) -> anyhow::Result<u8> {
+    let show_secret = |s: &drover_types::ClientSecret, out: &Option<PathBuf>| -> anyhow::Result<()> {
+        if let Some(p) = out {
+            write_private(p, &s.client_secret)?;
+        }
+        Ok(())
+    };
+    match cmd {
+        ClientCommand::Create { name, roles, secret_out, conn } => {
+            let s = client(&conn).await?.create_client(&name, &roles).await?;
+            show_secret(&s, &secret_out)?;
+            print(conn.output, &s, |s| {
+                format!("client_id: {}\nclient_secret (shown once): {}", s.client_id, s.client_secret)
+            })
+        }
+        ClientCommand::List { conn } => {
+            let v = client(&conn).await?.clients().await?;
+            print(conn.output, &v, |v| v.iter().map(|c| client_line(c) + "\n").collect())
+        }
+        ClientCommand::RegenerateSecret { name, grace, secret_out, conn } => {
+            let s = client(&conn).await?.regenerate_client_secret(&name, grace.unwrap_or_default()).await?;
+            show_secret(&s, &secret_out)?;
+            print(conn.output, &s, |s| {
+                let mut t = format!("client_id: {}\nclient_secret (shown once): {}", s.client_id, s.client_secret);
+                if let Some(u) = s.previous_secret_valid_until {
+                    t.push_str(&format!("\nthe previous secret works until {u}"));
+                }
+                t
+            })
+        }
+        ClientCommand::RevokeTokens { name, conn } => {
+            let c = client(&conn).await?.revoke_client_tokens(&name).await?;
+            print(conn.output, &c, client_line)
+        }
+        ClientCommand::Disable { name, conn } => {
+            let u = drover_types::ClientUpdate { disabled: Some(true), roles: None };
+            let c = client(&conn).await?.update_client(&name, &u).await?;
+            print(conn.output, &c, client_line)
+        }
+        ClientCommand::Enable { name, conn } => {
+            let u = drover_types::ClientUpdate { disabled: Some(false), roles: None };
+            let c = client(&conn).await?.update_client(&name, &u).await?;
+            print(conn.output, &c, client_line)
+        }
+        ClientCommand::Delete { name, conn } => {
+            client(&conn).await?.delete_client(&name).await?;
+            print(conn.output, &serde_json::json!({"deleted": name}), |_| format!("client {name} deleted"))
+        }
+    }
 }

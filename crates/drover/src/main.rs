@@ -154,6 +154,11 @@ enum Command {
         #[command(subcommand)]
         command: commands::KeystoreCommand,
     },
+    /// Manage OAuth 2.0 client registrations (CI systems, scripts): secrets, rotation, revocation.
+    Client {
+        #[command(subcommand)]
+        command: commands::ClientCommand,
+    },
     /// List or manage operators (people): add, disable, enable, unlock, set-password, set-roles.
     Operators {
         #[command(subcommand)]
@@ -229,6 +234,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Artifact { command } => commands::artifact(command).await,
         Command::Audit { command } => commands::audit(command).await,
         Command::Operators { command, conn } => commands::operators(&conn, command).await,
+        Command::Client { command } => commands::oauth_client(command).await,
         Command::Keystore { command } => commands::keystore(command),
     };
     match r {
