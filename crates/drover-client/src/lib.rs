@@ -349,6 +349,22 @@ impl Client {
         Ok(v)
     }
 
+    // ---- signing keys ----
+
+    pub async fn keys(&self) -> Result<Vec<drover_types::SigningKey>> {
+        self.get("/api/v1/keys").await
+    }
+    pub async fn rotate_key(&self) -> Result<serde_json::Value> {
+        self.post("/api/v1/keys/rotate", &serde_json::json!({})).await
+    }
+    pub async fn import_key(&self, pkcs8_der: &[u8], activate: bool) -> Result<serde_json::Value> {
+        let body = drover_types::KeyImport {
+            pkcs8_base64: base64::engine::general_purpose::STANDARD.encode(pkcs8_der),
+            activate,
+        };
+        self.post("/api/v1/keys/import", &body).await
+    }
+
     // ---- OAuth clients ----
 
     pub async fn clients(&self) -> Result<Vec<drover_types::Client>> {

@@ -110,6 +110,9 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, DELETE "/api/v1/clients/{name}" => delete_client, ClientManage);
     let r = route!(r, POST "/api/v1/clients/{name}/regenerate-secret" => regenerate_client_secret, ClientManage);
     let r = route!(r, POST "/api/v1/clients/{name}/revoke-tokens" => revoke_client_tokens, ClientManage);
+    let r = route!(r, GET "/api/v1/keys" => list_keys, KeystoreManage);
+    let r = route!(r, POST "/api/v1/keys/rotate" => rotate_key, KeystoreManage);
+    let r = route!(r, POST "/api/v1/keys/import" => import_key, KeystoreManage);
     let r = route!(r, GET "/api/v1/audit" => list_audit, AuditRead);
     let r = route!(r, GET "/api/v1/audit/verify" => verify_audit, AuditRead);
     let r = route!(r, GET "/api/v1/system/nodes" => system_nodes, SystemObserve);
@@ -798,6 +801,53 @@ async fn revoke_client_tokens(State(s): S, Path(name): Path<String>) -> ApiResul
     c.tokens_not_before = Timestamp::now();
     s.store.update_client(&c).await?;
     Ok(Json(client_view(c)))
+}
+
+// ---- signing keys -----------------------------------------------------------------------------
+
+fn key_error(e: crate::oauth::keys::KeyError) -> ApiError {
+    match e {
+        crate::oauth::keys::KeyError::Store(e) => e.into(),
+        crate::oauth::keys::KeyError::Key(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", m),
+        other => ApiError::internal(other),
+    }
+}
+
+async fn list_keys(State(s): S) -> ApiResult<Json<Vec<drover_types::SigningKey>>> {
+    let published = s.keys.jwks();
+    let in_jwks = |kid: &str| published["keys"].as_array().is_some_and(|a| a.iter().any(|k| k["kid"] == kid));
+    let keys = s
+        .store
+        .list_signing_keys()
+        .await?
+        .into_iter()
+        .map(|k| drover_types::SigningKey {
+            in_jwks: in_jwks(&k.kid),
+            kid: k.kid,
+            alg: k.alg,
+            active: k.active,
+            created_at: k.created_at,
+            retired_at: k.retired_at,
+        })
+        .collect();
+    Ok(Json(keys))
+}
+
+async fn rotate_key(State(s): S) -> ApiResult<Json<serde_json::Value>> {
+    let kid = s.keys.rotate(s.store.as_ref()).await.map_err(key_error)?;
+    Ok(Json(json!({"kid": kid, "active": true})))
+}
+
+async fn import_key(
+    State(s): S,
+    ApiJson(k): ApiJson<drover_types::KeyImport>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    use base64::Engine as _;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(k.pkcs8_base64.trim())
+        .map_err(|_| ApiError::bad_request("pkcs8_base64 is not base64"))?;
+    let kid = s.keys.import(s.store.as_ref(), &der, k.activate).await.map_err(key_error)?;
+    Ok((StatusCode::CREATED, Json(json!({"kid": kid, "active": k.activate}))))
 }
 
 // ---- audit ----------------------------------------------------------------------------------

@@ -139,7 +139,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         .map(PathBuf::from)
         .unwrap_or_else(|| cfg.data_dir.join("master.key"));
     let master = oauth::keys::MasterKey::load_or_create(&master_path)?;
-    let keys = oauth::keys::KeyRing::load(store.as_ref(), &master).await?;
+    let keys = oauth::keys::KeyRing::load(store.as_ref(), master).await?;
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;

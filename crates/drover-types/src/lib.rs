@@ -405,3 +405,23 @@ pub struct RegenerateSecret {
     #[serde(default)]
     pub grace_secs: u64,
 }
+
+/// A token-signing key (public facts only).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: String,
+    pub active: bool,
+    pub created_at: Timestamp,
+    pub retired_at: Option<Timestamp>,
+    /// Still published in the JWKS (retired keys stay until their last token has expired).
+    pub in_jwks: bool,
+}
+
+/// `POST /api/v1/keys/import`: a PKCS#8 private key (base64), e.g. read from a keystore by alias.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyImport {
+    pub pkcs8_base64: String,
+    #[serde(default)]
+    pub activate: bool,
+}

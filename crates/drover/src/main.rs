@@ -149,6 +149,11 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Token-signing keys: list, rotate, import from a keystore.
+    Keys {
+        #[command(subcommand)]
+        command: commands::KeysCommand,
+    },
     /// Inspect keystores (PKCS#12, JKS, PEM) without printing key material.
     Keystore {
         #[command(subcommand)]
@@ -235,6 +240,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Audit { command } => commands::audit(command).await,
         Command::Operators { command, conn } => commands::operators(&conn, command).await,
         Command::Client { command } => commands::oauth_client(command).await,
+        Command::Keys { command } => commands::keys(command).await,
         Command::Keystore { command } => commands::keystore(command),
     };
     match r {

@@ -24,7 +24,11 @@ macro_rules! on_both_backends {
     )+};
 }
 
-on_both_backends!(client_credentials_tokens_and_revocation, hostile_tokens_are_refused);
+on_both_backends!(
+    client_credentials_tokens_and_revocation,
+    hostile_tokens_are_refused,
+    keys_rotate_and_import_without_failing_a_request
+);
 
 fn http(s: &TestServer) -> reqwest::Client {
     reqwest::Client::builder().use_preconfigured_tls(drover_tls::client_config(&s.ca).unwrap()).build().unwrap()
@@ -267,6 +271,128 @@ async fn hostile_tokens_are_refused(b: Backend) -> anyhow::Result<()> {
     let refused = admin.audit(None, Some("auth.failed"), None, Some(100)).await?;
     assert!(refused.len() >= 12);
     assert!(!serde_json::to_string(&refused)?.contains(parts[2]));
+    s.shutdown().await;
+    Ok(())
+}
+
+fn kid_of(t: &str) -> String {
+    let h: Value = serde_json::from_slice(&B64.decode(t.split('.').next().unwrap()).unwrap()).unwrap();
+    h["kid"].as_str().unwrap().to_string()
+}
+
+fn keytool_key(dir: &std::path::Path, name: &str, alg: &[&str]) -> drover_keystore::Keystore {
+    let file = dir.join(name);
+    let out = std::process::Command::new("keytool")
+        .args([
+            "-genkeypair",
+            "-alias",
+            "jwt",
+            "-dname",
+            "CN=Imported",
+            "-validity",
+            "30",
+            "-storepass",
+            "changeit",
+            "-keypass",
+            "changeit",
+        ])
+        .args(alg)
+        .arg("-keystore")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    drover_keystore::open(&std::fs::read(&file).unwrap(), Some("changeit")).unwrap()
+}
+
+async fn keys_rotate_and_import_without_failing_a_request(b: Backend) -> anyhow::Result<()> {
+    let s = TestServer::start(b).await?;
+    let admin = s.admin();
+    let created = admin.create_client("ci", &["viewer".to_string()]).await?;
+    let keys = admin.keys().await?;
+    assert_eq!(keys.len(), 1);
+    assert!(keys[0].active && keys[0].in_jwks);
+    let k1 = keys[0].kid.clone();
+    let t1 = token(&s, "ci", &created.client_secret).await;
+    assert_eq!(kid_of(&t1), k1);
+
+    // Rotation under load: a stream of calls with old and new tokens sees no failure.
+    let load = {
+        let (url, ca, secret, t1) = (s.url.clone(), s.ca.clone(), created.client_secret.clone(), t1.clone());
+        tokio::spawn(async move {
+            let anon = Client::new(&url, Some(&ca), Credentials::None).unwrap();
+            let mut n = 0;
+            for i in 0..150 {
+                let t = if i % 2 == 0 {
+                    t1.clone()
+                } else {
+                    anon.client_credentials_token("ci", &secret, None).await.unwrap()["access_token"]
+                        .as_str()
+                        .unwrap()
+                        .to_string()
+                };
+                Client::new(&url, Some(&ca), Credentials::Bearer(t)).unwrap().pipelines().await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let r1 = admin.rotate_key().await?;
+    let r2 = admin.rotate_key().await?;
+    assert_eq!(load.await?, 150, "no request failed during rotation");
+    let k3 = r2["kid"].as_str().unwrap().to_string();
+    assert_ne!(r1["kid"], r2["kid"]);
+    let keys = admin.keys().await?;
+    assert_eq!(keys.len(), 3);
+    assert_eq!(keys.iter().filter(|k| k.active).count(), 1);
+    assert!(keys.iter().all(|k| k.in_jwks), "retired keys stay published while their tokens live");
+    assert!(keys.iter().find(|k| k.kid == k1).unwrap().retired_at.is_some());
+    bearer(&s, &t1).pipelines().await?;
+    assert_eq!(kid_of(&token(&s, "ci", &created.client_secret).await), k3);
+
+    // Import from a keytool keystore by alias, and activate it.
+    let dir = tempfile::tempdir()?;
+    let ks = keytool_key(dir.path(), "signer.p12", &["-keyalg", "EC", "-groupname", "secp256r1"]);
+    let (key, _) = ks.signing_key("jwt")?;
+    let imported = admin.import_key(key.pkcs8_der(), true).await?;
+    let k4 = imported["kid"].as_str().unwrap().to_string();
+    let t4 = token(&s, "ci", &created.client_secret).await;
+    assert_eq!(kid_of(&t4), k4);
+    bearer(&s, &t4).pipelines().await?;
+    assert_eq!(admin.import_key(key.pkcs8_der(), false).await.unwrap_err().status(), Some(409));
+    let rsa = keytool_key(dir.path(), "rsa.p12", &["-keyalg", "RSA", "-keysize", "2048"]);
+    let e = admin.import_key(rsa.signing_key("jwt")?.0.pkcs8_der(), false).await.unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e}");
+    // The keys in the store are sealed: no PKCS#8 in clear.
+    let state = s.running.as_ref().unwrap().state.clone();
+    for k in drover_core::Store::list_signing_keys(state.store.as_ref()).await? {
+        assert!(k.private_key.starts_with("v1."), "sealed");
+        assert!(!k.private_key.contains("MIG"), "no PEM/DER in clear");
+    }
+
+    // RFC 7662 introspection, for authenticated clients only.
+    let intro = |tok: String, auth: Option<(String, String)>| {
+        let (url, c) = (s.url.clone(), http(&s));
+        async move {
+            let mut rb = c.post(format!("{url}/oauth2/introspect")).form(&[("token", tok.as_str())]);
+            if let Some((u, p)) = auth {
+                rb = rb.basic_auth(u, Some(p));
+            }
+            let r = rb.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let auth = Some(("ci".to_string(), created.client_secret.clone()));
+    let (st, v) = intro(t4.clone(), auth.clone()).await;
+    assert_eq!((st, v["active"].as_bool()), (200, Some(true)));
+    assert_eq!(v["client_id"], "ci");
+    let (st, _) = intro(t4.clone(), None).await;
+    assert_eq!(st, 401);
+    admin.revoke_client_tokens("ci").await?;
+    let (_, v) = intro(t4, auth.clone()).await;
+    assert_eq!(v, json!({"active": false}));
+    let (_, v) = intro("garbage".into(), auth).await;
+    assert_eq!(v, json!({"active": false}));
     s.shutdown().await;
     Ok(())
 }

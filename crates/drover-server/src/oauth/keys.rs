@@ -111,6 +111,7 @@ pub struct VerifyingKey {
     pub alg: Algorithm,
     pub decoding: DecodingKey,
     pub jwk: serde_json::Value,
+    pub retired_at: Option<Timestamp>,
 }
 
 struct Active {
@@ -119,7 +120,9 @@ struct Active {
     encoding: EncodingKey,
 }
 
+/// The keys that sign and verify access tokens, kept in step with the store.
 pub struct KeyRing {
+    master: MasterKey,
     active: RwLock<Option<Arc<Active>>>,
     verifying: RwLock<HashMap<String, Arc<VerifyingKey>>>,
 }
@@ -135,34 +138,57 @@ fn es256_jwk(kid: &str, public: &[u8]) -> Result<serde_json::Value, KeyError> {
     }))
 }
 
+/// A retired key stays in the JWKS until every token it signed has expired.
+fn still_verifies(retired_at: Option<Timestamp>, now: Timestamp) -> bool {
+    let keep = super::ACCESS_TOKEN_TTL + std::time::Duration::from_secs(super::CLOCK_SKEW_SECS + 60);
+    retired_at.is_none_or(|r| r.plus(keep) > now)
+}
+
 impl KeyRing {
     /// Loads every key from the store; creates an ES256 key when there is none.
-    pub async fn load(store: &dyn Store, master: &MasterKey) -> Result<Self, KeyError> {
-        let mut records = store.list_signing_keys().await?;
-        if records.is_empty() {
-            let rng = aws_lc_rs::rand::SystemRandom::new();
-            let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-                .map_err(|_| KeyError::Key("generating a P-256 key".into()))?;
-            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref())
-                .map_err(|_| KeyError::Key("reading the new key".into()))?;
-            let kid = hex::encode(&Sha256::digest(pair.public_key().as_ref())[..8]);
-            let jwk = es256_jwk(&kid, pair.public_key().as_ref())?;
-            let rec = SigningKeyRecord {
-                kid: kid.clone(),
-                alg: "ES256".into(),
-                private_key: master.seal(doc.as_ref(), &kid)?,
-                public_jwk: jwk.to_string(),
-                active: true,
-                created_at: Timestamp::now(),
-                retired_at: None,
-            };
+    pub async fn load(store: &dyn Store, master: MasterKey) -> Result<Self, KeyError> {
+        let ring = KeyRing { master, active: RwLock::new(None), verifying: RwLock::new(HashMap::new()) };
+        if store.list_signing_keys().await?.is_empty() {
+            let rec = ring.generate(true)?;
             store.insert_signing_key(&rec).await?;
-            tracing::info!(kid, "created a token-signing key (ES256)");
-            records.push(rec);
+            tracing::info!(kid = %rec.kid, "created a token-signing key (ES256)");
         }
-        let ring = KeyRing { active: RwLock::new(None), verifying: RwLock::new(HashMap::new()) };
-        for r in records {
-            let pkcs8 = master.open(&r.private_key, &r.kid)?;
+        ring.reload(store).await?;
+        Ok(ring)
+    }
+
+    /// A new ES256 key, sealed.
+    fn generate(&self, active: bool) -> Result<SigningKeyRecord, KeyError> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            .map_err(|_| KeyError::Key("generating a P-256 key".into()))?;
+        self.record(doc.as_ref(), active)
+    }
+
+    /// Seals a PKCS#8 P-256 key into a record (its kid derives from the public key).
+    pub fn record(&self, pkcs8: &[u8], active: bool) -> Result<SigningKeyRecord, KeyError> {
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(|_| {
+            KeyError::Key("not a P-256 (ES256) private key; RSA and Ed25519 signing keys are not supported yet".into())
+        })?;
+        let kid = hex::encode(&Sha256::digest(pair.public_key().as_ref())[..8]);
+        let jwk = es256_jwk(&kid, pair.public_key().as_ref())?;
+        Ok(SigningKeyRecord {
+            private_key: self.master.seal(pkcs8, &kid)?,
+            kid,
+            alg: "ES256".into(),
+            public_jwk: jwk.to_string(),
+            active,
+            created_at: Timestamp::now(),
+            retired_at: None,
+        })
+    }
+
+    /// Re-reads the keys from the store (after a rotation or an import).
+    pub async fn reload(&self, store: &dyn Store) -> Result<(), KeyError> {
+        let mut verifying = HashMap::new();
+        let mut active = None;
+        for r in store.list_signing_keys().await? {
+            let pkcs8 = self.master.open(&r.private_key, &r.kid)?;
             let alg = match r.alg.as_str() {
                 "ES256" => Algorithm::ES256,
                 other => return Err(KeyError::Key(format!("key {} has unsupported algorithm {other}", r.kid))),
@@ -175,19 +201,46 @@ impl KeyRing {
                 jwk["y"].as_str().unwrap_or_default(),
             )
             .map_err(|e| KeyError::Key(e.to_string()))?;
-            ring.verifying
-                .write()
-                .expect("poisoned")
-                .insert(r.kid.clone(), Arc::new(VerifyingKey { alg, decoding, jwk }));
+            verifying.insert(r.kid.clone(), Arc::new(VerifyingKey { alg, decoding, jwk, retired_at: r.retired_at }));
             if r.active {
-                *ring.active.write().expect("poisoned") =
-                    Some(Arc::new(Active { kid: r.kid.clone(), alg, encoding: EncodingKey::from_ec_der(&pkcs8) }));
+                active = Some(Arc::new(Active { kid: r.kid.clone(), alg, encoding: EncodingKey::from_ec_der(&pkcs8) }));
             }
         }
-        if ring.active.read().expect("poisoned").is_none() {
-            return Err(KeyError::Key("no active signing key".into()));
+        let Some(active) = active else { return Err(KeyError::Key("no active signing key".into())) };
+        *self.verifying.write().expect("poisoned") = verifying;
+        *self.active.write().expect("poisoned") = Some(active);
+        Ok(())
+    }
+
+    /// Generates a new key and makes it the active one; the old one keeps verifying.
+    pub async fn rotate(&self, store: &dyn Store) -> Result<String, KeyError> {
+        let rec = self.generate(false)?;
+        store.insert_signing_key(&rec).await?;
+        store.activate_signing_key(&rec.kid, Timestamp::now()).await?;
+        self.reload(store).await?;
+        tracing::info!(kid = %rec.kid, "token-signing key rotated");
+        Ok(rec.kid)
+    }
+
+    /// Adds an imported PKCS#8 key, optionally making it active.
+    pub async fn import(&self, store: &dyn Store, pkcs8: &[u8], activate: bool) -> Result<String, KeyError> {
+        let rec = self.record(pkcs8, false)?;
+        if self.verifying.read().expect("poisoned").contains_key(&rec.kid)
+            || store.list_signing_keys().await?.iter().any(|k| k.kid == rec.kid)
+        {
+            return Err(KeyError::Store(drover_core::Error::Conflict(format!("key {} is already present", rec.kid))));
         }
-        Ok(ring)
+        store.insert_signing_key(&rec).await?;
+        if activate {
+            store.activate_signing_key(&rec.kid, Timestamp::now()).await?;
+        }
+        self.reload(store).await?;
+        tracing::info!(kid = %rec.kid, activate, "token-signing key imported");
+        Ok(rec.kid)
+    }
+
+    pub fn active_kid(&self) -> Option<String> {
+        self.active.read().expect("poisoned").as_ref().map(|a| a.kid.clone())
     }
 
     /// Signs claims with the active key (`kid` in the header, `typ: at+jwt`).
@@ -200,13 +253,21 @@ impl KeyRing {
     }
 
     pub fn verifying_key(&self, kid: &str) -> Option<Arc<VerifyingKey>> {
-        self.verifying.read().expect("poisoned").get(kid).cloned()
+        let k = self.verifying.read().expect("poisoned").get(kid).cloned()?;
+        still_verifies(k.retired_at, Timestamp::now()).then_some(k)
     }
 
     /// The JWKS document: every key that may still verify a token.
     pub fn jwks(&self) -> serde_json::Value {
-        let keys: Vec<serde_json::Value> =
-            self.verifying.read().expect("poisoned").values().map(|k| k.jwk.clone()).collect();
+        let now = Timestamp::now();
+        let keys: Vec<serde_json::Value> = self
+            .verifying
+            .read()
+            .expect("poisoned")
+            .values()
+            .filter(|k| still_verifies(k.retired_at, now))
+            .map(|k| k.jwk.clone())
+            .collect();
         serde_json::json!({ "keys": keys })
     }
 }

@@ -52,6 +52,7 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth2/jwks", get(jwks))
         .route("/oauth2/token", post(token))
         .route("/oauth2/revoke", post(revoke))
+        .route("/oauth2/introspect", post(introspect))
 }
 
 async fn metadata(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -61,6 +62,7 @@ async fn metadata(State(s): State<AppState>) -> Json<serde_json::Value> {
         "token_endpoint": format!("{iss}/oauth2/token"),
         "jwks_uri": format!("{iss}/oauth2/jwks"),
         "revocation_endpoint": format!("{iss}/oauth2/revoke"),
+        "introspection_endpoint": format!("{iss}/oauth2/introspect"),
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
@@ -270,6 +272,36 @@ async fn revoke(
         tracing::info!(client = %client.client_id, jti = %c.jti, "token revoked");
     }
     StatusCode::OK.into_response()
+}
+
+/// RFC 7662: an authenticated client asks whether a token is active.
+async fn introspect(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(Form(form)) = form else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected an application/x-www-form-urlencoded body",
+            false,
+        );
+    };
+    if let Err(resp) = authenticate_client(&s, &headers, &form).await {
+        return resp;
+    }
+    let Some(token) = form.token.as_deref() else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required", false);
+    };
+    let body = match (verify_bearer(&s, token).await, decode(&s, token)) {
+        (Ok(_), Ok(c)) => serde_json::json!({
+            "active": true, "token_type": "access_token", "client_id": c.client_id, "sub": c.sub, "scope": c.scope,
+            "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
+        }),
+        _ => serde_json::json!({"active": false}),
+    };
+    ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
 /// Signature and claim checks. The algorithm comes from the key the `kid` names, never from
