@@ -10,6 +10,24 @@ use drover_client::{Client, Credentials};
 use drover_types::{Deployment, DeploymentStatus};
 use tokio::sync::watch;
 
+/// Generates, for each `async fn name(Backend) -> anyhow::Result<()>`, a module `name` with a
+/// `sqlite` and a `postgres` test.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name($crate::Backend::Sqlite).await.unwrap()
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name($crate::Backend::Postgres).await.unwrap()
+            }
+        }
+    )+};
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

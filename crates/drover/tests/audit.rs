@@ -3,22 +3,7 @@
 use drover_testkit::{Backend, TestServer};
 use drover_types::Action;
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(drover_testkit::Backend::Sqlite).await.unwrap()
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(drover_testkit::Backend::Postgres).await.unwrap()
-            }
-        }
-    )+};
-}
-
-on_both_backends!(audit_records_actions_and_detects_tampering);
+drover_testkit::on_both_backends!(audit_records_actions_and_detects_tampering);
 
 async fn tamper(s: &TestServer, sql_sqlite: &str, sql_pg: &[&str]) -> anyhow::Result<()> {
     match s.pg_url() {

@@ -9,22 +9,7 @@ use drover_testkit::{Backend, TestServer, tarball, unique, wait_for, wait_status
 use drover_types::agent::PollRequest;
 use drover_types::{Action, DeploymentStatus as DS, TaskStatus};
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(drover_testkit::Backend::Sqlite).await.unwrap()
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(drover_testkit::Backend::Postgres).await.unwrap()
-            }
-        }
-    )+};
-}
-
-on_both_backends!(
+drover_testkit::on_both_backends!(
     approval_promotion_and_rollback,
     failure_retry_skip_abort,
     one_deployment_per_stage_in_order,

@@ -9,22 +9,7 @@ use drover_client::{Client, Credentials};
 use drover_testkit::{Backend, TestServer};
 use serde_json::{Value, json};
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(drover_testkit::Backend::Sqlite).await.unwrap()
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(drover_testkit::Backend::Postgres).await.unwrap()
-            }
-        }
-    )+};
-}
-
-on_both_backends!(
+drover_testkit::on_both_backends!(
     client_credentials_tokens_and_revocation,
     hostile_tokens_are_refused,
     keys_rotate_and_import_without_failing_a_request

@@ -3,22 +3,7 @@
 use drover_testkit::{Backend, TestServer};
 use drover_types::{NewOperator, OperatorUpdate};
 
-macro_rules! on_both_backends {
-    ($($name:ident),+ $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(drover_testkit::Backend::Sqlite).await.unwrap()
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(drover_testkit::Backend::Postgres).await.unwrap()
-            }
-        }
-    )+};
-}
-
-on_both_backends!(operators_are_managed_and_locked_out);
+drover_testkit::on_both_backends!(operators_are_managed_and_locked_out);
 
 async fn operators_are_managed_and_locked_out(b: Backend) -> anyhow::Result<()> {
     let s = TestServer::start(b).await?;

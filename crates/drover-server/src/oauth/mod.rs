@@ -99,6 +99,26 @@ pub struct TokenForm {
     token: Option<String>,
 }
 
+type FormInput = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;
+
+/// The form, and the client that authenticated with it: the preamble of every endpoint here.
+async fn authenticated_form(
+    s: &AppState,
+    headers: &HeaderMap,
+    form: FormInput,
+) -> Result<(TokenForm, ClientRecord), Response> {
+    let Ok(Form(form)) = form else {
+        return Err(oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "expected an application/x-www-form-urlencoded body",
+            false,
+        ));
+    };
+    let client = authenticate_client(s, headers, &form).await?;
+    Ok((form, client))
+}
+
 /// How the client authenticated (RFC 6749 §2.3.1): HTTP Basic with form-encoded id and secret,
 /// or the body parameters; never both.
 fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(String, String, bool), &'static str> {
@@ -163,21 +183,9 @@ async fn authenticate_client(s: &AppState, headers: &HeaderMap, form: &TokenForm
     }
 }
 
-async fn token(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected an application/x-www-form-urlencoded body",
-            false,
-        );
-    };
-    let client = match authenticate_client(&s, &headers, &form).await {
-        Ok(c) => c,
+async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -> Response {
+    let (form, client) = match authenticated_form(&s, &headers, form).await {
+        Ok(x) => x,
         Err(resp) => return resp,
     };
     match form.grant_type.as_deref() {
@@ -242,21 +250,9 @@ async fn token(
 }
 
 /// RFC 7009: the client revokes one of its own tokens; unknown or foreign tokens get 200 too.
-async fn revoke(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected an application/x-www-form-urlencoded body",
-            false,
-        );
-    };
-    let client = match authenticate_client(&s, &headers, &form).await {
-        Ok(c) => c,
+async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -> Response {
+    let (form, client) = match authenticated_form(&s, &headers, form).await {
+        Ok(x) => x,
         Err(resp) => return resp,
     };
     let Some(token) = form.token.as_deref() else {
@@ -275,22 +271,11 @@ async fn revoke(
 }
 
 /// RFC 7662: an authenticated client asks whether a token is active.
-async fn introspect(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    form: Result<Form<TokenForm>, axum::extract::rejection::FormRejection>,
-) -> Response {
-    let Ok(Form(form)) = form else {
-        return oauth_error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "expected an application/x-www-form-urlencoded body",
-            false,
-        );
+async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -> Response {
+    let (form, _) = match authenticated_form(&s, &headers, form).await {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
-    if let Err(resp) = authenticate_client(&s, &headers, &form).await {
-        return resp;
-    }
     let Some(token) = form.token.as_deref() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required", false);
     };
