@@ -15,7 +15,8 @@ fn main() {
     let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, doc.as_ref()).expect("key");
     let public = pair.public_key().as_ref();
-    let decoding = DecodingKey::from_ec_components(&B64.encode(&public[1..33]), &B64.encode(&public[33..65])).expect("jwk");
+    let decoding =
+        DecodingKey::from_ec_components(&B64.encode(&public[1..33]), &B64.encode(&public[33..65])).expect("jwk");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let claims = serde_json::json!({
         "iss": "https://127.0.0.1:8443", "sub": "ci", "aud": "drover-api", "exp": now + 600, "iat": now,
@@ -40,5 +41,8 @@ fn main() {
         jsonwebtoken::decode::<serde_json::Value>(&token, &decoding, &v).expect("verify");
     }
     let s = t.elapsed().as_secs_f64();
-    println!("token-verify: {n} ES256 access tokens verified on one thread in {s:.2} s: {:.0} verifications/s", n as f64 / s);
+    println!(
+        "token-verify: {n} ES256 access tokens verified on one thread in {s:.2} s: {:.0} verifications/s",
+        n as f64 / s
+    );
 }
