@@ -227,6 +227,10 @@ async fn hostile_tokens_are_refused(b: Backend) -> anyhow::Result<()> {
         ),
         ("no kid", sign_raw(&json!({"alg": "ES256", "typ": "at+jwt"}), &claims, &B64.decode(parts[2])?)),
         (
+            "header changed after signing (typ JWT)",
+            sign_raw(&json!({"alg": "ES256", "typ": "JWT", "kid": header["kid"]}), &claims, &B64.decode(parts[2])?),
+        ),
+        (
             "payload changed after signing",
             format!("{}.{}.{}", parts[0], B64.encode(with("roles", json!(["release-admin"])).to_string()), parts[2]),
         ),

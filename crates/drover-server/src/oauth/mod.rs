@@ -293,6 +293,11 @@ async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormInp
 /// the token; `exp`, `iss` and `aud` are required with their JSON types.
 fn decode(s: &AppState, token: &str) -> Result<Claims, &'static str> {
     let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
+    // RFC 9068 §4: only access tokens (not, say, an ID token signed with the same key).
+    let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
+    if typ != "at+jwt" && typ != "application/at+jwt" {
+        return Err("not an access token (typ)");
+    }
     let kid = header.kid.ok_or("token without kid")?;
     let key = s.keys.verifying_key(&kid).ok_or("unknown kid")?;
     let mut v = Validation::new(key.alg);
