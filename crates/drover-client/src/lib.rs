@@ -446,11 +446,6 @@ impl Client {
         self.send(self.req(Method::GET, "/api/v1/audit/verify").timeout(Duration::from_secs(600))).await
     }
 
-    /// `GET` a JSON value at any API path (for commands without a typed call).
-    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value> {
-        self.get(path).await
-    }
-
     // ---- agent protocol ----
 
     pub async fn poll(&self, req: &PollRequest) -> Result<PollResponse> {

@@ -57,10 +57,6 @@ impl Engine {
         })
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
-    }
-
     /// Agents should heartbeat a few times per lease.
     pub fn heartbeat_interval(&self) -> Duration {
         (self.lease / 4).max(Duration::from_millis(100))
@@ -347,7 +343,7 @@ impl Engine {
                 Ok(())
             })
             .await?;
-        self.record_action(id, action, actor, reason.as_deref()).await;
+        tracing::info!(deployment = id, action = %action, by = actor, reason = reason.as_deref(), "deployment action");
         if action == Action::Promote {
             let older =
                 self.store.pending_promotion_before(&st.deployment.pipeline, st.deployment.stage_index, id).await?;
@@ -366,11 +362,6 @@ impl Engine {
             }
         }
         Ok(st)
-    }
-
-    async fn record_action(&self, id: i64, action: Action, actor: &str, reason: Option<&str>) {
-        // Actions are also visible as status events; this one records who asked and why.
-        tracing::info!(deployment = id, action = %action, by = actor, reason, "deployment action");
     }
 
     async fn rollback(&self, id: i64, actor: &str, reason: Option<String>) -> Result<DeploymentState> {
