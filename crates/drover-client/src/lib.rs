@@ -175,6 +175,11 @@ impl Client {
         Ok(())
     }
 
+    /// RFC 8414 authorization-server metadata.
+    pub async fn oauth_metadata(&self) -> Result<serde_json::Value> {
+        self.get("/.well-known/oauth-authorization-server").await
+    }
+
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<()> {
         let r = self.req(Method::GET, "/healthz").timeout(Duration::from_secs(5)).send().await.map_err(transport)?;
@@ -319,6 +324,36 @@ impl Client {
         Ok(sse_events(bytes))
     }
 
+    /// Any request to an OAuth endpoint (`/oauth2/token`, `/oauth2/revoke`, ...) with a form,
+    /// optionally authenticated with `client_secret_basic`; the JSON answer or the RFC 6749 error.
+    pub async fn oauth_form(
+        &self,
+        endpoint: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> Result<serde_json::Value> {
+        let mut rb = self.http.post(format!("{}{endpoint}", self.base)).form(form).timeout(Duration::from_secs(60));
+        if let Some((id, secret)) = basic {
+            rb = rb.basic_auth(id, Some(secret));
+        }
+        let resp = rb.send().await.map_err(transport)?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(transport)?;
+        let v: serde_json::Value = if text.trim().is_empty() {
+            serde_json::json!({})
+        } else {
+            serde_json::from_str(&text).map_err(|e| Error::Decode(e.to_string()))?
+        };
+        if !status.is_success() {
+            return Err(Error::Api {
+                status: status.as_u16(),
+                code: v["error"].as_str().unwrap_or("oauth_error").to_string(),
+                message: v["error_description"].as_str().unwrap_or("request refused").to_string(),
+            });
+        }
+        Ok(v)
+    }
+
     /// Client credentials grant (`client_secret_basic`): returns the access token response.
     pub async fn client_credentials_token(
         &self,
@@ -354,13 +389,19 @@ impl Client {
     pub async fn keys(&self) -> Result<Vec<drover_types::SigningKey>> {
         self.get("/api/v1/keys").await
     }
+    /// A new active key of the current key's algorithm.
     pub async fn rotate_key(&self) -> Result<serde_json::Value> {
-        self.post("/api/v1/keys/rotate", &serde_json::json!({})).await
+        self.rotate_key_to(None).await
     }
-    pub async fn import_key(&self, pkcs8_der: &[u8], activate: bool) -> Result<serde_json::Value> {
+    /// A new active key; `alg` `None` keeps the current key's algorithm.
+    pub async fn rotate_key_to(&self, alg: Option<&str>) -> Result<serde_json::Value> {
+        self.post("/api/v1/keys/rotate", &serde_json::json!({ "alg": alg })).await
+    }
+    pub async fn import_key(&self, pkcs8_der: &[u8], alg: Option<&str>, activate: bool) -> Result<serde_json::Value> {
         let body = drover_types::KeyImport {
             pkcs8_base64: base64::engine::general_purpose::STANDARD.encode(pkcs8_der),
             activate,
+            alg: alg.map(String::from),
         };
         self.post("/api/v1/keys/import", &body).await
     }
@@ -370,8 +411,17 @@ impl Client {
     pub async fn clients(&self) -> Result<Vec<drover_types::Client>> {
         self.get("/api/v1/clients").await
     }
+    /// A confidential client with a secret and these roles.
     pub async fn create_client(&self, name: &str, roles: &[String]) -> Result<drover_types::ClientSecret> {
-        self.post("/api/v1/clients", &drover_types::NewClient { name: name.into(), roles: roles.to_vec() }).await
+        self.register_client(&drover_types::NewClient {
+            name: name.into(),
+            roles: roles.to_vec(),
+            ..Default::default()
+        })
+        .await
+    }
+    pub async fn register_client(&self, n: &drover_types::NewClient) -> Result<drover_types::ClientSecret> {
+        self.post("/api/v1/clients", n).await
     }
     pub async fn update_client(&self, name: &str, u: &drover_types::ClientUpdate) -> Result<drover_types::Client> {
         self.send(self.req(Method::PUT, &format!("/api/v1/clients/{name}")).json(u).timeout(Duration::from_secs(60)))
@@ -391,7 +441,44 @@ impl Client {
         self.post(&format!("/api/v1/clients/{name}/revoke-tokens"), &serde_json::json!({})).await
     }
 
+    // ---- roles and access groups ----
+
+    pub async fn roles(&self) -> Result<Vec<drover_types::Role>> {
+        self.get("/api/v1/roles").await
+    }
+    pub async fn create_role(&self, r: &drover_types::Role) -> Result<drover_types::Role> {
+        self.post("/api/v1/roles", r).await
+    }
+    pub async fn delete_role(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/api/v1/roles/{name}")).await
+    }
+    pub async fn access_groups(&self) -> Result<Vec<drover_types::AccessGroup>> {
+        self.get("/api/v1/access-groups").await
+    }
+    pub async fn create_access_group(&self, g: &drover_types::AccessGroup) -> Result<drover_types::AccessGroup> {
+        self.post("/api/v1/access-groups", g).await
+    }
+    pub async fn put_access_group(&self, g: &drover_types::AccessGroup) -> Result<drover_types::AccessGroup> {
+        self.send(
+            self.req(Method::PUT, &format!("/api/v1/access-groups/{}", g.name))
+                .json(g)
+                .timeout(Duration::from_secs(60)),
+        )
+        .await
+    }
+    pub async fn delete_access_group(&self, name: &str) -> Result<()> {
+        self.delete(&format!("/api/v1/access-groups/{name}")).await
+    }
+
     // ---- operators ----
+
+    pub async fn revoke_operator_sessions(&self, name: &str) -> Result<()> {
+        let rb = self
+            .req(Method::POST, &format!("/api/v1/operators/{name}/revoke-sessions"))
+            .timeout(Duration::from_secs(60));
+        Self::check(rb.send().await.map_err(transport)?).await?;
+        Ok(())
+    }
 
     pub async fn operators(&self) -> Result<Vec<drover_types::Operator>> {
         self.get("/api/v1/operators").await

@@ -120,27 +120,65 @@ pub enum PrincipalKind {
     Client,
 }
 
+/// Privileges granted together, everywhere or only on some applications.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Grant {
+    pub privileges: Vec<Privilege>,
+    /// `None`: every application; otherwise only these.
+    pub applications: Option<Vec<String>>,
+}
+
 /// Who made a request. Every authenticated request resolves to exactly one.
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub kind: PrincipalKind,
     pub name: String,
+    /// The roles the principal holds directly (unscoped).
     pub roles: Vec<String>,
+    /// For an operator acting through a client (the CLI, the portal): that client's id.
+    pub via: Option<String>,
+    /// What the principal may do: its direct roles, plus its access groups' roles.
+    pub grants: Vec<Grant>,
 }
 
 impl Principal {
-    pub fn has(&self, p: Privilege) -> bool {
-        self.roles.iter().any(|r| role_privileges(r).is_some_and(|ps| ps.contains(&p)))
+    /// A principal with built-in roles only (unscoped).
+    pub fn new(kind: PrincipalKind, name: impl Into<String>, roles: Vec<String>) -> Self {
+        let grants = roles
+            .iter()
+            .filter_map(|r| role_privileges(r))
+            .map(|privileges| Grant { privileges, applications: None })
+            .collect();
+        Principal { kind, name: name.into(), roles, via: None, grants }
     }
-    /// How the principal appears in the audit log: `operator:admin`, `agent:dev-1`.
+
+    /// Holds the privilege somewhere (the route guard's question).
+    pub fn has(&self, p: Privilege) -> bool {
+        self.grants.iter().any(|g| g.privileges.contains(&p))
+    }
+
+    /// Holds the privilege on this application (a handler's question, once it knows the target).
+    pub fn can(&self, p: Privilege, application: &str) -> bool {
+        self.grants.iter().any(|g| {
+            g.privileges.contains(&p)
+                && g.applications.as_ref().is_none_or(|apps| apps.iter().any(|a| a == application))
+        })
+    }
+
+    /// How the principal appears in the audit log: `operator:admin`, `agent:dev-1`,
+    /// `operator:alice via client:drover-cli`.
     pub fn audit_label(&self) -> String {
-        match self.kind {
+        let base = match self.kind {
             PrincipalKind::Operator => format!("operator:{}", self.name),
             PrincipalKind::Agent => format!("agent:{}", self.name),
             PrincipalKind::Client => format!("client:{}", self.name),
+        };
+        match &self.via {
+            Some(c) => format!("{base} via client:{c}"),
+            None => base,
         }
     }
-    /// How the principal appears in events and `created_by`: `operator:admin`, `agent:dev-1`.
+    /// How the principal appears in events and `created_by`: `admin`, `agent:dev-1`, `client:ci`.
     pub fn label(&self) -> String {
         match self.kind {
             PrincipalKind::Operator => self.name.clone(),
@@ -156,15 +194,15 @@ mod tests {
 
     #[test]
     fn release_admin_has_all_but_agent_work_and_agents_only_work() {
-        let admin = Principal { kind: PrincipalKind::Operator, name: "a".into(), roles: vec![RELEASE_ADMIN.into()] };
+        let admin = Principal::new(PrincipalKind::Operator, "a", vec![RELEASE_ADMIN.into()]);
         for p in Privilege::ALL {
             assert_eq!(admin.has(*p), *p != Privilege::AgentWork, "{p}");
         }
-        let agent = Principal { kind: PrincipalKind::Agent, name: "x".into(), roles: vec!["agent".into()] };
+        let agent = Principal::new(PrincipalKind::Agent, "x", vec!["agent".into()]);
         for p in Privilege::ALL {
             assert_eq!(agent.has(*p), *p == Privilege::AgentWork, "{p}");
         }
-        let nobody = Principal { kind: PrincipalKind::Operator, name: "n".into(), roles: vec!["no-such".into()] };
+        let nobody = Principal::new(PrincipalKind::Operator, "n", vec!["no-such".into()]);
         assert!(Privilege::ALL.iter().all(|p| !nobody.has(*p)));
     }
 }

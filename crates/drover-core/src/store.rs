@@ -49,6 +49,26 @@ pub struct ClientRecord {
     pub tokens_not_before: Timestamp,
     pub created_at: Timestamp,
     pub secret_rotated_at: Option<Timestamp>,
+    pub metadata: ClientMetadata,
+}
+
+/// What a client registration says beyond its secret and roles (stored as JSON).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClientMetadata {
+    /// Exact redirect URIs for the authorization-code flow. A loopback `http://127.0.0.1/...`
+    /// or `http://[::1]/...` URI matches any port (RFC 8252 §7.3); nothing else is relaxed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+    /// A public client (RFC 6749 §2.1): no secret; it may only use flows bound to an operator
+    /// (authorization code with PKCE, device code, refresh).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public: bool,
+    /// Public keys (a JWKS) for `private_key_jwt` client authentication (RFC 7523).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
+    /// The agent this client authenticates (agents' own registrations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 /// A token-signing key. `private_key` is sealed with the master key (never stored in clear).
@@ -224,9 +244,34 @@ pub trait Store: Send + Sync + 'static {
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Makes `kid` the only active key; the previously active one is retired at `now`.
     async fn activate_signing_key(&self, kid: &str, now: Timestamp) -> Result<bool>;
+    /// Replaces a key's sealed private key (master-key rotation re-seals every key).
+    async fn update_signing_key_material(&self, kid: &str, sealed: &str) -> Result<bool>;
     /// Denies a token id until `expires_at` (then forgets it).
     async fn revoke_token(&self, jti: &str, expires_at: Timestamp) -> Result<()>;
     async fn is_token_revoked(&self, jti: &str) -> Result<bool>;
+
+    // Small records of the identity layer (authorization codes, refresh tokens, device codes,
+    // replay caches, custom roles, access groups, authentication profiles): JSON bodies keyed
+    // by (kind, key), versioned for compare-and-swap, optionally expiring. An expired record
+    // is invisible to every call and replaced by an insert.
+    /// Inserts; `false` when a live record with that key exists.
+    async fn record_insert(&self, kind: &str, key: &str, body: &str, expires_at: Option<Timestamp>) -> Result<bool>;
+    /// The body and version of a live record.
+    async fn record_get(&self, kind: &str, key: &str) -> Result<Option<(String, i64)>>;
+    /// Live records of a kind, by key: (key, body, version).
+    async fn record_list(&self, kind: &str) -> Result<Vec<(String, String, i64)>>;
+    /// Replaces the body if the version still is `version` (it becomes `version + 1`).
+    async fn record_update(
+        &self,
+        kind: &str,
+        key: &str,
+        version: i64,
+        body: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<bool>;
+    /// Deletes and returns a live record in one step (single-use codes).
+    async fn record_take(&self, kind: &str, key: &str) -> Result<Option<String>>;
+    async fn record_delete(&self, kind: &str, key: &str) -> Result<bool>;
 
     // Audit log.
     /// Appends an entry, linking it to the last one (atomically: appends are a total order).

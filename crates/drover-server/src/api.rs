@@ -103,6 +103,17 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, PUT "/api/v1/operators/{name}" => update_operator, OperatorManage);
     let r = route!(r, POST "/api/v1/operators/{name}/unlock" => unlock_operator, OperatorManage);
     let r = route!(r, POST "/api/v1/operators/{name}/password" => set_operator_password, OperatorManage);
+    let r = route!(r, POST "/api/v1/operators/{name}/revoke-sessions" => revoke_operator_sessions, OperatorManage);
+    let r = route!(r, GET "/api/v1/roles" => list_roles, RoleManage);
+    let r = route!(r, POST "/api/v1/roles" => create_role, RoleManage);
+    let r = route!(r, GET "/api/v1/roles/{name}" => get_role, RoleManage);
+    let r = route!(r, PUT "/api/v1/roles/{name}" => put_role, RoleManage);
+    let r = route!(r, DELETE "/api/v1/roles/{name}" => delete_role, RoleManage);
+    let r = route!(r, GET "/api/v1/access-groups" => list_groups, RoleManage);
+    let r = route!(r, POST "/api/v1/access-groups" => create_group, RoleManage);
+    let r = route!(r, GET "/api/v1/access-groups/{name}" => get_group, RoleManage);
+    let r = route!(r, PUT "/api/v1/access-groups/{name}" => put_group, RoleManage);
+    let r = route!(r, DELETE "/api/v1/access-groups/{name}" => delete_group, RoleManage);
     let r = route!(r, GET "/api/v1/clients" => list_clients, ClientManage);
     let r = route!(r, POST "/api/v1/clients" => create_client, ClientManage);
     let r = route!(r, GET "/api/v1/clients/{name}" => get_client, ClientManage);
@@ -210,6 +221,7 @@ async fn create_pipeline(
     body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
     let spec = spec_from_body(&headers, &body)?;
+    check_scope(&p, Privilege::PipelineManage, &spec.application)?;
     apply(&s, spec, &p.label()).await
 }
 
@@ -227,10 +239,17 @@ async fn put_pipeline(
     if spec.name() != name {
         return Err(ApiError::bad_request(format!("the body names pipeline {:?}, the path {name:?}", spec.name())));
     }
+    check_scope(&p, Privilege::PipelineManage, &spec.application)?;
+    if let Some(old) = s.store.get_pipeline(&name).await? {
+        check_scope(&p, Privilege::PipelineManage, &old.application)?;
+    }
     apply(&s, spec, &p.label()).await
 }
 
-async fn delete_pipeline(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_pipeline(State(s): S, Extension(p): P, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if let Some(old) = s.store.get_pipeline(&name).await? {
+        check_scope(&p, Privilege::PipelineManage, &old.application)?;
+    }
     let f = DeploymentFilter { pipeline: Some(name.clone()), status: None, limit: Some(10_000) };
     if s.store.list_deployments(&f).await?.iter().any(|d| !d.status.is_terminal()) {
         return Err(ApiError::conflict(format!("pipeline {name} has active deployments; abort them first")));
@@ -377,6 +396,7 @@ async fn push_artifact(
 ) -> ApiResult<(StatusCode, Json<Artifact>)> {
     validate_name("application", &app)?;
     validate_version(&version)?;
+    check_scope(&p, Privilege::ArtifactPush, &app)?;
     let expected = headers.get("x-drover-sha256").and_then(|v| v.to_str().ok()).map(str::to_ascii_lowercase);
     let up = s.artifacts.receive(body.into_data_stream()).await.map_err(ApiError::bad_request)?;
     if let Some(e) = expected
@@ -451,6 +471,9 @@ async fn create_deployment(
     Extension(p): P,
     ApiJson(req): ApiJson<NewDeployment>,
 ) -> ApiResult<impl IntoResponse> {
+    if let Some(pl) = s.store.get_pipeline(&req.pipeline).await? {
+        check_scope(&p, Privilege::DeploymentStart, &pl.application)?;
+    }
     let st = s.engine.start(&req.pipeline, &req.version, &p.label(), None).await?;
     Ok((StatusCode::CREATED, Json(st.to_view())))
 }
@@ -521,9 +544,13 @@ async fn act(
     Path(id): Path<String>,
     body: axum::body::Bytes,
     action: Action,
+    privilege: Privilege,
 ) -> ApiResult<Json<drover_types::Deployment>> {
     let (State(s), Extension(p)) = (s, p);
     let id = parse_id(&id)?;
+    if let Some(d) = s.store.load_deployment(id).await? {
+        check_scope(&p, privilege, &d.deployment.application)?;
+    }
     let req: ActionRequest = if body.iter().all(u8::is_ascii_whitespace) {
         ActionRequest::default()
     } else {
@@ -535,23 +562,23 @@ async fn act(
 }
 
 macro_rules! action_handlers {
-    ($($name:ident => $action:ident),+ $(,)?) => {$(
+    ($($name:ident => $action:ident, $privilege:ident),+ $(,)?) => {$(
         async fn $name(s: S, p: P, id: Path<String>, body: axum::body::Bytes) -> ApiResult<Json<drover_types::Deployment>> {
-            act(s, p, id, body, Action::$action).await
+            act(s, p, id, body, Action::$action, Privilege::$privilege).await
         }
     )+};
 }
 
 action_handlers! {
-    action_abort => Abort,
-    action_pause => Pause,
-    action_resume => Resume,
-    action_retry => Retry,
-    action_skip => Skip,
-    action_approve => Approve,
-    action_reject => Reject,
-    action_promote => Promote,
-    action_rollback => Rollback,
+    action_abort => Abort, DeploymentAbort,
+    action_pause => Pause, DeploymentPause,
+    action_resume => Resume, DeploymentPause,
+    action_retry => Retry, DeploymentRetry,
+    action_skip => Skip, DeploymentSkip,
+    action_approve => Approve, TaskApprove,
+    action_reject => Reject, TaskApprove,
+    action_promote => Promote, DeploymentPromote,
+    action_rollback => Rollback, DeploymentRollback,
 }
 
 // ---- operators ------------------------------------------------------------------------------
@@ -570,14 +597,14 @@ fn operator_view(o: OperatorRecord) -> Operator {
     }
 }
 
-fn check_roles(roles: &[String]) -> ApiResult<()> {
+fn check_roles(s: &AppState, roles: &[String]) -> ApiResult<()> {
     if roles.is_empty() {
-        return Err(ApiError::bad_request("an operator needs at least one role"));
+        return Err(ApiError::bad_request("at least one role is needed"));
     }
     for r in roles {
-        if r == "agent" || drover_core::rbac::role_privileges(r).is_none() {
+        if r == "agent" || s.principals.role(r).is_none() {
             return Err(ApiError::bad_request(format!(
-                "unknown role {r:?}; built-in roles: {}",
+                "unknown role {r:?}; built-in roles: {} (and custom roles, see GET /api/v1/roles)",
                 drover_core::rbac::BUILT_IN_ROLES
                     .iter()
                     .filter(|x| **x != "agent")
@@ -618,7 +645,7 @@ async fn create_operator(
     ApiJson(n): ApiJson<NewOperator>,
 ) -> ApiResult<(StatusCode, Json<OperatorCreated>)> {
     validate_name("operator", &n.name)?;
-    check_roles(&n.roles)?;
+    check_roles(&s, &n.roles)?;
     if s.store.get_agent(&n.name).await?.is_some() {
         return Err(ApiError::conflict(format!("{} is an agent's name", n.name)));
     }
@@ -646,7 +673,7 @@ async fn update_operator(
 ) -> ApiResult<Json<Operator>> {
     let mut o = load_operator(&s, &name).await?;
     if let Some(roles) = u.roles {
-        check_roles(&roles)?;
+        check_roles(&s, &roles)?;
         o.roles = roles;
     }
     if let Some(e) = u.email {
@@ -659,6 +686,9 @@ async fn update_operator(
         o.disabled = d;
     }
     s.store.update_operator(&o).await?;
+    if o.disabled {
+        crate::oauth::grants::revoke_sessions(&s, &o.name).await?;
+    }
     Ok(Json(operator_view(o)))
 }
 
@@ -680,7 +710,227 @@ async fn set_operator_password(
     o.failed_logins = 0;
     o.locked_until = None;
     s.store.update_operator(&o).await?;
+    // A new password ends the sessions signed in with the old one.
+    crate::oauth::grants::revoke_sessions(&s, &o.name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Ends every login session of the operator: their access and refresh tokens stop working now.
+async fn revoke_operator_sessions(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    load_operator(&s, &name).await?;
+    crate::oauth::grants::revoke_sessions(&s, &name).await?;
+    tracing::info!(operator = %name, "operator sessions revoked");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// ---- roles and access groups ------------------------------------------------------------------
+
+fn builtin_role_view(name: &str) -> drover_types::Role {
+    drover_types::Role {
+        name: name.into(),
+        privileges: drover_core::rbac::role_privileges(name)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| p.as_str().to_string())
+            .collect(),
+        built_in: true,
+        description: None,
+    }
+}
+
+async fn list_roles(State(s): S) -> ApiResult<Json<Vec<drover_types::Role>>> {
+    let mut out: Vec<drover_types::Role> =
+        drover_core::rbac::BUILT_IN_ROLES.iter().filter(|r| **r != "agent").map(|r| builtin_role_view(r)).collect();
+    for (_, body, _) in s.store.record_list(crate::access::ROLE).await? {
+        if let Ok(r) = serde_json::from_str(&body) {
+            out.push(r);
+        }
+    }
+    Ok(Json(out))
+}
+
+async fn get_role(State(s): S, Path(name): Path<String>) -> ApiResult<Json<drover_types::Role>> {
+    if drover_core::rbac::role_privileges(&name).is_some() && name != "agent" {
+        return Ok(Json(builtin_role_view(&name)));
+    }
+    let (body, _) = s
+        .store
+        .record_get(crate::access::ROLE, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("role {name} not found")))?;
+    Ok(Json(serde_json::from_str(&body).map_err(ApiError::internal)?))
+}
+
+fn check_role_def(r: &mut drover_types::Role) -> ApiResult<()> {
+    validate_name("role", &r.name)?;
+    if drover_core::rbac::role_privileges(&r.name).is_some() {
+        return Err(ApiError::conflict(format!("{} is a built-in role and cannot be changed", r.name)));
+    }
+    if r.privileges.is_empty() {
+        return Err(ApiError::bad_request("a role needs at least one privilege"));
+    }
+    for p in &r.privileges {
+        match crate::access::privilege(p) {
+            Some(drover_core::rbac::Privilege::AgentWork) | None => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown privilege {p:?}; privileges: {}",
+                    Privilege::ALL
+                        .iter()
+                        .filter(|x| **x != Privilege::AgentWork)
+                        .map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    r.built_in = false;
+    r.privileges.sort();
+    r.privileges.dedup();
+    Ok(())
+}
+
+async fn create_role(
+    State(s): S,
+    ApiJson(mut r): ApiJson<drover_types::Role>,
+) -> ApiResult<(StatusCode, Json<drover_types::Role>)> {
+    check_role_def(&mut r)?;
+    let body = serde_json::to_string(&r).map_err(ApiError::internal)?;
+    if !s.store.record_insert(crate::access::ROLE, &r.name, &body, None).await? {
+        return Err(ApiError::conflict(format!("role {} exists already", r.name)));
+    }
+    s.principals.reload(s.store.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+async fn put_role(
+    State(s): S,
+    Path(name): Path<String>,
+    ApiJson(mut r): ApiJson<drover_types::Role>,
+) -> ApiResult<Json<drover_types::Role>> {
+    if r.name != name {
+        return Err(ApiError::bad_request(format!("the body names role {:?}, the path {name:?}", r.name)));
+    }
+    check_role_def(&mut r)?;
+    put_record(&s, crate::access::ROLE, &name, &r).await?;
+    Ok(Json(r))
+}
+
+/// Creates or replaces a record (compare-and-swap, a few tries), then reloads the access table.
+async fn put_record<T: serde::Serialize>(s: &AppState, kind: &str, key: &str, value: &T) -> ApiResult<()> {
+    let body = serde_json::to_string(value).map_err(ApiError::internal)?;
+    for _ in 0..5 {
+        let done = match s.store.record_get(kind, key).await? {
+            Some((_, v)) => s.store.record_update(kind, key, v, &body, None).await?,
+            None => s.store.record_insert(kind, key, &body, None).await?,
+        };
+        if done {
+            s.principals.reload(s.store.as_ref()).await?;
+            return Ok(());
+        }
+    }
+    Err(ApiError::conflict(format!("{key} is being changed by someone else; try again")))
+}
+
+async fn delete_role(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if drover_core::rbac::role_privileges(&name).is_some() {
+        return Err(ApiError::conflict(format!("{name} is a built-in role and cannot be deleted")));
+    }
+    let in_use = s.store.list_operators().await?.iter().any(|o| o.roles.contains(&name))
+        || s.store.list_clients().await?.iter().any(|c| c.roles.contains(&name))
+        || s.store.record_list(crate::access::GROUP).await?.iter().any(|(_, b, _)| {
+            serde_json::from_str::<drover_types::AccessGroup>(b).is_ok_and(|g| g.roles.contains(&name))
+        });
+    if in_use {
+        return Err(ApiError::conflict(format!("role {name} is still held by operators, clients or access groups")));
+    }
+    if !s.store.record_delete(crate::access::ROLE, &name).await? {
+        return Err(ApiError::not_found(format!("role {name} not found")));
+    }
+    s.principals.reload(s.store.as_ref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_groups(State(s): S) -> ApiResult<Json<Vec<drover_types::AccessGroup>>> {
+    let rows = s.store.record_list(crate::access::GROUP).await?;
+    Ok(Json(rows.iter().filter_map(|(_, b, _)| serde_json::from_str(b).ok()).collect()))
+}
+
+async fn get_group(State(s): S, Path(name): Path<String>) -> ApiResult<Json<drover_types::AccessGroup>> {
+    let (body, _) = s
+        .store
+        .record_get(crate::access::GROUP, &name)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("access group {name} not found")))?;
+    Ok(Json(serde_json::from_str(&body).map_err(ApiError::internal)?))
+}
+
+async fn check_group(s: &AppState, g: &mut drover_types::AccessGroup) -> ApiResult<()> {
+    validate_name("access group", &g.name)?;
+    check_roles(s, &g.roles)?;
+    for o in &g.operators {
+        if s.store.get_operator(o).await?.is_none() {
+            return Err(ApiError::bad_request(format!("operator {o} does not exist")));
+        }
+    }
+    for c in &g.clients {
+        if s.store.get_client(c).await?.is_none() {
+            return Err(ApiError::bad_request(format!("client {c} does not exist")));
+        }
+    }
+    for a in &g.applications {
+        validate_name("application", a)?;
+    }
+    for v in [&mut g.roles, &mut g.operators, &mut g.clients, &mut g.applications] {
+        v.sort();
+        v.dedup();
+    }
+    Ok(())
+}
+
+async fn create_group(
+    State(s): S,
+    ApiJson(mut g): ApiJson<drover_types::AccessGroup>,
+) -> ApiResult<(StatusCode, Json<drover_types::AccessGroup>)> {
+    check_group(&s, &mut g).await?;
+    let body = serde_json::to_string(&g).map_err(ApiError::internal)?;
+    if !s.store.record_insert(crate::access::GROUP, &g.name, &body, None).await? {
+        return Err(ApiError::conflict(format!("access group {} exists already", g.name)));
+    }
+    s.principals.reload(s.store.as_ref()).await?;
+    Ok((StatusCode::CREATED, Json(g)))
+}
+
+async fn put_group(
+    State(s): S,
+    Path(name): Path<String>,
+    ApiJson(mut g): ApiJson<drover_types::AccessGroup>,
+) -> ApiResult<Json<drover_types::AccessGroup>> {
+    if g.name != name {
+        return Err(ApiError::bad_request(format!("the body names access group {:?}, the path {name:?}", g.name)));
+    }
+    check_group(&s, &mut g).await?;
+    put_record(&s, crate::access::GROUP, &name, &g).await?;
+    Ok(Json(g))
+}
+
+async fn delete_group(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if !s.store.record_delete(crate::access::GROUP, &name).await? {
+        return Err(ApiError::not_found(format!("access group {name} not found")));
+    }
+    s.principals.reload(s.store.as_ref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A privilege held on this application (access groups may grant it only on some).
+fn check_scope(p: &Principal, privilege: Privilege, application: &str) -> ApiResult<()> {
+    if p.can(privilege, application) {
+        Ok(())
+    } else {
+        tracing::warn!(principal = %p.label(), %privilege, application, "permission denied (application scope)");
+        Err(ApiError::forbidden(format!("this needs the privilege {privilege} on application {application}")))
+    }
 }
 
 // ---- OAuth clients --------------------------------------------------------------------------
@@ -695,7 +945,46 @@ fn client_view(c: ClientRecord) -> drover_types::Client {
         secret_rotated_at: c.secret_rotated_at,
         previous_secret_valid_until: c.previous_valid_until.filter(|t| *t > now),
         tokens_not_before: Some(c.tokens_not_before).filter(|t| t.0 > 0),
+        redirect_uris: c.metadata.redirect_uris,
+        public: c.metadata.public,
+        key_ids: c
+            .metadata
+            .jwks
+            .as_ref()
+            .and_then(|j| j["keys"].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|k| k["kid"].as_str().map(String::from))
+            .collect(),
+        agent: c.metadata.agent,
     }
+}
+
+fn check_redirects(uris: &[String]) -> ApiResult<()> {
+    for u in uris {
+        crate::oauth::grants::redirect_registrable(u).map_err(ApiError::bad_request)?;
+    }
+    Ok(())
+}
+
+/// A JWKS for `private_key_jwt`: public keys only, each usable for signatures.
+fn check_jwks(jwks: &serde_json::Value) -> ApiResult<()> {
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(jwks.clone())
+        .map_err(|e| ApiError::bad_request(format!("jwks is not a JWK set: {e}")))?;
+    if set.keys.is_empty() {
+        return Err(ApiError::bad_request("jwks has no keys"));
+    }
+    for (i, k) in set.keys.iter().enumerate() {
+        let raw = &jwks["keys"][i];
+        if ["d", "p", "q", "k"].iter().any(|f| raw.get(f).is_some()) {
+            return Err(ApiError::bad_request("jwks must hold public keys only (a private or symmetric key was sent)"));
+        }
+        if matches!(k.algorithm, jsonwebtoken::jwk::AlgorithmParameters::OctetKey(_)) {
+            return Err(ApiError::bad_request("symmetric keys are not accepted"));
+        }
+        jsonwebtoken::DecodingKey::from_jwk(k).map_err(|e| ApiError::bad_request(format!("unusable key: {e}")))?;
+    }
+    Ok(())
 }
 
 async fn load_client(s: &AppState, id: &str) -> ApiResult<ClientRecord> {
@@ -715,13 +1004,28 @@ async fn create_client(
     ApiJson(n): ApiJson<drover_types::NewClient>,
 ) -> ApiResult<(StatusCode, Json<drover_types::ClientSecret>)> {
     validate_name("client", &n.name)?;
-    check_roles(&n.roles)?;
-    let secret = new_secret();
+    if !n.public {
+        check_roles(&s, &n.roles)?;
+    } else if !n.roles.is_empty() {
+        return Err(ApiError::bad_request("a public client acts only for operators and holds no roles of its own"));
+    }
+    check_redirects(&n.redirect_uris)?;
+    if let Some(j) = &n.jwks {
+        check_jwks(j)?;
+    }
+    // Clients that authenticate with keys, and public clients, get no secret.
+    let secret = if n.public || n.jwks.is_some() { String::new() } else { new_secret() };
     let rec = ClientRecord {
         client_id: n.name.clone(),
-        secret_hash: secret_hash(&secret),
+        secret_hash: if secret.is_empty() { String::new() } else { secret_hash(&secret) },
         roles: n.roles,
         created_at: Timestamp::now(),
+        metadata: drover_core::store::ClientMetadata {
+            redirect_uris: n.redirect_uris,
+            public: n.public,
+            jwks: n.jwks,
+            agent: None,
+        },
         ..Default::default()
     };
     s.store.insert_client(&rec).await?;
@@ -742,11 +1046,23 @@ async fn update_client(
 ) -> ApiResult<Json<drover_types::Client>> {
     let mut c = load_client(&s, &name).await?;
     if let Some(roles) = u.roles {
-        check_roles(&roles)?;
+        check_roles(&s, &roles)?;
         c.roles = roles;
     }
     if let Some(d) = u.disabled {
         c.disabled = d;
+    }
+    if let Some(uris) = u.redirect_uris {
+        check_redirects(&uris)?;
+        c.metadata.redirect_uris = uris;
+    }
+    if let Some(j) = u.jwks {
+        if j.is_null() {
+            c.metadata.jwks = None;
+        } else {
+            check_jwks(&j)?;
+            c.metadata.jwks = Some(j);
+        }
     }
     s.store.update_client(&c).await?;
     Ok(Json(client_view(c)))
@@ -833,9 +1149,24 @@ async fn list_keys(State(s): S) -> ApiResult<Json<Vec<drover_types::SigningKey>>
     Ok(Json(keys))
 }
 
-async fn rotate_key(State(s): S) -> ApiResult<Json<serde_json::Value>> {
-    let kid = s.keys.rotate(s.store.as_ref()).await.map_err(key_error)?;
-    Ok(Json(json!({"kid": kid, "active": true})))
+fn parse_alg(a: Option<&str>) -> ApiResult<Option<crate::oauth::jwt::Alg>> {
+    a.map(|a| {
+        crate::oauth::jwt::Alg::parse(a)
+            .ok_or_else(|| ApiError::bad_request(format!("unknown algorithm {a:?}; ES256, EdDSA, RS256 or PS256")))
+    })
+    .transpose()
+}
+
+async fn rotate_key(State(s): S, body: axum::body::Bytes) -> ApiResult<Json<serde_json::Value>> {
+    let req: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(e.to_string()))?
+    };
+    // Default: the algorithm of the key being replaced.
+    let alg = parse_alg(req["alg"].as_str())?.or(s.keys.active_alg()).unwrap_or(crate::oauth::jwt::Alg::ES256);
+    let kid = s.keys.rotate(s.store.as_ref(), alg).await.map_err(key_error)?;
+    Ok(Json(json!({"kid": kid, "alg": alg.as_str(), "active": true})))
 }
 
 async fn import_key(
@@ -846,8 +1177,9 @@ async fn import_key(
     let der = base64::engine::general_purpose::STANDARD
         .decode(k.pkcs8_base64.trim())
         .map_err(|_| ApiError::bad_request("pkcs8_base64 is not base64"))?;
-    let kid = s.keys.import(s.store.as_ref(), &der, k.activate).await.map_err(key_error)?;
-    Ok((StatusCode::CREATED, Json(json!({"kid": kid, "active": k.activate}))))
+    let alg = parse_alg(k.alg.as_deref())?;
+    let (kid, alg) = s.keys.import(s.store.as_ref(), &der, alg, k.activate).await.map_err(key_error)?;
+    Ok((StatusCode::CREATED, Json(json!({"kid": kid, "alg": alg.as_str(), "active": k.activate}))))
 }
 
 // ---- audit ----------------------------------------------------------------------------------

@@ -154,10 +154,7 @@ impl Authenticator {
                 return Err(fail("wrong_secret"));
             }
             self.touch(user).await;
-            return Ok((
-                Principal { kind: PrincipalKind::Agent, name: agent.name, roles: vec!["agent".into()] },
-                false,
-            ));
+            return Ok((Principal::new(PrincipalKind::Agent, agent.name, vec!["agent".into()]), false));
         }
         let Some(op) = op else { return Err(fail("unknown")) };
         if op.disabled {
@@ -212,7 +209,7 @@ impl Authenticator {
             let login = CachedLogin { key, at: Instant::now(), password_hash: op.password_hash.clone() };
             self.cache.lock().expect("poisoned").insert(user.to_string(), login);
         }
-        Ok((Principal { kind: PrincipalKind::Operator, name: op.name, roles: op.roles }, !cached))
+        Ok((Principal::new(PrincipalKind::Operator, op.name, op.roles), !cached))
     }
 
     async fn touch(&self, agent: &str) {
@@ -357,6 +354,7 @@ pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Respon
         audit(&g.state, ctx.entry(&principal.audit_label(), "auth.login".into(), user.clone(), "success", json!({})))
             .await;
     }
+    let principal = g.state.principals.resolve(principal.kind, &principal.name, principal.roles);
     authorized(g, ctx, principal, req, next).await
 }
 

@@ -18,6 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub mod access;
 pub mod api;
 pub mod artifacts;
 pub mod auth;
@@ -83,6 +84,8 @@ pub struct Inner {
     /// The token issuer (`iss`): the orchestrator's public URL.
     pub issuer: String,
     pub keys: oauth::keys::KeyRing,
+    /// Custom roles and access groups.
+    pub principals: access::Principals,
 }
 
 /// Shared state of all handlers.
@@ -140,6 +143,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         .unwrap_or_else(|| cfg.data_dir.join("master.key"));
     let master = oauth::keys::MasterKey::load_or_create(&master_path)?;
     let keys = oauth::keys::KeyRing::load(store.as_ref(), master).await?;
+    bootstrap_cli_client(store.as_ref()).await?;
+    let principals = access::Principals::load(store.as_ref()).await?;
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;
@@ -154,6 +159,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         listen: addr.to_string(),
         issuer: cfg.public_url.clone().unwrap_or_else(|| format!("https://{addr}")),
         keys,
+        principals,
     }));
     let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
     let app = router(state.clone());
@@ -234,6 +240,29 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<St
         })
         .await?;
     Ok(created.then_some(password))
+}
+
+/// Registers the CLI's public client (`drover login`): loopback redirects only (RFC 8252).
+async fn bootstrap_cli_client(store: &dyn Store) -> Result<(), StartError> {
+    if store.get_client(oauth::grants::CLI_CLIENT).await?.is_some() {
+        return Ok(());
+    }
+    let c = drover_core::store::ClientRecord {
+        client_id: oauth::grants::CLI_CLIENT.into(),
+        secret_hash: String::new(),
+        roles: Vec::new(),
+        created_at: Timestamp::now(),
+        metadata: drover_core::store::ClientMetadata {
+            redirect_uris: vec!["http://127.0.0.1/callback".into(), "http://[::1]/callback".into()],
+            public: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match store.insert_client(&c).await {
+        Ok(()) | Err(drover_core::Error::Conflict(_)) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Accepts TCP connections, completes the TLS handshake (bounded), and serves HTTP/1.1.

@@ -31,6 +31,7 @@ pub fn checks() -> Vec<(&'static str, Check)> {
         ("logs_and_events", |s| Box::pin(logs_and_events(s))),
         ("audit_log_is_a_chain", |s| Box::pin(audit_log_is_a_chain(s))),
         ("clients_keys_and_revocations", |s| Box::pin(clients_keys_and_revocations(s))),
+        ("records_cas_take_and_expiry", |s| Box::pin(records_cas_take_and_expiry(s))),
     ]
 }
 
@@ -383,6 +384,8 @@ async fn clients_keys_and_revocations(s: Arc<dyn Store>) {
     got.tokens_not_before = Timestamp(40);
     got.secret_rotated_at = Some(Timestamp(40));
     got.disabled = true;
+    got.metadata.redirect_uris = vec!["http://127.0.0.1/callback".into()];
+    got.metadata.public = true;
     assert!(s.update_client(&got).await.unwrap());
     assert_eq!(s.get_client("jenkins").await.unwrap().unwrap(), got);
     assert_eq!(s.list_clients().await.unwrap().len(), 1);
@@ -406,6 +409,9 @@ async fn clients_keys_and_revocations(s: Arc<dyn Store>) {
     assert_eq!(keys.len(), 2);
     assert!(!keys[0].active && keys[0].retired_at == Some(Timestamp(99)));
     assert!(keys[1].active && keys[1].retired_at.is_none());
+    assert!(s.update_signing_key_material("k1", "resealed").await.unwrap());
+    assert!(!s.update_signing_key_material("nope", "resealed").await.unwrap());
+    assert_eq!(s.list_signing_keys().await.unwrap()[0].private_key, "resealed");
 
     assert!(!s.is_token_revoked("j1").await.unwrap());
     s.revoke_token("j1", Timestamp::now().plus(std::time::Duration::from_secs(60))).await.unwrap();
@@ -415,4 +421,33 @@ async fn clients_keys_and_revocations(s: Arc<dyn Store>) {
     s.revoke_token("old", Timestamp(1)).await.unwrap();
     s.revoke_token("j2", Timestamp::now().plus(std::time::Duration::from_secs(60))).await.unwrap();
     assert!(!s.is_token_revoked("old").await.unwrap());
+}
+
+async fn records_cas_take_and_expiry(s: Arc<dyn Store>) {
+    let later = Some(Timestamp::now().plus(std::time::Duration::from_secs(60)));
+    assert!(s.record_insert("code", "a", r#"{"n":1}"#, later).await.unwrap());
+    assert!(!s.record_insert("code", "a", r#"{"n":2}"#, later).await.unwrap(), "a live key is not replaced");
+    assert!(s.record_insert("other", "a", "{}", None).await.unwrap(), "kinds are separate");
+    let (body, v) = s.record_get("code", "a").await.unwrap().unwrap();
+    assert_eq!((body.as_str(), v), (r#"{"n":1}"#, 1));
+    // Compare-and-swap: the first update wins, a second one with the same version loses.
+    assert!(s.record_update("code", "a", 1, r#"{"n":3}"#, later).await.unwrap());
+    assert!(!s.record_update("code", "a", 1, r#"{"n":4}"#, later).await.unwrap());
+    assert_eq!(s.record_get("code", "a").await.unwrap().unwrap(), (r#"{"n":3}"#.to_string(), 2));
+    // Take: once.
+    assert_eq!(s.record_take("code", "a").await.unwrap().as_deref(), Some(r#"{"n":3}"#));
+    assert_eq!(s.record_take("code", "a").await.unwrap(), None);
+    // Expired records are invisible, cannot be taken or updated, and are replaced by an insert.
+    assert!(s.record_insert("code", "old", "{}", Some(Timestamp(1))).await.unwrap());
+    assert!(s.record_get("code", "old").await.unwrap().is_none());
+    assert!(s.record_take("code", "old").await.unwrap().is_none());
+    assert!(s.record_insert("code", "gone", "{}", Some(Timestamp(1))).await.unwrap());
+    assert!(!s.record_update("code", "gone", 1, "{}", later).await.unwrap());
+    assert!(s.record_insert("code", "gone", r#"{"new":true}"#, later).await.unwrap());
+    assert!(s.record_insert("code", "b", "{}", None).await.unwrap());
+    let keys: Vec<String> = s.record_list("code").await.unwrap().into_iter().map(|r| r.0).collect();
+    assert_eq!(keys, vec!["b".to_string(), "gone".to_string()]);
+    assert!(s.record_delete("code", "b").await.unwrap());
+    assert!(!s.record_delete("code", "b").await.unwrap());
+    assert_eq!(s.record_list("other").await.unwrap().len(), 1);
 }

@@ -31,12 +31,14 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/sqlite/0002_audit.sql")),
     (3, include_str!("../migrations/sqlite/0003_operator_lockout.sql")),
     (4, include_str!("../migrations/sqlite/0004_oauth.sql")),
+    (5, include_str!("../migrations/sqlite/0005_records.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
     (2, include_str!("../migrations/postgres/0002_audit.sql")),
     (3, include_str!("../migrations/postgres/0003_operator_lockout.sql")),
     (4, include_str!("../migrations/postgres/0004_oauth.sql")),
+    (5, include_str!("../migrations/postgres/0005_records.sql")),
 ];
 
 fn db_err(e: sqlx::Error) -> Error {
@@ -215,6 +217,7 @@ macro_rules! store_impl {
                     tokens_not_before: Timestamp(r.try_get("tokens_not_before").map_err(db_err)?),
                     created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
                     secret_rotated_at: opt_ts(r.try_get("secret_rotated_at").map_err(db_err)?),
+                    metadata: serde_json::from_str(&r.try_get::<String, _>("metadata").map_err(db_err)?).map_err(json_err)?,
                 })
             }
 
@@ -925,8 +928,8 @@ macro_rules! store_impl {
             async fn insert_client(&self, c: &ClientRecord) -> Result<()> {
                 let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
                 let r = sqlx::query(
-                    "INSERT INTO clients (client_id, secret_hash, previous_secret_hash, previous_valid_until, roles, disabled, tokens_not_before, created_at, secret_rotated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    "INSERT INTO clients (client_id, secret_hash, previous_secret_hash, previous_valid_until, roles, disabled, tokens_not_before, created_at, secret_rotated_at, metadata) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&c.client_id)
                 .bind(&c.secret_hash)
@@ -937,6 +940,7 @@ macro_rules! store_impl {
                 .bind(c.tokens_not_before.0)
                 .bind(c.created_at.0)
                 .bind(c.secret_rotated_at.map(|t| t.0))
+                .bind(serde_json::to_string(&c.metadata).map_err(json_err)?)
                 .execute(self.w())
                 .await;
                 match r {
@@ -960,7 +964,7 @@ macro_rules! store_impl {
                 let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
                 let r = sqlx::query(
                     "UPDATE clients SET secret_hash = $1, previous_secret_hash = $2, previous_valid_until = $3, roles = $4, disabled = $5, \
-                     tokens_not_before = $6, secret_rotated_at = $7 WHERE client_id = $8",
+                     tokens_not_before = $6, secret_rotated_at = $7, metadata = $9 WHERE client_id = $8",
                 )
                 .bind(&c.secret_hash)
                 .bind(&c.previous_secret_hash)
@@ -970,6 +974,7 @@ macro_rules! store_impl {
                 .bind(c.tokens_not_before.0)
                 .bind(c.secret_rotated_at.map(|t| t.0))
                 .bind(&c.client_id)
+                .bind(serde_json::to_string(&c.metadata).map_err(json_err)?)
                 .execute(self.w())
                 .await
                 .map_err(db_err)?;
@@ -1044,6 +1049,16 @@ macro_rules! store_impl {
                 Ok(true)
             }
 
+            async fn update_signing_key_material(&self, kid: &str, sealed: &str) -> Result<bool> {
+                let r = sqlx::query("UPDATE signing_keys SET private_key = $1 WHERE kid = $2")
+                    .bind(sealed)
+                    .bind(kid)
+                    .execute(self.w())
+                    .await
+                    .map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
+            }
+
             async fn revoke_token(&self, jti: &str, expires_at: Timestamp) -> Result<()> {
                 let mut tx = self.w().begin().await.map_err(db_err)?;
                 sqlx::query("DELETE FROM revoked_tokens WHERE expires_at < $1")
@@ -1067,6 +1082,99 @@ macro_rules! store_impl {
                     .await
                     .map_err(db_err)?;
                 Ok(r.is_some())
+            }
+
+            async fn record_insert(&self, kind: &str, key: &str, body: &str, expires_at: Option<Timestamp>) -> Result<bool> {
+                let mut tx = self.w().begin().await.map_err(db_err)?;
+                sqlx::query("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= $1 AND kind = $2")
+                    .bind(Timestamp::now().0)
+                    .bind(kind)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                let n = sqlx::query(
+                    "INSERT INTO records (kind, key, body, version, expires_at) VALUES ($1, $2, $3, 1, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(kind)
+                .bind(key)
+                .bind(body)
+                .bind(expires_at.map(|t| t.0))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+                tx.commit().await.map_err(db_err)?;
+                Ok(n == 1)
+            }
+
+            async fn record_get(&self, kind: &str, key: &str) -> Result<Option<(String, i64)>> {
+                sqlx::query_as(
+                    "SELECT body, version FROM records WHERE kind = $1 AND key = $2 AND (expires_at IS NULL OR expires_at > $3)",
+                )
+                .bind(kind)
+                .bind(key)
+                .bind(Timestamp::now().0)
+                .fetch_optional(self.r())
+                .await
+                .map_err(db_err)
+            }
+
+            async fn record_list(&self, kind: &str) -> Result<Vec<(String, String, i64)>> {
+                sqlx::query_as(
+                    "SELECT key, body, version FROM records WHERE kind = $1 AND (expires_at IS NULL OR expires_at > $2) ORDER BY key",
+                )
+                .bind(kind)
+                .bind(Timestamp::now().0)
+                .fetch_all(self.r())
+                .await
+                .map_err(db_err)
+            }
+
+            async fn record_update(
+                &self,
+                kind: &str,
+                key: &str,
+                version: i64,
+                body: &str,
+                expires_at: Option<Timestamp>,
+            ) -> Result<bool> {
+                let n = sqlx::query(
+                    "UPDATE records SET body = $1, version = version + 1, expires_at = $2 \
+                     WHERE kind = $3 AND key = $4 AND version = $5 AND (expires_at IS NULL OR expires_at > $6)",
+                )
+                .bind(body)
+                .bind(expires_at.map(|t| t.0))
+                .bind(kind)
+                .bind(key)
+                .bind(version)
+                .bind(Timestamp::now().0)
+                .execute(self.w())
+                .await
+                .map_err(db_err)?
+                .rows_affected();
+                Ok(n == 1)
+            }
+
+            async fn record_take(&self, kind: &str, key: &str) -> Result<Option<String>> {
+                let row: Option<(String, Option<i64>)> =
+                    sqlx::query_as("DELETE FROM records WHERE kind = $1 AND key = $2 RETURNING body, expires_at")
+                        .bind(kind)
+                        .bind(key)
+                        .fetch_optional(self.w())
+                        .await
+                        .map_err(db_err)?;
+                Ok(row.filter(|(_, exp)| exp.is_none_or(|e| e > Timestamp::now().0)).map(|(b, _)| b))
+            }
+
+            async fn record_delete(&self, kind: &str, key: &str) -> Result<bool> {
+                let n = sqlx::query("DELETE FROM records WHERE kind = $1 AND key = $2")
+                    .bind(kind)
+                    .bind(key)
+                    .execute(self.w())
+                    .await
+                    .map_err(db_err)?
+                    .rows_affected();
+                Ok(n == 1)
             }
 
             async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {

@@ -287,7 +287,7 @@ fn task_of(t: TaskRaw) -> Result<TaskRecord> {
     })
 }
 
-type ClientRaw = (String, String, Option<String>, Option<i64>, String, i64, i64, i64, Option<i64>);
+type ClientRaw = (String, String, Option<String>, Option<i64>, String, i64, i64, i64, Option<i64>, String);
 
 fn client_raw(r: &Row) -> rusqlite::Result<ClientRaw> {
     Ok((
@@ -300,6 +300,7 @@ fn client_raw(r: &Row) -> rusqlite::Result<ClientRaw> {
         r.get("tokens_not_before")?,
         r.get("created_at")?,
         r.get("secret_rotated_at")?,
+        r.get("metadata")?,
     ))
 }
 
@@ -314,6 +315,7 @@ fn client_of(t: ClientRaw) -> Result<ClientRecord> {
         tokens_not_before: Timestamp(t.6),
         created_at: Timestamp(t.7),
         secret_rotated_at: opt_ts(t.8),
+        metadata: serde_json::from_str(&t.9).map_err(json_err)?,
     })
 }
 
@@ -1143,10 +1145,11 @@ impl Store for SqliteStore {
     async fn insert_client(&self, c: &ClientRecord) -> Result<()> {
         let c = c.clone();
         let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
+        let meta = serde_json::to_string(&c.metadata).map_err(json_err)?;
         self.write(move |conn| {
             let r = conn.execute(
-                "INSERT INTO clients (client_id, secret_hash, previous_secret_hash, previous_valid_until, roles, disabled, tokens_not_before, created_at, secret_rotated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO clients (client_id, secret_hash, previous_secret_hash, previous_valid_until, roles, disabled, tokens_not_before, created_at, secret_rotated_at, metadata) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     c.client_id,
                     c.secret_hash,
@@ -1156,7 +1159,8 @@ impl Store for SqliteStore {
                     c.disabled as i64,
                     c.tokens_not_before.0,
                     c.created_at.0,
-                    c.secret_rotated_at.map(|t| t.0)
+                    c.secret_rotated_at.map(|t| t.0),
+                    meta
                 ],
             );
             match r {
@@ -1195,11 +1199,12 @@ impl Store for SqliteStore {
     async fn update_client(&self, c: &ClientRecord) -> Result<bool> {
         let c = c.clone();
         let roles = serde_json::to_string(&c.roles).map_err(json_err)?;
+        let meta = serde_json::to_string(&c.metadata).map_err(json_err)?;
         self.write(move |conn| {
             let n = conn
                 .execute(
                     "UPDATE clients SET secret_hash = ?1, previous_secret_hash = ?2, previous_valid_until = ?3, roles = ?4, disabled = ?5, \
-                     tokens_not_before = ?6, secret_rotated_at = ?7 WHERE client_id = ?8",
+                     tokens_not_before = ?6, secret_rotated_at = ?7, metadata = ?9 WHERE client_id = ?8",
                     params![
                         c.secret_hash,
                         c.previous_secret_hash,
@@ -1208,7 +1213,8 @@ impl Store for SqliteStore {
                         c.disabled as i64,
                         c.tokens_not_before.0,
                         c.secret_rotated_at.map(|t| t.0),
-                        c.client_id
+                        c.client_id,
+                        meta
                     ],
                 )
                 .map_err(err)?;
@@ -1283,6 +1289,16 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn update_signing_key_material(&self, kid: &str, sealed: &str) -> Result<bool> {
+        let (kid, sealed) = (kid.to_string(), sealed.to_string());
+        self.write(move |c| {
+            Ok(c.execute("UPDATE signing_keys SET private_key = ?1 WHERE kid = ?2", params![sealed, kid])
+                .map_err(err)?
+                == 1)
+        })
+        .await
+    }
+
     async fn revoke_token(&self, jti: &str, expires_at: Timestamp) -> Result<()> {
         let jti = jti.to_string();
         self.write(move |c| {
@@ -1304,6 +1320,102 @@ impl Store for SqliteStore {
             c.prepare_cached("SELECT 1 FROM revoked_tokens WHERE jti = ?1")
                 .and_then(|mut s| s.exists([jti]))
                 .map_err(err)
+        })
+        .await
+    }
+
+    async fn record_insert(&self, kind: &str, key: &str, body: &str, expires_at: Option<Timestamp>) -> Result<bool> {
+        let (kind, key, body) = (kind.to_string(), key.to_string(), body.to_string());
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let now = Timestamp::now().0;
+            tx.execute("DELETE FROM records WHERE expires_at IS NOT NULL AND expires_at <= ?1 AND kind = ?2", params![now, kind])
+                .map_err(err)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO records (kind, key, body, version, expires_at) VALUES (?1, ?2, ?3, 1, ?4) ON CONFLICT DO NOTHING",
+                    params![kind, key, body, expires_at.map(|t| t.0)],
+                )
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_get(&self, kind: &str, key: &str) -> Result<Option<(String, i64)>> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT body, version FROM records WHERE kind = ?1 AND key = ?2 AND (expires_at IS NULL OR expires_at > ?3)",
+            )
+            .and_then(|mut s| s.query_row(params![kind, key, Timestamp::now().0], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(err)
+        })
+        .await
+    }
+
+    async fn record_list(&self, kind: &str) -> Result<Vec<(String, String, i64)>> {
+        let kind = kind.to_string();
+        self.read(move |c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT key, body, version FROM records WHERE kind = ?1 AND (expires_at IS NULL OR expires_at > ?2) ORDER BY key",
+                )
+                .map_err(err)?;
+            let rows = s
+                .query_map(params![kind, Timestamp::now().0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(err)?;
+            rows.collect::<std::result::Result<Vec<_>, _>>().map_err(err)
+        })
+        .await
+    }
+
+    async fn record_update(
+        &self,
+        kind: &str,
+        key: &str,
+        version: i64,
+        body: &str,
+        expires_at: Option<Timestamp>,
+    ) -> Result<bool> {
+        let (kind, key, body) = (kind.to_string(), key.to_string(), body.to_string());
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE records SET body = ?1, version = version + 1, expires_at = ?2 \
+                     WHERE kind = ?3 AND key = ?4 AND version = ?5 AND (expires_at IS NULL OR expires_at > ?6)",
+                    params![body, expires_at.map(|t| t.0), kind, key, version, Timestamp::now().0],
+                )
+                .map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn record_take(&self, kind: &str, key: &str) -> Result<Option<String>> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.write(move |c| {
+            let tx = c.transaction().map_err(err)?;
+            let body: Option<(String, Option<i64>)> = tx
+                .query_row(
+                    "DELETE FROM records WHERE kind = ?1 AND key = ?2 RETURNING body, expires_at",
+                    params![kind, key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(err)?;
+            tx.commit().map_err(err)?;
+            Ok(body.filter(|(_, exp)| exp.is_none_or(|e| e > Timestamp::now().0)).map(|(b, _)| b))
+        })
+        .await
+    }
+
+    async fn record_delete(&self, kind: &str, key: &str) -> Result<bool> {
+        let (kind, key) = (kind.to_string(), key.to_string());
+        self.write(move |c| {
+            let n = c.execute("DELETE FROM records WHERE kind = ?1 AND key = ?2", params![kind, key]).map_err(err)?;
+            Ok(n == 1)
         })
         .await
     }

@@ -373,18 +373,40 @@ pub struct Client {
     pub previous_secret_valid_until: Option<Timestamp>,
     /// Tokens issued before this were revoked.
     pub tokens_not_before: Option<Timestamp>,
+    /// Exact redirect URIs (authorization-code flow).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_uris: Vec<String>,
+    /// A public client: no secret (CLI, native apps); PKCE and operator flows only.
+    #[serde(default)]
+    pub public: bool,
+    /// The `kid`s of the keys registered for `private_key_jwt`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub key_ids: Vec<String>,
+    /// The agent this client belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewClient {
     pub name: String,
+    #[serde(default)]
     pub roles: Vec<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub public: bool,
+    /// Public keys for `private_key_jwt` (a JWKS: `{"keys": [...]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
 }
 
 /// The one time a client secret is shown (64 lowercase hex characters, 256 random bits).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientSecret {
     pub client_id: String,
+    /// Empty for public clients and clients that authenticate with keys only.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub client_secret: String,
     /// For a regenerated secret: until when the previous one still works.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,6 +419,10 @@ pub struct ClientUpdate {
     pub roles: Option<Vec<String>>,
     #[serde(default)]
     pub disabled: Option<bool>,
+    #[serde(default)]
+    pub redirect_uris: Option<Vec<String>>,
+    #[serde(default)]
+    pub jwks: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -404,6 +430,31 @@ pub struct RegenerateSecret {
     /// Seconds the previous secret keeps working (0: none).
     #[serde(default)]
     pub grace_secs: u64,
+}
+
+/// A role: a named set of privileges. Built-in roles cannot be changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Role {
+    pub name: String,
+    pub privileges: Vec<String>,
+    #[serde(default)]
+    pub built_in: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// An access group: binds operators and clients to roles, optionally only on some applications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccessGroup {
+    pub name: String,
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub operators: Vec<String>,
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// Empty: every application.
+    #[serde(default)]
+    pub applications: Vec<String>,
 }
 
 /// A token-signing key (public facts only).
@@ -424,4 +475,7 @@ pub struct KeyImport {
     pub pkcs8_base64: String,
     #[serde(default)]
     pub activate: bool,
+    /// For RSA keys: `RS256` (default) or `PS256`. Other key types fix the algorithm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
 }

@@ -51,11 +51,18 @@ fn client_credentials_env() -> anyhow::Result<Option<(String, String)>> {
     Ok(Some((id, secret)))
 }
 
-pub async fn client(conn: &Conn) -> anyhow::Result<Client> {
-    let ca = conn.ca_cert.clone().or_else(|| {
+/// The CA to trust: `--ca-cert`, else `./drover-data/tls/ca.pem` when it exists.
+pub fn ca_of(conn: &Conn) -> Option<PathBuf> {
+    conn.ca_cert.clone().or_else(|| {
         let p = PathBuf::from("drover-data/tls/ca.pem");
         p.exists().then_some(p)
-    });
+    })
+}
+
+/// A client for the API with the first credentials found: DROVER_CLIENT_ID/SECRET (client
+/// credentials), DROVER_USER (+ password: Basic), or a `drover login` session.
+pub async fn client(conn: &Conn) -> anyhow::Result<Client> {
+    let ca = ca_of(conn);
     if conn.user.is_none()
         && let Some((id, secret)) = client_credentials_env()?
     {
@@ -73,10 +80,14 @@ pub async fn client(conn: &Conn) -> anyhow::Result<Client> {
             };
             Credentials::Basic { user: user.clone(), password }
         }
-        None => bail!(
-            "no credentials: set DROVER_USER and DROVER_PASSWORD (or --password-file), or DROVER_CLIENT_ID and \
-             DROVER_CLIENT_SECRET; the first operator is 'admin', its password is in DATA_DIR/initial-admin-password"
-        ),
+        None => match crate::login::session_token(&conn.url, ca.as_deref()).await? {
+            Some(token) => Credentials::Bearer(token),
+            None => bail!(
+                "no credentials: run `drover login`, or set DROVER_USER and DROVER_PASSWORD (or --password-file), or \
+                 DROVER_CLIENT_ID and DROVER_CLIENT_SECRET; the first operator is 'admin', its password is in \
+                 DATA_DIR/initial-admin-password"
+            ),
+        },
     };
     Ok(Client::new(&conn.url, ca.as_deref(), creds)?)
 }
@@ -641,6 +652,8 @@ pub enum OperatorsCommand {
         #[arg(long = "role", required = true)]
         roles: Vec<String>,
     },
+    /// End every login session of the operator (their tokens stop working now).
+    RevokeSessions { name: String },
 }
 
 fn operator_line(o: &drover_types::Operator) -> String {
@@ -687,6 +700,12 @@ pub async fn operators(conn: &Conn, cmd: Option<OperatorsCommand>) -> anyhow::Re
         Some(OperatorsCommand::SetRoles { name, roles }) => {
             c.update_operator(&name, &update(None, Some(roles))).await?
         }
+        Some(OperatorsCommand::RevokeSessions { name }) => {
+            c.revoke_operator_sessions(&name).await?;
+            return print(conn.output, &serde_json::json!({"name": name, "sessions": "revoked"}), |_| {
+                format!("every session of {name} is revoked")
+            });
+        }
         Some(OperatorsCommand::SetPassword { name, password_file }) => {
             let pw = read_secret_file(&password_file)?;
             c.set_operator_password(&name, &pw).await?;
@@ -702,11 +721,20 @@ pub async fn operators(conn: &Conn, cmd: Option<OperatorsCommand>) -> anyhow::Re
 
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
-    /// Register a client; prints its id and secret once.
+    /// Register a client; prints its id and secret once (none for --public or --jwks-file).
     Create {
         name: String,
-        #[arg(long = "role", required = true)]
+        #[arg(long = "role")]
         roles: Vec<String>,
+        /// Exact redirect URI for the authorization-code flow (repeatable).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// A public client (no secret; operator sign-in flows with PKCE only).
+        #[arg(long)]
+        public: bool,
+        /// Public keys (a JWKS file) for private_key_jwt; the client gets no secret.
+        #[arg(long)]
+        jwks_file: Option<PathBuf>,
         /// Also write the secret to this file (mode 0600).
         #[arg(long)]
         secret_out: Option<PathBuf>,
@@ -772,11 +800,30 @@ pub async fn oauth_client(cmd: ClientCommand) -> anyhow::Result<u8> {
         Ok(())
     };
     match cmd {
-        ClientCommand::Create { name, roles, secret_out, conn } => {
-            let s = client(&conn).await?.create_client(&name, &roles).await?;
-            show_secret(&s, &secret_out)?;
+        ClientCommand::Create { name, roles, redirect_uris, public, jwks_file, secret_out, conn } => {
+            let jwks = match &jwks_file {
+                Some(f) => Some(
+                    serde_json::from_str(
+                        &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                    )
+                    .with_context(|| format!("{} is not JSON", f.display()))?,
+                ),
+                None => None,
+            };
+            if roles.is_empty() && !public {
+                bail!("give at least one --role (or --public for a client that only acts for operators)");
+            }
+            let n = drover_types::NewClient { name, roles, redirect_uris, public, jwks };
+            let s = client(&conn).await?.register_client(&n).await?;
+            if !s.client_secret.is_empty() {
+                show_secret(&s, &secret_out)?;
+            }
             print(conn.output, &s, |s| {
-                format!("client_id: {}\nclient_secret (shown once): {}", s.client_id, s.client_secret)
+                if s.client_secret.is_empty() {
+                    format!("client_id: {} (no secret)", s.client_id)
+                } else {
+                    format!("client_id: {}\nclient_secret (shown once): {}", s.client_id, s.client_secret)
+                }
             })
         }
         ClientCommand::List { conn } => {
@@ -799,12 +846,12 @@ pub async fn oauth_client(cmd: ClientCommand) -> anyhow::Result<u8> {
             print(conn.output, &c, client_line)
         }
         ClientCommand::Disable { name, conn } => {
-            let u = drover_types::ClientUpdate { disabled: Some(true), roles: None };
+            let u = drover_types::ClientUpdate { disabled: Some(true), ..Default::default() };
             let c = client(&conn).await?.update_client(&name, &u).await?;
             print(conn.output, &c, client_line)
         }
         ClientCommand::Enable { name, conn } => {
-            let u = drover_types::ClientUpdate { disabled: Some(false), roles: None };
+            let u = drover_types::ClientUpdate { disabled: Some(false), ..Default::default() };
             let c = client(&conn).await?.update_client(&name, &u).await?;
             print(conn.output, &c, client_line)
         }
@@ -826,6 +873,9 @@ pub enum KeysCommand {
     },
     /// Generate a new key and make it active; the old one keeps verifying its tokens.
     Rotate {
+        /// ES256, EdDSA, RS256 or PS256 (default: the current key's algorithm).
+        #[arg(long)]
+        alg: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -839,6 +889,9 @@ pub enum KeysCommand {
         /// Make it the active signing key.
         #[arg(long)]
         activate: bool,
+        /// For RSA keys: RS256 (default) or PS256.
+        #[arg(long)]
+        alg: Option<String>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -864,20 +917,114 @@ pub async fn keys(cmd: KeysCommand) -> anyhow::Result<u8> {
                 s
             })
         }
-        KeysCommand::Rotate { conn } => {
-            let v = client(&conn).await?.rotate_key().await?;
-            print(conn.output, &v, |v| format!("new active key {}", v["kid"].as_str().unwrap_or("?")))
+        KeysCommand::Rotate { alg, conn } => {
+            let v = client(&conn).await?.rotate_key_to(alg.as_deref()).await?;
+            print(conn.output, &v, |v| {
+                format!("new active key {} ({})", v["kid"].as_str().unwrap_or("?"), v["alg"].as_str().unwrap_or("?"))
+            })
         }
-        KeysCommand::Import { file, alias, password_file, activate, conn } => {
+        KeysCommand::Import { file, alias, password_file, activate, alg, conn } => {
             let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let password = password_file.as_deref().map(read_secret_file).transpose()?;
             let ks =
                 drover_keystore::open(&bytes, password.as_deref()).map_err(|e| anyhow!("{}: {e}", file.display()))?;
             let (key, _) = ks.signing_key(&alias).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-            let v = client(&conn).await?.import_key(key.pkcs8_der(), activate).await?;
+            let v = client(&conn).await?.import_key(key.pkcs8_der(), alg.as_deref(), activate).await?;
             print(conn.output, &v, |v| {
-                format!("imported key {}{}", v["kid"].as_str().unwrap_or("?"), if activate { " (active)" } else { "" })
+                format!(
+                    "imported key {} ({}){}",
+                    v["kid"].as_str().unwrap_or("?"),
+                    v["alg"].as_str().unwrap_or("?"),
+                    if activate { " (active)" } else { "" }
+                )
             })
+        }
+    }
+}
+
+// ---- roles and access groups ------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum RolesCommand {
+    /// A custom role: a name and its privileges.
+    Create {
+        name: String,
+        #[arg(long = "privilege", required = true)]
+        privileges: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub async fn roles(conn: &Conn, cmd: Option<RolesCommand>) -> anyhow::Result<u8> {
+    let c = client(conn).await?;
+    let line = |r: &drover_types::Role| {
+        format!("{:<20} {:<9} {}", r.name, if r.built_in { "built-in" } else { "custom" }, r.privileges.join(","))
+    };
+    match cmd {
+        None => {
+            let v = c.roles().await?;
+            print(conn.output, &v, |v| v.iter().map(|r| line(r) + "\n").collect())
+        }
+        Some(RolesCommand::Create { name, privileges, description }) => {
+            let r = c.create_role(&drover_types::Role { name, privileges, built_in: false, description }).await?;
+            print(conn.output, &r, line)
+        }
+        Some(RolesCommand::Delete { name }) => {
+            c.delete_role(&name).await?;
+            print(conn.output, &serde_json::json!({"deleted": name}), |_| format!("role {name} deleted"))
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccessGroupsCommand {
+    /// Create or replace an access group: members get the roles, on the applications given
+    /// (all applications without --application).
+    Set {
+        name: String,
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        #[arg(long = "operator")]
+        operators: Vec<String>,
+        #[arg(long = "client")]
+        clients: Vec<String>,
+        #[arg(long = "application")]
+        applications: Vec<String>,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub async fn access_groups(conn: &Conn, cmd: Option<AccessGroupsCommand>) -> anyhow::Result<u8> {
+    let c = client(conn).await?;
+    let line = |g: &drover_types::AccessGroup| {
+        format!(
+            "{:<20} roles {}; operators {}; clients {}; applications {}",
+            g.name,
+            g.roles.join(","),
+            if g.operators.is_empty() { "-".into() } else { g.operators.join(",") },
+            if g.clients.is_empty() { "-".into() } else { g.clients.join(",") },
+            if g.applications.is_empty() { "all".into() } else { g.applications.join(",") },
+        )
+    };
+    match cmd {
+        None => {
+            let v = c.access_groups().await?;
+            print(conn.output, &v, |v| v.iter().map(|g| line(g) + "\n").collect())
+        }
+        Some(AccessGroupsCommand::Set { name, roles, operators, clients, applications }) => {
+            let g = drover_types::AccessGroup { name, roles, operators, clients, applications };
+            let g = c.put_access_group(&g).await?;
+            print(conn.output, &g, line)
+        }
+        Some(AccessGroupsCommand::Delete { name }) => {
+            c.delete_access_group(&name).await?;
+            print(conn.output, &serde_json::json!({"deleted": name}), |_| format!("access group {name} deleted"))
         }
     }
 }

@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod commands;
 mod config;
+mod login;
 mod quickstart;
 mod render;
 
@@ -171,6 +172,27 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// List roles (built-in and custom), or create/delete a custom role.
+    Roles {
+        #[command(subcommand)]
+        command: Option<commands::RolesCommand>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// List access groups, or set/delete one (roles for operators and clients, per application).
+    AccessGroups {
+        #[command(subcommand)]
+        command: Option<commands::AccessGroupsCommand>,
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Sign the CLI in as an operator (browser on this machine, or --device for another one).
+    Login(login::LoginArgs),
+    /// End this CLI's session with the orchestrator.
+    Logout {
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Read or verify the audit log.
     Audit {
         #[command(subcommand)]
@@ -239,6 +261,10 @@ async fn run(cli: Cli) -> u8 {
         Command::Artifact { command } => commands::artifact(command).await,
         Command::Audit { command } => commands::audit(command).await,
         Command::Operators { command, conn } => commands::operators(&conn, command).await,
+        Command::Roles { command, conn } => commands::roles(&conn, command).await,
+        Command::AccessGroups { command, conn } => commands::access_groups(&conn, command).await,
+        Command::Login(a) => login::login(a).await,
+        Command::Logout { conn } => login::logout(&conn).await,
         Command::Client { command } => commands::oauth_client(command).await,
         Command::Keys { command } => commands::keys(command).await,
         Command::Keystore { command } => commands::keystore(command),

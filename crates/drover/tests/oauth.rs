@@ -169,7 +169,7 @@ async fn client_credentials_tokens_and_revocation(b: Backend) -> anyhow::Result<
     let t4 = token(&s, "ci", &again.client_secret).await;
 
     // A disabled client gets no token and its tokens stop working.
-    admin.update_client("ci", &drover_types::ClientUpdate { disabled: Some(true), roles: None }).await?;
+    admin.update_client("ci", &drover_types::ClientUpdate { disabled: Some(true), ..Default::default() }).await?;
     assert_eq!(bearer(&s, &t4).pipelines().await.unwrap_err().status(), Some(401));
     let (st, _, _) =
         token_request(&s, Some(("ci", &again.client_secret)), &[("grant_type", "client_credentials")]).await;
@@ -343,15 +343,37 @@ async fn keys_rotate_and_import_without_failing_a_request(b: Backend) -> anyhow:
     let dir = tempfile::tempdir()?;
     let ks = keytool_key(dir.path(), "signer.p12", &["-keyalg", "EC", "-groupname", "secp256r1"]);
     let (key, _) = ks.signing_key("jwt")?;
-    let imported = admin.import_key(key.pkcs8_der(), true).await?;
+    let imported = admin.import_key(key.pkcs8_der(), None, true).await?;
     let k4 = imported["kid"].as_str().unwrap().to_string();
     let t4 = token(&s, "ci", &created.client_secret).await;
     assert_eq!(kid_of(&t4), k4);
     bearer(&s, &t4).pipelines().await?;
-    assert_eq!(admin.import_key(key.pkcs8_der(), false).await.unwrap_err().status(), Some(409));
+    assert_eq!(admin.import_key(key.pkcs8_der(), None, false).await.unwrap_err().status(), Some(409));
+    // An RSA key from keytool, as PS256 (Java interop); then EdDSA and RS256 by rotation. Each
+    // token verifies with an independent JWT library against the published JWKS.
     let rsa = keytool_key(dir.path(), "rsa.p12", &["-keyalg", "RSA", "-keysize", "2048"]);
-    let e = admin.import_key(rsa.signing_key("jwt")?.0.pkcs8_der(), false).await.unwrap_err();
-    assert_eq!(e.status(), Some(422), "{e}");
+    let e = admin.import_key(rsa.signing_key("jwt")?.0.pkcs8_der(), Some("ES256"), false).await.unwrap_err();
+    assert_eq!(e.status(), Some(422), "an RSA key cannot sign ES256: {e}");
+    let ps = admin.import_key(rsa.signing_key("jwt")?.0.pkcs8_der(), Some("PS256"), true).await?;
+    assert_eq!(ps["alg"], "PS256");
+    for (alg, expect) in [(None, "PS256"), (Some("EdDSA"), "EdDSA"), (Some("RS256"), "RS256"), (Some("ES256"), "ES256")]
+    {
+        if let Some(a) = alg {
+            assert_eq!(admin.rotate_key_to(Some(a)).await?["alg"], a);
+        }
+        let t = token(&s, "ci", &created.client_secret).await;
+        let h = jsonwebtoken::decode_header(&t)?;
+        assert_eq!(format!("{:?}", h.alg), expect);
+        bearer(&s, &t).pipelines().await?;
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            http(&s).get(format!("{}/oauth2/jwks", s.url)).send().await?.json().await?;
+        let jwk = jwks.find(h.kid.as_deref().unwrap()).expect("published");
+        let mut v = jsonwebtoken::Validation::new(h.alg);
+        v.set_audience(&["drover-api"]);
+        let claims = jsonwebtoken::decode::<Value>(&t, &jsonwebtoken::DecodingKey::from_jwk(jwk)?, &v)?.claims;
+        assert_eq!(claims["client_id"], "ci");
+    }
+    let t4 = token(&s, "ci", &created.client_secret).await;
     // The keys in the store are sealed: no PKCS#8 in clear.
     let state = s.running.as_ref().unwrap().state.clone();
     for k in drover_core::Store::list_signing_keys(state.store.as_ref()).await? {

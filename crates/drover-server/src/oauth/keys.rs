@@ -11,14 +11,14 @@ use std::path::Path;
 use std::sync::{Arc, RwLock};
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use drover_core::Store;
 use drover_core::store::SigningKeyRecord;
 use drover_types::Timestamp;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use sha2::{Digest, Sha256};
+
+use super::jwt::{self, Alg, SigningKey, VerifyKey};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -32,39 +32,83 @@ pub enum KeyError {
     Store(#[from] drover_core::Error),
 }
 
-/// Seals and opens secrets at rest.
+/// Seals and opens secrets at rest. Values sealed under a retired master key (kept beside the
+/// current one as `PATH.retired-<id>` after a rotation) still open.
 pub struct MasterKey {
     id: String,
     key: LessSafeKey,
+    retired: Vec<(String, LessSafeKey)>,
+}
+
+fn read_key_file(path: &Path) -> Result<(String, LessSafeKey), KeyError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
+    let bytes =
+        hex::decode(text.trim()).map_err(|_| KeyError::MasterKey(shown.clone(), "not 64 hex characters".into()))?;
+    if bytes.len() != 32 {
+        return Err(KeyError::MasterKey(shown, "not 64 hex characters".into()));
+    }
+    let id = hex::encode(&Sha256::digest(&bytes)[..8]);
+    let key = LessSafeKey::new(
+        UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| KeyError::MasterKey(shown, "unusable".into()))?,
+    );
+    Ok((id, key))
+}
+
+fn write_key_file(path: &Path) -> Result<(), KeyError> {
+    use std::io::Write;
+    let shown = path.display().to_string();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
+    writeln!(f, "{}", hex::encode(rand::random::<[u8; 32]>()))
+        .map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
+    f.sync_all().map_err(|e| KeyError::MasterKey(shown, e.to_string()))
 }
 
 impl MasterKey {
-    /// Loads `path`, creating it (0600) with a fresh random key when missing.
+    /// Loads `path` (and the retired keys beside it), creating it (0600) with a fresh random
+    /// key when missing.
     pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let shown = path.display().to_string();
         if !path.exists() {
-            use std::io::Write;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
-            writeln!(f, "{}", hex::encode(rand::random::<[u8; 32]>()))
-                .map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
-            f.sync_all().map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
+            write_key_file(path)?;
         }
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
-        let bytes =
-            hex::decode(text.trim()).map_err(|_| KeyError::MasterKey(shown.clone(), "not 64 hex characters".into()))?;
-        if bytes.len() != 32 {
-            return Err(KeyError::MasterKey(shown, "not 64 hex characters".into()));
+        let (id, key) = read_key_file(path)?;
+        let mut retired = Vec::new();
+        if let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+            let prefix = format!("{name}.retired-");
+            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix)) {
+                        retired.push(read_key_file(&e.path())?);
+                    }
+                }
+            }
         }
-        let id = hex::encode(&Sha256::digest(&bytes)[..8]);
-        let key = LessSafeKey::new(
-            UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| KeyError::MasterKey(shown, "unusable".into()))?,
-        );
-        Ok(MasterKey { id, key })
+        Ok(MasterKey { id, key, retired })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Master-key rotation, step one: the current key file moves to `PATH.retired-<id>` and a
+    /// new key takes its place. Returns the new key (which still opens the old values); the
+    /// caller re-seals everything, after which the retired file may be deleted.
+    pub fn rotate_file(path: &Path) -> Result<MasterKey, KeyError> {
+        let old = Self::load_or_create(path)?;
+        let retired = path.with_file_name(format!(
+            "{}.retired-{}",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("master.key"),
+            old.id
+        ));
+        std::fs::rename(path, &retired).map_err(|e| KeyError::MasterKey(path.display().to_string(), e.to_string()))?;
+        write_key_file(path)?;
+        Self::load_or_create(path)
     }
 
     /// `v1.<master key id>.<base64url(nonce || ciphertext || tag)>`.
@@ -88,9 +132,13 @@ impl MasterKey {
         let (Some("v1"), Some(id), Some(body)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(KeyError::Sealed("unknown format".into()));
         };
-        if id != self.id {
+        let key = if id == self.id {
+            &self.key
+        } else if let Some((_, k)) = self.retired.iter().find(|(rid, _)| rid == id) {
+            k
+        } else {
             return Err(KeyError::Sealed(format!("sealed with master key {id}, this one is {}", self.id)));
-        }
+        };
         let raw = B64.decode(body).map_err(|_| KeyError::Sealed("not base64".into()))?;
         if raw.len() < 12 + 16 {
             return Err(KeyError::Sealed("too short".into()));
@@ -98,8 +146,7 @@ impl MasterKey {
         let (nonce, ct) = raw.split_at(12);
         let mut buf = ct.to_vec();
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Sealed("bad nonce".into()))?;
-        let plain = self
-            .key
+        let plain = key
             .open_in_place(nonce, Aad::from(context.as_bytes()), &mut buf)
             .map_err(|_| KeyError::Sealed("does not open with this master key (tampered, or another key)".into()))?;
         Ok(plain.to_vec())
@@ -108,34 +155,16 @@ impl MasterKey {
 
 /// A key that can verify tokens (and sign them, when active).
 pub struct VerifyingKey {
-    pub alg: Algorithm,
-    pub decoding: DecodingKey,
+    pub key: VerifyKey,
     pub jwk: serde_json::Value,
     pub retired_at: Option<Timestamp>,
-}
-
-struct Active {
-    kid: String,
-    alg: Algorithm,
-    encoding: EncodingKey,
 }
 
 /// The keys that sign and verify access tokens, kept in step with the store.
 pub struct KeyRing {
     master: MasterKey,
-    active: RwLock<Option<Arc<Active>>>,
+    active: RwLock<Option<Arc<SigningKey>>>,
     verifying: RwLock<HashMap<String, Arc<VerifyingKey>>>,
-}
-
-fn es256_jwk(kid: &str, public: &[u8]) -> Result<serde_json::Value, KeyError> {
-    // Uncompressed point: 0x04 || x (32) || y (32).
-    if public.len() != 65 || public[0] != 4 {
-        return Err(KeyError::Key("unexpected P-256 public key encoding".into()));
-    }
-    Ok(serde_json::json!({
-        "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-        "x": B64.encode(&public[1..33]), "y": B64.encode(&public[33..65]),
-    }))
 }
 
 /// A retired key stays in the JWKS until every token it signed has expired.
@@ -144,12 +173,34 @@ fn still_verifies(retired_at: Option<Timestamp>, now: Timestamp) -> bool {
     retired_at.is_none_or(|r| r.plus(keep) > now)
 }
 
+/// The algorithm a client's JWK allows for an assertion: the JWK's `alg` when it has one, else
+/// the header's if it fits the key type. Never HMAC, never `none`.
+pub fn jwk_algorithm(
+    jwk: &jsonwebtoken::jwk::Jwk,
+    header_alg: jsonwebtoken::Algorithm,
+) -> Option<jsonwebtoken::Algorithm> {
+    use jsonwebtoken::Algorithm as A;
+    use jsonwebtoken::jwk::AlgorithmParameters as P;
+    let fits = |a: A| match &jwk.algorithm {
+        P::EllipticCurve(_) => matches!(a, A::ES256 | A::ES384),
+        P::OctetKeyPair(_) => a == A::EdDSA,
+        P::RSA(_) => matches!(a, A::RS256 | A::RS384 | A::RS512 | A::PS256 | A::PS384 | A::PS512),
+        P::OctetKey(_) => false,
+    };
+    let declared = jwk.common.key_algorithm.and_then(|k| k.to_string().parse::<A>().ok());
+    match declared {
+        Some(a) if a == header_alg && fits(a) => Some(a),
+        Some(_) => None,
+        None => fits(header_alg).then_some(header_alg),
+    }
+}
+
 impl KeyRing {
     /// Loads every key from the store; creates an ES256 key when there is none.
     pub async fn load(store: &dyn Store, master: MasterKey) -> Result<Self, KeyError> {
         let ring = KeyRing { master, active: RwLock::new(None), verifying: RwLock::new(HashMap::new()) };
         if store.list_signing_keys().await?.is_empty() {
-            let rec = ring.generate(true)?;
+            let rec = ring.generate(Alg::ES256, true)?;
             store.insert_signing_key(&rec).await?;
             tracing::info!(kid = %rec.kid, "created a token-signing key (ES256)");
         }
@@ -157,26 +208,20 @@ impl KeyRing {
         Ok(ring)
     }
 
-    /// A new ES256 key, sealed.
-    fn generate(&self, active: bool) -> Result<SigningKeyRecord, KeyError> {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let doc = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
-            .map_err(|_| KeyError::Key("generating a P-256 key".into()))?;
-        self.record(doc.as_ref(), active)
+    /// A new key, sealed.
+    fn generate(&self, alg: Alg, active: bool) -> Result<SigningKeyRecord, KeyError> {
+        let der = jwt::generate(alg).map_err(KeyError::Key)?;
+        self.record(&der, Some(alg), active)
     }
 
-    /// Seals a PKCS#8 P-256 key into a record (its kid derives from the public key).
-    pub fn record(&self, pkcs8: &[u8], active: bool) -> Result<SigningKeyRecord, KeyError> {
-        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8).map_err(|_| {
-            KeyError::Key("not a P-256 (ES256) private key; RSA and Ed25519 signing keys are not supported yet".into())
-        })?;
-        let kid = hex::encode(&Sha256::digest(pair.public_key().as_ref())[..8]);
-        let jwk = es256_jwk(&kid, pair.public_key().as_ref())?;
+    /// Seals a PKCS#8 key into a record (its kid derives from the public key).
+    pub fn record(&self, pkcs8: &[u8], alg: Option<Alg>, active: bool) -> Result<SigningKeyRecord, KeyError> {
+        let key = SigningKey::from_pkcs8(pkcs8, alg).map_err(KeyError::Key)?;
         Ok(SigningKeyRecord {
-            private_key: self.master.seal(pkcs8, &kid)?,
-            kid,
-            alg: "ES256".into(),
-            public_jwk: jwk.to_string(),
+            private_key: self.master.seal(pkcs8, &key.kid)?,
+            kid: key.kid.clone(),
+            alg: key.alg.as_str().into(),
+            public_jwk: key.public_jwk().to_string(),
             active,
             created_at: Timestamp::now(),
             retired_at: None,
@@ -189,21 +234,17 @@ impl KeyRing {
         let mut active = None;
         for r in store.list_signing_keys().await? {
             let pkcs8 = self.master.open(&r.private_key, &r.kid)?;
-            let alg = match r.alg.as_str() {
-                "ES256" => Algorithm::ES256,
-                other => return Err(KeyError::Key(format!("key {} has unsupported algorithm {other}", r.kid))),
-            };
-            let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8)
-                .map_err(|_| KeyError::Key(format!("key {} does not load", r.kid)))?;
-            let jwk = es256_jwk(&r.kid, pair.public_key().as_ref())?;
-            let decoding = DecodingKey::from_ec_components(
-                jwk["x"].as_str().unwrap_or_default(),
-                jwk["y"].as_str().unwrap_or_default(),
-            )
-            .map_err(|e| KeyError::Key(e.to_string()))?;
-            verifying.insert(r.kid.clone(), Arc::new(VerifyingKey { alg, decoding, jwk, retired_at: r.retired_at }));
+            let alg = Alg::parse(&r.alg)
+                .ok_or_else(|| KeyError::Key(format!("key {} has unsupported algorithm {}", r.kid, r.alg)))?;
+            let key = SigningKey::from_pkcs8(&pkcs8, Some(alg))
+                .map_err(|e| KeyError::Key(format!("key {} does not load: {e}", r.kid)))?;
+            let verify = key.verifier().map_err(KeyError::Key)?;
+            verifying.insert(
+                r.kid.clone(),
+                Arc::new(VerifyingKey { key: verify, jwk: key.public_jwk(), retired_at: r.retired_at }),
+            );
             if r.active {
-                active = Some(Arc::new(Active { kid: r.kid.clone(), alg, encoding: EncodingKey::from_ec_der(&pkcs8) }));
+                active = Some(Arc::new(key));
             }
         }
         let Some(active) = active else { return Err(KeyError::Key("no active signing key".into())) };
@@ -213,18 +254,24 @@ impl KeyRing {
     }
 
     /// Generates a new key and makes it the active one; the old one keeps verifying.
-    pub async fn rotate(&self, store: &dyn Store) -> Result<String, KeyError> {
-        let rec = self.generate(false)?;
+    pub async fn rotate(&self, store: &dyn Store, alg: Alg) -> Result<String, KeyError> {
+        let rec = self.generate(alg, false)?;
         store.insert_signing_key(&rec).await?;
         store.activate_signing_key(&rec.kid, Timestamp::now()).await?;
         self.reload(store).await?;
-        tracing::info!(kid = %rec.kid, "token-signing key rotated");
+        tracing::info!(kid = %rec.kid, %alg, "token-signing key rotated");
         Ok(rec.kid)
     }
 
     /// Adds an imported PKCS#8 key, optionally making it active.
-    pub async fn import(&self, store: &dyn Store, pkcs8: &[u8], activate: bool) -> Result<String, KeyError> {
-        let rec = self.record(pkcs8, false)?;
+    pub async fn import(
+        &self,
+        store: &dyn Store,
+        pkcs8: &[u8],
+        alg: Option<Alg>,
+        activate: bool,
+    ) -> Result<(String, Alg), KeyError> {
+        let rec = self.record(pkcs8, alg, false)?;
         if self.verifying.read().expect("poisoned").contains_key(&rec.kid)
             || store.list_signing_keys().await?.iter().any(|k| k.kid == rec.kid)
         {
@@ -235,21 +282,38 @@ impl KeyRing {
             store.activate_signing_key(&rec.kid, Timestamp::now()).await?;
         }
         self.reload(store).await?;
-        tracing::info!(kid = %rec.kid, activate, "token-signing key imported");
-        Ok(rec.kid)
+        tracing::info!(kid = %rec.kid, alg = %rec.alg, activate, "token-signing key imported");
+        Ok((rec.kid, Alg::parse(&rec.alg).unwrap_or(Alg::ES256)))
+    }
+
+    /// Re-seals every stored key under `new` (master-key rotation). Returns how many.
+    pub async fn reseal_all(&self, store: &dyn Store, new: &MasterKey) -> Result<usize, KeyError> {
+        let mut n = 0;
+        for r in store.list_signing_keys().await? {
+            let plain = self.master.open(&r.private_key, &r.kid)?;
+            let sealed = new.seal(&plain, &r.kid)?;
+            store.update_signing_key_material(&r.kid, &sealed).await?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    pub fn master(&self) -> &MasterKey {
+        &self.master
     }
 
     pub fn active_kid(&self) -> Option<String> {
         self.active.read().expect("poisoned").as_ref().map(|a| a.kid.clone())
     }
 
+    pub fn active_alg(&self) -> Option<Alg> {
+        self.active.read().expect("poisoned").as_ref().map(|a| a.alg)
+    }
+
     /// Signs claims with the active key (`kid` in the header, `typ: at+jwt`).
     pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         let a = self.active.read().expect("poisoned").clone().ok_or_else(|| KeyError::Key("no active key".into()))?;
-        let mut h = jsonwebtoken::Header::new(a.alg);
-        h.kid = Some(a.kid.clone());
-        h.typ = Some("at+jwt".into());
-        jsonwebtoken::encode(&h, claims, &a.encoding).map_err(|e| KeyError::Key(e.to_string()))
+        a.sign(claims).map_err(KeyError::Key)
     }
 
     pub fn verifying_key(&self, kid: &str) -> Option<Arc<VerifyingKey>> {

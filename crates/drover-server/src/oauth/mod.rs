@@ -1,6 +1,8 @@
 //! The OAuth 2.0 authorization server: RFC 8414 metadata, JWKS, the token endpoint
-//! (`client_credentials` with `client_secret_basic` / `client_secret_post`), RFC 7009
-//! revocation, and verification of the RFC 9068 JWT access tokens it issues.
+//! (`client_credentials`; `authorization_code` with PKCE, `refresh_token` and the RFC 8628 device
+//! grant in [`grants`]), client authentication (`client_secret_basic`, `client_secret_post`,
+//! RFC 7523 `private_key_jwt`, and public clients), RFC 7009 revocation, RFC 7662 introspection,
+//! and verification of the RFC 9068 JWT access tokens it issues.
 
 use std::time::Duration;
 
@@ -20,7 +22,10 @@ use subtle::ConstantTimeEq;
 use crate::AppState;
 use crate::auth::secret_hash;
 
+pub mod grants;
+pub mod jwt;
 pub mod keys;
+mod pages;
 
 /// Lifetime of access tokens.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(600);
@@ -28,6 +33,17 @@ pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(600);
 pub const CLOCK_SKEW_SECS: u64 = 30;
 /// The audience of Drover's API tokens.
 pub const AUDIENCE: &str = "drover-api";
+
+/// Lifetime of a `private_key_jwt` client assertion, at most.
+pub const ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(300);
+/// RFC 7523 client-assertion type.
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// The operator on whose behalf a client acts (`act`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Actor {
+    pub sub: String,
+}
 
 /// RFC 9068 access-token claims (plus `roles`, and `iat_ms` for revocation to the millisecond).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -42,6 +58,12 @@ pub struct Claims {
     pub client_id: String,
     pub scope: String,
     pub roles: Vec<String>,
+    /// The operator, for tokens from the authorization-code, device and refresh grants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+    /// The refresh-token family (login session) the token belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// The routes of the authorization server (they authenticate clients themselves).
@@ -53,6 +75,9 @@ pub fn routes() -> Router<AppState> {
         .route("/oauth2/token", post(token))
         .route("/oauth2/revoke", post(revoke))
         .route("/oauth2/introspect", post(introspect))
+        .route("/oauth2/authorize", get(grants::authorize_page).post(grants::authorize_submit))
+        .route("/oauth2/device_authorization", post(grants::device_authorization))
+        .route("/device", get(grants::device_page).post(grants::device_submit))
 }
 
 async fn metadata(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -63,11 +88,17 @@ async fn metadata(State(s): State<AppState>) -> Json<serde_json::Value> {
         "jwks_uri": format!("{iss}/oauth2/jwks"),
         "revocation_endpoint": format!("{iss}/oauth2/revoke"),
         "introspection_endpoint": format!("{iss}/oauth2/introspect"),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "response_types_supported": [],
-        "token_endpoint_auth_signing_alg_values_supported": ["ES256"],
+        "authorization_endpoint": format!("{iss}/oauth2/authorize"),
+        "device_authorization_endpoint": format!("{iss}/oauth2/device_authorization"),
+        "grant_types_supported": ["client_credentials", "authorization_code", "refresh_token", grants::DEVICE_GRANT],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "code_challenge_methods_supported": ["S256"],
+        "authorization_response_iss_parameter_supported": true,
+        "token_endpoint_auth_signing_alg_values_supported": ["ES256", "EdDSA", "RS256", "PS256"],
         "scopes_supported": drover_core::rbac::BUILT_IN_ROLES.iter().filter(|r| **r != "agent").collect::<Vec<_>>(),
     }))
 }
@@ -77,7 +108,7 @@ async fn jwks(State(s): State<AppState>) -> Response {
 }
 
 /// RFC 6749 §5.2 error response.
-fn oauth_error(status: StatusCode, error: &str, description: &str, basic_challenge: bool) -> Response {
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str, basic_challenge: bool) -> Response {
     let mut resp = (
         status,
         [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
@@ -92,17 +123,24 @@ fn oauth_error(status: StatusCode, error: &str, description: &str, basic_challen
 
 #[derive(Debug, Deserialize, Default)]
 pub struct TokenForm {
-    grant_type: Option<String>,
-    scope: Option<String>,
+    pub(crate) grant_type: Option<String>,
+    pub(crate) scope: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
-    token: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) redirect_uri: Option<String>,
+    pub(crate) code_verifier: Option<String>,
+    pub(crate) refresh_token: Option<String>,
+    pub(crate) device_code: Option<String>,
 }
 
-type FormInput = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;
+pub(crate) type FormInput = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;
 
 /// The form, and the client that authenticated with it: the preamble of every endpoint here.
-async fn authenticated_form(
+pub(crate) async fn authenticated_form(
     s: &AppState,
     headers: &HeaderMap,
     form: FormInput,
@@ -119,17 +157,43 @@ async fn authenticated_form(
     Ok((form, client))
 }
 
-/// How the client authenticated (RFC 6749 §2.3.1): HTTP Basic with form-encoded id and secret,
-/// or the body parameters; never both.
-fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(String, String, bool), &'static str> {
+/// How a client presents itself.
+enum Presented {
+    Secret {
+        id: String,
+        secret: String,
+        basic: bool,
+    },
+    Assertion {
+        id: Option<String>,
+        assertion: String,
+    },
+    /// A public client: its id, nothing else.
+    Public {
+        id: String,
+    },
+}
+
+/// How the client authenticated (RFC 6749 §2.3.1, RFC 7523 §2.2): HTTP Basic, the body
+/// parameters, a signed assertion, or (public clients) only `client_id`; never two at once.
+fn presented(headers: &HeaderMap, form: &TokenForm) -> Result<Presented, &'static str> {
     let basic = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
         .map(|b| b.trim().to_string());
-    match (basic, &form.client_id, &form.client_secret) {
-        (Some(_), Some(_), _) | (Some(_), _, Some(_)) => Err("use one client authentication method"),
-        (Some(b), None, None) => {
+    let assertion = match (&form.client_assertion_type, &form.client_assertion) {
+        (None, None) => None,
+        (Some(t), Some(a)) if t == JWT_BEARER_ASSERTION => Some(a.clone()),
+        (Some(_), Some(_)) => return Err("unsupported client_assertion_type"),
+        _ => return Err("client_assertion and client_assertion_type go together"),
+    };
+    match (basic, assertion, &form.client_id, &form.client_secret) {
+        (Some(_), Some(_), _, _)
+        | (Some(_), None, Some(_), _)
+        | (Some(_), None, _, Some(_))
+        | (None, Some(_), _, Some(_)) => Err("use one client authentication method"),
+        (Some(b), None, None, None) => {
             let raw = base64::engine::general_purpose::STANDARD.decode(b).map_err(|_| "malformed Basic credentials")?;
             let s = String::from_utf8(raw).map_err(|_| "malformed Basic credentials")?;
             let (id, secret) = s.split_once(':').ok_or("malformed Basic credentials")?;
@@ -139,9 +203,17 @@ fn client_credentials(headers: &HeaderMap, form: &TokenForm) -> Result<(String, 
                     .and_then(|mut v| v.pop())
                     .map(|p| p.1)
             };
-            Ok((dec(id).ok_or("malformed Basic credentials")?, dec(secret).ok_or("malformed Basic credentials")?, true))
+            Ok(Presented::Secret {
+                id: dec(id).ok_or("malformed Basic credentials")?,
+                secret: dec(secret).ok_or("malformed Basic credentials")?,
+                basic: true,
+            })
         }
-        (None, Some(id), Some(secret)) => Ok((id.clone(), secret.clone(), false)),
+        (None, Some(assertion), id, None) => Ok(Presented::Assertion { id: id.clone(), assertion }),
+        (None, None, Some(id), Some(secret)) => {
+            Ok(Presented::Secret { id: id.clone(), secret: secret.clone(), basic: false })
+        }
+        (None, None, Some(id), None) => Ok(Presented::Public { id: id.clone() }),
         _ => Err("client authentication required"),
     }
 }
@@ -157,29 +229,112 @@ fn secret_matches(c: &ClientRecord, secret: &str, now: Timestamp) -> bool {
     current | previous
 }
 
+/// The `sub` of an assertion, read before its signature is checked (only to find the key).
+fn unverified_subject(assertion: &str) -> Option<String> {
+    let payload = assertion.split('.').nth(1)?;
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    v.get("sub")?.as_str().map(String::from)
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionClaims {
+    iss: String,
+    sub: String,
+    exp: i64,
+    #[serde(default)]
+    iat: Option<i64>,
+    jti: String,
+}
+
+/// RFC 7523 §3: signed by a key registered for the client, `iss` = `sub` = client id, `aud` the
+/// token endpoint, a bounded lifetime, and a `jti` never seen before (replay cache until `exp`).
+async fn check_assertion(s: &AppState, c: &ClientRecord, assertion: &str) -> Result<(), &'static str> {
+    let jwks = c.metadata.jwks.as_ref().ok_or("client has no registered keys")?;
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_value(jwks.clone()).map_err(|_| "registered keys unusable")?;
+    let header = jsonwebtoken::decode_header(assertion).map_err(|_| "malformed assertion")?;
+    let jwk = match &header.kid {
+        Some(kid) => set.find(kid).ok_or("unknown kid")?,
+        None if set.keys.len() == 1 => &set.keys[0],
+        None => return Err("assertion without kid"),
+    };
+    let alg = keys::jwk_algorithm(jwk, header.alg).ok_or("algorithm does not fit the key")?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).map_err(|_| "registered key unusable")?;
+    let mut v = Validation::new(alg);
+    v.algorithms = vec![alg];
+    v.set_audience(&[format!("{}/oauth2/token", s.issuer)]);
+    v.set_issuer(&[c.client_id.as_str()]);
+    v.sub = Some(c.client_id.clone());
+    v.leeway = CLOCK_SKEW_SECS;
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    let claims = jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &v).map_err(|_| "invalid assertion")?.claims;
+    debug_assert!(claims.iss == c.client_id && claims.sub == c.client_id);
+    let now = Timestamp::now().0 / 1000;
+    let max = ASSERTION_MAX_LIFETIME.as_secs() as i64;
+    if claims.exp - now > max + CLOCK_SKEW_SECS as i64 || claims.iat.is_some_and(|iat| claims.exp - iat > max) {
+        return Err("assertion lifetime too long");
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 200 {
+        return Err("assertion without usable jti");
+    }
+    let until = Timestamp((claims.exp + CLOCK_SKEW_SECS as i64) * 1000);
+    let fresh = s
+        .store
+        .record_insert("assertion_jti", &format!("{}:{}", c.client_id, claims.jti), "{}", Some(until))
+        .await
+        .map_err(|_| "store error")?;
+    if !fresh {
+        return Err("assertion replayed (jti seen before)");
+    }
+    Ok(())
+}
+
 async fn authenticate_client(s: &AppState, headers: &HeaderMap, form: &TokenForm) -> Result<ClientRecord, Response> {
-    let (id, secret, basic) = client_credentials(headers, form).map_err(|why| {
-        if why.starts_with("use one") {
+    let how = presented(headers, form).map_err(|why| {
+        if why.starts_with("use one") || why.contains("assertion") {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why, false)
         } else {
             oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", why, true)
         }
     })?;
+    let (id, basic) = match &how {
+        Presented::Secret { id, basic, .. } => (id.clone(), *basic),
+        Presented::Public { id } => (id.clone(), false),
+        Presented::Assertion { id, assertion } => match id.clone().or_else(|| unverified_subject(assertion)) {
+            Some(id) => (id, false),
+            None => {
+                return Err(oauth_error(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_client",
+                    "client authentication failed",
+                    false,
+                ));
+            }
+        },
+    };
     let client = s.store.get_client(&id).await.map_err(|e| {
         tracing::error!(error = %e, "token endpoint: store error");
         oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "try again later", false)
     })?;
+    let refused = |why: &str| {
+        tracing::warn!(client = %id, reason = why, "client authentication failed");
+        oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", basic)
+    };
+    let Some(c) = client else { return Err(refused("unknown client")) };
+    if c.disabled {
+        return Err(refused("client disabled"));
+    }
     let now = Timestamp::now();
-    match client {
-        Some(c) if !c.disabled && secret_matches(&c, &secret, now) => Ok(c),
-        Some(c) if c.disabled => {
-            tracing::warn!(client = %id, "token refused: client disabled");
-            Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", basic))
-        }
-        _ => {
-            tracing::warn!(client = %id, "token refused: unknown client or wrong secret");
-            Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", basic))
-        }
+    match how {
+        Presented::Secret { secret, .. } if !c.metadata.public && secret_matches(&c, &secret, now) => Ok(c),
+        Presented::Secret { .. } => Err(refused("wrong secret")),
+        Presented::Public { .. } if c.metadata.public => Ok(c),
+        Presented::Public { .. } => Err(refused("confidential client without credentials")),
+        Presented::Assertion { assertion, .. } => match check_assertion(s, &c, &assertion).await {
+            Ok(()) => Ok(c),
+            Err(why) => Err(refused(why)),
+        },
     }
 }
 
@@ -189,33 +344,54 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -
         Err(resp) => return resp,
     };
     match form.grant_type.as_deref() {
-        Some("client_credentials") => {}
-        Some(_) => {
-            return oauth_error(
-                StatusCode::BAD_REQUEST,
-                "unsupported_grant_type",
-                "only client_credentials is supported",
-                false,
-            );
-        }
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required", false),
+        Some("client_credentials") if client.metadata.public => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            "a public client cannot use client_credentials",
+            false,
+        ),
+        Some("client_credentials") => client_credentials_grant(&s, &client, &form),
+        Some("authorization_code") => grants::authorization_code(&s, &client, &form).await,
+        Some("refresh_token") => grants::refresh(&s, &client, &form).await,
+        Some(grants::DEVICE_GRANT) => grants::device_code(&s, &client, &form).await,
+        Some(_) => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "unsupported grant_type", false),
+        None => oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required", false),
     }
-    // Scope: the client's roles, or the subset it asks for.
-    let roles: Vec<String> = match form.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => client.roles.clone(),
+}
+
+/// The requested scope (space-separated roles) within what is allowed; `None` asks for all.
+pub(crate) fn scope_within(asked: Option<&str>, allowed: &[String]) -> Result<Vec<String>, String> {
+    match asked.map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(allowed.to_vec()),
         Some(scope) => {
             let asked: Vec<String> = scope.split(' ').filter(|x| !x.is_empty()).map(String::from).collect();
-            if let Some(bad) = asked.iter().find(|r| !client.roles.contains(r)) {
-                return oauth_error(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_scope",
-                    &format!("the client does not have {bad}"),
-                    false,
-                );
+            match asked.iter().find(|r| !allowed.contains(r)) {
+                Some(bad) => Err(format!("{bad} is not granted")),
+                None => Ok(asked),
             }
-            asked
         }
+    }
+}
+
+fn client_credentials_grant(s: &AppState, client: &ClientRecord, form: &TokenForm) -> Response {
+    let roles = match scope_within(form.scope.as_deref(), &client.roles) {
+        Ok(r) => r,
+        Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &why, false),
     };
+    match issue_access_token(s, client, roles, None, None) {
+        Ok((token, claims)) => token_response(token, &claims, None),
+        Err(resp) => *resp,
+    }
+}
+
+/// Signs an access token for the client (acting for `operator` when given).
+pub(crate) fn issue_access_token(
+    s: &AppState,
+    client: &ClientRecord,
+    roles: Vec<String>,
+    operator: Option<&str>,
+    sid: Option<&str>,
+) -> Result<(String, Claims), Box<Response>> {
     let now = Timestamp::now();
     let claims = Claims {
         iss: s.issuer.clone(),
@@ -228,25 +404,33 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -
         client_id: client.client_id.clone(),
         scope: roles.join(" "),
         roles,
+        act: operator.map(|o| Actor { sub: o.to_string() }),
+        sid: sid.map(String::from),
     };
-    let token = match s.keys.sign(&claims) {
-        Ok(t) => t,
+    match s.keys.sign(&claims) {
+        Ok(t) => {
+            tracing::debug!(client = %client.client_id, jti = %claims.jti, "access token issued");
+            Ok((t, claims))
+        }
         Err(e) => {
             tracing::error!(error = %e, "signing a token");
-            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "try again later", false);
+            Err(Box::new(oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "try again later", false)))
         }
-    };
-    tracing::debug!(client = %client.client_id, jti = %claims.jti, "access token issued");
-    (
-        [(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")],
-        Json(serde_json::json!({
-            "access_token": token,
-            "token_type": "Bearer",
-            "expires_in": ACCESS_TOKEN_TTL.as_secs(),
-            "scope": claims.scope,
-        })),
-    )
-        .into_response()
+    }
+}
+
+/// RFC 6749 §5.1.
+pub(crate) fn token_response(token: String, claims: &Claims, refresh_token: Option<String>) -> Response {
+    let mut body = serde_json::json!({
+        "access_token": token,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_TTL.as_secs(),
+        "scope": claims.scope,
+    });
+    if let Some(r) = refresh_token {
+        body["refresh_token"] = serde_json::Value::String(r);
+    }
+    ([(header::CACHE_CONTROL, "no-store"), (header::PRAGMA, "no-cache")], Json(body)).into_response()
 }
 
 /// RFC 7009: the client revokes one of its own tokens; unknown or foreign tokens get 200 too.
@@ -258,6 +442,16 @@ async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormInput) 
     let Some(token) = form.token.as_deref() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required", false);
     };
+    if !token.contains('.') {
+        // Not a JWT: a refresh token; revoking it ends its whole login session.
+        return match grants::revoke_refresh(&s, &client, token).await {
+            Ok(()) => StatusCode::OK.into_response(),
+            Err(e) => {
+                tracing::error!(error = %e, "revoking a refresh token");
+                oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "try again", false)
+            }
+        };
+    }
     if let Ok(c) = decode(&s, token)
         && c.client_id == client.client_id
     {
@@ -282,7 +476,7 @@ async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormInp
     let body = match (verify_bearer(&s, token).await, decode(&s, token)) {
         (Ok(_), Ok(c)) => serde_json::json!({
             "active": true, "token_type": "access_token", "client_id": c.client_id, "sub": c.sub, "scope": c.scope,
-            "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti,
+            "aud": c.aud, "iss": c.iss, "exp": c.exp, "iat": c.iat, "jti": c.jti, "act": c.act,
         }),
         _ => serde_json::json!({"active": false}),
     };
@@ -292,7 +486,7 @@ async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormInp
 /// Signature and claim checks. The algorithm comes from the key the `kid` names, never from
 /// the token; `exp`, `iss` and `aud` are required with their JSON types.
 fn decode(s: &AppState, token: &str) -> Result<Claims, &'static str> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed token")?;
+    let header = jwt::header(token)?;
     // RFC 9068 §4: only access tokens (not, say, an ID token signed with the same key).
     let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
     if typ != "at+jwt" && typ != "application/at+jwt" {
@@ -300,18 +494,23 @@ fn decode(s: &AppState, token: &str) -> Result<Claims, &'static str> {
     }
     let kid = header.kid.ok_or("token without kid")?;
     let key = s.keys.verifying_key(&kid).ok_or("unknown kid")?;
-    let mut v = Validation::new(key.alg);
-    v.algorithms = vec![key.alg];
-    v.set_issuer(&[s.issuer.as_str()]);
-    v.set_audience(&[AUDIENCE]);
-    v.leeway = CLOCK_SKEW_SECS;
-    v.set_required_spec_claims(&["exp", "iss", "aud"]);
-    let data = jsonwebtoken::decode::<Claims>(token, &key.decoding, &v).map_err(|_| "invalid token")?;
-    Ok(data.claims)
+    let c: Claims = key.key.verify(token)?;
+    if c.iss != s.issuer {
+        return Err("wrong issuer");
+    }
+    if c.aud != AUDIENCE {
+        return Err("wrong audience");
+    }
+    if c.exp + CLOCK_SKEW_SECS as i64 <= Timestamp::now().0 / 1000 {
+        return Err("expired");
+    }
+    Ok(c)
 }
 
 /// Verifies a bearer token for the API: signature and claims, then the client still exists, is
-/// enabled, has not revoked its tokens since this one was issued, and the token id is not revoked.
+/// enabled, has not revoked its tokens since this one was issued, and neither the token id nor
+/// its login session is revoked; for a token acting for an operator, the operator is enabled and
+/// has not had their sessions revoked since.
 pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, &'static str> {
     let c = decode(s, token)?;
     let client = s.store.get_client(&c.client_id).await.map_err(|_| "store error")?.ok_or("unknown client")?;
@@ -324,7 +523,25 @@ pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, &'sta
     if s.store.is_token_revoked(&c.jti).await.map_err(|_| "store error")? {
         return Err("token revoked");
     }
-    // A token carries the roles granted at issue, limited to the client's current roles.
-    let roles = c.roles.into_iter().filter(|r| client.roles.contains(r)).collect();
-    Ok(Principal { kind: PrincipalKind::Client, name: client.client_id, roles })
+    if let Some(sid) = &c.sid
+        && s.store.is_token_revoked(sid).await.map_err(|_| "store error")?
+    {
+        return Err("token revoked (login session ended)");
+    }
+    let Some(act) = &c.act else {
+        // A token carries the roles granted at issue, limited to the client's current roles.
+        let roles = c.roles.into_iter().filter(|r| client.roles.contains(r)).collect();
+        return Ok(s.principals.resolve(PrincipalKind::Client, &client.client_id, roles));
+    };
+    let op = s.store.get_operator(&act.sub).await.map_err(|_| "store error")?.ok_or("unknown operator")?;
+    if op.disabled {
+        return Err("operator disabled");
+    }
+    if c.iat_ms < grants::sessions_not_before(s, &op.name).await.map_err(|_| "store error")?.0 {
+        return Err("token revoked (operator sessions revoked)");
+    }
+    let roles = c.roles.into_iter().filter(|r| op.roles.contains(r)).collect();
+    let mut p = s.principals.resolve(PrincipalKind::Operator, &op.name, roles);
+    p.via = Some(client.client_id);
+    Ok(p)
 }
