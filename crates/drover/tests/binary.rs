@@ -452,3 +452,129 @@ fn keystore_inspect_lists_entries_without_key_material() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong keystore password"));
 }
+
+/// Starts a CLI command with stderr piped; returns the child, the first stderr line that
+/// `want` accepts, and a thread that drains the rest (so the child never writes to a closed pipe).
+fn spawn_reading(mut cmd: Command, want: fn(&str) -> bool) -> (Child, String, std::thread::JoinHandle<String>) {
+    use std::io::BufRead;
+    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let drain = std::thread::spawn(move || {
+        let mut all = String::new();
+        let mut sent = false;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if !sent && want(&line) {
+                let _ = tx.send(line.clone());
+                sent = true;
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let line = rx.recv_timeout(Duration::from_secs(60)).expect("the CLI printed what we wait for");
+    (child, line, drain)
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st;
+        }
+        assert!(std::time::Instant::now() < deadline, "the CLI did not exit in time");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_login_with_a_browser_or_a_device_then_logout() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Orchestrator::start(dir.path(), &[]).await;
+    let pw = "dana-password-123456";
+    o.admin()
+        .add_operator(&drover_types::NewOperator {
+            name: "dana".into(),
+            email: None,
+            roles: vec!["viewer".into()],
+            password: Some(pw.into()),
+        })
+        .await
+        .unwrap();
+    let cfg = dir.path().join("cli-config");
+    let cli = || {
+        let mut c = drover();
+        c.env("DROVER_URL", o.url())
+            .env("DROVER_CA_CERT", o.ca())
+            .env("DROVER_CONFIG_DIR", &cfg)
+            .env_remove("DROVER_USER")
+            .env_remove("DROVER_PASSWORD")
+            .env_remove("DROVER_PASSWORD_FILE")
+            .env_remove("DROVER_CLIENT_ID");
+        c
+    };
+    let browser = reqwest::Client::builder()
+        .use_preconfigured_tls(drover_tls::client_config(&o.ca()).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    // Not signed in: a clear error.
+    let out = run(cli().arg("pipelines"));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("drover login"));
+
+    // Browser flow: the CLI prints the address, the "browser" signs in and follows the redirect
+    // to the CLI's loopback port.
+    let mut login = cli();
+    login.arg("login");
+    let (mut child, url, drain) =
+        spawn_reading(login, |l| l.starts_with("https://") && l.contains("/oauth2/authorize?"));
+    assert!(browser.get(&url).send().await.unwrap().status().is_success());
+    let mut form: Vec<(String, String)> = serde_urlencoded::from_str(url.split_once('?').unwrap().1).unwrap();
+    form.push(("username".into(), "dana".into()));
+    form.push(("password".into(), pw.into()));
+    let r = browser.post(format!("{}/oauth2/authorize", o.url())).form(&form).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let back = r.headers()["location"].to_str().unwrap().to_string();
+    assert!(back.starts_with("http://127.0.0.1:"), "{back}");
+    let page = browser.get(&back).send().await.unwrap();
+    assert!(page.status().is_success());
+    assert!(wait_exit(&mut child, Duration::from_secs(30)).success());
+    assert!(drain.join().unwrap().contains("Signed in"));
+    let sessions = cfg.join("sessions.json");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&sessions).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let out = run(cli().args(["pipelines"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // An expired access token is refreshed (and the refresh token rotated) on the next command.
+    let mut all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sessions).unwrap()).unwrap();
+    let old_refresh = all[o.url()]["refresh_token"].as_str().unwrap().to_string();
+    all[o.url()]["expires_at"] = 0.into();
+    std::fs::write(&sessions, all.to_string()).unwrap();
+    let out = run(cli().args(["pipelines"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sessions).unwrap()).unwrap();
+    assert_ne!(all[o.url()]["refresh_token"].as_str().unwrap(), old_refresh);
+    // viewer cannot manage operators: the CLI says 403 with its exit code.
+    let out = run(cli().args(["operators"]));
+    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    // Logout revokes the session on the orchestrator too.
+    let token = all[o.url()]["access_token"].as_str().unwrap().to_string();
+    assert!(run(cli().arg("logout")).status.success());
+    assert!(!run(cli().arg("pipelines")).status.success());
+    let c = Client::new(&o.url(), Some(&o.ca()), Credentials::Bearer(token)).unwrap();
+    assert_eq!(c.pipelines().await.unwrap_err().status(), Some(401));
+
+    // Device flow: the CLI shows a code; the operator approves it elsewhere.
+    let mut login = cli();
+    login.args(["login", "--device"]);
+    let (mut child, line, drain) = spawn_reading(login, |l| l.contains("enter the code"));
+    let code = line.rsplit(' ').next().unwrap().to_string();
+    let form = [("user_code", code.as_str()), ("username", "dana"), ("password", pw), ("action", "approve")];
+    let r = browser.post(format!("{}/device", o.url())).form(&form).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(wait_exit(&mut child, Duration::from_secs(60)).success(), "{}", drain.join().unwrap());
+    let out = run(cli().args(["pipelines"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
