@@ -17,15 +17,31 @@ use tokio::sync::{Notify, mpsc, watch};
 
 pub mod exec;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AgentConfig {
     pub url: String,
     pub ca_cert: Option<PathBuf>,
     pub name: String,
+    /// The agent's client secret (its client id is its name)...
     pub secret: String,
+    /// ...or another way to get tokens (`private_key_jwt`), which then wins.
+    pub auth: Option<drover_client::ClientAuth>,
     pub work_dir: PathBuf,
     /// Tasks run at once (different applications; one pipeline stage runs one at a time).
     pub capacity: u32,
+}
+
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentConfig")
+            .field("url", &self.url)
+            .field("name", &self.name)
+            .field("secret", &"***")
+            .field("auth", &self.auth)
+            .field("work_dir", &self.work_dir)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +71,10 @@ pub async fn run(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<()
     let client = Client::new(
         &cfg.url,
         cfg.ca_cert.as_deref(),
-        Credentials::Basic { user: cfg.name.clone(), password: cfg.secret.clone() },
+        Credentials::ClientCredentials {
+            client_id: cfg.name.clone(),
+            auth: cfg.auth.clone().unwrap_or_else(|| drover_client::ClientAuth::Secret(cfg.secret.clone())),
+        },
     )?;
     let agent = Arc::new(Agent {
         cfg,

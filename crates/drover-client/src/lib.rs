@@ -1,6 +1,7 @@
 //! Typed client of the orchestrator's HTTPS API, used by the CLI, the agent and the tests.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -65,7 +66,32 @@ pub enum Credentials {
     },
     /// An OAuth 2.0 access token.
     Bearer(String),
+    /// OAuth 2.0 client credentials: tokens are fetched, cached, refreshed before they expire
+    /// and fetched again once when a call is refused with 401.
+    ClientCredentials {
+        client_id: String,
+        auth: ClientAuth,
+    },
     None,
+}
+
+/// How a client proves itself at the token endpoint.
+#[derive(Clone)]
+pub enum ClientAuth {
+    /// `client_secret_basic`.
+    Secret(String),
+    /// `private_key_jwt` (RFC 7523): a PKCS#8 private key (P-256, Ed25519 or RSA) signs a
+    /// short-lived assertion per token request.
+    PrivateKey { pkcs8_der: Vec<u8>, kid: Option<String> },
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClientAuth::Secret(_) => write!(f, "Secret(***)"),
+            ClientAuth::PrivateKey { kid, .. } => write!(f, "PrivateKey(kid {kid:?}, ***)"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -73,6 +99,7 @@ impl std::fmt::Debug for Credentials {
         match self {
             Credentials::Basic { user, .. } => write!(f, "Basic({user}, ***)"),
             Credentials::Bearer(_) => write!(f, "Bearer(***)"),
+            Credentials::ClientCredentials { client_id, .. } => write!(f, "ClientCredentials({client_id}, ***)"),
             Credentials::None => write!(f, "None"),
         }
     }
@@ -83,7 +110,26 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     auth: Option<String>,
+    tokens: Option<Arc<TokenSource>>,
 }
+
+/// Access tokens of a client, cached until shortly before they expire.
+struct TokenSource {
+    client_id: String,
+    auth: ClientAuth,
+    cached: std::sync::Mutex<Option<(String, std::time::Instant)>>,
+    /// One fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TokenSource({}, ***)", self.client_id)
+    }
+}
+
+/// Refresh this long before the token expires.
+const TOKEN_MARGIN: Duration = Duration::from_secs(60);
 
 /// One server-sent event of `logs?follow=true`.
 #[derive(Debug, Clone)]
@@ -116,15 +162,28 @@ impl Client {
             return Err(Error::Config(format!("invalid URL {base:?}: expected https://HOST:PORT")));
         }
         let http = b.build().map_err(transport)?;
+        let creds_tokens = match &creds {
+            Credentials::ClientCredentials { client_id, auth } => Some((client_id.clone(), auth.clone())),
+            _ => None,
+        };
         let auth = match creds {
             Credentials::Basic { user, password } => Some(format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
             )),
             Credentials::Bearer(t) => Some(format!("Bearer {t}")),
-            Credentials::None => None,
+            Credentials::ClientCredentials { .. } | Credentials::None => None,
         };
-        Ok(Client { http, base, auth })
+        let tokens = match creds_tokens {
+            Some((client_id, auth)) => Some(Arc::new(TokenSource {
+                client_id,
+                auth,
+                cached: std::sync::Mutex::new(None),
+                fetching: tokio::sync::Mutex::new(()),
+            })),
+            None => None,
+        };
+        Ok(Client { http, base, auth, tokens })
     }
 
     pub fn base_url(&self) -> &str {
@@ -155,8 +214,75 @@ impl Client {
         }
     }
 
+    /// A current access token (client credentials), fetched when missing or about to expire.
+    async fn token(&self, ts: &TokenSource) -> Result<String> {
+        let fresh = |c: &Option<(String, std::time::Instant)>| {
+            c.as_ref().filter(|(_, until)| *until > std::time::Instant::now()).map(|(t, _)| t.clone())
+        };
+        if let Some(t) = fresh(&ts.cached.lock().expect("poisoned")) {
+            return Ok(t);
+        }
+        let _one = ts.fetching.lock().await;
+        if let Some(t) = fresh(&ts.cached.lock().expect("poisoned")) {
+            return Ok(t);
+        }
+        let v = match &ts.auth {
+            ClientAuth::Secret(secret) => {
+                self.oauth_form("/oauth2/token", &[("grant_type", "client_credentials")], Some((&ts.client_id, secret)))
+                    .await
+            }
+            ClientAuth::PrivateKey { pkcs8_der, kid } => {
+                let assertion =
+                    client_assertion(&ts.client_id, &format!("{}/oauth2/token", self.base), pkcs8_der, kid)?;
+                let form = [
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    ("client_assertion", assertion.as_str()),
+                ];
+                self.oauth_form("/oauth2/token", &form, None).await
+            }
+        }
+        .map_err(|e| match e {
+            Error::Api { status, code, message } if status == 400 || status == 401 => Error::Api {
+                status: 401,
+                code,
+                message: format!(
+                    "client {} could not get a token ({message}): disabled, deleted, or wrong credentials",
+                    ts.client_id
+                ),
+            },
+            other => other,
+        })?;
+        let token = v["access_token"].as_str().ok_or_else(|| Error::Decode("no access_token".into()))?.to_string();
+        let life = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(300));
+        let until = std::time::Instant::now() + life.saturating_sub(TOKEN_MARGIN).max(life / 2);
+        *ts.cached.lock().expect("poisoned") = Some((token.clone(), until));
+        Ok(token)
+    }
+
+    /// Sends a request with the client's credentials; with client credentials, a 401 makes it
+    /// fetch a new token and try once more (the token was revoked or its key rotated).
+    async fn dispatch(&self, rb: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let Some(ts) = &self.tokens else { return rb.send().await.map_err(transport) };
+        let again = rb.try_clone();
+        let token = self.token(ts).await?;
+        let resp = rb.bearer_auth(&token).send().await.map_err(transport)?;
+        if resp.status() != reqwest::StatusCode::UNAUTHORIZED {
+            return Ok(resp);
+        }
+        let Some(again) = again else { return Ok(resp) };
+        {
+            let mut c = ts.cached.lock().expect("poisoned");
+            if c.as_ref().is_some_and(|(t, _)| *t == token) {
+                *c = None;
+            }
+        }
+        let token = self.token(ts).await?;
+        again.bearer_auth(&token).send().await.map_err(transport)
+    }
+
     async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T> {
-        let resp = Self::check(rb.send().await.map_err(transport)?).await?;
+        let resp = Self::check(self.dispatch(rb).await?).await?;
         let bytes = resp.bytes().await.map_err(transport)?;
         serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
     }
@@ -170,8 +296,7 @@ impl Client {
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
-        Self::check(self.req(Method::DELETE, path).timeout(Duration::from_secs(60)).send().await.map_err(transport)?)
-            .await?;
+        Self::check(self.dispatch(self.req(Method::DELETE, path).timeout(Duration::from_secs(60))).await?).await?;
         Ok(())
     }
 
@@ -219,7 +344,10 @@ impl Client {
         self.get("/api/v1/agents").await
     }
     pub async fn add_agent(&self, name: &str, environment: &str) -> Result<AgentCredentials> {
-        self.post("/api/v1/agents", &NewAgent { name: name.into(), environment: environment.into() }).await
+        self.register_agent(&NewAgent { name: name.into(), environment: environment.into(), jwks: None }).await
+    }
+    pub async fn register_agent(&self, a: &NewAgent) -> Result<AgentCredentials> {
+        self.post("/api/v1/agents", a).await
     }
     pub async fn delete_agent(&self, name: &str) -> Result<()> {
         self.delete(&format!("/api/v1/agents/{name}")).await
@@ -315,10 +443,8 @@ impl Client {
     /// Follows a deployment: server-sent events until it is terminal.
     pub async fn follow(&self, id: i64, after: i64) -> Result<impl Stream<Item = Result<SseEvent>>> {
         let resp = self
-            .req(Method::GET, &format!("/api/v1/deployments/{id}/logs?follow=true&after={after}"))
-            .send()
-            .await
-            .map_err(transport)?;
+            .dispatch(self.req(Method::GET, &format!("/api/v1/deployments/{id}/logs?follow=true&after={after}")))
+            .await?;
         let resp = Self::check(resp).await?;
         let bytes = resp.bytes_stream();
         Ok(sse_events(bytes))
@@ -476,7 +602,7 @@ impl Client {
         let rb = self
             .req(Method::POST, &format!("/api/v1/operators/{name}/revoke-sessions"))
             .timeout(Duration::from_secs(60));
-        Self::check(rb.send().await.map_err(transport)?).await?;
+        Self::check(self.dispatch(rb).await?).await?;
         Ok(())
     }
 
@@ -502,7 +628,7 @@ impl Client {
             .req(Method::POST, &format!("/api/v1/operators/{name}/password"))
             .json(&drover_types::PasswordChange { password: password.to_string() })
             .timeout(Duration::from_secs(60));
-        Self::check(rb.send().await.map_err(transport)?).await?;
+        Self::check(self.dispatch(rb).await?).await?;
         Ok(())
     }
 
@@ -550,7 +676,7 @@ impl Client {
     }
     /// Downloads artifact content by digest as a byte stream (with its length when known).
     pub async fn download(&self, sha256: &str) -> Result<(Option<u64>, impl Stream<Item = Result<Bytes>> + use<>)> {
-        let resp = self.req(Method::GET, &format!("/agent/v1/artifacts/{sha256}")).send().await.map_err(transport)?;
+        let resp = self.dispatch(self.req(Method::GET, &format!("/agent/v1/artifacts/{sha256}"))).await?;
         let resp = Self::check(resp).await?;
         let len = resp.content_length();
         Ok((len, resp.bytes_stream().map(|r| r.map_err(transport))))
@@ -602,4 +728,51 @@ pub fn is_retryable(e: &Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// An RFC 7523 client assertion: `iss` = `sub` = the client, `aud` = the token endpoint, a
+/// one-minute lifetime and a fresh `jti`.
+pub fn client_assertion(
+    client_id: &str,
+    token_endpoint: &str,
+    pkcs8_der: &[u8],
+    kid: &Option<String>,
+) -> Result<String> {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let claims = serde_json::json!({
+        "iss": client_id, "sub": client_id, "aud": token_endpoint, "iat": now, "exp": now + 60,
+        "jti": hex_id(),
+    });
+    // The key type decides the algorithm.
+    let (alg, key) = if aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        pkcs8_der,
+    )
+    .is_ok()
+    {
+        (Algorithm::ES256, EncodingKey::from_ec_der(pkcs8_der))
+    } else if aws_lc_rs::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(pkcs8_der).is_ok() {
+        (Algorithm::EdDSA, EncodingKey::from_ed_der(pkcs8_der))
+    } else {
+        return Err(Error::Config("the client key must be a P-256 or Ed25519 PKCS#8 private key".into()));
+    };
+    let mut h = Header::new(alg);
+    h.kid = kid.clone();
+    jsonwebtoken::encode(&h, &claims, &key).map_err(|e| Error::Config(format!("signing the client assertion: {e}")))
+}
+
+fn hex_id() -> String {
+    use std::fmt::Write;
+    let bytes: [u8; 16] = rand_bytes();
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn rand_bytes() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).expect("the OS CSPRNG");
+    b
 }

@@ -220,6 +220,27 @@ pub fn record_result(
     Ok(ResultStatus::Recorded)
 }
 
+/// Fails the attempts an agent holds because its credentials stopped working (client disabled,
+/// tokens revoked, agent deleted); returns how many.
+pub fn fail_agent_attempts(st: &mut DeploymentState, agent: &str, why: &str, now: Timestamp) -> usize {
+    let spec = st.deployment.spec.clone();
+    let mut n = 0;
+    for t in st.tasks.iter_mut() {
+        if t.status == T::InProgress && t.agent.as_deref() == Some(agent) {
+            t.message = Some(format!(
+                "agent {agent} was cut off during {} (attempt {}): {why}",
+                t.label(&spec),
+                t.attempt_id.as_deref().unwrap_or("?")
+            ));
+            t.status = T::Failed;
+            t.finished_at = Some(now);
+            t.lease_until = None;
+            n += 1;
+        }
+    }
+    n
+}
+
 /// Fails every agent attempt whose lease ran out; returns how many.
 pub fn expire_leases(st: &mut DeploymentState, now: Timestamp) -> usize {
     let spec = st.deployment.spec.clone();

@@ -336,6 +336,12 @@ async fn create_agent(
     if s.store.get_operator(&a.name).await?.is_some() {
         return Err(ApiError::conflict(format!("{} is an operator's name; agents need names of their own", a.name)));
     }
+    if s.store.get_client(&a.name).await?.is_some() || s.store.get_agent(&a.name).await?.is_some() {
+        return Err(ApiError::conflict(format!("{} is taken by a client or agent already", a.name)));
+    }
+    if let Some(j) = &a.jwks {
+        check_jwks(j)?;
+    }
     let now = Timestamp::now();
     let env = Environment {
         name: a.environment.clone(),
@@ -344,21 +350,49 @@ async fn create_agent(
         created_at: now,
     };
     s.store.insert_environment(&env).await?;
-    let secret = new_secret();
+    // The agent is an OAuth 2.0 client (id = its name, role `agent`) that gets tokens with its
+    // secret (client credentials) or its key (private_key_jwt).
+    let secret = if a.jwks.is_some() { String::new() } else { new_secret() };
+    let hash = if secret.is_empty() { String::new() } else { secret_hash(&secret) };
     s.store
+        .insert_client(&ClientRecord {
+            client_id: a.name.clone(),
+            secret_hash: hash.clone(),
+            roles: vec!["agent".into()],
+            created_at: now,
+            metadata: drover_core::store::ClientMetadata {
+                agent: Some(a.name.clone()),
+                jwks: a.jwks.clone(),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+        .await?;
+    let inserted = s
+        .store
         .insert_agent(&AgentRecord {
             name: a.name.clone(),
             environment: a.environment.clone(),
-            secret_hash: secret_hash(&secret),
+            secret_hash: hash,
             created_at: now,
             last_seen_at: None,
         })
-        .await?;
+        .await;
+    if let Err(e) = inserted {
+        let _ = s.store.delete_client(&a.name).await;
+        return Err(e.into());
+    }
     tracing::info!(agent = %a.name, environment = %a.environment, by = %p.label(), "agent registered");
     Ok((StatusCode::CREATED, Json(AgentCredentials { name: a.name, environment: a.environment, secret })))
 }
 
 async fn delete_agent(State(s): S, Extension(p): P, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if let Some(c) = s.store.get_client(&name).await?
+        && c.metadata.agent.as_deref() == Some(name.as_str())
+    {
+        s.store.delete_client(&name).await?;
+        s.engine.cut_off_agent(&name, "the agent was removed").await?;
+    }
     if s.store.delete_agent(&name).await? {
         tracing::info!(agent = %name, by = %p.label(), "agent removed");
         Ok(StatusCode::NO_CONTENT)
@@ -1052,6 +1086,12 @@ async fn update_client(
     if let Some(d) = u.disabled {
         c.disabled = d;
     }
+    if c.disabled
+        && let Some(agent) = &c.metadata.agent
+    {
+        s.store.update_client(&c).await?;
+        s.engine.cut_off_agent(agent, "its client registration was disabled").await?;
+    }
     if let Some(uris) = u.redirect_uris {
         check_redirects(&uris)?;
         c.metadata.redirect_uris = uris;
@@ -1069,7 +1109,11 @@ async fn update_client(
 }
 
 async fn delete_client(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    let agent = s.store.get_client(&name).await?.and_then(|c| c.metadata.agent);
     if s.store.delete_client(&name).await? {
+        if let Some(agent) = agent {
+            s.engine.cut_off_agent(&agent, "its client registration was deleted").await?;
+        }
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found(format!("client {name} not found")))
@@ -1116,6 +1160,9 @@ async fn revoke_client_tokens(State(s): S, Path(name): Path<String>) -> ApiResul
     let mut c = load_client(&s, &name).await?;
     c.tokens_not_before = Timestamp::now();
     s.store.update_client(&c).await?;
+    if let Some(agent) = &c.metadata.agent {
+        s.engine.cut_off_agent(agent, "its tokens were revoked").await?;
+    }
     Ok(Json(client_view(c)))
 }
 

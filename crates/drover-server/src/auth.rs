@@ -1,7 +1,7 @@
 //! The one authentication layer: request → principal → the privilege the route declares.
 //!
-//! Principals here: operators (HTTP Basic, Argon2id-hashed passwords) and agents (HTTP Basic
-//! with their name and a 256-bit secret stored as SHA-256). A successful operator check is
+//! Principals here: operators (HTTP Basic, Argon2id-hashed passwords) and bearer tokens (see
+//! `oauth::verify_bearer`: clients, agents, operators acting through clients). A successful operator check is
 //! cached for a few minutes under a keyed hash of the credentials, so scripts that send Basic
 //! on every call do not pay for Argon2 each time.
 
@@ -128,33 +128,14 @@ impl Authenticator {
         password: &str,
         agent_first: bool,
     ) -> Result<(Principal, bool), AuthFailure> {
-        let mut op = None;
-        if !agent_first {
-            op = self.store.get_operator(user).await.map_err(|e| {
-                tracing::error!(error = %e, "authentication: store error");
-                fail("store_error")
-            })?;
-        }
+        // Agents do not log in with Basic: they hold OAuth 2.0 client credentials and send tokens.
+        let _ = agent_first;
+        let op = self.store.get_operator(user).await.map_err(|e| {
+            tracing::error!(error = %e, "authentication: store error");
+            fail("store_error")
+        })?;
         if op.is_none() {
-            let agent = match self.store.get_agent(user).await {
-                Ok(Some(a)) => a,
-                Ok(None) if agent_first => return Box::pin(self.authenticate(user, password, false)).await,
-                Ok(None) => {
-                    tracing::warn!(user, "authentication failed: unknown operator or agent");
-                    return Err(fail("unknown"));
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "authentication: store error");
-                    return Err(fail("store_error"));
-                }
-            };
-            let given = secret_hash(password);
-            if !bool::from(given.as_bytes().ct_eq(agent.secret_hash.as_bytes())) {
-                tracing::warn!(agent = user, "authentication failed: wrong agent secret");
-                return Err(fail("wrong_secret"));
-            }
-            self.touch(user).await;
-            return Ok((Principal::new(PrincipalKind::Agent, agent.name, vec!["agent".into()]), false));
+            tracing::warn!(user, "authentication failed: unknown operator");
         }
         let Some(op) = op else { return Err(fail("unknown")) };
         if op.disabled {
@@ -212,7 +193,7 @@ impl Authenticator {
         Ok((Principal::new(PrincipalKind::Operator, op.name, op.roles), !cached))
     }
 
-    async fn touch(&self, agent: &str) {
+    pub(crate) async fn touch(&self, agent: &str) {
         let due = {
             let mut t = self.touched.lock().expect("poisoned");
             let due = t.get(agent).is_none_or(|at| at.elapsed() >= TOUCH_EVERY);

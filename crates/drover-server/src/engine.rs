@@ -490,6 +490,26 @@ impl Engine {
         }))
     }
 
+    /// An agent's credentials stopped working: its in-flight attempts end in `error` now, with
+    /// the reason, instead of waiting for their leases to run out.
+    pub async fn cut_off_agent(&self, agent: &str, why: &str) -> Result<usize> {
+        let mut n = 0;
+        let mut seen = std::collections::HashSet::new();
+        for (dep, _) in self.store.owned_attempts(agent).await? {
+            if !seen.insert(dep) {
+                continue;
+            }
+            n += self
+                .mutate(dep, "system", |st, _| Ok(machine::fail_agent_attempts(st, agent, why, Timestamp::now())))
+                .await?
+                .1;
+        }
+        if n > 0 {
+            tracing::warn!(agent, attempts = n, reason = why, "agent cut off: its running attempts failed");
+        }
+        Ok(n)
+    }
+
     /// A heartbeat with log lines; returns false when the attempt should stop.
     pub async fn attempt_events(
         &self,

@@ -144,6 +144,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let master = oauth::keys::MasterKey::load_or_create(&master_path)?;
     let keys = oauth::keys::KeyRing::load(store.as_ref(), master).await?;
     bootstrap_cli_client(store.as_ref()).await?;
+    bootstrap_agent_clients(store.as_ref()).await?;
     let principals = access::Principals::load(store.as_ref()).await?;
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
@@ -263,6 +264,30 @@ async fn bootstrap_cli_client(store: &dyn Store) -> Result<(), StartError> {
         Ok(()) | Err(drover_core::Error::Conflict(_)) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Agents registered before agents became OAuth 2.0 clients get their client registration,
+/// with the secret they already hold.
+async fn bootstrap_agent_clients(store: &dyn Store) -> Result<(), StartError> {
+    for a in store.list_agents().await? {
+        if store.get_client(&a.name).await?.is_some() {
+            continue;
+        }
+        let c = drover_core::store::ClientRecord {
+            client_id: a.name.clone(),
+            secret_hash: a.secret_hash.clone(),
+            roles: vec!["agent".into()],
+            created_at: Timestamp::now(),
+            metadata: drover_core::store::ClientMetadata { agent: Some(a.name.clone()), ..Default::default() },
+            ..Default::default()
+        };
+        match store.insert_client(&c).await {
+            Ok(()) => tracing::info!(agent = %a.name, "agent registered as an OAuth 2.0 client"),
+            Err(drover_core::Error::Conflict(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Accepts TCP connections, completes the TLS handshake (bounded), and serves HTTP/1.1.

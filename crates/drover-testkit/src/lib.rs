@@ -96,6 +96,19 @@ impl TestServer {
             .expect("client")
     }
 
+    /// A client for an agent: client credentials, tokens fetched and refreshed as needed.
+    pub fn agent_client(&self, name: &str, secret: &str) -> Client {
+        Client::new(
+            &self.url,
+            Some(&self.ca),
+            Credentials::ClientCredentials {
+                client_id: name.into(),
+                auth: drover_client::ClientAuth::Secret(secret.into()),
+            },
+        )
+        .unwrap()
+    }
+
     pub fn anonymous(&self) -> Client {
         Client::new(&self.url, Some(&self.ca), Credentials::None).expect("client")
     }
@@ -109,11 +122,23 @@ impl TestServer {
     }
 
     pub fn run_agent(&mut self, name: &str, secret: &str, work: &Path, capacity: u32) -> anyhow::Result<()> {
+        self.run_agent_with(name, drover_client::ClientAuth::Secret(secret.into()), work, capacity)
+    }
+
+    /// Runs an agent that gets its tokens with `auth` (a secret, or a key for private_key_jwt).
+    pub fn run_agent_with(
+        &mut self,
+        name: &str,
+        auth: drover_client::ClientAuth,
+        work: &Path,
+        capacity: u32,
+    ) -> anyhow::Result<()> {
         let cfg = drover_agent::AgentConfig {
             url: self.url.clone(),
             ca_cert: Some(self.ca.clone()),
             name: name.into(),
-            secret: secret.into(),
+            secret: String::new(),
+            auth: Some(auth),
             work_dir: work.to_path_buf(),
             capacity,
         };

@@ -186,6 +186,9 @@ pub struct Agent {
 pub struct NewAgent {
     pub name: String,
     pub environment: String,
+    /// Public keys (a JWKS) for `private_key_jwt`: the agent then gets no secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<serde_json::Value>,
 }
 
 /// Returned once, when an agent is registered: the secret is not stored in clear.
@@ -193,6 +196,9 @@ pub struct NewAgent {
 pub struct AgentCredentials {
     pub name: String,
     pub environment: String,
+    /// The agent's client secret (its OAuth 2.0 client id is its name); empty for agents that
+    /// authenticate with a key.
+    #[serde(default)]
     pub secret: String,
 }
 

@@ -120,9 +120,12 @@ pub struct AgentArgs {
     /// Agent name, as registered with `drover agents add`.
     #[arg(long, env = "DROVER_AGENT_NAME")]
     pub name: String,
-    /// File holding the agent's secret.
-    #[arg(long, env = "DROVER_AGENT_SECRET_FILE")]
-    pub secret_file: PathBuf,
+    /// File holding the agent's client secret (from `drover agents add`).
+    #[arg(long, env = "DROVER_AGENT_SECRET_FILE", required_unless_present = "key_file")]
+    pub secret_file: Option<PathBuf>,
+    /// PKCS#8 PEM private key for private_key_jwt (see `drover agent-keygen`), instead of a secret.
+    #[arg(long, env = "DROVER_AGENT_KEY_FILE", conflicts_with = "secret_file")]
+    pub key_file: Option<PathBuf>,
     /// Where releases are unpacked and the attempt journal is kept.
     #[arg(long, env = "DROVER_WORK_DIR")]
     pub work_dir: PathBuf,
@@ -131,13 +134,41 @@ pub struct AgentArgs {
     pub capacity: u32,
 }
 
+/// Reads a PKCS#8 private key from PEM (`BEGIN PRIVATE KEY`).
+pub fn read_pkcs8_pem(p: &Path) -> anyhow::Result<Vec<u8>> {
+    use base64::Engine as _;
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    let body: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN PRIVATE KEY-----"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    if body.is_empty() {
+        bail!("{}: no -----BEGIN PRIVATE KEY----- block (PKCS#8 PEM expected)", p.display());
+    }
+    base64::engine::general_purpose::STANDARD
+        .decode(body.trim())
+        .with_context(|| format!("{}: bad base64", p.display()))
+}
+
 pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
-    let secret = read_secret_file(&a.secret_file)?;
+    let (secret, auth) = match (&a.secret_file, &a.key_file) {
+        (_, Some(k)) => {
+            let der = read_pkcs8_pem(k)?;
+            let key = drover_server::oauth::jwt::SigningKey::from_pkcs8(&der, None)
+                .map_err(|e| anyhow!("{}: {e}", k.display()))?;
+            (String::new(), Some(drover_client::ClientAuth::PrivateKey { pkcs8_der: der, kid: Some(key.kid) }))
+        }
+        (Some(f), None) => (read_secret_file(f)?, None),
+        (None, None) => bail!("give --secret-file or --key-file"),
+    };
     let cfg = drover_agent::AgentConfig {
         url: a.url,
         ca_cert: a.ca_cert,
         name: a.name.clone(),
         secret,
+        auth,
         work_dir: a.work_dir,
         capacity: a.capacity.max(1),
     };
@@ -355,6 +386,10 @@ pub enum AgentsCommand {
         /// Also write the secret to this file (mode 0600).
         #[arg(long)]
         secret_out: Option<PathBuf>,
+        /// The agent's public keys (from `drover agent-keygen`): it authenticates with
+        /// private_key_jwt and gets no secret.
+        #[arg(long, conflicts_with = "secret_out")]
+        jwks_file: Option<PathBuf>,
     },
     /// Remove an agent.
     Remove { name: String },
@@ -380,10 +415,27 @@ pub async fn agents(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u
                 s
             })
         }
-        Some(AgentsCommand::Add { name, environment, secret_out }) => {
-            let cred = c.add_agent(&name, &environment).await?;
+        Some(AgentsCommand::Add { name, environment, secret_out, jwks_file }) => {
+            let jwks = match &jwks_file {
+                Some(f) => Some(
+                    serde_json::from_str(
+                        &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                    )
+                    .with_context(|| format!("{} is not JSON", f.display()))?,
+                ),
+                None => None,
+            };
+            let cred = c.register_agent(&drover_types::NewAgent { name, environment, jwks }).await?;
             if let Some(p) = &secret_out {
                 write_private(p, &cred.secret)?;
+            }
+            if cred.secret.is_empty() {
+                return print(conn.output, &cred, |c| {
+                    format!(
+                        "agent {} registered for environment {} (key authentication)\nrun it with: drover agent --url URL --ca-cert CA --name {} --key-file KEY --work-dir DIR",
+                        c.name, c.environment, c.name
+                    )
+                });
             }
             print(conn.output, &cred, |c| {
                 format!(
@@ -1027,4 +1079,26 @@ pub async fn access_groups(conn: &Conn, cmd: Option<AccessGroupsCommand>) -> any
             print(conn.output, &serde_json::json!({"deleted": name}), |_| format!("access group {name} deleted"))
         }
     }
+}
+
+/// `drover agent-keygen`: a P-256 key for private_key_jwt, written as PKCS#8 PEM (mode 0600);
+/// prints the public JWKS to register with `drover agents add --jwks-file`.
+pub fn agent_keygen(key_file: &Path) -> anyhow::Result<u8> {
+    use base64::Engine as _;
+    if key_file.exists() {
+        bail!("{} exists; not overwriting a key", key_file.display());
+    }
+    let alg = drover_server::oauth::jwt::Alg::ES256;
+    let der = drover_server::oauth::jwt::generate(alg).map_err(|e| anyhow!(e))?;
+    let key = drover_server::oauth::jwt::SigningKey::from_pkcs8(&der, Some(alg)).map_err(|e| anyhow!(e))?;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&der);
+    let mut pem = String::from("-----BEGIN PRIVATE KEY-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(chunk)?);
+        pem.push('\n');
+    }
+    pem.push_str("-----END PRIVATE KEY-----\n");
+    write_private(key_file, pem.trim_end())?;
+    println!("{}", serde_json::to_string_pretty(&serde_json::json!({"keys": [key.public_jwk()]}))?);
+    Ok(exit::OK)
 }

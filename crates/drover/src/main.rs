@@ -68,6 +68,12 @@ enum Command {
     Serve(config::ServeArgs),
     /// Run an agent on a candidate host.
     Agent(commands::AgentArgs),
+    /// Make a key pair for an agent (private_key_jwt): writes the private key, prints the JWKS.
+    AgentKeygen {
+        /// Where to write the PKCS#8 PEM private key (mode 0600).
+        #[arg(long)]
+        key_file: PathBuf,
+    },
     /// Orchestrator + three agents + a sample pipeline and deployment, on the embedded database.
     Quickstart(quickstart::QuickstartArgs),
     /// Create or update a pipeline from a YAML file (idempotent).
@@ -264,6 +270,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Roles { command, conn } => commands::roles(&conn, command).await,
         Command::AccessGroups { command, conn } => commands::access_groups(&conn, command).await,
         Command::Login(a) => login::login(a).await,
+        Command::AgentKeygen { key_file } => commands::agent_keygen(&key_file),
         Command::Logout { conn } => login::logout(&conn).await,
         Command::Client { command } => commands::oauth_client(command).await,
         Command::Keys { command } => commands::keys(command).await,

@@ -153,6 +153,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
             ca_cert: Some(running.ca_cert.clone()),
             name: name.to_string(),
             secret,
+            auth: None,
             work_dir: work,
             capacity: 2,
         };

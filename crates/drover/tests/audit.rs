@@ -32,7 +32,18 @@ async fn audit_records_actions_and_detects_tampering(b: Backend) -> anyhow::Resu
     c.act(d.id, Action::Approve, Some("ok".into())).await?;
     assert!(s.client("admin", "hunter2-not-it").pipelines().await.is_err());
     let cred = c.add_agent("a1", "dev").await?;
-    assert_eq!(s.client("a1", &cred.secret).pipelines().await.unwrap_err().status(), Some(403));
+    // Agents hold client credentials, not logins: Basic is refused, a token works but only for
+    // the agent protocol.
+    assert_eq!(s.client("a1", &cred.secret).pipelines().await.unwrap_err().status(), Some(401));
+    let agent = drover_client::Client::new(
+        &s.url,
+        Some(&s.ca),
+        drover_client::Credentials::ClientCredentials {
+            client_id: "a1".into(),
+            auth: drover_client::ClientAuth::Secret(cred.secret.clone()),
+        },
+    )?;
+    assert_eq!(agent.pipelines().await.unwrap_err().status(), Some(403));
 
     let all = c.audit(None, None, None, Some(100)).await?;
     let find = |action: &str| all.iter().find(|a| a.entry.action.contains(action)).cloned();
@@ -46,7 +57,11 @@ async fn audit_records_actions_and_detects_tampering(b: Backend) -> anyhow::Resu
     assert_eq!(dep.entry.request_id.len(), 16);
     let approve = find("/approve").expect("approval audited");
     assert_eq!(approve.entry.target, format!("/api/v1/deployments/{}/approve", d.id));
-    let failed = find("auth.failed").expect("failed login audited");
+    let failed = all
+        .iter()
+        .find(|a| a.entry.action == "auth.failed" && a.entry.target == "admin")
+        .cloned()
+        .expect("failed login audited");
     assert_eq!((failed.entry.principal.as_str(), failed.entry.target.as_str()), ("anonymous", "admin"));
     assert!(!serde_json::to_string(&all)?.contains("hunter2"), "no password in the audit log");
     assert_eq!(failed.entry.detail["reason"], "wrong_password");

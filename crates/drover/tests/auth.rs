@@ -31,8 +31,11 @@ async fn call(
     auth: Option<(&str, &str)>,
 ) -> reqwest::Response {
     let mut rb = c.request(m.clone(), format!("{}{}", s.url, concrete(path)));
-    if let Some((u, p)) = auth {
-        rb = rb.basic_auth(u, Some(p));
+    match auth {
+        // An access token.
+        Some(("bearer", t)) => rb = rb.bearer_auth(t),
+        Some((u, p)) => rb = rb.basic_auth(u, Some(p)),
+        None => {}
     }
     if *m == Method::POST || *m == Method::PUT {
         rb = rb.header("content-type", "application/json").body("{}");
@@ -53,6 +56,12 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
     assert!(table.len() >= 35, "{}", table.len());
     let c = http(&s);
     let agent = s.admin().add_agent("auth-agent", "dev").await.unwrap();
+    // Agents use access tokens (client credentials), never Basic.
+    let agent_token =
+        s.anonymous().client_credentials_token("auth-agent", &agent.secret, None).await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
 
     // No credentials, wrong credentials: 401 with a challenge, on every route.
     for r in &table {
@@ -87,7 +96,7 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
         for role in BUILT_IN_ROLES {
             let allowed = role_privileges(role).unwrap().contains(&r.privilege);
             let (user, pw) = if *role == "agent" {
-                ("auth-agent".to_string(), agent.secret.clone())
+                ("bearer".to_string(), agent_token.clone())
             } else {
                 (format!("op-{role}"), "role-password-123".to_string())
             };

@@ -335,7 +335,7 @@ async fn lost_heartbeats_move_to_error(b: Backend) -> anyhow::Result<()> {
     .await?;
     let d = c.deploy("g", "1").await?;
     // An agent that takes the task and then goes silent.
-    let ghost = s.client("ghost", &cred.secret);
+    let ghost = s.agent_client("ghost", &cred.secret);
     let got = ghost.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000 }).await?;
     assert_eq!(got.tasks.len(), 1);
     let d = wait_status(&c, d.id, DS::Error).await?;
@@ -380,7 +380,7 @@ async fn redelivered_attempts_never_run_twice(b: Backend) -> anyhow::Result<()> 
         )
         .await?;
     }
-    let raw = s.client("a1", &cred.secret);
+    let raw = s.agent_client("a1", &cred.secret);
     // Case 1: the poll response was lost: the agent never saw the attempt, so it runs it once.
     let d1 = c.deploy("r1", "1").await?;
     let lost = raw.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000 }).await?.tasks.remove(0);

@@ -528,6 +528,13 @@ pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, &'sta
     {
         return Err("token revoked (login session ended)");
     }
+    if let Some(agent) = &client.metadata.agent {
+        if !c.roles.iter().any(|r| r == "agent") || !client.roles.iter().any(|r| r == "agent") {
+            return Err("agent token without the agent role");
+        }
+        s.auth.touch(agent).await;
+        return Ok(Principal::new(PrincipalKind::Agent, agent.clone(), vec!["agent".into()]));
+    }
     let Some(act) = &c.act else {
         // A token carries the roles granted at issue, limited to the client's current roles.
         let roles = c.roles.into_iter().filter(|r| client.roles.contains(r)).collect();

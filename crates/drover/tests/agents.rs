@@ -1,0 +1,98 @@
+//! Agents on tokens: client credentials or private_key_jwt, automatic re-fetch after a revoked
+//! token, and a clear `error` for the in-flight task when an agent is cut off. Both backends.
+
+use drover_testkit::{Backend, TestServer, wait_for, wait_status};
+use drover_types::{Action, DeploymentStatus as DS, TaskStatus};
+use serde_json::json;
+
+drover_testkit::on_both_backends!(
+    agent_with_a_key_runs_tasks_and_names_the_operator,
+    cut_off_agents_fail_their_task_clearly
+);
+
+const SLOW: &str = "application: slow\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"sleep 30\", timeout: 60s}]\n";
+
+async fn agent_with_a_key_runs_tasks_and_names_the_operator(b: Backend) -> anyhow::Result<()> {
+    use drover_server::oauth::jwt::{Alg, SigningKey, generate};
+    let mut s = TestServer::start(b).await?;
+    let admin = s.admin();
+    let der = generate(Alg::EdDSA).map_err(anyhow::Error::msg)?;
+    let key = SigningKey::from_pkcs8(&der, None).map_err(anyhow::Error::msg)?;
+    let cred = admin
+        .register_agent(&drover_types::NewAgent {
+            name: "keyed".into(),
+            environment: "dev".into(),
+            jwks: Some(json!({"keys": [key.public_jwk()]})),
+        })
+        .await?;
+    assert!(cred.secret.is_empty(), "a key-authenticated agent has no secret");
+    let clients = admin.clients().await?;
+    let c = clients.iter().find(|c| c.client_id == "keyed").expect("the agent is a client");
+    assert_eq!((c.agent.as_deref(), c.roles.clone()), (Some("keyed"), vec!["agent".to_string()]));
+    let work = s.dir.path().join("keyed");
+    s.run_agent_with(
+        "keyed",
+        drover_client::ClientAuth::PrivateKey { pkcs8_der: der, kid: Some(key.kid.clone()) },
+        &work,
+        2,
+    )?;
+    admin
+        .apply_yaml(
+            "application: k\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"echo by=$DROVER_STARTED_BY\"}]\n",
+        )
+        .await?;
+    let d = admin.deploy("k", "1").await?;
+    let d = wait_status(&admin, d.id, DS::Completed).await?;
+    assert_eq!(d.created_by, "admin");
+    let logs = admin.logs(d.id, 0).await?;
+    assert!(logs.lines.iter().any(|l| l.line.contains("by=admin")), "{:?}", logs.lines);
+    s.shutdown().await;
+    Ok(())
+}
+
+async fn cut_off_agents_fail_their_task_clearly(b: Backend) -> anyhow::Result<()> {
+    let mut s = TestServer::start(b).await?;
+    let admin = s.admin();
+    let cred = admin.add_agent("worker", "dev").await?;
+    let work = s.dir.path().join("worker");
+    s.run_agent("worker", &cred.secret, &work, 2)?;
+    admin.apply_yaml(SLOW).await?;
+
+    // Revoked tokens: the running task ends in a clear error; the agent fetches a new token by
+    // itself (its secret still works), so a retry runs.
+    let d = admin.deploy("slow", "1").await?;
+    wait_for(&admin, d.id, std::time::Duration::from_secs(30), |d| {
+        d.stages[0].tasks[0].status == TaskStatus::InProgress
+    })
+    .await?;
+    admin.revoke_client_tokens("worker").await?;
+    let e = wait_status(&admin, d.id, DS::Error).await?;
+    let m = e.message.clone().unwrap_or_default();
+    assert!(m.contains("agent worker was cut off") && m.contains("tokens were revoked"), "{m}");
+    admin.act(d.id, Action::Abort, None).await?;
+    let d2 = admin.deploy("slow", "2").await?;
+    wait_for(&admin, d2.id, std::time::Duration::from_secs(30), |d| {
+        d.stages[0].tasks[0].status == TaskStatus::InProgress
+    })
+    .await?;
+
+    // Disabled: the task fails at once, naming the agent and why; the agent is refused from then on.
+    admin.update_client("worker", &drover_types::ClientUpdate { disabled: Some(true), ..Default::default() }).await?;
+    let e = wait_status(&admin, d2.id, DS::Error).await?;
+    let m = e.message.clone().unwrap_or_default();
+    assert!(m.contains("agent worker was cut off") && m.contains("disabled"), "{m}");
+    let again = s.agent_client("worker", &cred.secret);
+    let err =
+        again.poll(&drover_types::agent::PollRequest { running: vec![], capacity: 1, wait_ms: 0 }).await.unwrap_err();
+    assert_eq!(err.status(), Some(401), "{err}");
+    // Enabled again, it picks up the retry.
+    admin.update_client("worker", &drover_types::ClientUpdate { disabled: Some(false), ..Default::default() }).await?;
+    admin.act(d2.id, Action::Retry, None).await?;
+    wait_for(&admin, d2.id, std::time::Duration::from_secs(30), |d| {
+        d.stages[0].tasks[0].status == TaskStatus::InProgress
+    })
+    .await?;
+    admin.act(d2.id, Action::Abort, None).await?;
+    s.shutdown().await;
+    Ok(())
+}
