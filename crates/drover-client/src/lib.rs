@@ -174,15 +174,14 @@ impl Client {
             Credentials::Bearer(t) => Some(format!("Bearer {t}")),
             Credentials::ClientCredentials { .. } | Credentials::None => None,
         };
-        let tokens = match creds_tokens {
-            Some((client_id, auth)) => Some(Arc::new(TokenSource {
+        let tokens = creds_tokens.map(|(client_id, auth)| {
+            Arc::new(TokenSource {
                 client_id,
                 auth,
                 cached: std::sync::Mutex::new(None),
                 fetching: tokio::sync::Mutex::new(()),
-            })),
-            None => None,
-        };
+            })
+        });
         Ok(Client { http, base, auth, tokens })
     }
 
