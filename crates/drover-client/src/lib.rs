@@ -158,7 +158,10 @@ impl Client {
             let mut cfg = drover_tls::client_config(ca).map_err(|e| Error::Config(e.to_string()))?;
             cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
             b = b.use_preconfigured_tls(cfg);
-        } else if !base.starts_with("http://") {
+        } else if base.starts_with("http://") {
+            // No TLS in use, but reqwest still wants a configuration (one crypto provider: ours).
+            b = b.use_preconfigured_tls(drover_tls::empty_client_config().map_err(|e| Error::Config(e.to_string()))?);
+        } else {
             return Err(Error::Config(format!("invalid URL {base:?}: expected https://HOST:PORT")));
         }
         let http = b.build().map_err(transport)?;

@@ -11,6 +11,11 @@ use serde_json::json;
 use crate::model::DeploymentState;
 use crate::{Error, Result};
 
+/// Who runs orchestrator-side tasks (webhooks), in place of an agent name.
+pub const ORCHESTRATOR: &str = "orchestrator";
+/// A webhook call's limit when the task gives none.
+pub const WEBHOOK_DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Side effects a transition asks for; the engine performs them in the same commit (stage lock)
 /// or right after it (wake-ups).
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -101,6 +106,24 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
                             t.status = T::InProgress;
                             t.started_at = Some(now);
                             t.due_at = Some(now.plus(duration.0));
+                            return;
+                        }
+                        TaskSpec::Webhook { timeout, .. } => {
+                            // The orchestrator makes the call (the engine starts it after the
+                            // commit); the lease covers a crash of the orchestrator meanwhile.
+                            let limit = timeout.map(|t| t.0).unwrap_or(WEBHOOK_DEFAULT_TIMEOUT);
+                            t.status = T::InProgress;
+                            t.attempt += 1;
+                            t.attempt_id = Some(format!(
+                                "wh-{}-{}-{}-{}",
+                                st.deployment.id, t.stage_index, t.task_index, t.attempt
+                            ));
+                            t.agent = Some(ORCHESTRATOR.into());
+                            t.lease_until = Some(now.plus(limit + std::time::Duration::from_secs(30)));
+                            t.started_at = Some(now);
+                            t.finished_at = None;
+                            t.exit_code = None;
+                            t.message = None;
                             return;
                         }
                         _ => return, // an agent claims it
@@ -248,11 +271,19 @@ pub fn expire_leases(st: &mut DeploymentState, now: Timestamp) -> usize {
     for t in st.tasks.iter_mut() {
         if t.status == T::InProgress && t.lease_until.is_some_and(|l| l < now) {
             let agent = t.agent.clone().unwrap_or_else(|| "?".into());
-            t.message = Some(format!(
-                "agent {agent} stopped sending heartbeats during {} (attempt {}); it may have crashed or lost its connection",
-                t.label(&spec),
-                t.attempt_id.as_deref().unwrap_or("?")
-            ));
+            t.message = Some(if agent == ORCHESTRATOR {
+                format!(
+                    "the orchestrator stopped during {} (attempt {}), so the call's outcome is unknown; retry the task",
+                    t.label(&spec),
+                    t.attempt_id.as_deref().unwrap_or("?")
+                )
+            } else {
+                format!(
+                    "agent {agent} stopped sending heartbeats during {} (attempt {}); it may have crashed or lost its connection",
+                    t.label(&spec),
+                    t.attempt_id.as_deref().unwrap_or("?")
+                )
+            });
             t.status = T::Failed;
             t.finished_at = Some(now);
             t.lease_until = None;

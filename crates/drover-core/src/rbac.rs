@@ -37,6 +37,7 @@ privileges! {
     OperatorManage => "operator.manage",
     RoleManage => "role.manage",
     KeystoreManage => "keystore.manage",
+    AuthProfileManage => "auth-profile.manage",
     AuditRead => "audit.read",
     SystemObserve => "system.observe",
     SystemManage => "system.manage",

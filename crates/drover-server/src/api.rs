@@ -124,6 +124,11 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, GET "/api/v1/keys" => list_keys, KeystoreManage);
     let r = route!(r, POST "/api/v1/keys/rotate" => rotate_key, KeystoreManage);
     let r = route!(r, POST "/api/v1/keys/import" => import_key, KeystoreManage);
+    let r = route!(r, GET "/api/v1/auth-profiles" => list_profiles, AuthProfileManage);
+    let r = route!(r, POST "/api/v1/auth-profiles" => create_profile, AuthProfileManage);
+    let r = route!(r, GET "/api/v1/auth-profiles/{name}" => get_profile, AuthProfileManage);
+    let r = route!(r, PUT "/api/v1/auth-profiles/{name}" => put_profile, AuthProfileManage);
+    let r = route!(r, DELETE "/api/v1/auth-profiles/{name}" => delete_profile, AuthProfileManage);
     let r = route!(r, GET "/api/v1/audit" => list_audit, AuditRead);
     let r = route!(r, GET "/api/v1/audit/verify" => verify_audit, AuditRead);
     let r = route!(r, GET "/api/v1/system/nodes" => system_nodes, SystemObserve);
@@ -1227,6 +1232,45 @@ async fn import_key(
     let alg = parse_alg(k.alg.as_deref())?;
     let (kid, alg) = s.keys.import(s.store.as_ref(), &der, alg, k.activate).await.map_err(key_error)?;
     Ok((StatusCode::CREATED, Json(json!({"kid": kid, "alg": alg.as_str(), "active": k.activate}))))
+}
+
+// ---- authentication profiles -------------------------------------------------------------------
+
+async fn list_profiles(State(s): S) -> ApiResult<Json<Vec<drover_types::AuthProfile>>> {
+    Ok(Json(crate::profiles::Profiles::list(&s).await?))
+}
+
+async fn get_profile(State(s): S, Path(name): Path<String>) -> ApiResult<Json<drover_types::AuthProfile>> {
+    crate::profiles::Profiles::get(&s, &name)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("auth profile {name} not found")))
+}
+
+async fn create_profile(
+    State(s): S,
+    ApiJson(p): ApiJson<drover_types::AuthProfile>,
+) -> ApiResult<(StatusCode, Json<drover_types::AuthProfile>)> {
+    Ok((StatusCode::CREATED, Json(s.profiles.put(&s, p, true).await?)))
+}
+
+async fn put_profile(
+    State(s): S,
+    Path(name): Path<String>,
+    ApiJson(p): ApiJson<drover_types::AuthProfile>,
+) -> ApiResult<Json<drover_types::AuthProfile>> {
+    if p.name != name {
+        return Err(ApiError::bad_request(format!("the body names profile {:?}, the path {name:?}", p.name)));
+    }
+    Ok(Json(s.profiles.put(&s, p, false).await?))
+}
+
+async fn delete_profile(State(s): S, Path(name): Path<String>) -> ApiResult<StatusCode> {
+    if s.store.record_delete(crate::profiles::KIND, &name).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found(format!("auth profile {name} not found")))
+    }
 }
 
 // ---- audit ----------------------------------------------------------------------------------

@@ -32,7 +32,21 @@ enum Kick {
     EndRollback { original: i64, rollback: i64, outcome: DeploymentStatus },
 }
 
+/// A webhook task the orchestrator must call (after the commit that started it).
+#[derive(Debug, Clone)]
+pub struct WebhookCall {
+    pub deployment_id: i64,
+    pub attempt_id: String,
+    pub spec: TaskSpec,
+    pub application: String,
+    pub version: String,
+    pub environment: String,
+    pub started_by: String,
+}
+
 pub struct Engine {
+    calls: mpsc::UnboundedSender<WebhookCall>,
+    call_rx: Mutex<Option<mpsc::UnboundedReceiver<WebhookCall>>>,
     store: Arc<dyn Store>,
     /// An attempt without a heartbeat for this long is lost.
     pub lease: Duration,
@@ -47,7 +61,10 @@ impl Engine {
     pub fn new(store: Arc<dyn Store>, lease: Duration) -> Arc<Self> {
         let (kicks, kick_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(4096);
+        let (calls, call_rx) = mpsc::unbounded_channel();
         Arc::new(Engine {
+            calls,
+            call_rx: Mutex::new(Some(call_rx)),
             store,
             lease,
             wakers: Mutex::new(HashMap::new()),
@@ -55,6 +72,11 @@ impl Engine {
             kick_rx: Mutex::new(Some(kick_rx)),
             changes,
         })
+    }
+
+    /// The webhook calls to make (taken once, by the orchestrator's webhook runner).
+    pub fn take_webhook_calls(&self) -> Option<mpsc::UnboundedReceiver<WebhookCall>> {
+        self.call_rx.lock().expect("poisoned").take()
     }
 
     /// Agents should heartbeat a few times per lease.
@@ -244,6 +266,24 @@ impl Engine {
         }
         for e in envs {
             self.waker(&e).notify_waiters();
+        }
+        for (t, before) in new.tasks.iter().zip(&old.tasks) {
+            if matches!(t.spec, TaskSpec::Webhook { .. })
+                && t.status == TaskStatus::InProgress
+                && t.attempt_id != before.attempt_id
+                && let Some(attempt_id) = &t.attempt_id
+            {
+                let d = &new.deployment;
+                let _ = self.calls.send(WebhookCall {
+                    deployment_id: d.id,
+                    attempt_id: attempt_id.clone(),
+                    spec: t.spec.clone(),
+                    application: d.application.clone(),
+                    version: d.version.clone(),
+                    environment: t.environment.clone(),
+                    started_by: d.created_by.clone(),
+                });
+            }
         }
         if let Some(s) = fx.release_stage {
             match self.store.oldest_queued(&new.deployment.pipeline).await {

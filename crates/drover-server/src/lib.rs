@@ -25,6 +25,7 @@ pub mod auth;
 pub mod engine;
 pub mod error;
 pub mod oauth;
+pub mod profiles;
 mod sse;
 
 pub use engine::Engine;
@@ -86,6 +87,8 @@ pub struct Inner {
     pub keys: oauth::keys::KeyRing,
     /// Custom roles and access groups.
     pub principals: access::Principals,
+    /// Authentication profiles (their token caches) for calls to external systems.
+    pub profiles: profiles::Profiles,
 }
 
 /// Shared state of all handlers.
@@ -161,6 +164,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         issuer: cfg.public_url.clone().unwrap_or_else(|| format!("https://{addr}")),
         keys,
         principals,
+        profiles: profiles::Profiles::default(),
     }));
     let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
     let app = router(state.clone());
@@ -172,6 +176,15 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             tracing::error!(error = %e, "engine stopped");
         }
     }));
+    if let Some(calls) = state.engine.take_webhook_calls() {
+        let (s, mut stop) = (state.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = profiles::run_webhooks(s, calls) => {}
+                _ = stop.changed() => {}
+            }
+        }));
+    }
     tasks.push(tokio::spawn(serve_tls(listener, tls, app, rx)));
     tracing::info!(%addr, backend = store.backend(), "orchestrator listening on https://{addr}");
     Ok(Running {

@@ -438,6 +438,38 @@ pub struct RegenerateSecret {
     pub grace_secs: u64,
 }
 
+/// An authentication profile: credentials the orchestrator uses to call external systems.
+/// The secret is write-only: the API never returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuthProfile {
+    pub name: String,
+    /// `basic`, `bearer` or `oauth2-client-credentials`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_endpoint: Option<String>,
+    /// PEM CA file (on the orchestrator) to trust for https calls with this profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Only for tasks of this environment (none: shared).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<String>,
+    /// A secret is set (password, token or client secret); its value is never shown.
+    #[serde(default)]
+    pub has_secret: bool,
+    /// Write-only: the secret to store (sealed at rest). Absent on update: keep the current one.
+    /// The orchestrator never fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
 /// A role: a named set of privileges. Built-in roles cannot be changed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Role {

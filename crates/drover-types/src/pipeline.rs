@@ -98,6 +98,23 @@ pub enum TaskSpec {
     Wait {
         duration: DurationSpec,
     },
+    /// An HTTP call made by the orchestrator itself (trigger a Jenkins job, notify a system),
+    /// authenticated with an authentication profile.
+    Webhook {
+        url: String,
+        /// Default POST.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        auth_profile: Option<String>,
+        /// Default: any 2xx.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expect_status: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout: Option<DurationSpec>,
+    },
 }
 
 impl TaskSpec {
@@ -108,6 +125,7 @@ impl TaskSpec {
             TaskSpec::HttpCheck { .. } => "http-check",
             TaskSpec::Approval { .. } => "approval",
             TaskSpec::Wait { .. } => "wait",
+            TaskSpec::Webhook { .. } => "webhook",
         }
     }
     /// Tasks that an agent executes (the others are handled by the orchestrator itself).
@@ -128,6 +146,9 @@ pub struct RawTask {
     expect_status: Option<u16>,
     role: Option<String>,
     duration: Option<DurationSpec>,
+    method: Option<String>,
+    auth_profile: Option<String>,
+    body: Option<String>,
 }
 
 impl TryFrom<RawTask> for TaskSpec {
@@ -141,6 +162,9 @@ impl TryFrom<RawTask> for TaskSpec {
             ("expect_status", r.expect_status.is_some()),
             ("role", r.role.is_some()),
             ("duration", r.duration.is_some()),
+            ("method", r.method.is_some()),
+            ("auth_profile", r.auth_profile.is_some()),
+            ("body", r.body.is_some()),
         ];
         let allowed: &[&str] = match r.kind.as_str() {
             "deploy" => &[],
@@ -148,9 +172,10 @@ impl TryFrom<RawTask> for TaskSpec {
             "http-check" => &["url", "expect_status", "timeout"],
             "approval" => &["role"],
             "wait" => &["duration"],
+            "webhook" => &["url", "method", "auth_profile", "expect_status", "body", "timeout"],
             other => {
                 return Err(format!(
-                    "unknown task type `{other}`, expected one of `deploy`, `run`, `http-check`, `approval`, `wait`"
+                    "unknown task type `{other}`, expected one of `deploy`, `run`, `http-check`, `approval`, `wait`, `webhook`"
                 ));
             }
         };
@@ -180,6 +205,25 @@ impl TryFrom<RawTask> for TaskSpec {
             }
             "approval" => TaskSpec::Approval { role: r.role },
             "wait" => TaskSpec::Wait { duration: r.duration.ok_or_else(|| missing("duration"))? },
+            "webhook" => {
+                let url = r.url.ok_or_else(|| missing("url"))?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!("field `url` must be an http:// or https:// URL, got {url:?}"));
+                }
+                if let Some(m) = &r.method
+                    && !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&m.to_ascii_uppercase().as_str())
+                {
+                    return Err(format!("field `method` must be GET, POST, PUT, PATCH or DELETE, got {m:?}"));
+                }
+                TaskSpec::Webhook {
+                    url,
+                    method: r.method.map(|m| m.to_ascii_uppercase()),
+                    auth_profile: r.auth_profile,
+                    expect_status: r.expect_status,
+                    body: r.body,
+                    timeout: r.timeout,
+                }
+            }
             _ => unreachable!("checked above"),
         })
     }

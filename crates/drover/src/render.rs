@@ -11,6 +11,11 @@ fn task_label(spec: &TaskSpec) -> String {
             drover_types::CommandSpec::Exec(v) => format!("run {v:?}"),
         },
         TaskSpec::HttpCheck { url, expect_status, .. } => format!("http-check {url} → {expect_status}"),
+        TaskSpec::Webhook { url, method, auth_profile, .. } => format!(
+            "webhook {} {url}{}",
+            method.as_deref().unwrap_or("POST"),
+            auth_profile.as_deref().map(|p| format!(" (profile {p})")).unwrap_or_default()
+        ),
         TaskSpec::Approval { role: Some(r) } => format!("approval (role {r})"),
         TaskSpec::Wait { duration } => format!("wait {duration}"),
         other => other.kind().to_string(),

@@ -1,0 +1,370 @@
+//! Authentication profiles: named credentials the orchestrator uses to call external systems
+//! (Jenkins, webhooks, artifact repositories), and the `webhook` task runner that uses them.
+//!
+//! Profiles live in the store's records (`auth_profile`) with their secret sealed under the
+//! master key (context `auth_profile:NAME`); the API never returns a secret. An
+//! `oauth2-client-credentials` profile's access token is cached, fetched again shortly before
+//! it expires, and fetched again once when a call is answered 401 — so a long deployment never
+//! fails because a token expired on the way.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use drover_core::machine::{ORCHESTRATOR, WEBHOOK_DEFAULT_TIMEOUT};
+use drover_types::agent::{AttemptResult, LogEntry, Outcome};
+use drover_types::{AuthProfile, TaskSpec};
+use serde::{Deserialize, Serialize};
+
+use crate::AppState;
+use crate::engine::WebhookCall;
+
+pub const KIND: &str = "auth_profile";
+pub const KINDS: &[&str] = &["basic", "bearer", "oauth2-client-credentials"];
+/// A cached token is fetched again this long before it expires (or at half its life if shorter).
+const REFRESH_MARGIN: Duration = Duration::from_secs(60);
+
+/// The stored form: the profile without its clear secret, plus the sealed one.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    profile: AuthProfile,
+    sealed_secret: Option<String>,
+}
+
+struct Cached {
+    token: String,
+    refresh_at: Instant,
+    /// The record version it was fetched for: a changed profile drops it.
+    version: i64,
+}
+
+#[derive(Default)]
+pub struct Profiles {
+    tokens: Mutex<HashMap<String, Cached>>,
+}
+
+fn context(name: &str) -> String {
+    format!("auth_profile:{name}")
+}
+
+/// Checks a profile for the API (and drops what the kind does not use).
+pub fn validate(p: &mut AuthProfile) -> Result<(), String> {
+    drover_core::validate_name("auth profile", &p.name).map_err(|e| e.to_string())?;
+    if !KINDS.contains(&p.kind.as_str()) {
+        return Err(format!("kind must be one of {}, got {:?}", KINDS.join(", "), p.kind));
+    }
+    let need = |v: &Option<String>, f: &str| {
+        if v.as_deref().is_none_or(str::is_empty) { Err(format!("a {} profile needs {f}", p.kind)) } else { Ok(()) }
+    };
+    match p.kind.as_str() {
+        "basic" => need(&p.username, "username")?,
+        "oauth2-client-credentials" => {
+            need(&p.client_id, "client_id")?;
+            need(&p.token_endpoint, "token_endpoint")?;
+            let te = p.token_endpoint.as_deref().unwrap_or_default();
+            if !(te.starts_with("https://") || te.starts_with("http://")) {
+                return Err("token_endpoint must be an http(s) URL".into());
+            }
+        }
+        _ => {}
+    }
+    if let Some(f) = &p.ca_file
+        && !std::path::Path::new(f).is_file()
+    {
+        return Err(format!("ca_file {f} does not exist on the orchestrator"));
+    }
+    Ok(())
+}
+
+impl Profiles {
+    /// Stores a profile: a new secret is sealed; without one, the stored secret is kept.
+    pub async fn put(
+        &self,
+        s: &AppState,
+        mut p: AuthProfile,
+        create: bool,
+    ) -> Result<AuthProfile, crate::error::ApiError> {
+        use crate::error::ApiError;
+        validate(&mut p).map_err(ApiError::bad_request)?;
+        let existing = s.store.record_get(KIND, &p.name).await?;
+        if create && existing.is_some() {
+            return Err(ApiError::conflict(format!("auth profile {} exists already", p.name)));
+        }
+        let old_sealed =
+            existing.as_ref().and_then(|(b, _)| serde_json::from_str::<Stored>(b).ok()).and_then(|st| st.sealed_secret);
+        let sealed = match p.secret.take().filter(|x| !x.is_empty()) {
+            Some(secret) => {
+                Some(s.keys.master().seal(secret.as_bytes(), &context(&p.name)).map_err(ApiError::internal)?)
+            }
+            None => old_sealed,
+        };
+        if sealed.is_none() && p.kind != "basic" {
+            return Err(ApiError::bad_request(format!("a {} profile needs a secret", p.kind)));
+        }
+        p.has_secret = sealed.is_some();
+        let body =
+            serde_json::to_string(&Stored { profile: p.clone(), sealed_secret: sealed }).map_err(ApiError::internal)?;
+        let ok = match existing {
+            Some((_, v)) => s.store.record_update(KIND, &p.name, v, &body, None).await?,
+            None => s.store.record_insert(KIND, &p.name, &body, None).await?,
+        };
+        if !ok {
+            return Err(ApiError::conflict(format!("auth profile {} changed meanwhile; try again", p.name)));
+        }
+        self.tokens.lock().expect("poisoned").remove(&p.name);
+        Ok(p)
+    }
+
+    pub async fn get(s: &AppState, name: &str) -> drover_core::Result<Option<AuthProfile>> {
+        Ok(Self::load(s, name).await?.map(|(st, _)| st.profile))
+    }
+
+    pub async fn list(s: &AppState) -> drover_core::Result<Vec<AuthProfile>> {
+        Ok(s.store
+            .record_list(KIND)
+            .await?
+            .into_iter()
+            .filter_map(|(_, b, _)| serde_json::from_str::<Stored>(&b).ok().map(|st| st.profile))
+            .collect())
+    }
+
+    async fn load(s: &AppState, name: &str) -> drover_core::Result<Option<(Stored, i64)>> {
+        match s.store.record_get(KIND, name).await? {
+            Some((b, v)) => Ok(serde_json::from_str(&b).ok().map(|st| (st, v))),
+            None => Ok(None),
+        }
+    }
+
+    /// Re-seals every profile secret under `new` (master-key rotation). Returns how many.
+    pub async fn reseal_all(
+        store: &dyn drover_core::Store,
+        old: &crate::oauth::keys::MasterKey,
+        new: &crate::oauth::keys::MasterKey,
+    ) -> Result<usize, crate::oauth::keys::KeyError> {
+        let mut n = 0;
+        for (name, body, v) in store.record_list(KIND).await? {
+            let Ok(mut st) = serde_json::from_str::<Stored>(&body) else { continue };
+            let Some(sealed) = &st.sealed_secret else { continue };
+            let plain = old.open(sealed, &context(&name))?;
+            st.sealed_secret = Some(new.seal(&plain, &context(&name))?);
+            let body = serde_json::to_string(&st).map_err(|e| crate::oauth::keys::KeyError::Key(e.to_string()))?;
+            if !store.record_update(KIND, &name, v, &body, None).await? {
+                return Err(crate::oauth::keys::KeyError::Key(format!("profile {name} changed during the rotation")));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// The `Authorization` header value for a profile (`force`: do not use a cached token).
+    async fn authorization(
+        &self,
+        s: &AppState,
+        http: &reqwest::Client,
+        name: &str,
+        force: bool,
+    ) -> Result<String, String> {
+        let (st, version) = Self::load(s, name)
+            .await
+            .map_err(|e| format!("loading auth profile {name}: {e}"))?
+            .ok_or_else(|| format!("auth profile {name} does not exist"))?;
+        let secret = match &st.sealed_secret {
+            Some(sealed) => String::from_utf8(
+                s.keys.master().open(sealed, &context(name)).map_err(|e| format!("auth profile {name}: {e}"))?,
+            )
+            .map_err(|_| format!("auth profile {name}: the secret is not text"))?,
+            None => String::new(),
+        };
+        let p = &st.profile;
+        match p.kind.as_str() {
+            "basic" => Ok(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD
+                    .encode(format!("{}:{secret}", p.username.as_deref().unwrap_or("")))
+            )),
+            "bearer" => Ok(format!("Bearer {secret}")),
+            _ => {
+                if !force
+                    && let Some(c) = self.tokens.lock().expect("poisoned").get(name)
+                    && c.version == version
+                    && c.refresh_at > Instant::now()
+                {
+                    return Ok(format!("Bearer {}", c.token));
+                }
+                let endpoint = p.token_endpoint.as_deref().unwrap_or_default();
+                let mut form = vec![("grant_type", "client_credentials")];
+                if let Some(sc) = p.scope.as_deref() {
+                    form.push(("scope", sc));
+                }
+                let resp = http
+                    .post(endpoint)
+                    .basic_auth(p.client_id.as_deref().unwrap_or_default(), Some(&secret))
+                    .form(&form)
+                    .timeout(Duration::from_secs(30))
+                    .send()
+                    .await
+                    .map_err(|e| format!("token request to {endpoint} failed: {}", crate::profiles::short(&e)))?;
+                let status = resp.status();
+                let v: serde_json::Value = resp.json().await.unwrap_or_default();
+                if !status.is_success() {
+                    return Err(format!(
+                        "token request to {endpoint} refused ({status}: {})",
+                        v["error"].as_str().unwrap_or("no error code")
+                    ));
+                }
+                let token = v["access_token"].as_str().ok_or("the token response has no access_token")?.to_string();
+                let life = Duration::from_secs(v["expires_in"].as_u64().unwrap_or(300));
+                let refresh_at = Instant::now() + life.saturating_sub(REFRESH_MARGIN).max(life / 2);
+                self.tokens
+                    .lock()
+                    .expect("poisoned")
+                    .insert(name.to_string(), Cached { token: token.clone(), refresh_at, version });
+                tracing::info!(profile = name, expires_in = life.as_secs(), "auth profile: access token fetched");
+                Ok(format!("Bearer {token}"))
+            }
+        }
+    }
+
+    /// Makes a webhook task's call; the outcome goes back to the engine as the attempt result.
+    pub async fn run_webhook(&self, s: &AppState, call: &WebhookCall) -> AttemptResult {
+        let TaskSpec::Webhook { url, method, auth_profile, expect_status, body, timeout } = &call.spec else {
+            return failed("not a webhook task".into(), vec![]);
+        };
+        let fill = |t: &str| {
+            t.replace("{{application}}", &call.application)
+                .replace("{{version}}", &call.version)
+                .replace("{{environment}}", &call.environment)
+                .replace("{{deployment_id}}", &call.deployment_id.to_string())
+                .replace("{{started_by}}", &call.started_by)
+        };
+        let url = fill(url);
+        let method = method.clone().unwrap_or_else(|| "POST".into());
+        let limit = timeout.map(|t| t.0).unwrap_or(WEBHOOK_DEFAULT_TIMEOUT);
+        let profile = match auth_profile {
+            Some(n) => match Self::get(s, n).await {
+                Ok(Some(p)) => {
+                    if let Some(env) = &p.environment
+                        && *env != call.environment
+                    {
+                        return failed(
+                            format!("auth profile {n} is for environment {env}, not {}", call.environment),
+                            vec![],
+                        );
+                    }
+                    Some(p)
+                }
+                Ok(None) => return failed(format!("auth profile {n} does not exist"), vec![]),
+                Err(e) => return failed(format!("loading auth profile {n}: {e}"), vec![]),
+            },
+            None => None,
+        };
+        let http = match client_for(profile.as_ref(), &url, limit) {
+            Ok(h) => h,
+            Err(e) => return failed(e, vec![]),
+        };
+        let mut logs = Vec::new();
+        let mut last = None;
+        for attempt in 0..2 {
+            let auth = match &profile {
+                Some(p) => match self.authorization(s, &http, &p.name, attempt > 0).await {
+                    Ok(a) => Some(a),
+                    Err(e) => return failed(e, logs),
+                },
+                None => None,
+            };
+            let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+            let mut rb = http.request(m, &url).timeout(limit);
+            if let Some(a) = auth {
+                rb = rb.header(reqwest::header::AUTHORIZATION, a);
+            }
+            if let Some(b) = body {
+                let b = fill(b);
+                let ct = if serde_json::from_str::<serde_json::Value>(&b).is_ok() {
+                    "application/json"
+                } else {
+                    "text/plain"
+                };
+                rb = rb.header(reqwest::header::CONTENT_TYPE, ct).body(b);
+            }
+            let status = match rb.send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(e) => return failed(format!("{method} {url}: {}", short(&e)), logs),
+            };
+            logs.push(LogEntry { stream: "agent".into(), line: format!("webhook {method} {url} → {status}") });
+            last = Some(status);
+            // One retry with a fresh token when an OAuth-protected call is refused.
+            let retryable = status == 401 && profile.as_ref().is_some_and(|p| p.kind == "oauth2-client-credentials");
+            if retryable && attempt == 0 {
+                tracing::info!(url = %url, "webhook answered 401: fetching a new token and trying once more");
+                continue;
+            }
+            break;
+        }
+        let status = last.unwrap_or(0);
+        let ok = match expect_status {
+            Some(e) => status == *e,
+            None => (200..300).contains(&status),
+        };
+        if ok {
+            AttemptResult { outcome: Outcome::Completed, exit_code: None, message: None, logs }
+        } else {
+            let want = expect_status.map(|e| e.to_string()).unwrap_or_else(|| "2xx".into());
+            failed(format!("{method} {url} answered {status}, expected {want}"), logs)
+        }
+    }
+}
+
+fn failed(message: String, logs: Vec<LogEntry>) -> AttemptResult {
+    AttemptResult { outcome: Outcome::Failed, exit_code: None, message: Some(message), logs }
+}
+
+/// A transport error in one line, without the URL's query (which may carry tokens).
+pub(crate) fn short(e: &reqwest::Error) -> String {
+    let mut msg = String::from(if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else {
+        "request failed"
+    });
+    let mut src = std::error::Error::source(e);
+    while let Some(x) = src {
+        msg.push_str(": ");
+        msg.push_str(&x.to_string());
+        src = x.source();
+    }
+    msg
+}
+
+fn client_for(p: Option<&AuthProfile>, url: &str, limit: Duration) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10).min(limit))
+        .redirect(reqwest::redirect::Policy::none());
+    if url.starts_with("https://") {
+        let ca = p.and_then(|p| p.ca_file.as_deref()).ok_or_else(|| {
+            format!(
+                "{url}: https calls need an auth profile with ca_file (the CA that signed the server's certificate)"
+            )
+        })?;
+        let cfg = drover_tls::client_config(std::path::Path::new(ca)).map_err(|e| format!("ca_file {ca}: {e}"))?;
+        b = b.use_preconfigured_tls(cfg);
+    } else {
+        // Plain http: no TLS in use, but the client still wants a configuration.
+        b = b.use_preconfigured_tls(drover_tls::empty_client_config().map_err(|e| e.to_string())?);
+    }
+    b.build().map_err(|e| short(&e))
+}
+
+/// Runs the webhook calls the engine hands over, each with its own deadline.
+pub async fn run_webhooks(s: AppState, mut rx: tokio::sync::mpsc::UnboundedReceiver<WebhookCall>) {
+    while let Some(call) = rx.recv().await {
+        let s = s.clone();
+        tokio::spawn(async move {
+            let result = s.profiles.run_webhook(&s, &call).await;
+            if let Err(e) = s.engine.attempt_result(ORCHESTRATOR, &call.attempt_id, result).await {
+                tracing::error!(error = %e, deployment = call.deployment_id, "recording a webhook result failed; the lease will end the task");
+            }
+        });
+    }
+}
