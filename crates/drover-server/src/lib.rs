@@ -141,9 +141,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cfg.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("drover.db").display()));
     let store = drover_store::open(&url).await?;
     let initial_admin_password = bootstrap_admin(store.as_ref(), &cfg.data_dir).await?;
-    let master_path = std::env::var_os("DROVER_MASTER_KEY_FILE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cfg.data_dir.join("master.key"));
+    let master_path = master_key_path(&cfg.data_dir);
     let master = oauth::keys::MasterKey::load_or_create(&master_path)?;
     let keys = oauth::keys::KeyRing::load(store.as_ref(), master).await?;
     bootstrap_cli_client(store.as_ref()).await?;
@@ -254,6 +252,52 @@ async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<St
         })
         .await?;
     Ok(created.then_some(password))
+}
+
+/// Where the master key lives: `DROVER_MASTER_KEY_FILE`, else `DATA_DIR/master.key`.
+pub fn master_key_path(data_dir: &Path) -> PathBuf {
+    std::env::var_os("DROVER_MASTER_KEY_FILE").map(PathBuf::from).unwrap_or_else(|| data_dir.join("master.key"))
+}
+
+/// What a master-key rotation did.
+#[derive(Debug, serde::Serialize)]
+pub struct MasterKeyRotation {
+    pub old_id: String,
+    pub new_id: String,
+    pub signing_keys: usize,
+    pub profile_secrets: usize,
+    /// The old key, kept until every value is re-sealed; delete it once no backup needs it.
+    pub retired_file: PathBuf,
+}
+
+/// Master-key rotation (orchestrator stopped): a new key replaces the old one, which is kept as
+/// `PATH.retired-<id>`; every sealed value (signing keys, profile secrets) is re-sealed under
+/// the new one. Safe to repeat after a crash: the retired key still opens what was not re-sealed.
+pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> Result<MasterKeyRotation, StartError> {
+    let path = master_key_path(data_dir);
+    if !path.exists() {
+        return Err(StartError::Bootstrap(format!("{} does not exist: nothing to rotate", path.display())));
+    }
+    let url =
+        database_url.map(String::from).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("drover.db").display()));
+    let store = drover_store::open(&url).await?;
+    let old = oauth::keys::MasterKey::load_or_create(&path)?;
+    let new = oauth::keys::MasterKey::rotate_file(&path)?;
+    let signing_keys = oauth::keys::reseal_signing_keys(store.as_ref(), &new).await?;
+    let profile_secrets = profiles::Profiles::reseal_all(store.as_ref(), &new, &new).await?;
+    let retired_file = path.with_file_name(format!(
+        "{}.retired-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("master.key"),
+        old.id()
+    ));
+    tracing::info!(old = old.id(), new = new.id(), signing_keys, profile_secrets, "master key rotated");
+    Ok(MasterKeyRotation {
+        old_id: old.id().into(),
+        new_id: new.id().into(),
+        signing_keys,
+        profile_secrets,
+        retired_file,
+    })
 }
 
 /// Registers the CLI's public client (`drover login`): loopback redirects only (RFC 8252).

@@ -1102,3 +1102,38 @@ pub fn agent_keygen(key_file: &Path) -> anyhow::Result<u8> {
     println!("{}", serde_json::to_string_pretty(&serde_json::json!({"keys": [key.public_jwk()]}))?);
     Ok(exit::OK)
 }
+
+// ---- master key -----------------------------------------------------------------------------
+
+#[derive(Subcommand, Debug)]
+pub enum MasterKeyCommand {
+    /// Replace the master key and re-seal every stored secret with the new one. Run it while
+    /// the orchestrator is stopped.
+    Rotate {
+        #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "DROVER_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+}
+
+pub async fn master_key(cmd: MasterKeyCommand) -> anyhow::Result<u8> {
+    match cmd {
+        MasterKeyCommand::Rotate { data_dir, database_url, output } => {
+            let r = drover_server::rotate_master_key(&data_dir, database_url.as_deref()).await?;
+            print(output, &r, |r| {
+                format!(
+                    "master key {} replaced by {}: {} signing keys and {} profile secrets re-sealed\n\
+                     the old key is kept as {}; delete it once no backup needs it",
+                    r.old_id,
+                    r.new_id,
+                    r.signing_keys,
+                    r.profile_secrets,
+                    r.retired_file.display()
+                )
+            })
+        }
+    }
+}

@@ -192,6 +192,11 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Master key of the secrets at rest (rotate it with the orchestrator stopped).
+    MasterKey {
+        #[command(subcommand)]
+        command: commands::MasterKeyCommand,
+    },
     /// Sign the CLI in as an operator (browser on this machine, or --device for another one).
     Login(login::LoginArgs),
     /// End this CLI's session with the orchestrator.
@@ -270,6 +275,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Roles { command, conn } => commands::roles(&conn, command).await,
         Command::AccessGroups { command, conn } => commands::access_groups(&conn, command).await,
         Command::Login(a) => login::login(a).await,
+        Command::MasterKey { command } => commands::master_key(command).await,
         Command::AgentKeygen { key_file } => commands::agent_keygen(&key_file),
         Command::Logout { conn } => login::logout(&conn).await,
         Command::Client { command } => commands::oauth_client(command).await,

@@ -578,3 +578,66 @@ async fn cli_login_with_a_browser_or_a_device_then_logout() {
     let out = run(cli().args(["pipelines"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_rotation_reseals_every_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Orchestrator::start(dir.path(), &[]).await;
+    let admin = o.admin();
+    let ci = admin.create_client("ci", &["viewer".into()]).await.unwrap();
+    admin.rotate_key_to(Some("EdDSA")).await.unwrap();
+    let http =
+        reqwest::Client::builder().use_preconfigured_tls(drover_tls::client_config(&o.ca()).unwrap()).build().unwrap();
+    let pw = std::fs::read_to_string(o.password_file()).unwrap().trim().to_string();
+    let profile = serde_json::json!({"name": "jenkins", "kind": "bearer", "secret": "bearer-secret-value-123"});
+    let r = http
+        .post(format!("{}/api/v1/auth-profiles", o.url()))
+        .basic_auth("admin", Some(&pw))
+        .json(&profile)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let keys_before: Vec<String> = admin.keys().await.unwrap().into_iter().map(|k| k.kid).collect();
+    let master = dir.path().join("data/master.key");
+    let before = std::fs::read_to_string(&master).unwrap();
+    o.kill();
+
+    let out =
+        run(drover().args(["master-key", "rotate", "--output", "json", "--data-dir"]).arg(dir.path().join("data")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["signing_keys"].as_u64(), r["profile_secrets"].as_u64()), (Some(2), Some(1)));
+    assert_ne!(r["old_id"], r["new_id"]);
+    assert_ne!(std::fs::read_to_string(&master).unwrap(), before);
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&master).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    // Every value now opens with the new key alone: the retired key can go.
+    std::fs::remove_file(r["retired_file"].as_str().unwrap()).unwrap();
+    o.restart().await;
+    let t = o.admin().keys().await.unwrap();
+    assert_eq!(t.iter().map(|k| k.kid.clone()).collect::<Vec<_>>(), keys_before, "the same signing keys");
+    let anon = Client::new(&o.url(), Some(&o.ca()), Credentials::None).unwrap();
+    let tok = anon.client_credentials_token("ci", &ci.client_secret, None).await.unwrap();
+    let bearer =
+        Client::new(&o.url(), Some(&o.ca()), Credentials::Bearer(tok["access_token"].as_str().unwrap().into()))
+            .unwrap();
+    bearer.pipelines().await.unwrap();
+    // Nothing sealed under the old key remains in the database.
+    let db = rusqlite::Connection::open(dir.path().join("data/drover.db")).unwrap();
+    let old_id = r["old_id"].as_str().unwrap();
+    let n: i64 = db
+        .query_row(
+            "SELECT (SELECT count(*) FROM signing_keys WHERE private_key LIKE ?1) + (SELECT count(*) FROM records WHERE body LIKE ?2)",
+            [format!("v1.{old_id}.%"), format!("%v1.{old_id}.%")],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 0);
+    // A second rotation without a master key file is refused clearly.
+    o.kill();
+    std::fs::rename(&master, dir.path().join("elsewhere.key")).unwrap();
+    let out = run(drover().args(["master-key", "rotate", "--data-dir"]).arg(dir.path().join("data")));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to rotate"));
+}

@@ -153,6 +153,18 @@ impl MasterKey {
     }
 }
 
+/// Re-seals every stored signing key under `new` (master-key rotation); `new` must still open
+/// what the old key sealed (it keeps the retired key). Returns how many.
+pub async fn reseal_signing_keys(store: &dyn Store, new: &MasterKey) -> Result<usize, KeyError> {
+    let mut n = 0;
+    for r in store.list_signing_keys().await? {
+        let plain = new.open(&r.private_key, &r.kid)?;
+        store.update_signing_key_material(&r.kid, &new.seal(&plain, &r.kid)?).await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// A key that can verify tokens (and sign them, when active).
 pub struct VerifyingKey {
     pub key: VerifyKey,
@@ -284,18 +296,6 @@ impl KeyRing {
         self.reload(store).await?;
         tracing::info!(kid = %rec.kid, alg = %rec.alg, activate, "token-signing key imported");
         Ok((rec.kid, Alg::parse(&rec.alg).unwrap_or(Alg::ES256)))
-    }
-
-    /// Re-seals every stored key under `new` (master-key rotation). Returns how many.
-    pub async fn reseal_all(&self, store: &dyn Store, new: &MasterKey) -> Result<usize, KeyError> {
-        let mut n = 0;
-        for r in store.list_signing_keys().await? {
-            let plain = self.master.open(&r.private_key, &r.kid)?;
-            let sealed = new.seal(&plain, &r.kid)?;
-            store.update_signing_key_material(&r.kid, &sealed).await?;
-            n += 1;
-        }
-        Ok(n)
     }
 
     pub fn master(&self) -> &MasterKey {
