@@ -275,7 +275,14 @@ pub trait Store: Send + Sync + 'static {
 
     // Audit log.
     /// Appends an entry, linking it to the last one (atomically: appends are a total order).
-    async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry>;
+    async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
+        self.append_audit_batch(std::slice::from_ref(e))
+            .await?
+            .pop()
+            .ok_or_else(|| crate::Error::Store("audit append returned nothing".into()))
+    }
+    /// Appends several entries in order, in one transaction.
+    async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>>;
     /// Entries with `seq > after_seq`, oldest first.
     async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Entries matching the filter, newest first.

@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 pub mod access;
 pub mod api;
 pub mod artifacts;
+pub mod audit_sink;
 pub mod auth;
 pub mod engine;
 pub mod error;
@@ -89,6 +90,8 @@ pub struct Inner {
     pub principals: access::Principals,
     /// Authentication profiles (their token caches) for calls to external systems.
     pub profiles: profiles::Profiles,
+    /// Batched audit appends for the token endpoint.
+    pub audit_sink: audit_sink::AuditSink,
 }
 
 /// Shared state of all handlers.
@@ -150,6 +153,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;
+    let (shutdown, rx) = watch::channel(false);
+    let (audit_sink, audit_writer) = audit_sink::AuditSink::start(store.clone(), rx.clone());
     let state = AppState(Arc::new(Inner {
         store: store.clone(),
         engine: engine.clone(),
@@ -163,11 +168,11 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         keys,
         principals,
         profiles: profiles::Profiles::default(),
+        audit_sink,
     }));
     let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
     let app = router(state.clone());
-    let (shutdown, rx) = watch::channel(false);
-    let mut tasks = Vec::new();
+    let mut tasks = vec![audit_writer];
     let engine_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
         if let Err(e) = engine.run(engine_rx).await {

@@ -1177,35 +1177,40 @@ macro_rules! store_impl {
                 Ok(n == 1)
             }
 
-            async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
+            async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>> {
                 let mut tx = self.w().begin().await.map_err(db_err)?;
                 // One appender at a time: the chain is a total order.
                 sqlx::query("SELECT pg_advisory_xact_lock(7243717)").execute(&mut *tx).await.map_err(db_err)?;
-                let last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+                let mut last: Option<(i64, String)> = sqlx::query_as("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
                     .fetch_optional(&mut *tx)
                     .await
                     .map_err(db_err)?;
-                let a = audit::link(last, e.clone());
-                sqlx::query(
-                    "INSERT INTO audit_log (seq, ts, principal, action, target, outcome, source, request_id, detail, prev_hash, hash) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(a.seq)
-                .bind(a.entry.ts.0)
-                .bind(&a.entry.principal)
-                .bind(&a.entry.action)
-                .bind(&a.entry.target)
-                .bind(&a.entry.outcome)
-                .bind(&a.entry.source)
-                .bind(&a.entry.request_id)
-                .bind(a.entry.detail.to_string())
-                .bind(&a.prev_hash)
-                .bind(&a.hash)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+                let mut out = Vec::with_capacity(entries.len());
+                for e in entries {
+                    let a = audit::link(last.take(), e.clone());
+                    sqlx::query(
+                        "INSERT INTO audit_log (seq, ts, principal, action, target, outcome, source, request_id, detail, prev_hash, hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(a.seq)
+                    .bind(a.entry.ts.0)
+                    .bind(&a.entry.principal)
+                    .bind(&a.entry.action)
+                    .bind(&a.entry.target)
+                    .bind(&a.entry.outcome)
+                    .bind(&a.entry.source)
+                    .bind(&a.entry.request_id)
+                    .bind(a.entry.detail.to_string())
+                    .bind(&a.prev_hash)
+                    .bind(&a.hash)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err)?;
+                    last = Some((a.seq, a.hash.clone()));
+                    out.push(a);
+                }
                 tx.commit().await.map_err(db_err)?;
-                Ok(a)
+                Ok(out)
             }
 
             async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {

@@ -1420,35 +1420,44 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
-        let e = e.clone();
+    async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>> {
+        let entries = entries.to_vec();
         self.write(move |c| {
             let tx = c.transaction().map_err(err)?;
-            let last: Option<(i64, String)> = tx
+            let mut last: Option<(i64, String)> = tx
                 .query_row("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(err)?;
-            let a = audit::link(last, e);
-            tx.execute(
-                "INSERT INTO audit_log (seq, ts, principal, action, target, outcome, source, request_id, detail, prev_hash, hash) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    a.seq,
-                    a.entry.ts.0,
-                    a.entry.principal,
-                    a.entry.action,
-                    a.entry.target,
-                    a.entry.outcome,
-                    a.entry.source,
-                    a.entry.request_id,
-                    a.entry.detail.to_string(),
-                    a.prev_hash,
-                    a.hash
-                ],
-            )
-            .map_err(err)?;
+            let mut out = Vec::with_capacity(entries.len());
+            {
+                let mut ins = tx
+                    .prepare_cached(
+                        "INSERT INTO audit_log (seq, ts, principal, action, target, outcome, source, request_id, detail, prev_hash, hash) \
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    )
+                    .map_err(err)?;
+                for e in entries {
+                    let a = audit::link(last.take(), e);
+                    ins.execute(params![
+                        a.seq,
+                        a.entry.ts.0,
+                        a.entry.principal,
+                        a.entry.action,
+                        a.entry.target,
+                        a.entry.outcome,
+                        a.entry.source,
+                        a.entry.request_id,
+                        a.entry.detail.to_string(),
+                        a.prev_hash,
+                        a.hash
+                    ])
+                    .map_err(err)?;
+                    last = Some((a.seq, a.hash.clone()));
+                    out.push(a);
+                }
+            }
             tx.commit().map_err(err)?;
-            Ok(a)
+            Ok(out)
         })
         .await
     }

@@ -127,6 +127,26 @@ async fn client_credentials_tokens_and_revocation(b: Backend) -> anyhow::Result<
     )
     .await;
     assert_eq!((st, v["error"].as_str()), (400, Some("invalid_request")), "one authentication method only");
+    // Tokens issued and refused are in the audit log (written in batches: wait for them).
+    let mut found = (false, false);
+    for _ in 0..200 {
+        let all = admin.audit(None, None, None, Some(500)).await?;
+        let issued = all.iter().any(|a| {
+            a.entry.action == "token.issued"
+                && a.entry.principal == "client:ci"
+                && a.entry.source.starts_with("127.0.0.1:")
+        });
+        let refused = all.iter().any(|a| {
+            a.entry.action == "token.refused" && a.entry.target == "ci" && a.entry.detail["reason"] == "wrong secret"
+        });
+        assert!(!serde_json::to_string(&all)?.contains(&created.client_secret), "no secret in the audit log");
+        found = (issued, refused);
+        if issued && refused {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(found, (true, true));
 
     // RFC 7009: a client revokes its own token; another client cannot.
     let other = admin.create_client("other", &["viewer".to_string()]).await?;

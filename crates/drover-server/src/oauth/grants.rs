@@ -611,8 +611,13 @@ fn normalize_user_code(c: &str) -> String {
 }
 
 /// `POST /oauth2/device_authorization`.
-pub async fn device_authorization(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -> Response {
-    let (form, client) = match authenticated_form(&s, &headers, form).await {
+pub async fn device_authorization(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: FormInput,
+) -> Response {
+    let (form, client) = match authenticated_form(&s, &headers, form, &peer.to_string()).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };

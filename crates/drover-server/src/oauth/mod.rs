@@ -6,7 +6,9 @@
 
 use std::time::Duration;
 
-use axum::extract::{Form, State};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Form, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -144,6 +146,7 @@ pub(crate) async fn authenticated_form(
     s: &AppState,
     headers: &HeaderMap,
     form: FormInput,
+    source: &str,
 ) -> Result<(TokenForm, ClientRecord), Response> {
     let Ok(Form(form)) = form else {
         return Err(oauth_error(
@@ -153,7 +156,7 @@ pub(crate) async fn authenticated_form(
             false,
         ));
     };
-    let client = authenticate_client(s, headers, &form).await?;
+    let client = authenticate_client(s, headers, &form, source).await?;
     Ok((form, client))
 }
 
@@ -290,7 +293,33 @@ async fn check_assertion(s: &AppState, c: &ClientRecord, assertion: &str) -> Res
     Ok(())
 }
 
-async fn authenticate_client(s: &AppState, headers: &HeaderMap, form: &TokenForm) -> Result<ClientRecord, Response> {
+/// An audit entry for the token endpoint (written in batches by the audit sink).
+pub(crate) fn token_event(
+    principal: String,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    source: &str,
+    detail: serde_json::Value,
+) -> drover_types::audit::NewAuditEntry {
+    drover_types::audit::NewAuditEntry {
+        ts: Timestamp::now(),
+        principal,
+        action: action.into(),
+        target: target.into(),
+        outcome: outcome.into(),
+        source: source.into(),
+        request_id: hex::encode(rand::random::<[u8; 8]>()),
+        detail,
+    }
+}
+
+async fn authenticate_client(
+    s: &AppState,
+    headers: &HeaderMap,
+    form: &TokenForm,
+    source: &str,
+) -> Result<ClientRecord, Response> {
     let how = presented(headers, form).map_err(|why| {
         if why.starts_with("use one") || why.contains("assertion") {
             oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why, false)
@@ -317,29 +346,35 @@ async fn authenticate_client(s: &AppState, headers: &HeaderMap, form: &TokenForm
         tracing::error!(error = %e, "token endpoint: store error");
         oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "try again later", false)
     })?;
-    let refused = |why: &str| {
-        tracing::warn!(client = %id, reason = why, "client authentication failed");
-        oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", basic)
-    };
-    let Some(c) = client else { return Err(refused("unknown client")) };
-    if c.disabled {
-        return Err(refused("client disabled"));
-    }
     let now = Timestamp::now();
-    match how {
-        Presented::Secret { secret, .. } if !c.metadata.public && secret_matches(&c, &secret, now) => Ok(c),
-        Presented::Secret { .. } => Err(refused("wrong secret")),
-        Presented::Public { .. } if c.metadata.public => Ok(c),
-        Presented::Public { .. } => Err(refused("confidential client without credentials")),
-        Presented::Assertion { assertion, .. } => match check_assertion(s, &c, &assertion).await {
-            Ok(()) => Ok(c),
-            Err(why) => Err(refused(why)),
+    let why = match (client, how) {
+        (None, _) => "unknown client",
+        (Some(c), _) if c.disabled => "client disabled",
+        (Some(c), Presented::Secret { secret, .. }) if !c.metadata.public && secret_matches(&c, &secret, now) => {
+            return Ok(c);
+        }
+        (Some(_), Presented::Secret { .. }) => "wrong secret",
+        (Some(c), Presented::Public { .. }) if c.metadata.public => return Ok(c),
+        (Some(_), Presented::Public { .. }) => "confidential client without credentials",
+        (Some(c), Presented::Assertion { assertion, .. }) => match check_assertion(s, &c, &assertion).await {
+            Ok(()) => return Ok(c),
+            Err(why) => why,
         },
-    }
+    };
+    tracing::warn!(client = %id, reason = why, "client authentication failed");
+    let detail = serde_json::json!({"reason": why, "endpoint": "token"});
+    s.audit_sink.record(token_event("anonymous".into(), "token.refused", &id, "failure", source, detail)).await;
+    Err(oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed", basic))
 }
 
-async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -> Response {
-    let (form, client) = match authenticated_form(&s, &headers, form).await {
+async fn token(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: FormInput,
+) -> Response {
+    let source = peer.to_string();
+    let (form, client) = match authenticated_form(&s, &headers, form, &source).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -350,7 +385,7 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -
             "a public client cannot use client_credentials",
             false,
         ),
-        Some("client_credentials") => client_credentials_grant(&s, &client, &form),
+        Some("client_credentials") => client_credentials_grant(&s, &client, &form, &source).await,
         Some("authorization_code") => grants::authorization_code(&s, &client, &form).await,
         Some("refresh_token") => grants::refresh(&s, &client, &form).await,
         Some(grants::DEVICE_GRANT) => grants::device_code(&s, &client, &form).await,
@@ -373,13 +408,25 @@ pub(crate) fn scope_within(asked: Option<&str>, allowed: &[String]) -> Result<Ve
     }
 }
 
-fn client_credentials_grant(s: &AppState, client: &ClientRecord, form: &TokenForm) -> Response {
+async fn client_credentials_grant(s: &AppState, client: &ClientRecord, form: &TokenForm, source: &str) -> Response {
     let roles = match scope_within(form.scope.as_deref(), &client.roles) {
         Ok(r) => r,
         Err(why) => return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", &why, false),
     };
     match issue_access_token(s, client, roles, None, None) {
-        Ok((token, claims)) => token_response(token, &claims, None),
+        Ok((token, claims)) => {
+            let detail = serde_json::json!({"grant": "client_credentials", "jti": claims.jti, "scope": claims.scope});
+            let e = token_event(
+                format!("client:{}", client.client_id),
+                "token.issued",
+                &client.client_id,
+                "success",
+                source,
+                detail,
+            );
+            s.audit_sink.record(e).await;
+            token_response(token, &claims, None)
+        }
         Err(resp) => *resp,
     }
 }
@@ -434,8 +481,14 @@ pub(crate) fn token_response(token: String, claims: &Claims, refresh_token: Opti
 }
 
 /// RFC 7009: the client revokes one of its own tokens; unknown or foreign tokens get 200 too.
-async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -> Response {
-    let (form, client) = match authenticated_form(&s, &headers, form).await {
+async fn revoke(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: FormInput,
+) -> Response {
+    let source = peer.to_string();
+    let (form, client) = match authenticated_form(&s, &headers, form, &source).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
@@ -465,8 +518,13 @@ async fn revoke(State(s): State<AppState>, headers: HeaderMap, form: FormInput) 
 }
 
 /// RFC 7662: an authenticated client asks whether a token is active.
-async fn introspect(State(s): State<AppState>, headers: HeaderMap, form: FormInput) -> Response {
-    let (form, _) = match authenticated_form(&s, &headers, form).await {
+async fn introspect(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    form: FormInput,
+) -> Response {
+    let (form, _) = match authenticated_form(&s, &headers, form, &peer.to_string()).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
