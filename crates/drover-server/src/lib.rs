@@ -23,6 +23,7 @@ pub mod api;
 pub mod artifacts;
 pub mod audit_sink;
 pub mod auth;
+pub mod cors;
 pub mod engine;
 pub mod error;
 pub mod oauth;
@@ -44,6 +45,8 @@ pub struct Config {
     pub tls_names: Vec<String>,
     /// The URL clients use to reach the orchestrator; the token issuer. Default `https://LISTEN`.
     pub public_url: Option<String>,
+    /// `[http.cors]`.
+    pub cors: cors::CorsConfig,
 }
 
 impl Config {
@@ -55,6 +58,7 @@ impl Config {
             heartbeat_timeout: Duration::from_secs(30),
             tls_names: Vec::new(),
             public_url: None,
+            cors: cors::CorsConfig::default(),
         }
     }
 }
@@ -92,6 +96,7 @@ pub struct Inner {
     pub profiles: profiles::Profiles,
     /// Batched audit appends for the token endpoint.
     pub audit_sink: audit_sink::AuditSink,
+    pub cors: cors::CorsConfig,
 }
 
 /// Shared state of all handlers.
@@ -129,6 +134,7 @@ impl Running {
 
 /// Creates what is missing in the data dir (keys, CA, admin) and starts serving.
 pub async fn start(cfg: Config) -> Result<Running, StartError> {
+    cfg.cors.validate().map_err(StartError::Bootstrap)?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -169,6 +175,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         principals,
         profiles: profiles::Profiles::default(),
         audit_sink,
+        cors: cfg.cors.clone(),
     }));
     let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
     let app = router(state.clone());
@@ -213,6 +220,7 @@ pub fn router(state: AppState) -> Router {
         .merge(oauth::routes())
         .merge(api)
         .fallback(|| async { error::ApiError::not_found("no such route") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), cors::policy))
         .with_state(state)
 }
 

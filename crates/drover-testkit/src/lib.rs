@@ -53,10 +53,19 @@ impl TestServer {
 
     /// Starts an orchestrator whose attempts are lost after `heartbeat_timeout` without a heartbeat.
     pub async fn start_with(backend: Backend, heartbeat_timeout: Duration) -> anyhow::Result<Self> {
+        Self::start_configured(backend, |cfg| cfg.heartbeat_timeout = heartbeat_timeout).await
+    }
+
+    /// Starts an orchestrator with a configuration `tune` adjusts (data dir and listen address
+    /// are the test's).
+    pub async fn start_configured(
+        backend: Backend,
+        tune: impl FnOnce(&mut drover_server::Config),
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let mut cfg = drover_server::Config::new(dir.path().join("data"));
         cfg.listen = "127.0.0.1:0".parse()?;
-        cfg.heartbeat_timeout = heartbeat_timeout;
+        tune(&mut cfg);
         let mut pg_schema = None;
         if backend == Backend::Postgres {
             let (store, schema) =

@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Extra host name or IP for the server certificate (repeatable) [file: tls_names].
     #[arg(long = "tls-name", env = "DROVER_TLS_NAMES", value_delimiter = ',')]
     pub tls_names: Vec<String>,
+    /// The URL clients use to reach the orchestrator; the token issuer [file: public_url;
+    /// default https://LISTEN].
+    #[arg(long, env = "DROVER_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 /// `drover.toml`.
@@ -40,6 +44,17 @@ pub struct FileConfig {
     pub heartbeat_timeout: Option<String>,
     #[serde(default)]
     pub tls_names: Vec<String>,
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]` in `drover.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    #[serde(default)]
+    pub cors: drover_server::cors::CorsConfig,
 }
 
 pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
@@ -65,6 +80,14 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
         bail!("heartbeat_timeout must be at least 200ms");
     }
     cfg.tls_names = if args.tls_names.is_empty() { file.tls_names } else { args.tls_names.clone() };
+    cfg.public_url = args.public_url.clone().or(file.public_url).map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &cfg.public_url
+        && !u.starts_with("https://")
+    {
+        bail!("public_url must be an https:// URL, got {u:?}");
+    }
+    cfg.cors = file.http.cors;
+    cfg.cors.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }
 
@@ -110,7 +133,28 @@ mod tests {
             database_url: None,
             heartbeat_timeout: None,
             tls_names: vec![],
+            public_url: None,
         }
+    }
+
+    #[test]
+    fn cors_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("drover.toml"),
+            "public_url = \"https://drover.example.com/\"\n[http.cors]\nallowed_origins = [\"https://portal.example.com\"]\nallow_credentials = true\nmax_age_secs = 60\n",
+        )
+        .unwrap();
+        let cfg = load(&args(dir.path())).unwrap();
+        assert_eq!(cfg.public_url.as_deref(), Some("https://drover.example.com"));
+        assert_eq!(cfg.cors.allowed_origins, vec!["https://portal.example.com".to_string()]);
+        assert!(cfg.cors.allow_credentials);
+        assert_eq!(cfg.cors.max_age_secs, 60);
+        assert_eq!(cfg.cors.allowed_methods, vec!["GET", "POST", "PUT", "DELETE"]);
+        std::fs::write(dir.path().join("drover.toml"), "[http.cors]\nallowed_origins = [\"*\"]\n").unwrap();
+        assert!(format!("{:#}", load(&args(dir.path())).unwrap_err()).contains("not an origin"));
+        std::fs::write(dir.path().join("drover.toml"), "[http.cors]\nallowed_orgins = []\n").unwrap();
+        assert!(format!("{:#}", load(&args(dir.path())).unwrap_err()).contains("allowed_orgins"));
     }
 
     #[test]

@@ -177,3 +177,66 @@ async fn approval_roles_are_enforced() {
     assert_eq!(d.stages[0].tasks[0].decided_by.as_deref(), Some("ann"));
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_allows_only_configured_origins() {
+    let s = TestServer::start_configured(Backend::Sqlite, |cfg| {
+        cfg.cors = drover_server::cors::CorsConfig {
+            allowed_origins: vec!["https://portal.example.com".into()],
+            allow_credentials: true,
+            max_age_secs: 120,
+            ..Default::default()
+        };
+    })
+    .await
+    .unwrap();
+    let c = http(&s);
+    let preflight = |origin: &str, method: &str, headers: &str| {
+        c.request(Method::OPTIONS, format!("{}/api/v1/pipelines", s.url))
+            .header("origin", origin)
+            .header("access-control-request-method", method)
+            .header("access-control-request-headers", headers)
+            .send()
+    };
+    let r = preflight("https://portal.example.com", "POST", "authorization, content-type").await.unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "https://portal.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(h["access-control-max-age"], "120");
+    assert!(h["access-control-allow-methods"].to_str().unwrap().contains("POST"));
+    // Another origin, a method or a header not allowed: denied, no CORS headers.
+    for (o, m, hd) in [
+        ("https://evil.example.com", "GET", "authorization"),
+        ("https://portal.example.com", "PATCH", "authorization"),
+        ("https://portal.example.com", "GET", "x-custom"),
+    ] {
+        let r = preflight(o, m, hd).await.unwrap();
+        assert_eq!(r.status().as_u16(), 403, "{o} {m} {hd}");
+        assert!(r.headers().get("access-control-allow-origin").is_none());
+    }
+    // Actual requests: the allowed origin gets the headers; another origin is refused before the
+    // request runs; no Origin (CLI, agents) is unaffected.
+    let r = c
+        .get(format!("{}/api/v1/pipelines", s.url))
+        .header("origin", "https://portal.example.com")
+        .basic_auth("admin", Some(&s.admin_password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], "https://portal.example.com");
+    assert_eq!(r.headers()["access-control-expose-headers"], "x-request-id");
+    let r = c
+        .post(format!("{}/api/v1/environments", s.url))
+        .header("origin", "https://evil.example.com")
+        .basic_auth("admin", Some(&s.admin_password))
+        .json(&serde_json::json!({"name": "cors-env"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(s.admin().environments().await.unwrap().iter().all(|e| e.name != "cors-env"), "nothing happened");
+    s.admin().pipelines().await.unwrap();
+    s.shutdown().await;
+}
