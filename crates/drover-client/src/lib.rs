@@ -539,6 +539,9 @@ impl Client {
     pub async fn clients(&self) -> Result<Vec<drover_types::Client>> {
         self.get("/api/v1/clients").await
     }
+    pub async fn client_registration(&self, name: &str) -> Result<drover_types::Client> {
+        self.get(&format!("/api/v1/clients/{name}")).await
+    }
     /// A confidential client with a secret and these roles.
     pub async fn create_client(&self, name: &str, roles: &[String]) -> Result<drover_types::ClientSecret> {
         self.register_client(&drover_types::NewClient {

@@ -798,6 +798,12 @@ pub enum ClientCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// One client: roles, state, redirect URIs, keys, secret rotation and revocation times.
+    Show {
+        name: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// New secret; with --grace the old one keeps working that long (e.g. 1h).
     RegenerateSecret {
         name: String,
@@ -881,6 +887,25 @@ pub async fn oauth_client(cmd: ClientCommand) -> anyhow::Result<u8> {
         ClientCommand::List { conn } => {
             let v = client(&conn).await?.clients().await?;
             print(conn.output, &v, |v| v.iter().map(|c| client_line(c) + "\n").collect())
+        }
+        ClientCommand::Show { name, conn } => {
+            let c = client(&conn).await?.client_registration(&name).await?;
+            print(conn.output, &c, |c| {
+                let mut t = client_line(c);
+                if c.public {
+                    t.push_str("\npublic client (no secret; PKCE)");
+                }
+                if !c.redirect_uris.is_empty() {
+                    t.push_str(&format!("\nredirect URIs: {}", c.redirect_uris.join(" ")));
+                }
+                if !c.key_ids.is_empty() {
+                    t.push_str(&format!("\nprivate_key_jwt keys: {}", c.key_ids.join(" ")));
+                }
+                if let Some(a) = &c.agent {
+                    t.push_str(&format!("\nthe client of agent {a}"));
+                }
+                t
+            })
         }
         ClientCommand::RegenerateSecret { name, grace, secret_out, conn } => {
             let s = client(&conn).await?.regenerate_client_secret(&name, grace.unwrap_or_default()).await?;

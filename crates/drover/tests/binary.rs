@@ -598,6 +598,11 @@ async fn master_key_rotation_reseals_every_secret() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    let out = run(o.cli().args(["client", "show", "ci", "--output", "json"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((shown["client_id"].as_str(), shown["roles"][0].as_str()), (Some("ci"), Some("viewer")));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&ci.client_secret));
     let keys_before: Vec<String> = admin.keys().await.unwrap().into_iter().map(|k| k.kid).collect();
     let master = dir.path().join("data/master.key");
     let before = std::fs::read_to_string(&master).unwrap();
