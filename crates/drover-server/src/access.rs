@@ -64,6 +64,12 @@ impl Principals {
     /// A principal with its direct roles (unscoped) and its access groups' roles (scoped to the
     /// groups' applications).
     pub fn resolve(&self, kind: PrincipalKind, name: &str, roles: Vec<String>) -> Principal {
+        self.resolve_scoped(kind, name, roles, true)
+    }
+
+    /// Like [`Self::resolve`]; `with_groups: false` for a token whose scope was narrowed: it
+    /// carries only the roles it names.
+    pub fn resolve_scoped(&self, kind: PrincipalKind, name: &str, roles: Vec<String>, with_groups: bool) -> Principal {
         let t = self.table.read().expect("poisoned").clone();
         let privileges_of = |r: &str| rbac::role_privileges(r).or_else(|| t.roles.get(r).cloned());
         let mut grants: Vec<Grant> = roles
@@ -71,7 +77,7 @@ impl Principals {
             .filter_map(|r| privileges_of(r))
             .map(|privileges| Grant { privileges, applications: None })
             .collect();
-        for g in &t.groups {
+        for g in t.groups.iter().filter(|_| with_groups) {
             let member = match kind {
                 PrincipalKind::Operator => g.operators.iter().any(|o| o == name),
                 PrincipalKind::Client => g.clients.iter().any(|c| c == name),

@@ -69,6 +69,15 @@ pub fn validate(p: &mut AuthProfile) -> Result<(), String> {
         }
         _ => {}
     }
+    if p.allowed_urls.is_empty() {
+        return Err("allowed_urls: list the URLs (prefixes) the credentials may be sent to".into());
+    }
+    for u in &p.allowed_urls {
+        let host = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://")).unwrap_or("");
+        if host.is_empty() || host.starts_with('/') || u.contains('*') || u.contains('@') {
+            return Err(format!("allowed_urls: {u:?} must be an absolute http(s) URL without wildcards"));
+        }
+    }
     if let Some(f) = &p.ca_file
         && !std::path::Path::new(f).is_file()
     {
@@ -158,13 +167,7 @@ impl Profiles {
     }
 
     /// The `Authorization` header value for a profile (`force`: do not use a cached token).
-    async fn authorization(
-        &self,
-        s: &AppState,
-        http: &reqwest::Client,
-        name: &str,
-        force: bool,
-    ) -> Result<String, String> {
+    async fn authorization(&self, s: &AppState, name: &str, force: bool) -> Result<String, String> {
         let (st, version) = Self::load(s, name)
             .await
             .map_err(|e| format!("loading auth profile {name}: {e}"))?
@@ -193,6 +196,7 @@ impl Profiles {
                     return Ok(format!("Bearer {}", c.token));
                 }
                 let endpoint = p.token_endpoint.as_deref().unwrap_or_default();
+                let http = &client_for(Some(p), endpoint, Duration::from_secs(30))?;
                 let mut form = vec![("grant_type", "client_credentials")];
                 if let Some(sc) = p.scope.as_deref() {
                     form.push(("scope", sc));
@@ -259,6 +263,14 @@ impl Profiles {
             },
             None => None,
         };
+        if let Some(p) = &profile
+            && !url_allowed(p, &url)
+        {
+            return failed(
+                format!("{} is not among the URLs auth profile {} may be sent to (allowed_urls)", shown(&url), p.name),
+                vec![],
+            );
+        }
         let http = match client_for(profile.as_ref(), &url, limit) {
             Ok(h) => h,
             Err(e) => return failed(e, vec![]),
@@ -267,7 +279,7 @@ impl Profiles {
         let mut last = None;
         for attempt in 0..2 {
             let auth = match &profile {
-                Some(p) => match self.authorization(s, &http, &p.name, attempt > 0).await {
+                Some(p) => match self.authorization(s, &p.name, attempt > 0).await {
                     Ok(a) => Some(a),
                     Err(e) => return failed(e, logs),
                 },
@@ -289,14 +301,17 @@ impl Profiles {
             }
             let status = match rb.send().await {
                 Ok(r) => r.status().as_u16(),
-                Err(e) => return failed(format!("{method} {url}: {}", short(&e)), logs),
+                Err(e) => return failed(format!("{method} {}: {}", shown(&url), short(&e)), logs),
             };
-            logs.push(LogEntry { stream: "agent".into(), line: format!("webhook {method} {url} → {status}") });
+            logs.push(LogEntry {
+                stream: "agent".into(),
+                line: format!("webhook {method} {} → {status}", shown(&url)),
+            });
             last = Some(status);
             // One retry with a fresh token when an OAuth-protected call is refused.
             let retryable = status == 401 && profile.as_ref().is_some_and(|p| p.kind == "oauth2-client-credentials");
             if retryable && attempt == 0 {
-                tracing::info!(url = %url, "webhook answered 401: fetching a new token and trying once more");
+                tracing::info!(url = %shown(&url), "webhook answered 401: fetching a new token and trying once more");
                 continue;
             }
             break;
@@ -310,9 +325,26 @@ impl Profiles {
             AttemptResult { outcome: Outcome::Completed, exit_code: None, message: None, logs }
         } else {
             let want = expect_status.map(|e| e.to_string()).unwrap_or_else(|| "2xx".into());
-            failed(format!("{method} {url} answered {status}, expected {want}"), logs)
+            failed(format!("{method} {} answered {status}, expected {want}", shown(&url)), logs)
         }
     }
+}
+
+/// May the profile's credentials go to `url`? A listed prefix matches at a path boundary:
+/// `https://ci.example.com/job/` allows `https://ci.example.com/job/x`, and
+/// `https://ci.example.com` allows `https://ci.example.com/...` but not `https://ci.example.com.evil.io`.
+pub fn url_allowed(p: &AuthProfile, url: &str) -> bool {
+    p.allowed_urls.iter().any(|prefix| {
+        url == prefix
+            || url
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| prefix.ends_with('/') || rest.starts_with('/') || rest.starts_with('?'))
+    })
+}
+
+/// A URL for logs and messages: scheme, host and path, without the query (it may carry tokens).
+fn shown(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or(url)
 }
 
 fn failed(message: String, logs: Vec<LogEntry>) -> AttemptResult {
@@ -366,5 +398,35 @@ pub async fn run_webhooks(s: AppState, mut rx: tokio::sync::mpsc::UnboundedRecei
                 tracing::error!(error = %e, deployment = call.deployment_id, "recording a webhook result failed; the lease will end the task");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_go_only_to_allowed_urls() {
+        let p = AuthProfile {
+            name: "j".into(),
+            kind: "bearer".into(),
+            username: None,
+            client_id: None,
+            token_endpoint: None,
+            scope: None,
+            revocation_endpoint: None,
+            ca_file: None,
+            environment: None,
+            allowed_urls: vec!["https://ci.example.com".into(), "http://127.0.0.1:9000/job/".into()],
+            has_secret: true,
+            secret: None,
+        };
+        assert!(url_allowed(&p, "https://ci.example.com/job/x"));
+        assert!(url_allowed(&p, "https://ci.example.com"));
+        assert!(!url_allowed(&p, "https://ci.example.com.evil.io/x"));
+        assert!(!url_allowed(&p, "https://ci.example.comx"));
+        assert!(url_allowed(&p, "http://127.0.0.1:9000/job/build"));
+        assert!(!url_allowed(&p, "http://127.0.0.1:9000/other"));
+        assert_eq!(shown("https://h/p?token=abc"), "https://h/p");
     }
 }

@@ -461,6 +461,10 @@ pub struct AuthProfile {
     /// Only for tasks of this environment (none: shared).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub environment: Option<String>,
+    /// The only URLs the credentials may be sent to (prefixes such as
+    /// `https://jenkins.example.com/job/`); at least one.
+    #[serde(default)]
+    pub allowed_urls: Vec<String>,
     /// A secret is set (password, token or client secret); its value is never shown.
     #[serde(default)]
     pub has_secret: bool,

@@ -90,6 +90,27 @@ fn save_all(all: &BTreeMap<String, Session>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An exclusive lock on the sessions file, held while a session is refreshed or saved: two CLI
+/// commands refreshing with the same refresh token would look like reuse and end the session.
+fn lock_sessions() -> anyhow::Result<std::fs::File> {
+    let p = sessions_path()?;
+    let dir = p.parent().context("config dir")?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(p.with_extension("lock"))
+        .with_context(|| format!("locking {}", p.display()))?;
+    f.lock().with_context(|| format!("locking {}", p.display()))?;
+    Ok(f)
+}
+
 fn key(url: &str) -> String {
     url.trim_end_matches('/').to_string()
 }
@@ -110,11 +131,23 @@ fn session_of(v: &serde_json::Value) -> anyhow::Result<Session> {
 /// The stored session's access token for this orchestrator, refreshed when it is about to
 /// expire (the refresh token rotates; the new one is saved). `None` without a session.
 pub async fn session_token(url: &str, ca: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    let mut all = load_all()?;
-    let Some(s) = all.get(&key(url)).cloned() else { return Ok(None) };
-    if s.expires_at - 30 > now() {
-        return Ok(Some(s.access_token));
+    let fresh = |all: &BTreeMap<String, Session>| {
+        all.get(&key(url)).filter(|s| s.expires_at - 30 > now()).map(|s| s.access_token.clone())
+    };
+    let all = load_all()?;
+    if !all.contains_key(&key(url)) {
+        return Ok(None);
     }
+    if let Some(t) = fresh(&all) {
+        return Ok(Some(t));
+    }
+    // Refresh under the lock, after reading again: another command may have refreshed already.
+    let _lock = lock_sessions()?;
+    let mut all = load_all()?;
+    if let Some(t) = fresh(&all) {
+        return Ok(Some(t));
+    }
+    let Some(s) = all.get(&key(url)).cloned() else { return Ok(None) };
     let anon = Client::new(url, ca, Credentials::None)?;
     let form =
         [("grant_type", "refresh_token"), ("refresh_token", s.refresh_token.as_str()), ("client_id", CLI_CLIENT)];
@@ -152,6 +185,7 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<u8> {
         if a.device { device_flow(&anon, a.timeout).await? } else { loopback_flow(&anon, &issuer, a.timeout).await? };
     let s = session_of(&v)?;
     let scope = s.scope.clone();
+    let _lock = lock_sessions()?;
     let mut all = load_all()?;
     all.insert(key(&a.conn.url), s);
     save_all(&all)?;
@@ -278,6 +312,7 @@ async fn device_flow(anon: &Client, timeout: Duration) -> anyhow::Result<serde_j
 /// `drover logout`: ends the session on the orchestrator (its refresh-token family is revoked)
 /// and forgets it here.
 pub async fn logout(conn: &Conn) -> anyhow::Result<u8> {
+    let _lock = lock_sessions()?;
     let mut all = load_all()?;
     let Some(s) = all.remove(&key(&conn.url)) else {
         eprintln!("Not signed in to {}.", conn.url);

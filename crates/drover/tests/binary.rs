@@ -589,7 +589,7 @@ async fn master_key_rotation_reseals_every_secret() {
     let http =
         reqwest::Client::builder().use_preconfigured_tls(drover_tls::client_config(&o.ca()).unwrap()).build().unwrap();
     let pw = std::fs::read_to_string(o.password_file()).unwrap().trim().to_string();
-    let profile = serde_json::json!({"name": "jenkins", "kind": "bearer", "secret": "bearer-secret-value-123"});
+    let profile = serde_json::json!({"name": "jenkins", "kind": "bearer", "secret": "bearer-secret-value-123", "allowed_urls": ["https://jenkins.example.com/"]});
     let r = http
         .post(format!("{}/api/v1/auth-profiles", o.url()))
         .basic_auth("admin", Some(&pw))

@@ -325,6 +325,19 @@ async fn device_grant_and_operator_sessions(b: Backend) -> anyhow::Result<()> {
     assert_eq!(bearer(&s, &access).pipelines().await.unwrap_err().status(), Some(401));
     let e = cli.exchange_refresh_token(&refresh).request_async(&h).await.unwrap_err();
     assert_eq!(grant_error(e), BasicErrorResponseType::InvalidGrant);
+    // An approval from before a session revocation does not start a session.
+    let d4: StandardDeviceAuthorizationResponse = cli.exchange_device_code().request_async(&h).await?;
+    assert_eq!(approve(d4.user_code().secret(), &pw, "approve").await, 200);
+    admin.revoke_operator_sessions("bob").await?;
+    let e = cli.exchange_device_access_token(&d4).request_async(&h, |_| async {}, None).await.unwrap_err();
+    assert!(format!("{e:?}").contains("invalid_grant"), "{e:?}");
+    // Public clients cannot introspect.
+    let r = h
+        .post(format!("{}/oauth2/introspect", s.url))
+        .form(&[("token", access.as_str()), ("client_id", "drover-cli")])
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 401);
     // A new sign-in works; disabling the operator ends it.
     let d3: StandardDeviceAuthorizationResponse = cli.exchange_device_code().request_async(&h).await?;
     assert_eq!(approve(d3.user_code().secret(), &pw, "approve").await, 200);
@@ -481,14 +494,20 @@ async fn custom_roles_and_scoped_access_groups(b: Backend) -> anyhow::Result<()>
     g2.operators = vec!["nobody".into()];
     assert_eq!(admin.create_access_group(&g2).await.unwrap_err().status(), Some(400));
     // Clients too: a client in the group, scoped the same way.
-    let ci = admin.create_client("shop-ci", &["viewer".into()]).await?;
+    let ci = admin.create_client("shop-ci", &["viewer".into(), "approver".into()]).await?;
     let mut g = group.clone();
     g.clients = vec!["shop-ci".into()];
     admin.put_access_group(&g).await?;
-    let t = s.anonymous().client_credentials_token("shop-ci", &ci.client_secret, None).await?;
+    let ci_secret = ci.client_secret.clone();
+    let t = s.anonymous().client_credentials_token("shop-ci", &ci_secret, None).await?;
     let ci = bearer(&s, t["access_token"].as_str().unwrap());
     ci.apply_yaml(&yaml("shop")).await?;
     assert_eq!(ci.apply_yaml(&yaml("billing")).await.unwrap_err().status(), Some(403));
+    // A token narrowed to `viewer` carries only that role, not the client's access groups.
+    let narrowed = s.anonymous().client_credentials_token("shop-ci", &ci_secret, Some("viewer")).await?;
+    let narrowed = bearer(&s, narrowed["access_token"].as_str().unwrap());
+    narrowed.pipelines().await?;
+    assert_eq!(narrowed.apply_yaml(&yaml("shop")).await.unwrap_err().status(), Some(403));
     // Removing carol from the group takes effect on her next call.
     admin.delete_access_group("shop-team").await?;
     assert_eq!(carol.apply_yaml(&yaml("shop")).await.unwrap_err().status(), Some(403));

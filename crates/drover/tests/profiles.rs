@@ -75,6 +75,7 @@ fn oauth_profile(name: &str, base: &str, secret: &str) -> AuthProfile {
         revocation_endpoint: None,
         ca_file: None,
         environment: None,
+        allowed_urls: vec![format!("{base}/job/")],
         has_secret: false,
         secret: Some(secret.into()),
     }
@@ -145,6 +146,17 @@ async fn oauth_profiles_cache_refresh_and_retry(b: Backend) -> anyhow::Result<()
     let d = admin.deploy("svc3", "1").await?;
     let e = wait_status(&admin, d.id, DS::Error).await?;
     assert!(e.message.unwrap_or_default().contains("answered 500, expected 2xx"));
+    // A pipeline cannot send a profile's credentials anywhere else.
+    admin
+        .apply_yaml(&format!(
+            "application: svc4\nstages:\n  - name: ci\n    environment: ci\n    tasks: [{{type: webhook, url: \"{base}/broken?x=secret-in-query\", auth_profile: jenkins}}]\n"
+        ))
+        .await?;
+    let d = admin.deploy("svc4", "1").await?;
+    let e = wait_status(&admin, d.id, DS::Error).await?;
+    let m = e.message.unwrap_or_default();
+    assert!(m.contains("not among the URLs auth profile jenkins may be sent to"), "{m}");
+    assert!(!m.contains("secret-in-query"), "{m}");
     s.shutdown().await;
     Ok(())
 }

@@ -54,6 +54,8 @@ struct AuthzCode {
     challenge: String,
     operator: String,
     roles: Vec<String>,
+    /// When the operator signed in: a session revocation after it voids the code.
+    issued_ms: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,6 +86,10 @@ struct DeviceRec {
     roles: Vec<String>,
     interval: u64,
     last_poll_ms: i64,
+    /// Fixed at creation: polling does not extend it.
+    expires_ms: i64,
+    /// When the operator approved.
+    approved_ms: i64,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -164,7 +170,12 @@ pub fn redirect_registrable(uri: &str) -> Result<(), String> {
     };
     let ok = match scheme {
         "https" => rest.starts_with("//") && rest.len() > 2,
-        "http" => rest.starts_with("//127.0.0.1") || rest.starts_with("//[::1]"),
+        "http" => {
+            ["//127.0.0.1", "//[::1]"].iter().any(|h| {
+                rest.strip_prefix(h)
+                    .is_some_and(|after| after.is_empty() || after.starts_with(':') || after.starts_with('/'))
+            }) && !rest.contains('@')
+        }
         s => s.contains('.') && s.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)),
     };
     if ok {
@@ -293,6 +304,7 @@ pub async fn authorize_submit(
         challenge: p.code_challenge.clone().unwrap_or_default(),
         operator: op.name.clone(),
         roles,
+        issued_ms: Timestamp::now().0,
     };
     let body = serde_json::to_string(&rec).unwrap_or_default();
     match s.store.record_insert("authz_code", &digest(&code), &body, Some(Timestamp::now().plus(CODE_TTL))).await {
@@ -390,16 +402,32 @@ pub(crate) async fn authorization_code(s: &AppState, client: &ClientRecord, form
         tracing::warn!(client = %client.client_id, operator = %rec.operator, "PKCE verification failed");
         return grant_error("invalid_grant", "PKCE verification failed");
     }
-    new_session(s, client, &rec.operator, rec.roles, "authorization_code").await
+    new_session(s, client, &rec.operator, rec.roles, "authorization_code", rec.issued_ms).await
 }
 
 /// Starts a login session (refresh-token family) for an operator, with its first tokens.
-async fn new_session(s: &AppState, client: &ClientRecord, operator: &str, roles: Vec<String>, grant: &str) -> Response {
+async fn new_session(
+    s: &AppState,
+    client: &ClientRecord,
+    operator: &str,
+    roles: Vec<String>,
+    grant: &str,
+    authenticated_ms: i64,
+) -> Response {
     let op = match s.store.get_operator(operator).await {
         Ok(Some(op)) if !op.disabled => op,
         Ok(_) => return grant_error("invalid_grant", "the operator is disabled"),
         Err(e) => return store_unavailable(e),
     };
+    // A sign-in from before the operator's sessions were revoked (password change, disable,
+    // revoke-sessions) does not start a new session.
+    match sessions_not_before(s, &op.name).await {
+        Ok(nbf) if authenticated_ms < nbf.0 => {
+            return grant_error("invalid_grant", "the sign-in predates a session revocation");
+        }
+        Ok(_) => {}
+        Err(e) => return store_unavailable(e),
+    }
     let roles: Vec<String> = roles.into_iter().filter(|r| op.roles.contains(r)).collect();
     let family = hex::encode(rand::random::<[u8; 16]>());
     let now = Timestamp::now();
@@ -638,6 +666,8 @@ pub async fn device_authorization(
         roles: Vec::new(),
         interval: DEVICE_INTERVAL,
         last_poll_ms: 0,
+        expires_ms: Timestamp::now().plus(DEVICE_TTL).0,
+        approved_ms: 0,
     };
     let dkey = digest(&device_code);
     let stored = async {
@@ -677,9 +707,19 @@ pub struct DeviceForm {
     pub action: Option<String>,
 }
 
+/// What a pending device request asks for, to show the operator before they approve.
+async fn device_request(s: &AppState, user_code: &str) -> Option<(String, String)> {
+    let (dkey, _) = s.store.record_get("device_user", &normalize_user_code(user_code)).await.ok()??;
+    let (body, _) = s.store.record_get("device", &dkey).await.ok()??;
+    let rec: DeviceRec = serde_json::from_str(&body).ok()?;
+    Some((rec.client_id, rec.scope.unwrap_or_else(|| "all of your roles".into())))
+}
+
 /// `GET /device`: the page where an operator enters the code shown by the device.
-pub async fn device_page(Query(f): Query<DeviceForm>) -> Response {
-    pages::device_page(f.user_code.as_deref().unwrap_or(""), None, StatusCode::OK)
+pub async fn device_page(State(s): State<AppState>, Query(f): Query<DeviceForm>) -> Response {
+    let code = f.user_code.as_deref().unwrap_or("");
+    let asking = if code.is_empty() { None } else { device_request(&s, code).await };
+    pages::device_page_for(code, asking.as_ref().map(|(c, r)| (c.as_str(), r.as_str())), None, StatusCode::OK)
 }
 
 /// `POST /device`: the operator signs in and approves (or denies) the device.
@@ -722,6 +762,7 @@ pub async fn device_submit(
                 rec.status = "approved".into();
                 rec.roles = roles;
                 rec.operator = Some(op.name.clone());
+                rec.approved_ms = Timestamp::now().0;
             }
             Err(why) => {
                 return pages::device_page(
@@ -767,7 +808,7 @@ pub(crate) async fn device_code(s: &AppState, client: &ClientRecord, form: &Toke
                 Err(e) => return store_unavailable(e),
             }
             let operator = rec.operator.clone().unwrap_or_default();
-            new_session(s, client, &operator, rec.roles, "device_code").await
+            new_session(s, client, &operator, rec.roles, "device_code", rec.approved_ms).await
         }
         "denied" => {
             let _ = s.store.record_take("device", &key).await;
@@ -780,7 +821,7 @@ pub(crate) async fn device_code(s: &AppState, client: &ClientRecord, form: &Toke
                 rec.interval += 5;
             }
             rec.last_poll_ms = now;
-            let until = Some(Timestamp::now().plus(DEVICE_TTL));
+            let until = Some(Timestamp(rec.expires_ms));
             let _ = s
                 .store
                 .record_update("device", &key, version, &serde_json::to_string(&rec).unwrap_or_default(), until)
@@ -821,6 +862,9 @@ mod tests {
         assert!(redirect_registrable("http://127.0.0.1/callback").is_ok());
         assert!(redirect_registrable("com.example.app:/cb").is_ok());
         assert!(redirect_registrable("http://ci.example.com/cb").is_err());
+        assert!(redirect_registrable("http://127.0.0.1.evil.com/cb").is_err());
+        assert!(redirect_registrable("http://127.0.0.1@evil.com/cb").is_err());
+        assert!(redirect_registrable("http://127.0.0.1:8080/cb").is_ok());
         assert!(redirect_registrable("https://*.example.com/cb").is_err());
         assert!(redirect_registrable("https://ci.example.com/cb#x").is_err());
         assert!(redirect_registrable("/relative").is_err());

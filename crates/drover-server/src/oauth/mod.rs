@@ -524,10 +524,13 @@ async fn introspect(
     headers: HeaderMap,
     form: FormInput,
 ) -> Response {
-    let (form, _) = match authenticated_form(&s, &headers, form, &peer.to_string()).await {
+    let (form, caller) = match authenticated_form(&s, &headers, form, &peer.to_string()).await {
         Ok(x) => x,
         Err(resp) => return resp,
     };
+    if caller.metadata.public {
+        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "public clients cannot introspect", false);
+    }
     let Some(token) = form.token.as_deref() else {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required", false);
     };
@@ -594,9 +597,11 @@ pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, &'sta
         return Ok(Principal::new(PrincipalKind::Agent, agent.clone(), vec!["agent".into()]));
     }
     let Some(act) = &c.act else {
-        // A token carries the roles granted at issue, limited to the client's current roles.
+        // A token carries the roles granted at issue, limited to the client's current roles; a
+        // token whose scope was narrowed does not carry the client's access groups either.
+        let full = client.roles.iter().all(|r| c.roles.contains(r));
         let roles = c.roles.into_iter().filter(|r| client.roles.contains(r)).collect();
-        return Ok(s.principals.resolve(PrincipalKind::Client, &client.client_id, roles));
+        return Ok(s.principals.resolve_scoped(PrincipalKind::Client, &client.client_id, roles, full));
     };
     let op = s.store.get_operator(&act.sub).await.map_err(|_| "store error")?.ok_or("unknown operator")?;
     if op.disabled {
@@ -605,8 +610,9 @@ pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, &'sta
     if c.iat_ms < grants::sessions_not_before(s, &op.name).await.map_err(|_| "store error")?.0 {
         return Err("token revoked (operator sessions revoked)");
     }
+    let full = op.roles.iter().filter(|r| r.as_str() != "agent").all(|r| c.roles.contains(r));
     let roles = c.roles.into_iter().filter(|r| op.roles.contains(r)).collect();
-    let mut p = s.principals.resolve(PrincipalKind::Operator, &op.name, roles);
+    let mut p = s.principals.resolve_scoped(PrincipalKind::Operator, &op.name, roles, full);
     p.via = Some(client.client_id);
     Ok(p)
 }

@@ -79,9 +79,24 @@ pub fn login_page(client: &str, p: &AuthorizeParams, error: Option<&str>) -> Res
 
 /// The device page: the code the device shows, then the operator's credentials.
 pub fn device_page(user_code: &str, error: Option<&str>, status: StatusCode) -> Response {
+    device_page_for(user_code, None, error, status)
+}
+
+/// The device page, naming the client that asks and the roles it asks for (when known).
+pub fn device_page_for(
+    user_code: &str,
+    asking: Option<(&str, &str)>,
+    error: Option<&str>,
+    status: StatusCode,
+) -> Response {
     let err = error.map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>", esc(e))).unwrap_or_default();
+    let who = asking
+        .map(|(c, r)| {
+            format!("<p>Client <strong>{}</strong> asks to act for you with: <strong>{}</strong>.</p>", esc(c), esc(r))
+        })
+        .unwrap_or_default();
     let body = format!(
-        "<p>Enter the code your device shows, then sign in to approve it.</p>{err}\
+        "<p>Enter the code your device shows, then sign in to approve it.</p>{who}{err}\
          <form method=\"post\" action=\"/device\">\
          <label for=\"user_code\">Code</label><input id=\"user_code\" name=\"user_code\" value=\"{code}\" required>\
          <label for=\"username\">User name</label><input id=\"username\" name=\"username\" autocomplete=\"username\" required>\
