@@ -151,7 +151,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let store = drover_store::open(&url).await?;
     let initial_admin_password = bootstrap_admin(store.as_ref(), &cfg.data_dir).await?;
     let master_path = master_key_path(&cfg.data_dir);
-    let master = oauth::keys::MasterKey::load_or_create(&master_path)?;
+    let master = oauth::keys::MasterKey::configured(&master_path)?;
     let keys = oauth::keys::KeyRing::load(store.as_ref(), master).await?;
     bootstrap_cli_client(store.as_ref()).await?;
     bootstrap_agent_clients(store.as_ref()).await?;
@@ -280,24 +280,29 @@ pub struct MasterKeyRotation {
     pub signing_keys: usize,
     pub profile_secrets: usize,
     /// The old key, kept until every value is re-sealed; delete it once no backup needs it.
-    pub retired_file: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retired_file: Option<PathBuf>,
 }
 
 /// Master-key rotation (orchestrator stopped): a new key replaces the old one, which is kept as
 /// `PATH.retired-<id>`; every sealed value (signing keys, profile secrets) is re-sealed under
 /// the new one. Safe to repeat after a crash: the retired key still opens what was not re-sealed.
+/// With `DROVER_MASTER_KEY` in the environment, rotate by hand and run [`reseal`] instead.
 pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> Result<MasterKeyRotation, StartError> {
+    if std::env::var_os("DROVER_MASTER_KEY").is_some() {
+        return Err(StartError::Bootstrap(
+            "DROVER_MASTER_KEY is set: put the new key there and the old one in DROVER_MASTER_KEY_RETIRED, then run \
+             `drover master-key reseal`"
+                .into(),
+        ));
+    }
     let path = master_key_path(data_dir);
     if !path.exists() {
         return Err(StartError::Bootstrap(format!("{} does not exist: nothing to rotate", path.display())));
     }
-    let url =
-        database_url.map(String::from).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("drover.db").display()));
-    let store = drover_store::open(&url).await?;
     let old = oauth::keys::MasterKey::load_or_create(&path)?;
     let new = oauth::keys::MasterKey::rotate_file(&path)?;
-    let signing_keys = oauth::keys::reseal_signing_keys(store.as_ref(), &new).await?;
-    let profile_secrets = profiles::Profiles::reseal_all(store.as_ref(), &new, &new).await?;
+    let (signing_keys, profile_secrets) = reseal_with(data_dir, database_url, &new).await?;
     let retired_file = path.with_file_name(format!(
         "{}.retired-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("master.key"),
@@ -309,8 +314,36 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
         new_id: new.id().into(),
         signing_keys,
         profile_secrets,
-        retired_file,
+        retired_file: Some(retired_file),
     })
+}
+
+/// Re-seals every stored value under the configured master key (`DROVER_MASTER_KEY` or the
+/// key file); values sealed under a retired key must still open (`DROVER_MASTER_KEY_RETIRED`,
+/// or the `.retired-<id>` files beside the key file).
+pub async fn reseal(data_dir: &Path, database_url: Option<&str>) -> Result<MasterKeyRotation, StartError> {
+    let key = oauth::keys::MasterKey::configured(&master_key_path(data_dir))?;
+    let (signing_keys, profile_secrets) = reseal_with(data_dir, database_url, &key).await?;
+    Ok(MasterKeyRotation {
+        old_id: String::new(),
+        new_id: key.id().into(),
+        signing_keys,
+        profile_secrets,
+        retired_file: None,
+    })
+}
+
+async fn reseal_with(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    key: &oauth::keys::MasterKey,
+) -> Result<(usize, usize), StartError> {
+    let url =
+        database_url.map(String::from).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("drover.db").display()));
+    let store = drover_store::open(&url).await?;
+    let signing_keys = oauth::keys::reseal_signing_keys(store.as_ref(), key).await?;
+    let profile_secrets = profiles::Profiles::reseal_all(store.as_ref(), key, key).await?;
+    Ok((signing_keys, profile_secrets))
 }
 
 /// Registers the CLI's public client (`drover login`): loopback redirects only (RFC 8252).

@@ -1142,10 +1142,29 @@ pub enum MasterKeyCommand {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Re-seal every stored secret under the current master key (after changing
+    /// DROVER_MASTER_KEY by hand, with the old key in DROVER_MASTER_KEY_RETIRED).
+    Reseal {
+        #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
+        data_dir: PathBuf,
+        #[arg(long, env = "DROVER_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
 }
 
 pub async fn master_key(cmd: MasterKeyCommand) -> anyhow::Result<u8> {
     match cmd {
+        MasterKeyCommand::Reseal { data_dir, database_url, output } => {
+            let r = drover_server::reseal(&data_dir, database_url.as_deref()).await?;
+            print(output, &r, |r| {
+                format!(
+                    "{} signing keys and {} profile secrets re-sealed under master key {}",
+                    r.signing_keys, r.profile_secrets, r.new_id
+                )
+            })
+        }
         MasterKeyCommand::Rotate { data_dir, database_url, output } => {
             let r = drover_server::rotate_master_key(&data_dir, database_url.as_deref()).await?;
             print(output, &r, |r| {
@@ -1156,7 +1175,7 @@ pub async fn master_key(cmd: MasterKeyCommand) -> anyhow::Result<u8> {
                     r.new_id,
                     r.signing_keys,
                     r.profile_secrets,
-                    r.retired_file.display()
+                    r.retired_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
                 )
             })
         }

@@ -47,6 +47,7 @@ struct Orchestrator {
     port: u16,
     proc: Option<Proc>,
     extra: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl Orchestrator {
@@ -56,6 +57,7 @@ impl Orchestrator {
             port: free_port(),
             proc: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
         };
         o.restart().await;
         o
@@ -67,6 +69,7 @@ impl Orchestrator {
             .arg(self.dir.join("data"))
             .args(["--listen", &format!("127.0.0.1:{}", self.port)]);
         cmd.args(&self.extra);
+        cmd.envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         self.proc = Some(Proc::spawn(cmd, &self.dir.join("serve.log")));
         // Readiness: the health endpoint answers over TLS (bounded).
         for _ in 0..300 {
@@ -645,4 +648,55 @@ async fn master_key_rotation_reseals_every_secret() {
     let out = run(drover().args(["master-key", "rotate", "--data-dir"]).arg(dir.path().join("data")));
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to rotate"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_key_from_the_environment_and_reseal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k1, k2) = ("11".repeat(32), "22".repeat(32));
+    let mut o = Orchestrator {
+        dir: dir.path().to_path_buf(),
+        port: free_port(),
+        proc: None,
+        extra: vec![],
+        env: vec![("DROVER_MASTER_KEY".into(), k1.clone())],
+    };
+    o.restart().await;
+    assert!(!dir.path().join("data/master.key").exists(), "the key comes from the environment");
+    let ci = o.admin().create_client("ci", &["viewer".into()]).await.unwrap();
+    o.kill();
+    let data = dir.path().join("data");
+    // rotate is for key files; with the variable, the operator rotates by hand.
+    let out = run(drover().args(["master-key", "rotate", "--data-dir"]).arg(&data).env("DROVER_MASTER_KEY", &k1));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DROVER_MASTER_KEY_RETIRED"));
+    // A new key alone cannot open what the old one sealed: the orchestrator refuses to start.
+    let mut serve = drover()
+        .args(["serve", "--listen", &format!("127.0.0.1:{}", free_port()), "--data-dir"])
+        .arg(&data)
+        .env("DROVER_MASTER_KEY", &k2)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = wait_exit(&mut serve, Duration::from_secs(30));
+    assert!(!st.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut serve.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("sealed with master key"), "{err}");
+    assert!(!err.contains(&k1) && !err.contains(&k2), "no key material in errors");
+    // Re-seal under the new key with the old one retired; then the new key alone works.
+    let out = run(drover()
+        .args(["master-key", "reseal", "--output", "json", "--data-dir"])
+        .arg(&data)
+        .env("DROVER_MASTER_KEY", &k2)
+        .env("DROVER_MASTER_KEY_RETIRED", &k1));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["signing_keys"].as_u64(), Some(1));
+    o.env = vec![("DROVER_MASTER_KEY".into(), k2.clone())];
+    o.restart().await;
+    let anon = Client::new(&o.url(), Some(&o.ca()), Credentials::None).unwrap();
+    anon.client_credentials_token("ci", &ci.client_secret, None).await.unwrap();
 }

@@ -1,7 +1,8 @@
 //! Token-signing keys and the master key that seals them at rest.
 //!
-//! The master key (32 random bytes, hex) lives in `DATA_DIR/master.key` (mode 0600) or in the
-//! file named by `DROVER_MASTER_KEY_FILE`; sealed values carry its id, so it can be rotated.
+//! The master key (32 random bytes, hex) lives in `DATA_DIR/master.key` (mode 0600), in the
+//! file named by `DROVER_MASTER_KEY_FILE`, or in the `DROVER_MASTER_KEY` environment variable;
+//! sealed values carry its id, so it can be rotated.
 //! Signing keys are stored sealed (AES-256-GCM); the active one signs, all of them verify, so a
 //! rotated-out key keeps verifying the tokens it signed until they expire.
 
@@ -40,19 +41,23 @@ pub struct MasterKey {
     retired: Vec<(String, LessSafeKey)>,
 }
 
-fn read_key_file(path: &Path) -> Result<(String, LessSafeKey), KeyError> {
-    let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
+fn key_from_hex(text: &str, shown: &str) -> Result<(String, LessSafeKey), KeyError> {
     let bytes =
-        hex::decode(text.trim()).map_err(|_| KeyError::MasterKey(shown.clone(), "not 64 hex characters".into()))?;
+        hex::decode(text.trim()).map_err(|_| KeyError::MasterKey(shown.into(), "not 64 hex characters".into()))?;
     if bytes.len() != 32 {
-        return Err(KeyError::MasterKey(shown, "not 64 hex characters".into()));
+        return Err(KeyError::MasterKey(shown.into(), "not 64 hex characters".into()));
     }
     let id = hex::encode(&Sha256::digest(&bytes)[..8]);
     let key = LessSafeKey::new(
-        UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| KeyError::MasterKey(shown, "unusable".into()))?,
+        UnboundKey::new(&AES_256_GCM, &bytes).map_err(|_| KeyError::MasterKey(shown.into(), "unusable".into()))?,
     );
     Ok((id, key))
+}
+
+fn read_key_file(path: &Path) -> Result<(String, LessSafeKey), KeyError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| KeyError::MasterKey(shown.clone(), e.to_string()))?;
+    key_from_hex(&text, &shown)
 }
 
 fn write_key_file(path: &Path) -> Result<(), KeyError> {
@@ -94,6 +99,28 @@ impl MasterKey {
 
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The master key from `DROVER_MASTER_KEY` (64 hex characters), with retired keys from
+    /// `DROVER_MASTER_KEY_RETIRED` (comma-separated); `None` when the variable is not set.
+    pub fn from_env() -> Result<Option<Self>, KeyError> {
+        let Ok(current) = std::env::var("DROVER_MASTER_KEY") else { return Ok(None) };
+        let (id, key) = key_from_hex(&current, "DROVER_MASTER_KEY")?;
+        let mut retired = Vec::new();
+        if let Ok(list) = std::env::var("DROVER_MASTER_KEY_RETIRED") {
+            for k in list.split(',').filter(|k| !k.trim().is_empty()) {
+                retired.push(key_from_hex(k, "DROVER_MASTER_KEY_RETIRED")?);
+            }
+        }
+        Ok(Some(MasterKey { id, key, retired }))
+    }
+
+    /// `DROVER_MASTER_KEY` when set, else the key file (created when missing).
+    pub fn configured(path: &Path) -> Result<Self, KeyError> {
+        match Self::from_env()? {
+            Some(k) => Ok(k),
+            None => Self::load_or_create(path),
+        }
     }
 
     /// Master-key rotation, step one: the current key file moves to `PATH.retired-<id>` and a
