@@ -422,7 +422,7 @@ async fn new_session(
     // A sign-in from before the operator's sessions were revoked (password change, disable,
     // revoke-sessions) does not start a new session.
     match sessions_not_before(s, &op.name).await {
-        Ok(nbf) if authenticated_ms < nbf.0 => {
+        Ok(nbf) if authenticated_ms <= nbf.0 => {
             return grant_error("invalid_grant", "the sign-in predates a session revocation");
         }
         Ok(_) => {}
@@ -587,7 +587,7 @@ pub(crate) async fn refresh(s: &AppState, client: &ClientRecord, form: &TokenFor
         Err(e) => return store_unavailable(e),
     }
     match sessions_not_before(s, &rec.operator).await {
-        Ok(nbf) if family.created_ms < nbf.0 => return grant_error("invalid_grant", "the login session was revoked"),
+        Ok(nbf) if family.created_ms <= nbf.0 => return grant_error("invalid_grant", "the login session was revoked"),
         Ok(_) => {}
         Err(e) => return store_unavailable(e),
     }

@@ -568,6 +568,8 @@ fn decode(s: &AppState, token: &str) -> Result<Claims, &'static str> {
     Ok(c)
 }
 
+/// Revocations win ties: a token issued in the same millisecond as a revocation is revoked.
+///
 /// Verifies a bearer token for the API: signature and claims, then the client still exists, is
 /// enabled, has not revoked its tokens since this one was issued, and neither the token id nor
 /// its login session is revoked; for a token acting for an operator, the operator is enabled and
@@ -578,7 +580,7 @@ pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, &'sta
     if client.disabled {
         return Err("client disabled");
     }
-    if c.iat_ms < client.tokens_not_before.0 {
+    if c.iat_ms <= client.tokens_not_before.0 {
         return Err("token revoked (client tokens revoked)");
     }
     if s.store.is_token_revoked(&c.jti).await.map_err(|_| "store error")? {
@@ -607,7 +609,7 @@ pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, &'sta
     if op.disabled {
         return Err("operator disabled");
     }
-    if c.iat_ms < grants::sessions_not_before(s, &op.name).await.map_err(|_| "store error")?.0 {
+    if c.iat_ms <= grants::sessions_not_before(s, &op.name).await.map_err(|_| "store error")?.0 {
         return Err("token revoked (operator sessions revoked)");
     }
     let full = op.roles.iter().filter(|r| r.as_str() != "agent").all(|r| c.roles.contains(r));
