@@ -97,6 +97,8 @@ pub struct Inner {
     /// Batched audit appends for the token endpoint.
     pub audit_sink: audit_sink::AuditSink,
     pub cors: cors::CorsConfig,
+    /// Access tokens already verified (signature and fixed claims), until they expire.
+    pub verified: oauth::VerifiedTokens,
 }
 
 /// Shared state of all handlers.
@@ -176,6 +178,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         profiles: profiles::Profiles::default(),
         audit_sink,
         cors: cfg.cors.clone(),
+        verified: oauth::VerifiedTokens::default(),
     }));
     let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
     let app = router(state.clone());

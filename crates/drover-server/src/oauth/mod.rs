@@ -544,9 +544,51 @@ async fn introspect(
     ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response()
 }
 
+/// Tokens whose signature and claims were verified, by SHA-256 of the whole token, until they
+/// expire: clients and agents present the same token for minutes, and one ES256 verification
+/// costs a P-256 signature check. Only the signature and the fixed claims are remembered;
+/// revocation (client, `jti`, session, operator) is checked on every call after this.
+#[derive(Default)]
+pub struct VerifiedTokens {
+    map: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
+}
+
+/// Entries at most; when full, the cache starts over (no eviction order to maintain).
+const VERIFIED_CAP: usize = 100_000;
+
+impl VerifiedTokens {
+    fn get(&self, digest: &[u8; 32]) -> Option<Claims> {
+        self.map.lock().expect("poisoned").get(digest).cloned()
+    }
+    fn put(&self, digest: [u8; 32], c: &Claims) {
+        let mut m = self.map.lock().expect("poisoned");
+        if m.len() >= VERIFIED_CAP {
+            let now = Timestamp::now().0 / 1000;
+            m.retain(|_, v| v.exp + CLOCK_SKEW_SECS as i64 > now);
+            if m.len() >= VERIFIED_CAP {
+                m.clear();
+            }
+        }
+        m.insert(digest, c.clone());
+    }
+}
+
+/// [`verify_signature`], remembered per token until it expires.
+fn decode(s: &AppState, token: &str) -> Result<Claims, &'static str> {
+    use sha2::Digest as _;
+    let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+    let now = Timestamp::now().0 / 1000;
+    if let Some(c) = s.verified.get(&digest) {
+        return if c.exp + CLOCK_SKEW_SECS as i64 <= now { Err("expired") } else { Ok(c) };
+    }
+    let c = verify_signature(s, token)?;
+    s.verified.put(digest, &c);
+    Ok(c)
+}
+
 /// Signature and claim checks. The algorithm comes from the key the `kid` names, never from
 /// the token; `exp`, `iss` and `aud` are required with their JSON types.
-fn decode(s: &AppState, token: &str) -> Result<Claims, &'static str> {
+fn verify_signature(s: &AppState, token: &str) -> Result<Claims, &'static str> {
     let header = jwt::header(token)?;
     // RFC 9068 §4: only access tokens (not, say, an ID token signed with the same key).
     let typ = header.typ.as_deref().unwrap_or("").to_ascii_lowercase();
