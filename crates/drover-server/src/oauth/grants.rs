@@ -22,7 +22,6 @@ use base64::Engine as _;
 use drover_core::rbac::PrincipalKind;
 use drover_core::store::{ClientRecord, OperatorRecord};
 use drover_types::Timestamp;
-use drover_types::audit::NewAuditEntry;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
@@ -119,16 +118,7 @@ pub(crate) async fn audit(
     source: &str,
     detail: serde_json::Value,
 ) {
-    let e = NewAuditEntry {
-        ts: Timestamp::now(),
-        principal,
-        action: action.into(),
-        target: target.into(),
-        outcome: outcome.into(),
-        source: source.into(),
-        request_id: hex::encode(rand::random::<[u8; 8]>()),
-        detail,
-    };
+    let e = super::token_event(principal, action, target, outcome, source, detail);
     if let Err(err) = s.store.append_audit(&e).await {
         tracing::error!(error = %err, action, "could not append to the audit log");
     }

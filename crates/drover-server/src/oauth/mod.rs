@@ -293,7 +293,8 @@ async fn check_assertion(s: &AppState, c: &ClientRecord, assertion: &str) -> Res
     Ok(())
 }
 
-/// An audit entry for the token endpoint (written in batches by the audit sink).
+/// An audit entry of the authorization server (a fresh request id; the token endpoint's go
+/// through the batched audit sink, the sign-in pages' straight to the store).
 pub(crate) fn token_event(
     principal: String,
     action: &str,
