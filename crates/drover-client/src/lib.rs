@@ -432,8 +432,11 @@ impl Client {
         self.get(&format!("/api/v1/deployments{qs}")).await
     }
     pub async fn act(&self, id: i64, action: Action, reason: Option<String>) -> Result<Deployment> {
-        let body = ActionRequest { reason, comment: None };
-        self.post(&format!("/api/v1/deployments/{id}/{action}"), &body).await
+        self.act_with(id, action, &ActionRequest { reason, ..Default::default() }).await
+    }
+    /// An action with every option (an approval override, say).
+    pub async fn act_with(&self, id: i64, action: Action, req: &ActionRequest) -> Result<Deployment> {
+        self.post(&format!("/api/v1/deployments/{id}/{action}"), req).await
     }
     pub async fn logs(&self, id: i64, after: i64) -> Result<LogPage> {
         self.get(&format!("/api/v1/deployments/{id}/logs?after={after}")).await

@@ -19,6 +19,10 @@ pub enum Error {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request itself is wrong (a missing field, a bad name): 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The request is well-formed but its content is not acceptable (a pipeline spec): 422.
     #[error("{0}")]
     Invalid(String),
     /// The action does not apply to the deployment in its current status.
@@ -36,7 +40,7 @@ impl Error {
         match self {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
-            Error::Invalid(_) => "invalid_request",
+            Error::BadRequest(_) | Error::Invalid(_) => "invalid_request",
             Error::InvalidState(_) => "invalid_state",
             Error::Forbidden(_) => "forbidden",
             Error::Store(_) => "internal",

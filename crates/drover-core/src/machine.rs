@@ -140,8 +140,9 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
                         return;
                     }
                     T::PendingInput => {
+                        let msg = waiting_for_approval(t, &label);
                         st.deployment.status = D::PendingInput;
-                        st.deployment.message = Some(format!("{label} waits for approval"));
+                        st.deployment.message = Some(msg);
                         return;
                     }
                     T::Failed => {
@@ -295,9 +296,119 @@ pub fn expire_leases(st: &mut DeploymentState, now: Timestamp) -> usize {
 
 /// Who asks for an action, and what they may decide.
 pub struct Actor<'a> {
+    /// As the deployment's `created_by` spells principals (`alice`, `client:ci`).
     pub name: &'a str,
-    /// Roles of the actor, to check an approval's `role`.
+    /// The roles the actor holds on the deployment's application (directly or through access
+    /// groups covering it): an approval's `role` is checked against these.
     pub roles: &'a [String],
+    /// Holds `approval.override` on the deployment's application.
+    pub may_override: bool,
+}
+
+/// What comes with an action.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ActionInput {
+    pub reason: Option<String>,
+    /// Decide an approval as an override rather than as one of its approvers.
+    pub override_approval: bool,
+}
+
+/// The sentence of a deployment waiting at an approval task.
+fn waiting_for_approval(t: &crate::model::TaskRecord, label: &str) -> String {
+    let TaskSpec::Approval { role, approvals, .. } = &t.spec else {
+        return format!("{label} waits for input");
+    };
+    let by = role.as_ref().map(|r| format!(" by role {r}")).unwrap_or_default();
+    let needed = approvals.unwrap_or(1).max(1);
+    if needed > 1 {
+        let have = approving_votes(t);
+        format!("{label} waits for approval{by} ({have} of {needed} approvals)")
+    } else {
+        format!("{label} waits for approval{by}")
+    }
+}
+
+/// Distinct approvers so far (overrides complete a task at once and are not counted here).
+fn approving_votes(t: &crate::model::TaskRecord) -> u32 {
+    let mut by: Vec<&str> =
+        t.approvals.iter().filter(|v| v.decision == "approve" && !v.overridden).map(|v| v.by.as_str()).collect();
+    by.sort_unstable();
+    by.dedup();
+    by.len() as u32
+}
+
+/// Decides the current approval task: approve or reject, as one of its approvers or by override.
+fn decide(
+    st: &mut DeploymentState,
+    approve: bool,
+    actor: &Actor<'_>,
+    input: ActionInput,
+    now: Timestamp,
+) -> Result<()> {
+    let created_by = st.deployment.created_by.clone();
+    let Some(i) = st.current_task_index() else {
+        return Err(Error::InvalidState("no task waits for a decision".into()));
+    };
+    let label = st.tasks[i].label(&st.deployment.spec);
+    let t = &mut st.tasks[i];
+    let TaskSpec::Approval { role, approvals, allow_self_approval } = t.spec.clone() else {
+        return Err(Error::InvalidState("the current task is not an approval".into()));
+    };
+    if t.status != T::PendingInput {
+        return Err(Error::InvalidState(format!("the approval is {}, not waiting for a decision", t.status)));
+    }
+    let reason = input.reason.filter(|r| !r.trim().is_empty());
+    let decision = if approve { "approve" } else { "reject" };
+    let overridden = input.override_approval;
+    if overridden {
+        if !actor.may_override {
+            return Err(Error::Forbidden("overriding an approval needs the privilege approval.override".into()));
+        }
+        if reason.is_none() {
+            return Err(Error::Invalid("an override needs a reason (it is recorded with the decision)".into()));
+        }
+    } else {
+        if let Some(role) = &role
+            && !actor.roles.iter().any(|r| r == role)
+        {
+            return Err(Error::Forbidden(format!("this approval needs the role {role}")));
+        }
+        if approve && allow_self_approval == Some(false) && actor.name == created_by {
+            return Err(Error::Forbidden(format!(
+                "{} started this deployment and this approval does not allow self-approval; another approver must decide",
+                actor.name
+            )));
+        }
+        if approve && t.approvals.iter().any(|v| v.by == actor.name && v.decision == "approve" && !v.overridden) {
+            let needed = approvals.unwrap_or(1).max(1);
+            return Err(Error::Conflict(format!(
+                "{} has approved already; this approval needs {needed} distinct approvers ({} so far)",
+                actor.name,
+                approving_votes(t)
+            )));
+        }
+    }
+    t.approvals.push(drover_types::ApprovalVote {
+        by: actor.name.to_string(),
+        at: now,
+        decision: decision.into(),
+        comment: reason.clone(),
+        overridden,
+    });
+    let needed = approvals.unwrap_or(1).max(1);
+    if !approve || overridden || approving_votes(t) >= needed {
+        t.status = if approve { T::Completed } else { T::Rejected };
+        t.decided_by = Some(actor.name.to_string());
+        t.comment = reason;
+        t.finished_at = Some(now);
+        // advance() moves on (approved) or finishes the deployment as failed (rejected).
+        st.deployment.status = D::InProgress;
+        st.deployment.message = None;
+    } else {
+        let msg = waiting_for_approval(t, &label);
+        st.deployment.message = Some(msg);
+    }
+    Ok(())
 }
 
 /// Applies an operator action (except rollback and promotion's superseding, which span
@@ -306,12 +417,16 @@ pub fn apply_action(
     st: &mut DeploymentState,
     action: Action,
     actor: &Actor<'_>,
-    reason: Option<String>,
+    input: ActionInput,
     now: Timestamp,
     fx: &mut Effects,
 ) -> Result<()> {
     let status = st.deployment.status;
     let bad = || Error::InvalidState(format!("cannot {action} deployment {} while it is {status}", st.deployment.id));
+    if input.override_approval && !matches!(action, Action::Approve | Action::Reject) {
+        return Err(Error::Invalid("only approve and reject can be overrides".into()));
+    }
+    let reason = input.reason.clone();
     match action {
         Action::Abort => {
             if status.is_terminal() {
@@ -342,7 +457,9 @@ pub fn apply_action(
             st.deployment.message = None;
             st.deployment.status = if st.deployment.holds_stage { D::InProgress } else { D::Queued };
         }
-        Action::Retry => {
+        // Retry and skip apply to a failed task only: never to a pending approval (that is
+        // answered by approve/reject) nor to a task that is running.
+        Action::Retry | Action::Skip => {
             if status != D::Error {
                 return Err(bad());
             }
@@ -351,29 +468,20 @@ pub fn apply_action(
             if t.status != T::Failed {
                 return Err(bad());
             }
-            t.status = T::Ready;
-            t.attempt_id = None;
-            t.agent = None;
-            t.exit_code = None;
-            t.message = None;
-            t.started_at = None;
-            t.finished_at = None;
-            st.deployment.status = D::InProgress;
-            st.deployment.message = None;
-        }
-        Action::Skip => {
-            if !matches!(status, D::Error | D::PendingInput) {
-                return Err(bad());
+            if action == Action::Retry {
+                t.status = T::Ready;
+                t.attempt_id = None;
+                t.agent = None;
+                t.exit_code = None;
+                t.message = None;
+                t.started_at = None;
+                t.finished_at = None;
+            } else {
+                t.status = T::Skipped;
+                t.decided_by = Some(actor.name.to_string());
+                t.comment = reason;
+                t.finished_at = Some(now);
             }
-            let i = st.current_task_index().ok_or_else(bad)?;
-            let t = &mut st.tasks[i];
-            if !matches!(t.status, T::Failed | T::PendingInput) {
-                return Err(bad());
-            }
-            t.status = T::Skipped;
-            t.decided_by = Some(actor.name.to_string());
-            t.comment = reason;
-            t.finished_at = Some(now);
             st.deployment.status = D::InProgress;
             st.deployment.message = None;
         }
@@ -381,27 +489,7 @@ pub fn apply_action(
             if status != D::PendingInput {
                 return Err(bad());
             }
-            let i = st.current_task_index().ok_or_else(bad)?;
-            let t = &mut st.tasks[i];
-            if t.status != T::PendingInput {
-                return Err(bad());
-            }
-            if let TaskSpec::Approval { role: Some(role) } = &t.spec
-                && !actor.roles.iter().any(|r| r == role || r == crate::rbac::RELEASE_ADMIN)
-            {
-                return Err(Error::Forbidden(format!("this approval needs the role {role}")));
-            }
-            t.status = if action == Action::Approve { T::Completed } else { T::Rejected };
-            t.decided_by = Some(actor.name.to_string());
-            t.comment = reason;
-            t.finished_at = Some(now);
-            if action == Action::Approve {
-                st.deployment.status = D::InProgress;
-                st.deployment.message = None;
-            } else {
-                // advance() finishes it as failed, naming who rejected it.
-                st.deployment.status = D::InProgress;
-            }
+            decide(st, action == Action::Approve, actor, input, now)?;
         }
         Action::Promote => {
             if status != D::PendingPromotion {
@@ -461,6 +549,21 @@ pub fn diff_events(old: Option<&DeploymentState>, new: &DeploymentState, actor: 
     for t in &new.tasks {
         let before =
             old.and_then(|o| o.tasks.iter().find(|x| x.stage_index == t.stage_index && x.task_index == t.task_index));
+        let votes_before = before.map(|b| b.approvals.len()).unwrap_or(0);
+        for v in t.approvals.iter().skip(votes_before) {
+            out.push(NewEvent {
+                kind: "task.approval".into(),
+                actor: actor.to_string(),
+                detail: json!({
+                    "stage_index": t.stage_index,
+                    "task_index": t.task_index,
+                    "by": v.by,
+                    "decision": v.decision,
+                    "comment": v.comment,
+                    "override": v.overridden,
+                }),
+            });
+        }
         if before.map(|b| b.status) != Some(t.status) {
             out.push(NewEvent {
                 kind: "task.status".into(),
@@ -520,7 +623,11 @@ mod tests {
     }
 
     const OPEN: &dyn StageGate = &|_: i64, _: usize| true;
-    const ADMIN: Actor<'static> = Actor { name: "admin", roles: &[] };
+    const ADMIN: Actor<'static> = Actor { name: "admin", roles: &[], may_override: false };
+
+    fn why(r: &str) -> ActionInput {
+        ActionInput { reason: Some(r.into()), override_approval: false }
+    }
 
     fn complete_current(st: &mut DeploymentState, id: &str) {
         let s = st.deployment.stage_index;
@@ -582,7 +689,7 @@ mod tests {
             record_result(&mut st, "zz", Outcome::Completed, None, None, Timestamp(3)).unwrap(),
             ResultStatus::Stale
         );
-        apply_action(&mut st, Action::Retry, &ADMIN, None, Timestamp(4), &mut fx).unwrap();
+        apply_action(&mut st, Action::Retry, &ADMIN, ActionInput::default(), Timestamp(4), &mut fx).unwrap();
         advance(&mut st, Timestamp(4), OPEN, &mut fx);
         assert_eq!(st.tasks[0].status, T::Ready);
         claim(&mut st, 0, 0, "a1", "x2", Timestamp(5), Duration::from_secs(5)).unwrap();
@@ -610,7 +717,11 @@ mod tests {
     #[test]
     fn approval_manual_promotion_and_wait() {
         let mut st = state(vec![
-            stage("dev", Progression::Automatic, vec![TaskSpec::Approval { role: Some("approver".into()) }]),
+            stage(
+                "dev",
+                Progression::Automatic,
+                vec![TaskSpec::Approval { role: Some("approver".into()), approvals: None, allow_self_approval: None }],
+            ),
             stage(
                 "prod",
                 Progression::Manual,
@@ -620,18 +731,18 @@ mod tests {
         let mut fx = Effects::default();
         advance(&mut st, Timestamp(0), OPEN, &mut fx);
         assert_eq!(st.deployment.status, D::PendingInput);
-        let viewer = Actor { name: "v", roles: &["viewer".to_string()] };
+        let viewer = Actor { name: "v", roles: &["viewer".to_string()], may_override: false };
         assert!(matches!(
-            apply_action(&mut st, Action::Approve, &viewer, None, Timestamp(1), &mut fx),
+            apply_action(&mut st, Action::Approve, &viewer, ActionInput::default(), Timestamp(1), &mut fx),
             Err(Error::Forbidden(_))
         ));
-        let approver = Actor { name: "ann", roles: &["approver".to_string()] };
-        apply_action(&mut st, Action::Approve, &approver, Some("ok".into()), Timestamp(1), &mut fx).unwrap();
+        let approver = Actor { name: "ann", roles: &["approver".to_string()], may_override: false };
+        apply_action(&mut st, Action::Approve, &approver, why("ok"), Timestamp(1), &mut fx).unwrap();
         advance(&mut st, Timestamp(1), OPEN, &mut fx);
         assert_eq!(st.deployment.status, D::PendingPromotion);
         assert_eq!(st.deployment.stage_index, 1);
         assert!(!st.deployment.holds_stage);
-        apply_action(&mut st, Action::Promote, &ADMIN, None, Timestamp(2), &mut fx).unwrap();
+        apply_action(&mut st, Action::Promote, &ADMIN, ActionInput::default(), Timestamp(2), &mut fx).unwrap();
         advance(&mut st, Timestamp(2), OPEN, &mut fx);
         assert_eq!(st.deployment.status, D::InProgress);
         assert_eq!(st.tasks[1].status, T::InProgress);
@@ -643,26 +754,279 @@ mod tests {
 
     #[test]
     fn reject_fails_and_abort_is_final() {
-        let mut st = state(vec![stage("dev", Progression::Automatic, vec![TaskSpec::Approval { role: None }, run()])]);
+        let mut st = state(vec![stage(
+            "dev",
+            Progression::Automatic,
+            vec![TaskSpec::Approval { role: None, approvals: None, allow_self_approval: None }, run()],
+        )]);
         let mut fx = Effects::default();
         advance(&mut st, Timestamp(0), OPEN, &mut fx);
-        apply_action(&mut st, Action::Reject, &ADMIN, Some("not today".into()), Timestamp(1), &mut fx).unwrap();
+        apply_action(&mut st, Action::Reject, &ADMIN, why("not today"), Timestamp(1), &mut fx).unwrap();
         advance(&mut st, Timestamp(1), OPEN, &mut fx);
         assert_eq!(st.deployment.status, D::Failed);
         assert!(st.deployment.message.clone().unwrap().contains("not today"));
-        assert!(apply_action(&mut st, Action::Abort, &ADMIN, None, Timestamp(2), &mut fx).is_err());
+        assert!(apply_action(&mut st, Action::Abort, &ADMIN, ActionInput::default(), Timestamp(2), &mut fx).is_err());
 
         let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
         advance(&mut st, Timestamp(0), OPEN, &mut fx);
-        apply_action(&mut st, Action::Pause, &ADMIN, None, Timestamp(1), &mut fx).unwrap();
+        apply_action(&mut st, Action::Pause, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
         assert!(claim(&mut st, 0, 0, "a", "x", Timestamp(1), Duration::from_secs(1)).is_err());
-        apply_action(&mut st, Action::Resume, &ADMIN, None, Timestamp(1), &mut fx).unwrap();
+        apply_action(&mut st, Action::Resume, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
         assert_eq!(st.deployment.status, D::InProgress);
         let mut fx = Effects::default();
-        apply_action(&mut st, Action::Abort, &ADMIN, Some("bad build".into()), Timestamp(2), &mut fx).unwrap();
+        apply_action(&mut st, Action::Abort, &ADMIN, why("bad build"), Timestamp(2), &mut fx).unwrap();
         assert_eq!(st.deployment.status, D::Aborted);
         assert_eq!(st.tasks[0].status, T::Aborted);
         assert_eq!(fx.release_stage, Some(0));
+    }
+
+    // ---- approvals, retry and skip: every action × task status × actor -------------------------
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Setup {
+        PendingApproval,
+        FailedTask,
+        RunningTask,
+        Paused,
+        PendingPromotion,
+        Queued,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Act {
+        Plain(Action),
+        Override(Action),
+        OverrideWithoutReason,
+    }
+
+    /// The outcome: the deployment's status after the action and `advance`, or the error.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Out {
+        S(D),
+        Bad,
+        Deny,
+        Invalid,
+    }
+    use Out::*;
+
+    /// A build stage (one run task), then a manual production stage: an approval for role
+    /// `approver` without self-approval, then a run task.
+    fn gated(setup: Setup) -> DeploymentState {
+        let approval =
+            TaskSpec::Approval { role: Some("approver".into()), approvals: None, allow_self_approval: Some(false) };
+        let mut st = state(vec![
+            stage("build", Progression::Automatic, vec![run()]),
+            stage("production", Progression::Manual, vec![approval, run()]),
+        ]);
+        st.deployment.created_by = "sam".into();
+        let mut fx = Effects::default();
+        if setup == Setup::Queued {
+            advance(&mut st, Timestamp(0), &|_: i64, _: usize| false, &mut fx);
+            assert_eq!(st.deployment.status, D::Queued);
+            return st;
+        }
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        claim(&mut st, 0, 0, "a1", "x1", Timestamp(1), Duration::from_secs(10)).unwrap();
+        match setup {
+            Setup::RunningTask => return st,
+            Setup::Paused => {
+                apply_action(&mut st, Action::Pause, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
+                return st;
+            }
+            Setup::FailedTask => {
+                record_result(&mut st, "x1", Outcome::Failed, Some(1), Some("boom".into()), Timestamp(2)).unwrap();
+                advance(&mut st, Timestamp(2), OPEN, &mut fx);
+                assert_eq!(st.deployment.status, D::Error);
+                return st;
+            }
+            _ => {}
+        }
+        record_result(&mut st, "x1", Outcome::Completed, Some(0), None, Timestamp(2)).unwrap();
+        advance(&mut st, Timestamp(2), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::PendingPromotion);
+        if setup == Setup::PendingPromotion {
+            return st;
+        }
+        apply_action(&mut st, Action::Promote, &ADMIN, ActionInput::default(), Timestamp(3), &mut fx).unwrap();
+        advance(&mut st, Timestamp(3), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::PendingInput);
+        st
+    }
+
+    fn outcome(r: Result<()>, st: &DeploymentState) -> Out {
+        match r {
+            Ok(()) => S(st.deployment.status),
+            Err(Error::InvalidState(_)) => Bad,
+            Err(Error::Forbidden(_)) => Deny,
+            Err(Error::Invalid(_)) => Invalid,
+            Err(e) => panic!("unexpected error {e:?}"),
+        }
+    }
+
+    #[test]
+    fn every_action_on_every_task_status_by_every_actor() {
+        use Act::*;
+        use Action::*;
+        use Setup::*;
+        let approver = ["approver".to_string()];
+        let deployer = ["deployer".to_string()];
+        let admin = [RELEASE_ADMIN_ROLE.to_string()];
+        // ann holds the role; sam holds it too but started the deployment; dan lacks it; root
+        // lacks it but may override.
+        let actors = [
+            Actor { name: "ann", roles: &approver, may_override: false },
+            Actor { name: "sam", roles: &approver, may_override: false },
+            Actor { name: "dan", roles: &deployer, may_override: false },
+            Actor { name: "root", roles: &admin, may_override: true },
+        ];
+        let all = |o: Out| [o; 4];
+        #[rustfmt::skip]
+        let table: &[(Setup, Act, [Out; 4])] = &[
+            (PendingApproval, Plain(Abort), all(S(D::Aborted))),
+            (PendingApproval, Plain(Pause), all(S(D::Paused))),
+            (PendingApproval, Plain(Resume), all(Bad)),
+            (PendingApproval, Plain(Retry), all(Bad)),
+            (PendingApproval, Plain(Skip), all(Bad)),
+            (PendingApproval, Plain(Approve), [S(D::InProgress), Deny, Deny, Deny]),
+            (PendingApproval, Plain(Reject), [S(D::Failed), S(D::Failed), Deny, Deny]),
+            (PendingApproval, Plain(Promote), all(Bad)),
+            (PendingApproval, Override(Approve), [Deny, Deny, Deny, S(D::InProgress)]),
+            (PendingApproval, Override(Reject), [Deny, Deny, Deny, S(D::Failed)]),
+            (PendingApproval, OverrideWithoutReason, [Deny, Deny, Deny, Invalid]),
+            (FailedTask, Plain(Abort), all(S(D::Aborted))),
+            (FailedTask, Plain(Pause), all(Bad)),
+            (FailedTask, Plain(Resume), all(Bad)),
+            (FailedTask, Plain(Retry), all(S(D::InProgress))),
+            (FailedTask, Plain(Skip), all(S(D::PendingPromotion))),
+            (FailedTask, Plain(Approve), all(Bad)),
+            (FailedTask, Plain(Reject), all(Bad)),
+            (FailedTask, Plain(Promote), all(Bad)),
+            (FailedTask, Override(Approve), all(Bad)),
+            (FailedTask, Override(Reject), all(Bad)),
+            (FailedTask, OverrideWithoutReason, all(Bad)),
+            (RunningTask, Plain(Abort), all(S(D::Aborted))),
+            (RunningTask, Plain(Pause), all(S(D::Paused))),
+            (RunningTask, Plain(Resume), all(Bad)),
+            (RunningTask, Plain(Retry), all(Bad)),
+            (RunningTask, Plain(Skip), all(Bad)),
+            (RunningTask, Plain(Approve), all(Bad)),
+            (RunningTask, Plain(Reject), all(Bad)),
+            (RunningTask, Plain(Promote), all(Bad)),
+            (RunningTask, Override(Approve), all(Bad)),
+            (RunningTask, Override(Reject), all(Bad)),
+            (RunningTask, OverrideWithoutReason, all(Bad)),
+            (Paused, Plain(Abort), all(S(D::Aborted))),
+            (Paused, Plain(Pause), all(Bad)),
+            (Paused, Plain(Resume), all(S(D::InProgress))),
+            (Paused, Plain(Retry), all(Bad)),
+            (Paused, Plain(Skip), all(Bad)),
+            (Paused, Plain(Approve), all(Bad)),
+            (Paused, Plain(Reject), all(Bad)),
+            (Paused, Plain(Promote), all(Bad)),
+            (Paused, Override(Approve), all(Bad)),
+            (Paused, Override(Reject), all(Bad)),
+            (Paused, OverrideWithoutReason, all(Bad)),
+            (PendingPromotion, Plain(Abort), all(S(D::Aborted))),
+            (PendingPromotion, Plain(Pause), all(Bad)),
+            (PendingPromotion, Plain(Resume), all(Bad)),
+            (PendingPromotion, Plain(Retry), all(Bad)),
+            (PendingPromotion, Plain(Skip), all(Bad)),
+            (PendingPromotion, Plain(Approve), all(Bad)),
+            (PendingPromotion, Plain(Reject), all(Bad)),
+            (PendingPromotion, Plain(Promote), all(S(D::PendingInput))),
+            (PendingPromotion, Override(Approve), all(Bad)),
+            (PendingPromotion, Override(Reject), all(Bad)),
+            (PendingPromotion, OverrideWithoutReason, all(Bad)),
+            (Queued, Plain(Abort), all(S(D::Aborted))),
+            (Queued, Plain(Pause), all(S(D::Paused))),
+            (Queued, Plain(Resume), all(Bad)),
+            (Queued, Plain(Retry), all(Bad)),
+            (Queued, Plain(Skip), all(Bad)),
+            (Queued, Plain(Approve), all(Bad)),
+            (Queued, Plain(Reject), all(Bad)),
+            (Queued, Plain(Promote), all(Bad)),
+            (Queued, Override(Approve), all(Bad)),
+            (Queued, Override(Reject), all(Bad)),
+            (Queued, OverrideWithoutReason, all(Bad)),
+        ];
+        let setups = [PendingApproval, FailedTask, RunningTask, Paused, PendingPromotion, Queued];
+        let acts = [Abort, Pause, Resume, Retry, Skip, Approve, Reject, Promote];
+        for s in setups {
+            for a in acts.iter().map(|a| Plain(*a)).chain([Override(Approve), Override(Reject), OverrideWithoutReason])
+            {
+                assert!(table.iter().any(|(ts, ta, _)| *ts == s && *ta == a), "no row for {s:?} × {a:?}");
+            }
+        }
+        for (setup, act, want) in table {
+            for (actor, want) in actors.iter().zip(want) {
+                let mut st = gated(*setup);
+                let before = st.clone();
+                let mut fx = Effects::default();
+                let (action, input) = match act {
+                    Plain(a) => (*a, why("because")),
+                    Override(a) => (*a, ActionInput { reason: Some("hotfix".into()), override_approval: true }),
+                    OverrideWithoutReason => (Approve, ActionInput { reason: None, override_approval: true }),
+                };
+                let r = apply_action(&mut st, action, actor, input, Timestamp(10), &mut fx);
+                let failed = r.is_err();
+                if !failed {
+                    advance(&mut st, Timestamp(10), OPEN, &mut fx);
+                }
+                let got = outcome(r, &st);
+                assert_eq!(got, *want, "{setup:?} × {act:?} by {}", actor.name);
+                if failed {
+                    assert_eq!(st, before, "{setup:?} × {act:?} by {}: a refused action changes nothing", actor.name);
+                }
+            }
+        }
+    }
+
+    const RELEASE_ADMIN_ROLE: &str = crate::rbac::RELEASE_ADMIN;
+
+    #[test]
+    fn n_distinct_approvers_and_self_approval() {
+        let approval = TaskSpec::Approval { role: None, approvals: Some(2), allow_self_approval: Some(true) };
+        let mut st = state(vec![stage("prod", Progression::Automatic, vec![approval, run()])]);
+        st.deployment.created_by = "sam".into();
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        assert_eq!(
+            st.deployment.message.as_deref(),
+            Some("task 1 (approval) of stage prod waits for approval (0 of 2 approvals)")
+        );
+        let sam = Actor { name: "sam", roles: &[], may_override: false };
+        let ann = Actor { name: "ann", roles: &[], may_override: false };
+        apply_action(&mut st, Action::Approve, &sam, why("mine, fine"), Timestamp(1), &mut fx).unwrap();
+        advance(&mut st, Timestamp(1), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::PendingInput, "self-approval allowed, but one more is needed");
+        assert!(st.deployment.message.as_deref().unwrap().ends_with("(1 of 2 approvals)"));
+        let again = apply_action(&mut st, Action::Approve, &sam, ActionInput::default(), Timestamp(2), &mut fx);
+        assert!(matches!(again, Err(Error::Conflict(_))), "{again:?}");
+        apply_action(&mut st, Action::Approve, &ann, ActionInput::default(), Timestamp(3), &mut fx).unwrap();
+        advance(&mut st, Timestamp(3), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::InProgress);
+        assert_eq!(st.tasks[0].status, T::Completed);
+        let by: Vec<_> = st.tasks[0].approvals.iter().map(|v| v.by.as_str()).collect();
+        assert_eq!(by, ["sam", "ann"]);
+        assert_eq!(st.tasks[0].decided_by.as_deref(), Some("ann"));
+
+        // An override completes at once and is recorded as such, with its reason.
+        let approval =
+            TaskSpec::Approval { role: Some("approver".into()), approvals: Some(3), allow_self_approval: None };
+        let mut st = state(vec![stage("prod", Progression::Automatic, vec![approval])]);
+        let before = st.clone();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        let root = Actor { name: "root", roles: &[], may_override: true };
+        let input = ActionInput { reason: Some("incident 42".into()), override_approval: true };
+        apply_action(&mut st, Action::Approve, &root, input, Timestamp(1), &mut fx).unwrap();
+        advance(&mut st, Timestamp(1), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::Completed);
+        let v = &st.tasks[0].approvals[0];
+        assert!(v.overridden && v.by == "root" && v.comment.as_deref() == Some("incident 42"));
+        let ev = diff_events(Some(&before), &st, "root");
+        let e = ev.iter().find(|e| e.kind == "task.approval").expect("an approval event");
+        assert_eq!(e.detail["override"], true);
+        assert_eq!(e.detail["comment"], "incident 42");
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Stored shape of deployments and their task runs, and conversion to the wire view.
 
-use drover_types::{Deployment, DeploymentStatus, PipelineSpec, StageRun, TaskRun, TaskSpec, TaskStatus, Timestamp};
+use drover_types::{
+    ApprovalVote, Deployment, DeploymentStatus, PipelineSpec, StageRun, TaskRun, TaskSpec, TaskStatus, Timestamp,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentRecord {
@@ -45,6 +47,8 @@ pub struct TaskRecord {
     pub message: Option<String>,
     pub decided_by: Option<String>,
     pub comment: Option<String>,
+    /// Decisions on an approval task, in order.
+    pub approvals: Vec<ApprovalVote>,
 }
 
 impl TaskRecord {
@@ -67,6 +71,7 @@ impl TaskRecord {
             message: None,
             decided_by: None,
             comment: None,
+            approvals: Vec::new(),
         }
     }
 
@@ -135,6 +140,7 @@ impl DeploymentState {
                         message: t.message.clone(),
                         decided_by: t.decided_by.clone(),
                         comment: t.comment.clone(),
+                        approvals: t.approvals.clone(),
                     })
                     .collect();
                 let status = stage_status(&tasks, si, d);

@@ -6,43 +6,60 @@ use std::fmt;
 pub const RELEASE_ADMIN: &str = "release-admin";
 
 macro_rules! privileges {
-    ($($variant:ident => $s:literal),+ $(,)?) => {
+    ($($variant:ident => $s:literal, $kind:ident),+ $(,)?) => {
         /// A fine-grained privilege; every route declares the one it needs.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum Privilege { $($variant),+ }
         impl Privilege {
             pub const ALL: &'static [Privilege] = &[$(Privilege::$variant),+];
             pub fn as_str(self) -> &'static str { match self { $(Privilege::$variant => $s),+ } }
+            /// Whether it acts on one application's objects or on the orchestrator as a whole.
+            pub fn kind(self) -> PrivilegeKind { match self { $(Privilege::$variant => PrivilegeKind::$kind),+ } }
         }
     };
 }
 
+/// The two kinds of privilege.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrivilegeKind {
+    /// Acts on one application's pipelines, deployments, artifacts and logs; an access group
+    /// scoped to applications confers it on those applications.
+    Application,
+    /// Acts on the orchestrator as a whole (environments, agents, identities, keys, audit,
+    /// system); only an unscoped grant (a direct role, or a group without applications)
+    /// confers it.
+    Global,
+}
+
+// The table: privilege, name, kind. docs/security.md carries the same table (a test compares).
 privileges! {
-    PipelineRead => "pipeline.read",
-    PipelineManage => "pipeline.manage",
-    EnvironmentManage => "environment.manage",
-    DeploymentStart => "deployment.start",
-    DeploymentAbort => "deployment.abort",
-    DeploymentPause => "deployment.pause",
-    DeploymentRetry => "deployment.retry",
-    DeploymentSkip => "deployment.skip",
-    DeploymentRollback => "deployment.rollback",
-    DeploymentPromote => "deployment.promote",
-    TaskApprove => "task.approve",
-    ArtifactRead => "artifact.read",
-    ArtifactPush => "artifact.push",
-    AgentRead => "agent.read",
-    AgentManage => "agent.manage",
-    ClientManage => "client.manage",
-    OperatorManage => "operator.manage",
-    RoleManage => "role.manage",
-    KeystoreManage => "keystore.manage",
-    AuthProfileManage => "auth-profile.manage",
-    AuditRead => "audit.read",
-    SystemObserve => "system.observe",
-    SystemManage => "system.manage",
+    PipelineRead => "pipeline.read", Application,
+    PipelineManage => "pipeline.manage", Application,
+    DeploymentStart => "deployment.start", Application,
+    DeploymentAbort => "deployment.abort", Application,
+    DeploymentPause => "deployment.pause", Application,
+    DeploymentRetry => "deployment.retry", Application,
+    DeploymentSkip => "deployment.skip", Application,
+    DeploymentRollback => "deployment.rollback", Application,
+    DeploymentPromote => "deployment.promote", Application,
+    TaskApprove => "task.approve", Application,
+    ApprovalOverride => "approval.override", Application,
+    ArtifactRead => "artifact.read", Application,
+    ArtifactPush => "artifact.push", Application,
+    EnvironmentManage => "environment.manage", Global,
+    AgentRead => "agent.read", Global,
+    AgentManage => "agent.manage", Global,
+    ClientManage => "client.manage", Global,
+    OperatorManage => "operator.manage", Global,
+    RoleManage => "role.manage", Global,
+    KeystoreManage => "keystore.manage", Global,
+    AuthProfileManage => "auth-profile.manage", Global,
+    AuditRead => "audit.read", Global,
+    SystemObserve => "system.observe", Global,
+    SystemManage => "system.manage", Global,
+    TokenIntrospect => "token.introspect", Global,
     // agent.work: the agent protocol (poll for work, report results, download artifacts).
-    AgentWork => "agent.work",
+    AgentWork => "agent.work", Global,
 }
 
 impl fmt::Display for Privilege {
@@ -51,50 +68,48 @@ impl fmt::Display for Privilege {
     }
 }
 
+impl Privilege {
+    pub fn parse(name: &str) -> Option<Privilege> {
+        Privilege::ALL.iter().copied().find(|p| p.as_str() == name)
+    }
+    pub fn is_global(self) -> bool {
+        self.kind() == PrivilegeKind::Global
+    }
+}
+
+/// The role agents hold (through their client registration only).
+pub const AGENT_ROLE: &str = "agent";
+
 /// Privileges of a built-in role; `None` for an unknown role.
 pub fn role_privileges(role: &str) -> Option<Vec<Privilege>> {
     use Privilege::*;
     let reads = [PipelineRead, ArtifactRead, AgentRead];
+    let deploy = [
+        DeploymentStart,
+        DeploymentAbort,
+        DeploymentPause,
+        DeploymentRetry,
+        DeploymentSkip,
+        DeploymentRollback,
+        DeploymentPromote,
+    ];
     let v: Vec<Privilege> = match role {
         RELEASE_ADMIN => Privilege::ALL.iter().copied().filter(|p| *p != AgentWork).collect(),
-        "app-admin" => [
-            &reads[..],
-            &[
-                PipelineManage,
-                EnvironmentManage,
-                DeploymentStart,
-                DeploymentAbort,
-                DeploymentPause,
-                DeploymentRetry,
-                DeploymentSkip,
-                DeploymentRollback,
-                DeploymentPromote,
-                TaskApprove,
-                ArtifactPush,
-            ],
-        ]
-        .concat(),
-        "deployer" => [
-            &reads[..],
-            &[
-                DeploymentStart,
-                DeploymentAbort,
-                DeploymentPause,
-                DeploymentRetry,
-                DeploymentSkip,
-                DeploymentRollback,
-                DeploymentPromote,
-                ArtifactPush,
-            ],
-        ]
-        .concat(),
+        // Every application privilege but the override of approvals.
+        "app-admin" => Privilege::ALL
+            .iter()
+            .copied()
+            .filter(|p| !p.is_global() && *p != ApprovalOverride)
+            .chain([AgentRead])
+            .collect(),
+        "deployer" => [&reads[..], &deploy[..], &[ArtifactPush]].concat(),
         "approver" => [&reads[..], &[TaskApprove]].concat(),
         "viewer" => reads.to_vec(),
         "api" => [&reads[..], &[DeploymentStart, ArtifactPush, PipelineManage]].concat(),
-        "api-sysadmin" => [&reads[..], &[SystemObserve, SystemManage, AgentManage]].concat(),
+        "api-sysadmin" => [&reads[..], &[SystemObserve, SystemManage, AgentManage, TokenIntrospect]].concat(),
         "sysops-observer" => vec![SystemObserve, AgentRead],
         "sysops-admin" => vec![SystemObserve, SystemManage, AgentRead, AgentManage],
-        "agent" => vec![AgentWork],
+        AGENT_ROLE => vec![AgentWork],
         _ => return None,
     };
     Some(v)
@@ -110,7 +125,7 @@ pub const BUILT_IN_ROLES: &[&str] = &[
     "api-sysadmin",
     "sysops-observer",
     "sysops-admin",
-    "agent",
+    AGENT_ROLE,
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,12 +136,52 @@ pub enum PrincipalKind {
     Client,
 }
 
-/// Privileges granted together, everywhere or only on some applications.
+/// A role held everywhere or only on some applications, with the privileges it confers there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Grant {
+    pub role: String,
     pub privileges: Vec<Privilege>,
-    /// `None`: every application; otherwise only these.
+    /// `None`: every application (and the orchestrator itself); otherwise only these.
     pub applications: Option<Vec<String>>,
+}
+
+impl Grant {
+    /// A grant of `role`'s privileges. Scoped to applications, it confers only the application
+    /// privileges among them: by construction, no scoped grant holds a global privilege.
+    pub fn new(role: &str, privileges: Vec<Privilege>, applications: Option<Vec<String>>) -> Grant {
+        let privileges = match &applications {
+            None => privileges,
+            Some(_) => privileges.into_iter().filter(|p| !p.is_global()).collect(),
+        };
+        Grant { role: role.to_string(), privileges, applications }
+    }
+    fn covers(&self, application: &str) -> bool {
+        self.applications.as_ref().is_none_or(|apps| apps.iter().any(|a| a == application))
+    }
+}
+
+/// The privileges of `privileges` that a grant scoped to applications does not confer.
+pub fn ineffective_when_scoped(privileges: &[Privilege]) -> Vec<Privilege> {
+    privileges.iter().copied().filter(|p| p.is_global()).collect()
+}
+
+/// Which applications a principal may do something on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applications {
+    All,
+    Only(Vec<String>),
+}
+
+impl Applications {
+    pub fn contains(&self, application: &str) -> bool {
+        match self {
+            Applications::All => true,
+            Applications::Only(v) => v.iter().any(|a| a == application),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Applications::Only(v) if v.is_empty())
+    }
 }
 
 /// Who made a request. Every authenticated request resolves to exactly one.
@@ -145,25 +200,69 @@ pub struct Principal {
 impl Principal {
     /// A principal with built-in roles only (unscoped).
     pub fn new(kind: PrincipalKind, name: impl Into<String>, roles: Vec<String>) -> Self {
-        let grants = roles
-            .iter()
-            .filter_map(|r| role_privileges(r))
-            .map(|privileges| Grant { privileges, applications: None })
-            .collect();
+        let grants =
+            roles.iter().filter_map(|r| role_privileges(r).map(|privileges| Grant::new(r, privileges, None))).collect();
         Principal { kind, name: name.into(), roles, via: None, grants }
     }
 
-    /// Holds the privilege somewhere (the route guard's question).
-    pub fn has(&self, p: Privilege) -> bool {
-        self.grants.iter().any(|g| g.privileges.contains(&p))
+    /// Holds the privilege through an unscoped grant (everywhere, and on the orchestrator).
+    pub fn holds_globally(&self, p: Privilege) -> bool {
+        self.grants.iter().any(|g| g.applications.is_none() && g.privileges.contains(&p))
     }
 
-    /// Holds the privilege on this application (a handler's question, once it knows the target).
+    /// The route guard's question: a global privilege held globally, or an application
+    /// privilege held on at least one application (the service then checks the target's).
+    pub fn may_call(&self, p: Privilege) -> bool {
+        if p.is_global() { self.holds_globally(p) } else { self.grants.iter().any(|g| g.privileges.contains(&p)) }
+    }
+
+    /// Holds the privilege on this application.
     pub fn can(&self, p: Privilege, application: &str) -> bool {
-        self.grants.iter().any(|g| {
-            g.privileges.contains(&p)
-                && g.applications.as_ref().is_none_or(|apps| apps.iter().any(|a| a == application))
-        })
+        self.grants.iter().any(|g| g.privileges.contains(&p) && g.covers(application))
+    }
+
+    /// The applications on which the principal holds the privilege (to filter lists).
+    pub fn applications_with(&self, p: Privilege) -> Applications {
+        let mut apps = Vec::new();
+        for g in self.grants.iter().filter(|g| g.privileges.contains(&p)) {
+            match &g.applications {
+                None => return Applications::All,
+                Some(v) => apps.extend(v.iter().cloned()),
+            }
+        }
+        apps.sort();
+        apps.dedup();
+        Applications::Only(apps)
+    }
+
+    /// The roles held on this application (directly or through a group covering it).
+    pub fn roles_on(&self, application: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.grants.iter().filter(|g| g.covers(application)).map(|g| g.role.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Every privilege held through unscoped grants: the ceiling of what this principal may
+    /// grant to others.
+    pub fn global_privileges(&self) -> Vec<Privilege> {
+        let mut v: Vec<Privilege> = self
+            .grants
+            .iter()
+            .filter(|g| g.applications.is_none())
+            .flat_map(|g| g.privileges.iter().copied())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Every privilege held anywhere.
+    pub fn all_privileges(&self) -> Vec<Privilege> {
+        let mut v: Vec<Privilege> = self.grants.iter().flat_map(|g| g.privileges.iter().copied()).collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// How the principal appears in the audit log: `operator:admin`, `agent:dev-1`,
@@ -197,13 +296,56 @@ mod tests {
     fn release_admin_has_all_but_agent_work_and_agents_only_work() {
         let admin = Principal::new(PrincipalKind::Operator, "a", vec![RELEASE_ADMIN.into()]);
         for p in Privilege::ALL {
-            assert_eq!(admin.has(*p), *p != Privilege::AgentWork, "{p}");
+            assert_eq!(admin.may_call(*p), *p != Privilege::AgentWork, "{p}");
         }
         let agent = Principal::new(PrincipalKind::Agent, "x", vec!["agent".into()]);
         for p in Privilege::ALL {
-            assert_eq!(agent.has(*p), *p == Privilege::AgentWork, "{p}");
+            assert_eq!(agent.may_call(*p), *p == Privilege::AgentWork, "{p}");
         }
         let nobody = Principal::new(PrincipalKind::Operator, "n", vec!["no-such".into()]);
-        assert!(Privilege::ALL.iter().all(|p| !nobody.has(*p)));
+        assert!(Privilege::ALL.iter().all(|p| !nobody.may_call(*p)));
+    }
+
+    #[test]
+    fn a_scoped_grant_confers_application_privileges_only() {
+        let all = role_privileges(RELEASE_ADMIN).unwrap();
+        let p = Principal {
+            kind: PrincipalKind::Operator,
+            name: "carol".into(),
+            roles: vec![],
+            via: None,
+            grants: vec![Grant::new(RELEASE_ADMIN, all.clone(), Some(vec!["shop".into()]))],
+        };
+        for priv_ in &all {
+            let app = !priv_.is_global();
+            assert_eq!(p.may_call(*priv_), app, "{priv_}");
+            assert_eq!(p.can(*priv_, "shop"), app, "{priv_} on shop");
+            assert!(!p.can(*priv_, "other"), "{priv_} on other");
+            assert!(!p.holds_globally(*priv_), "{priv_}");
+        }
+        assert!(p.global_privileges().is_empty());
+        assert_eq!(p.applications_with(Privilege::PipelineRead), Applications::Only(vec!["shop".into()]));
+        assert_eq!(p.roles_on("shop"), vec![RELEASE_ADMIN.to_string()]);
+        assert!(p.roles_on("other").is_empty());
+        assert_eq!(
+            ineffective_when_scoped(&all).len(),
+            Privilege::ALL.iter().filter(|x| x.is_global() && **x != Privilege::AgentWork).count()
+        );
+    }
+
+    #[test]
+    fn built_in_roles_are_consistent_with_the_kinds() {
+        // app-admin is "the application privileges" (plus reading agents), without the override.
+        let aa = role_privileges("app-admin").unwrap();
+        assert!(aa.iter().all(|p| !p.is_global() || *p == Privilege::AgentRead));
+        assert!(!aa.contains(&Privilege::ApprovalOverride));
+        assert!(!aa.contains(&Privilege::EnvironmentManage));
+        for r in BUILT_IN_ROLES {
+            let ps = role_privileges(r).unwrap();
+            assert_eq!(ps.contains(&Privilege::AgentWork), *r == AGENT_ROLE, "{r}");
+        }
+        for p in Privilege::ALL {
+            assert_eq!(Privilege::parse(p.as_str()), Some(*p));
+        }
     }
 }

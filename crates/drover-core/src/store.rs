@@ -124,6 +124,8 @@ pub struct DeploymentFilter {
     pub pipeline: Option<String>,
     pub status: Option<DeploymentStatus>,
     pub limit: Option<u32>,
+    /// Only deployments of these applications (`None`: of every application).
+    pub applications: Option<Vec<String>>,
 }
 
 /// Outcome of inserting an artifact record.
@@ -144,6 +146,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_environment(&self, env: &Environment) -> Result<bool>;
     async fn get_environment(&self, name: &str) -> Result<Option<Environment>>;
     async fn list_environments(&self) -> Result<Vec<Environment>>;
+    /// Replaces kind, labels and applications; false when there is none.
+    async fn update_environment(&self, env: &Environment) -> Result<bool>;
     async fn delete_environment(&self, name: &str) -> Result<bool>;
 
     // Agents.

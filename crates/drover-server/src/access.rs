@@ -3,6 +3,9 @@
 //! Both are kept in the store's records (`role`, `access_group`) and mirrored in memory; every
 //! change through the API reloads the mirror, and a reload also runs every few seconds so that
 //! changes made through another orchestrator sharing the database take effect.
+//!
+//! A group scoped to applications confers only the application privileges of its roles
+//! ([`Grant::new`] drops the global ones), on those applications only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -26,8 +29,11 @@ pub const GROUP: &str = "access_group";
 
 /// A privilege by name.
 pub fn privilege(name: &str) -> Option<Privilege> {
-    Privilege::ALL.iter().copied().find(|p| p.as_str() == name)
+    Privilege::parse(name)
 }
+
+/// How often the mirror is reloaded from the store (changes made through another replica).
+pub const RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Principals {
     pub async fn load(store: &dyn Store) -> drover_core::Result<Self> {
@@ -72,11 +78,8 @@ impl Principals {
     pub fn resolve_scoped(&self, kind: PrincipalKind, name: &str, roles: Vec<String>, with_groups: bool) -> Principal {
         let t = self.table.read().expect("poisoned").clone();
         let privileges_of = |r: &str| rbac::role_privileges(r).or_else(|| t.roles.get(r).cloned());
-        let mut grants: Vec<Grant> = roles
-            .iter()
-            .filter_map(|r| privileges_of(r))
-            .map(|privileges| Grant { privileges, applications: None })
-            .collect();
+        let mut grants: Vec<Grant> =
+            roles.iter().filter_map(|r| privileges_of(r).map(|privileges| Grant::new(r, privileges, None))).collect();
         for g in t.groups.iter().filter(|_| with_groups) {
             let member = match kind {
                 PrincipalKind::Operator => g.operators.iter().any(|o| o == name),
@@ -92,10 +95,26 @@ impl Principals {
                 if let Some(p) =
                     privileges_of(r).map(|ps| ps.into_iter().filter(|p| *p != Privilege::AgentWork).collect())
                 {
-                    grants.push(Grant { privileges: p, applications: applications.clone() });
+                    grants.push(Grant::new(r, p, applications.clone()));
                 }
             }
         }
         Principal { kind, name: name.to_string(), roles, via: None, grants }
+    }
+
+    /// Every privilege the roles of a group confer with its scope (a scoped group: only the
+    /// application privileges), and those that have no effect under the scope.
+    pub fn group_privileges(&self, g: &AccessGroup) -> (Vec<Privilege>, Vec<Privilege>) {
+        let mut all: Vec<Privilege> = g.roles.iter().filter_map(|r| self.role(r)).flatten().collect();
+        all.retain(|p| *p != Privilege::AgentWork);
+        all.sort();
+        all.dedup();
+        if g.applications.is_empty() {
+            (all, Vec::new())
+        } else {
+            let ineffective = rbac::ineffective_when_scoped(&all);
+            all.retain(|p| !p.is_global());
+            (all, ineffective)
+        }
     }
 }

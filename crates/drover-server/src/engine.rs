@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use drover_core::machine::{self, Actor, Effects, NewEvent, ResultStatus};
+use drover_core::machine::{self, ActionInput, Actor, Effects, NewEvent, ResultStatus};
 use drover_core::model::{DeploymentRecord, DeploymentState};
 use drover_core::store::CommitOutcome;
 use drover_core::{Commit, Error, Result, Store};
@@ -30,6 +30,27 @@ const MAX_COMMIT_RETRIES: usize = 50;
 enum Kick {
     Step(i64),
     EndRollback { original: i64, rollback: i64, outcome: DeploymentStatus },
+}
+
+/// Who takes an action on a deployment, as the service layer established it.
+#[derive(Debug, Clone)]
+pub struct Acting {
+    /// As in `created_by`.
+    pub name: String,
+    /// The roles the actor holds on the deployment's application.
+    pub roles: Vec<String>,
+    /// Holds `approval.override` on the deployment's application.
+    pub may_override: bool,
+}
+
+impl Acting {
+    /// The orchestrator itself (superseding, rollbacks it starts).
+    pub fn system(name: &str) -> Acting {
+        Acting { name: name.to_string(), roles: Vec::new(), may_override: false }
+    }
+    fn actor(&self) -> Actor<'_> {
+        Actor { name: &self.name, roles: &self.roles, may_override: self.may_override }
+    }
 }
 
 /// A webhook task the orchestrator must call (after the commit that started it).
@@ -323,11 +344,27 @@ impl Engine {
             .get_pipeline(pipeline)
             .await?
             .ok_or_else(|| Error::NotFound(format!("pipeline {pipeline} not found")))?;
-        let spec = PipelineSpec {
+        let mut spec = PipelineSpec {
             application: p.application.clone(),
             pipeline: Some(p.name.clone()),
             stages: p.stages.clone(),
         };
+        // Approvals that do not say whether the starter may approve: not in production.
+        for stage in &mut spec.stages {
+            let open = stage.tasks.iter().any(|t| matches!(t, TaskSpec::Approval { allow_self_approval: None, .. }));
+            if !open {
+                continue;
+            }
+            let production = match self.store.get_environment(&stage.environment).await? {
+                Some(e) => e.kind == drover_types::EnvironmentKind::Production,
+                None => stage.environment == "production" || stage.environment == "prod",
+            };
+            for t in &mut stage.tasks {
+                if let TaskSpec::Approval { allow_self_approval: a @ None, .. } = t {
+                    *a = Some(!production);
+                }
+            }
+        }
         let needs_artifact = spec.stages.iter().any(|s| s.tasks.iter().any(|t| matches!(t, TaskSpec::Deploy {})));
         if needs_artifact && self.store.get_artifact(&p.application, version).await?.is_none() {
             return Err(Error::NotFound(format!(
@@ -365,33 +402,27 @@ impl Engine {
 
     /// Applies an operator action; returns the deployment the caller should look at (for a
     /// rollback, the new rollback deployment).
-    pub async fn act(
-        &self,
-        id: i64,
-        action: Action,
-        actor: &str,
-        roles: &[String],
-        reason: Option<String>,
-    ) -> Result<DeploymentState> {
+    pub async fn act(&self, id: i64, action: Action, who: &Acting, input: ActionInput) -> Result<DeploymentState> {
         if action == Action::Rollback {
-            return self.rollback(id, actor, reason).await;
+            return self.rollback(id, &who.name, input.reason).await;
         }
-        let who = Actor { name: actor, roles };
+        let actor = who.actor();
         let (st, ()) = self
-            .mutate(id, actor, |st, fx| {
-                machine::apply_action(st, action, &who, reason.clone(), Timestamp::now(), fx)?;
+            .mutate(id, &who.name, |st, fx| {
+                machine::apply_action(st, action, &actor, input.clone(), Timestamp::now(), fx)?;
                 Ok(())
             })
             .await?;
-        tracing::info!(deployment = id, action = %action, by = actor, reason = reason.as_deref(), "deployment action");
+        tracing::info!(deployment = id, action = %action, by = %who.name, reason = input.reason.as_deref(), overridden = input.override_approval, "deployment action");
         if action == Action::Promote {
             let older =
                 self.store.pending_promotion_before(&st.deployment.pipeline, st.deployment.stage_index, id).await?;
             for old in older {
                 let msg = format!("superseded by deployment {id}");
+                let input = ActionInput { reason: Some(msg.clone()), override_approval: false };
                 let r = self
-                    .mutate(old, actor, |st, fx| {
-                        machine::apply_action(st, Action::Abort, &who, Some(msg.clone()), Timestamp::now(), fx)?;
+                    .mutate(old, &who.name, |st, fx| {
+                        machine::apply_action(st, Action::Abort, &actor, input.clone(), Timestamp::now(), fx)?;
                         st.deployment.message = Some(msg.clone());
                         Ok(())
                     })

@@ -46,6 +46,7 @@ impl From<drover_core::Error> for ApiError {
             E::NotFound(_) => StatusCode::NOT_FOUND,
             E::Conflict(_) | E::InvalidState(_) => StatusCode::CONFLICT,
             E::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            E::BadRequest(_) => StatusCode::BAD_REQUEST,
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::Store(_) => return ApiError::internal(e),
         };

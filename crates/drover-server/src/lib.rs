@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::ops::Deref;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +11,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::get;
 use drover_core::Store;
-use drover_core::store::OperatorRecord;
 use drover_types::Timestamp;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
@@ -23,11 +22,14 @@ pub mod api;
 pub mod artifacts;
 pub mod audit_sink;
 pub mod auth;
+pub mod bootstrap;
 pub mod cors;
 pub mod engine;
 pub mod error;
 pub mod oauth;
 pub mod profiles;
+pub mod secrets;
+pub mod service;
 mod sse;
 
 pub use engine::Engine;
@@ -80,6 +82,7 @@ pub enum StartError {
 }
 
 pub struct Inner {
+    pub data_dir: PathBuf,
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
     pub auth: auth::Authenticator,
@@ -151,12 +154,12 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let url =
         cfg.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("drover.db").display()));
     let store = drover_store::open(&url).await?;
-    let initial_admin_password = bootstrap_admin(store.as_ref(), &cfg.data_dir).await?;
+    let initial_admin_password = bootstrap::admin(store.as_ref(), &cfg.data_dir).await?;
     let master_path = master_key_path(&cfg.data_dir);
     let master = oauth::keys::MasterKey::configured(&master_path)?;
     let keys = oauth::keys::KeyRing::load(store.as_ref(), master).await?;
-    bootstrap_cli_client(store.as_ref()).await?;
-    bootstrap_agent_clients(store.as_ref()).await?;
+    bootstrap::cli_client(store.as_ref()).await?;
+    bootstrap::agent_clients(store.as_ref()).await?;
     let principals = access::Principals::load(store.as_ref()).await?;
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
@@ -164,6 +167,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let (shutdown, rx) = watch::channel(false);
     let (audit_sink, audit_writer) = audit_sink::AuditSink::start(store.clone(), rx.clone());
     let state = AppState(Arc::new(Inner {
+        data_dir: cfg.data_dir.clone(),
         store: store.clone(),
         engine: engine.clone(),
         auth: auth::Authenticator::new(store.clone()),
@@ -189,6 +193,23 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             tracing::error!(error = %e, "engine stopped");
         }
     }));
+    // Roles and groups changed through another replica sharing the database.
+    {
+        let (s, mut stop) = (state.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(access::RELOAD_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {
+                        if let Err(e) = s.principals.reload(s.store.as_ref()).await {
+                            tracing::warn!(error = %e, "reloading roles and access groups failed");
+                        }
+                    }
+                    _ = stop.changed() => return,
+                }
+            }
+        }));
+    }
     if let Some(calls) = state.engine.take_webhook_calls() {
         let (s, mut stop) = (state.clone(), rx.clone());
         tasks.push(tokio::spawn(async move {
@@ -225,49 +246,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::policy))
         .with_state(state)
-}
-
-/// Creates the operator `admin` (role release-admin) on first start, with a random password
-/// written to `DATA_DIR/initial-admin-password` (mode 0600).
-async fn bootstrap_admin(store: &dyn Store, data_dir: &Path) -> Result<Option<String>, StartError> {
-    if store.get_operator("admin").await?.is_some() {
-        return Ok(None);
-    }
-    let password: String = {
-        use rand::Rng;
-        const CHARS: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
-        let mut rng = rand::rng();
-        (0..24).map(|_| CHARS[rng.random_range(0..CHARS.len())] as char).collect()
-    };
-    let pw = password.clone();
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&pw))
-        .await
-        .map_err(|e| StartError::Bootstrap(e.to_string()))?
-        .map_err(StartError::Bootstrap)?;
-    let path = data_dir.join("initial-admin-password");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| StartError::DataDir(path.clone(), e))?;
-        writeln!(f, "{password}").map_err(|e| StartError::DataDir(path.clone(), e))?;
-        f.sync_all().map_err(|e| StartError::DataDir(path.clone(), e))?;
-    }
-    let created = store
-        .insert_operator(&OperatorRecord {
-            name: "admin".into(),
-            password_hash: hash,
-            roles: vec![drover_core::rbac::RELEASE_ADMIN.into()],
-            disabled: false,
-            created_at: Timestamp::now(),
-            ..Default::default()
-        })
-        .await?;
-    Ok(created.then_some(password))
 }
 
 /// Where the master key lives: `DROVER_MASTER_KEY_FILE`, else `DATA_DIR/master.key`.
@@ -347,53 +325,6 @@ async fn reseal_with(
     let signing_keys = oauth::keys::reseal_signing_keys(store.as_ref(), key).await?;
     let profile_secrets = profiles::Profiles::reseal_all(store.as_ref(), key, key).await?;
     Ok((signing_keys, profile_secrets))
-}
-
-/// Registers the CLI's public client (`drover login`): loopback redirects only (RFC 8252).
-async fn bootstrap_cli_client(store: &dyn Store) -> Result<(), StartError> {
-    if store.get_client(oauth::grants::CLI_CLIENT).await?.is_some() {
-        return Ok(());
-    }
-    let c = drover_core::store::ClientRecord {
-        client_id: oauth::grants::CLI_CLIENT.into(),
-        secret_hash: String::new(),
-        roles: Vec::new(),
-        created_at: Timestamp::now(),
-        metadata: drover_core::store::ClientMetadata {
-            redirect_uris: vec!["http://127.0.0.1/callback".into(), "http://[::1]/callback".into()],
-            public: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match store.insert_client(&c).await {
-        Ok(()) | Err(drover_core::Error::Conflict(_)) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Agents registered before agents became OAuth 2.0 clients get their client registration,
-/// with the secret they already hold.
-async fn bootstrap_agent_clients(store: &dyn Store) -> Result<(), StartError> {
-    for a in store.list_agents().await? {
-        if store.get_client(&a.name).await?.is_some() {
-            continue;
-        }
-        let c = drover_core::store::ClientRecord {
-            client_id: a.name.clone(),
-            secret_hash: a.secret_hash.clone(),
-            roles: vec!["agent".into()],
-            created_at: Timestamp::now(),
-            metadata: drover_core::store::ClientMetadata { agent: Some(a.name.clone()), ..Default::default() },
-            ..Default::default()
-        };
-        match store.insert_client(&c).await {
-            Ok(()) => tracing::info!(agent = %a.name, "agent registered as an OAuth 2.0 client"),
-            Err(drover_core::Error::Conflict(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
 }
 
 /// Accepts TCP connections, completes the TLS handshake (bounded), and serves HTTP/1.1.

@@ -88,38 +88,33 @@ pub fn validate(p: &mut AuthProfile) -> Result<(), String> {
 
 impl Profiles {
     /// Stores a profile: a new secret is sealed; without one, the stored secret is kept.
-    pub async fn put(
-        &self,
-        s: &AppState,
-        mut p: AuthProfile,
-        create: bool,
-    ) -> Result<AuthProfile, crate::error::ApiError> {
-        use crate::error::ApiError;
-        validate(&mut p).map_err(ApiError::bad_request)?;
+    pub async fn put(&self, s: &AppState, mut p: AuthProfile, create: bool) -> drover_core::Result<AuthProfile> {
+        use drover_core::Error;
+        validate(&mut p).map_err(Error::BadRequest)?;
         let existing = s.store.record_get(KIND, &p.name).await?;
         if create && existing.is_some() {
-            return Err(ApiError::conflict(format!("auth profile {} exists already", p.name)));
+            return Err(Error::Conflict(format!("auth profile {} exists already", p.name)));
         }
         let old_sealed =
             existing.as_ref().and_then(|(b, _)| serde_json::from_str::<Stored>(b).ok()).and_then(|st| st.sealed_secret);
         let sealed = match p.secret.take().filter(|x| !x.is_empty()) {
-            Some(secret) => {
-                Some(s.keys.master().seal(secret.as_bytes(), &context(&p.name)).map_err(ApiError::internal)?)
-            }
+            Some(secret) => Some(
+                s.keys.master().seal(secret.as_bytes(), &context(&p.name)).map_err(|e| Error::Store(e.to_string()))?,
+            ),
             None => old_sealed,
         };
         if sealed.is_none() && p.kind != "basic" {
-            return Err(ApiError::bad_request(format!("a {} profile needs a secret", p.kind)));
+            return Err(Error::BadRequest(format!("a {} profile needs a secret", p.kind)));
         }
         p.has_secret = sealed.is_some();
-        let body =
-            serde_json::to_string(&Stored { profile: p.clone(), sealed_secret: sealed }).map_err(ApiError::internal)?;
+        let body = serde_json::to_string(&Stored { profile: p.clone(), sealed_secret: sealed })
+            .map_err(|e| Error::Store(e.to_string()))?;
         let ok = match existing {
             Some((_, v)) => s.store.record_update(KIND, &p.name, v, &body, None).await?,
             None => s.store.record_insert(KIND, &p.name, &body, None).await?,
         };
         if !ok {
-            return Err(ApiError::conflict(format!("auth profile {} changed meanwhile; try again", p.name)));
+            return Err(Error::Conflict(format!("auth profile {} changed meanwhile; try again", p.name)));
         }
         self.tokens.lock().expect("poisoned").remove(&p.name);
         Ok(p)

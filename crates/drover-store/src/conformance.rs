@@ -110,6 +110,7 @@ async fn environments(s: Arc<dyn Store>) {
         name: "dev".into(),
         kind: EnvironmentKind::Dev,
         labels: BTreeMap::from([("zone".into(), "a".into())]),
+        applications: vec![],
         created_at: Timestamp(5),
     };
     assert!(s.insert_environment(&env).await.unwrap());
@@ -117,6 +118,17 @@ async fn environments(s: Arc<dyn Store>) {
     let got = s.get_environment("dev").await.unwrap().unwrap();
     assert_eq!(got.labels.get("zone").map(String::as_str), Some("a"));
     assert_eq!(got.kind, EnvironmentKind::Dev);
+    assert!(got.applications.is_empty());
+    let limited = Environment {
+        applications: vec!["shop".into(), "web".into()],
+        kind: EnvironmentKind::Production,
+        ..env.clone()
+    };
+    assert!(s.update_environment(&limited).await.unwrap());
+    let got = s.get_environment("dev").await.unwrap().unwrap();
+    assert_eq!(got.applications, ["shop", "web"]);
+    assert_eq!(got.kind, EnvironmentKind::Production);
+    assert!(!s.update_environment(&Environment { name: "nope".into(), ..env.clone() }).await.unwrap());
     assert_eq!(s.list_environments().await.unwrap().len(), 1);
     assert!(s.delete_environment("dev").await.unwrap());
     assert!(s.get_environment("dev").await.unwrap().is_none());
@@ -226,10 +238,31 @@ async fn deployment_round_trip(s: Arc<dyn Store>) {
     assert_eq!(st.tasks[0].status, TaskStatus::Ready);
     assert_eq!(s.stage_locks("app-pipe").await.unwrap(), vec![(0, id)]);
     let list = s
-        .list_deployments(&DeploymentFilter { pipeline: Some("app-pipe".into()), status: None, limit: None })
+        .list_deployments(&DeploymentFilter { pipeline: Some("app-pipe".into()), ..Default::default() })
         .await
         .unwrap();
     assert_eq!(list.len(), 1);
+    let scoped = |apps: Vec<&str>| DeploymentFilter {
+        applications: Some(apps.into_iter().map(String::from).collect()),
+        ..Default::default()
+    };
+    assert_eq!(s.list_deployments(&scoped(vec!["app", "x"])).await.unwrap().len(), 1);
+    assert!(s.list_deployments(&scoped(vec!["other"])).await.unwrap().is_empty());
+    assert!(s.list_deployments(&scoped(vec![])).await.unwrap().is_empty(), "no application: nothing");
+    // Approval decisions survive a commit and a load.
+    let old = s.load_deployment(id).await.unwrap().unwrap();
+    let mut new = old.clone();
+    new.tasks[0].approvals.push(drover_types::ApprovalVote {
+        by: "ann".into(),
+        at: Timestamp(3000),
+        decision: "approve".into(),
+        comment: Some("ok".into()),
+        overridden: false,
+    });
+    assert_eq!(commit_of(&s, &old, new.clone(), Effects::default()).await, CommitOutcome::Committed);
+    let got = s.load_deployment(id).await.unwrap().unwrap();
+    assert_eq!(got.tasks[0].approvals, new.tasks[0].approvals);
+    assert!(got.tasks[1].approvals.is_empty());
     let none = s
         .list_deployments(&DeploymentFilter { status: Some(DeploymentStatus::Completed), ..Default::default() })
         .await

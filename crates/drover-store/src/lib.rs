@@ -32,6 +32,7 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/sqlite/0003_operator_lockout.sql")),
     (4, include_str!("../migrations/sqlite/0004_oauth.sql")),
     (5, include_str!("../migrations/sqlite/0005_records.sql")),
+    (6, include_str!("../migrations/sqlite/0006_scope_and_approvals.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -39,6 +40,7 @@ const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../migrations/postgres/0003_operator_lockout.sql")),
     (4, include_str!("../migrations/postgres/0004_oauth.sql")),
     (5, include_str!("../migrations/postgres/0005_records.sql")),
+    (6, include_str!("../migrations/postgres/0006_scope_and_approvals.sql")),
 ];
 
 fn db_err(e: sqlx::Error) -> Error {
@@ -136,7 +138,19 @@ async fn migrate_pg(pool: &sqlx::PgPool) -> Result<()> {
 pub(crate) const DEPLOYMENT_COLS: &str = "id, pipeline, application, version, status, stage_index, holds_stage, message, \
      created_by, created_at, updated_at, finished_at, rollback_of, spec, row_version";
 pub(crate) const TASK_COLS: &str = "deployment_id, stage_index, task_index, environment, spec, status, attempt, attempt_id, \
-     agent, lease_until, due_at, started_at, finished_at, exit_code, message, decided_by, comment";
+     agent, lease_until, due_at, started_at, finished_at, exit_code, message, decided_by, comment, approvals";
+
+/// A JSON list column that is NULL when empty (most rows: no parse on load).
+pub(crate) fn list_from<T: serde::de::DeserializeOwned>(v: Option<String>) -> Result<Vec<T>> {
+    match v {
+        None => Ok(Vec::new()),
+        Some(s) => serde_json::from_str(&s).map_err(json_err),
+    }
+}
+
+pub(crate) fn list_to<T: serde::Serialize>(v: &[T]) -> Result<Option<String>> {
+    if v.is_empty() { Ok(None) } else { serde_json::to_string(v).map(Some).map_err(json_err) }
+}
 
 macro_rules! store_impl {
     ($ty:ident, $db:ty, $backend:literal, lock_row: $lock:literal, integrity: $integrity:literal) => {
@@ -148,6 +162,7 @@ macro_rules! store_impl {
                     name: r.try_get("name").map_err(db_err)?,
                     kind: EnvironmentKind::parse(&kind).unwrap_or(EnvironmentKind::Custom),
                     labels: serde_json::from_str(&labels).map_err(json_err)?,
+                    applications: list_from(r.try_get("applications").map_err(db_err)?)?,
                     created_at: Timestamp(r.try_get("created_at").map_err(db_err)?),
                 })
             }
@@ -281,6 +296,7 @@ macro_rules! store_impl {
                     message: r.try_get("message").map_err(db_err)?,
                     decided_by: r.try_get("decided_by").map_err(db_err)?,
                     comment: r.try_get("comment").map_err(db_err)?,
+                    approvals: list_from(r.try_get("approvals").map_err(db_err)?)?,
                 })
             }
         }
@@ -294,12 +310,14 @@ macro_rules! store_impl {
             async fn insert_environment(&self, env: &Environment) -> Result<bool> {
                 let labels = serde_json::to_string(&env.labels).map_err(json_err)?;
                 let r = sqlx::query(
-                    "INSERT INTO environments (name, kind, labels, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    "INSERT INTO environments (name, kind, labels, created_at, applications) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT DO NOTHING",
                 )
                 .bind(&env.name)
                 .bind(env.kind.as_str())
                 .bind(labels)
                 .bind(env.created_at.0)
+                .bind(list_to(&env.applications)?)
                 .execute(self.w())
                 .await
                 .map_err(db_err)?;
@@ -318,6 +336,18 @@ macro_rules! store_impl {
             async fn list_environments(&self) -> Result<Vec<Environment>> {
                 let rows = sqlx::query("SELECT * FROM environments ORDER BY name").fetch_all(self.r()).await.map_err(db_err)?;
                 rows.iter().map(Self::env_row).collect()
+            }
+
+            async fn update_environment(&self, env: &Environment) -> Result<bool> {
+                let r = sqlx::query("UPDATE environments SET kind = $1, labels = $2, applications = $3 WHERE name = $4")
+                    .bind(env.kind.as_str())
+                    .bind(serde_json::to_string(&env.labels).map_err(json_err)?)
+                    .bind(list_to(&env.applications)?)
+                    .bind(&env.name)
+                    .execute(self.w())
+                    .await
+                    .map_err(db_err)?;
+                Ok(r.rows_affected() == 1)
             }
 
             async fn delete_environment(&self, name: &str) -> Result<bool> {
@@ -666,8 +696,8 @@ macro_rules! store_impl {
                 for t in &c.changed_tasks {
                     sqlx::query(
                         "UPDATE task_runs SET status = $1, attempt = $2, attempt_id = $3, agent = $4, lease_until = $5, due_at = $6, \
-                         started_at = $7, finished_at = $8, exit_code = $9, message = $10, decided_by = $11, comment = $12 \
-                         WHERE deployment_id = $13 AND stage_index = $14 AND task_index = $15",
+                         started_at = $7, finished_at = $8, exit_code = $9, message = $10, decided_by = $11, comment = $12, \
+                         approvals = $16 WHERE deployment_id = $13 AND stage_index = $14 AND task_index = $15",
                     )
                     .bind(t.status.as_str())
                     .bind(t.attempt as i64)
@@ -684,6 +714,7 @@ macro_rules! store_impl {
                     .bind(t.deployment_id)
                     .bind(t.stage_index as i64)
                     .bind(t.task_index as i64)
+                    .bind(list_to(&t.approvals)?)
                     .execute(&mut *tx)
                     .await
                     .map_err(db_err)?;
@@ -723,11 +754,13 @@ macro_rules! store_impl {
                 let limit = f.limit.unwrap_or(100).min(10_000) as i64;
                 let rows = sqlx::query(&format!(
                     "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE ($1 IS NULL OR pipeline = $1) AND ($2 IS NULL OR status = $2) \
+                     AND ($4::text IS NULL OR application IN (SELECT jsonb_array_elements_text($4::jsonb))) \
                      ORDER BY id DESC LIMIT $3"
                 ))
                 .bind(f.pipeline.as_deref())
                 .bind(f.status.map(|s| s.as_str()))
                 .bind(limit)
+                .bind(f.applications.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string()))
                 .fetch_all(self.r())
                 .await
                 .map_err(db_err)?;

@@ -21,7 +21,9 @@ use drover_core::{Error, Result, Store};
 use drover_types::{Artifact, DeploymentEvent, Environment, EnvironmentKind, LogLine, Pipeline, Timestamp};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use crate::{DEPLOYMENT_COLS, SQLITE_MIGRATIONS, TASK_COLS, json_err, opt_ts, status_of, task_status_of};
+use crate::{
+    DEPLOYMENT_COLS, SQLITE_MIGRATIONS, TASK_COLS, json_err, list_from, list_to, opt_ts, status_of, task_status_of,
+};
 
 fn err(e: rusqlite::Error) -> Error {
     Error::Store(e.to_string())
@@ -127,15 +129,18 @@ fn migrate(c: &mut Connection) -> Result<()> {
     tx.commit().map_err(err)
 }
 
-fn env_row(r: &Row) -> rusqlite::Result<(String, String, String, i64)> {
-    Ok((r.get("name")?, r.get("kind")?, r.get("labels")?, r.get("created_at")?))
+type EnvRaw = (String, String, String, i64, Option<String>);
+
+fn env_row(r: &Row) -> rusqlite::Result<EnvRaw> {
+    Ok((r.get("name")?, r.get("kind")?, r.get("labels")?, r.get("created_at")?, r.get("applications")?))
 }
 
-fn env_of(t: (String, String, String, i64)) -> Result<Environment> {
+fn env_of(t: EnvRaw) -> Result<Environment> {
     Ok(Environment {
         name: t.0,
         kind: EnvironmentKind::parse(&t.1).unwrap_or(EnvironmentKind::Custom),
         labels: serde_json::from_str(&t.2).map_err(json_err)?,
+        applications: list_from(t.4)?,
         created_at: Timestamp(t.3),
     })
 }
@@ -238,7 +243,7 @@ fn deployment_of(d: DeploymentRaw) -> Result<DeploymentRecord> {
 type TaskRaw = (
     (i64, i64, i64, String, String, String, i64),
     (Option<String>, Option<String>, Option<i64>, Option<i64>, Option<i64>, Option<i64>),
-    (Option<i64>, Option<String>, Option<String>, Option<String>),
+    (Option<i64>, Option<String>, Option<String>, Option<String>, Option<String>),
 );
 
 fn task_raw(r: &Row) -> rusqlite::Result<TaskRaw> {
@@ -260,7 +265,7 @@ fn task_raw(r: &Row) -> rusqlite::Result<TaskRaw> {
             r.get("started_at")?,
             r.get("finished_at")?,
         ),
-        (r.get("exit_code")?, r.get("message")?, r.get("decided_by")?, r.get("comment")?),
+        (r.get("exit_code")?, r.get("message")?, r.get("decided_by")?, r.get("comment")?, r.get("approvals")?),
     ))
 }
 
@@ -284,6 +289,7 @@ fn task_of(t: TaskRaw) -> Result<TaskRecord> {
         message: c.1,
         decided_by: c.2,
         comment: c.3,
+        approvals: list_from(c.4)?,
     })
 }
 
@@ -405,11 +411,29 @@ impl Store for SqliteStore {
     async fn insert_environment(&self, env: &Environment) -> Result<bool> {
         let env = env.clone();
         let labels = serde_json::to_string(&env.labels).map_err(json_err)?;
+        let apps = list_to(&env.applications)?;
         self.write(move |c| {
             let n = c
                 .execute(
-                    "INSERT INTO environments (name, kind, labels, created_at) VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
-                    params![env.name, env.kind.as_str(), labels, env.created_at.0],
+                    "INSERT INTO environments (name, kind, labels, created_at, applications) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT DO NOTHING",
+                    params![env.name, env.kind.as_str(), labels, env.created_at.0, apps],
+                )
+                .map_err(err)?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn update_environment(&self, env: &Environment) -> Result<bool> {
+        let (name, kind) = (env.name.clone(), env.kind.as_str());
+        let labels = serde_json::to_string(&env.labels).map_err(json_err)?;
+        let apps = list_to(&env.applications)?;
+        self.write(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE environments SET kind = ?1, labels = ?2, applications = ?3 WHERE name = ?4",
+                    params![kind, labels, apps, name],
                 )
                 .map_err(err)?;
             Ok(n == 1)
@@ -823,8 +847,8 @@ impl Store for SqliteStore {
                 let mut s = tx
                     .prepare_cached(
                         "UPDATE task_runs SET status = ?1, attempt = ?2, attempt_id = ?3, agent = ?4, lease_until = ?5, due_at = ?6, \
-                         started_at = ?7, finished_at = ?8, exit_code = ?9, message = ?10, decided_by = ?11, comment = ?12 \
-                         WHERE deployment_id = ?13 AND stage_index = ?14 AND task_index = ?15",
+                         started_at = ?7, finished_at = ?8, exit_code = ?9, message = ?10, decided_by = ?11, comment = ?12, \
+                         approvals = ?16 WHERE deployment_id = ?13 AND stage_index = ?14 AND task_index = ?15",
                     )
                     .map_err(err)?;
                 for t in &c.changed_tasks {
@@ -843,7 +867,8 @@ impl Store for SqliteStore {
                         t.comment,
                         t.deployment_id,
                         t.stage_index as i64,
-                        t.task_index as i64
+                        t.task_index as i64,
+                        list_to(&t.approvals)?
                     ])
                     .map_err(err)?;
                 }
@@ -870,15 +895,17 @@ impl Store for SqliteStore {
     async fn list_deployments(&self, f: &DeploymentFilter) -> Result<Vec<DeploymentRecord>> {
         let limit = f.limit.unwrap_or(100).min(10_000) as i64;
         let (pipeline, status) = (f.pipeline.clone(), f.status.map(|s| s.as_str()));
+        let apps = f.applications.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string());
         let raw = self
             .read(move |c| {
                 let mut s = c
                     .prepare_cached(&format!(
                         "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE (?1 IS NULL OR pipeline = ?1) AND (?2 IS NULL OR status = ?2) \
+                         AND (?4 IS NULL OR application IN (SELECT value FROM json_each(?4))) \
                          ORDER BY id DESC LIMIT ?3"
                     ))
                     .map_err(err)?;
-                collect(s.query_map(params![pipeline, status, limit], deployment_raw).map_err(err)?)
+                collect(s.query_map(params![pipeline, status, limit, apps], deployment_raw).map_err(err)?)
             })
             .await?;
         raw.into_iter().map(deployment_of).collect()

@@ -37,6 +37,7 @@ async fn sqlite_reopen_keeps_data_and_migrates_once() {
             name: "dev".into(),
             kind: drover_types::EnvironmentKind::Dev,
             labels: Default::default(),
+            applications: vec![],
             created_at: drover_types::Timestamp(1),
         })
         .await

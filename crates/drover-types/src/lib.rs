@@ -160,6 +160,9 @@ pub struct Environment {
     pub kind: EnvironmentKind,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The applications whose pipelines may target this environment; empty: any.
+    #[serde(default)]
+    pub applications: Vec<String>,
     pub created_at: Timestamp,
 }
 
@@ -170,6 +173,9 @@ pub struct NewEnvironment {
     pub kind: Option<EnvironmentKind>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Only these applications' pipelines may target it; empty: any.
+    #[serde(default)]
+    pub applications: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -238,11 +244,16 @@ pub struct NewDeployment {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ActionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Approve or reject an approval without being one of its approvers (the role, the count,
+    /// self-approval): needs `approval.override` and a reason, and is recorded as an override.
+    #[serde(default, rename = "override", skip_serializing_if = "std::ops::Not::not")]
+    pub override_approval: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -291,6 +302,24 @@ pub struct TaskRun {
     /// Who approved, rejected or skipped it.
     pub decided_by: Option<String>,
     pub comment: Option<String>,
+    /// For approval tasks: every decision so far, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvals: Vec<ApprovalVote>,
+}
+
+/// One decision on an approval task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalVote {
+    /// The principal (`alice`, `client:ci`).
+    pub by: String,
+    pub at: Timestamp,
+    /// `approve` or `reject`.
+    pub decision: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Decided by an override (`approval.override`), not as one of the approvers.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overridden: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -329,7 +358,8 @@ pub struct Operator {
     pub roles: Vec<String>,
     pub disabled: bool,
     pub failed_logins: u32,
-    /// Set while the operator is locked out after repeated failed logins.
+    /// Set while sign-ins from some address are locked out after repeated failures (the latest
+    /// such lock's end).
     pub locked_until: Option<Timestamp>,
     pub created_at: Timestamp,
 }
@@ -497,6 +527,10 @@ pub struct AccessGroup {
     /// Empty: every application.
     #[serde(default)]
     pub applications: Vec<String>,
+    /// Shown, never stored: privileges of the group's roles that a scoped group does not confer
+    /// (global privileges such as `operator.manage` count only through unscoped grants).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ineffective_privileges: Vec<String>,
 }
 
 /// A token-signing key (public facts only).

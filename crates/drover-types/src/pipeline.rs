@@ -92,8 +92,16 @@ pub enum TaskSpec {
         timeout: Option<DurationSpec>,
     },
     Approval {
+        /// Only holders of this role (on the deployment's application) decide it.
         #[serde(skip_serializing_if = "Option::is_none")]
         role: Option<String>,
+        /// Distinct approvers needed (default 1).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        approvals: Option<u32>,
+        /// May the deployment's starter approve it? Default: no for `production` environments,
+        /// yes elsewhere (fixed when the deployment starts).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        allow_self_approval: Option<bool>,
     },
     Wait {
         duration: DurationSpec,
@@ -134,6 +142,9 @@ impl TaskSpec {
     }
 }
 
+/// Most distinct approvers an approval task may ask for.
+pub const MAX_APPROVALS: u32 = 10;
+
 /// Every key any task type accepts; [`TaskSpec`] checks which belong to the given type.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,6 +157,8 @@ pub struct RawTask {
     expect_status: Option<u16>,
     role: Option<String>,
     duration: Option<DurationSpec>,
+    approvals: Option<u32>,
+    allow_self_approval: Option<bool>,
     method: Option<String>,
     auth_profile: Option<String>,
     body: Option<String>,
@@ -162,6 +175,8 @@ impl TryFrom<RawTask> for TaskSpec {
             ("expect_status", r.expect_status.is_some()),
             ("role", r.role.is_some()),
             ("duration", r.duration.is_some()),
+            ("approvals", r.approvals.is_some()),
+            ("allow_self_approval", r.allow_self_approval.is_some()),
             ("method", r.method.is_some()),
             ("auth_profile", r.auth_profile.is_some()),
             ("body", r.body.is_some()),
@@ -170,7 +185,7 @@ impl TryFrom<RawTask> for TaskSpec {
             "deploy" => &[],
             "run" => &["command", "timeout"],
             "http-check" => &["url", "expect_status", "timeout"],
-            "approval" => &["role"],
+            "approval" => &["role", "approvals", "allow_self_approval"],
             "wait" => &["duration"],
             "webhook" => &["url", "method", "auth_profile", "expect_status", "body", "timeout"],
             other => {
@@ -203,7 +218,14 @@ impl TryFrom<RawTask> for TaskSpec {
                 }
                 TaskSpec::HttpCheck { url, expect_status: r.expect_status.unwrap_or(200), timeout: r.timeout }
             }
-            "approval" => TaskSpec::Approval { role: r.role },
+            "approval" => {
+                if let Some(n) = r.approvals
+                    && !(1..=MAX_APPROVALS).contains(&n)
+                {
+                    return Err(format!("field `approvals` must be between 1 and {MAX_APPROVALS}, got {n}"));
+                }
+                TaskSpec::Approval { role: r.role, approvals: r.approvals, allow_self_approval: r.allow_self_approval }
+            }
             "wait" => TaskSpec::Wait { duration: r.duration.ok_or_else(|| missing("duration"))? },
             "webhook" => {
                 let url = r.url.ok_or_else(|| missing("url"))?;

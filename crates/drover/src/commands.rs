@@ -354,12 +354,23 @@ pub struct ActionArgs {
     /// Why (recorded with the action).
     #[arg(long, alias = "comment")]
     pub reason: Option<String>,
+    /// Approve or reject as an override, not as one of the approvers (needs
+    /// approval.override and --reason; recorded as an override).
+    #[arg(long = "override")]
+    pub override_approval: bool,
     #[command(flatten)]
     pub conn: Conn,
 }
 
 pub async fn action(a: ActionArgs, action: Action) -> anyhow::Result<u8> {
-    let d = client(&a.conn).await?.act(a.id, action, a.reason).await?;
+    if a.override_approval && !matches!(action, Action::Approve | Action::Reject) {
+        anyhow::bail!("--override applies to approve and reject only");
+    }
+    if a.override_approval && a.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        anyhow::bail!("an override needs --reason (it is recorded with the decision)");
+    }
+    let req = drover_types::ActionRequest { reason: a.reason, comment: None, override_approval: a.override_approval };
+    let d = client(&a.conn).await?.act_with(a.id, action, &req).await?;
     print(a.conn.output, &d, |d| {
         if action == Action::Rollback {
             format!("rollback deployment {} of {} {} started ({})", d.id, d.application, d.version, d.status)
@@ -1087,7 +1098,11 @@ pub async fn access_groups(conn: &Conn, cmd: Option<AccessGroupsCommand>) -> any
             if g.operators.is_empty() { "-".into() } else { g.operators.join(",") },
             if g.clients.is_empty() { "-".into() } else { g.clients.join(",") },
             if g.applications.is_empty() { "all".into() } else { g.applications.join(",") },
-        )
+        ) + &if g.ineffective_privileges.is_empty() {
+            String::new()
+        } else {
+            format!("; no effect under its scope: {}", g.ineffective_privileges.join(","))
+        }
     };
     match cmd {
         None => {
@@ -1095,7 +1110,14 @@ pub async fn access_groups(conn: &Conn, cmd: Option<AccessGroupsCommand>) -> any
             print(conn.output, &v, |v| v.iter().map(|g| line(g) + "\n").collect())
         }
         Some(AccessGroupsCommand::Set { name, roles, operators, clients, applications }) => {
-            let g = drover_types::AccessGroup { name, roles, operators, clients, applications };
+            let g = drover_types::AccessGroup {
+                name,
+                roles,
+                operators,
+                clients,
+                applications,
+                ineffective_privileges: vec![],
+            };
             let g = c.put_access_group(&g).await?;
             print(conn.output, &g, line)
         }

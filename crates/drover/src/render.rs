@@ -16,7 +16,19 @@ fn task_label(spec: &TaskSpec) -> String {
             method.as_deref().unwrap_or("POST"),
             auth_profile.as_deref().map(|p| format!(" (profile {p})")).unwrap_or_default()
         ),
-        TaskSpec::Approval { role: Some(r) } => format!("approval (role {r})"),
+        TaskSpec::Approval { role, approvals, allow_self_approval } => {
+            let mut parts = Vec::new();
+            if let Some(r) = role {
+                parts.push(format!("role {r}"));
+            }
+            if let Some(n) = approvals.filter(|n| *n > 1) {
+                parts.push(format!("{n} approvers"));
+            }
+            if *allow_self_approval == Some(false) {
+                parts.push("not by the starter".into());
+            }
+            if parts.is_empty() { "approval".into() } else { format!("approval ({})", parts.join(", ")) }
+        }
         TaskSpec::Wait { duration } => format!("wait {duration}"),
         other => other.kind().to_string(),
     }

@@ -77,7 +77,7 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
     }
 
     // One operator per built-in role; each route allows exactly the roles holding its privilege.
-    let hash = drover_server::auth::hash_password("role-password-123").unwrap();
+    let hash = drover_server::secrets::hash_password("role-password-123").unwrap();
     for role in BUILT_IN_ROLES.iter().filter(|r| **r != "agent") {
         state
             .store
@@ -141,7 +141,7 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
 async fn approval_roles_are_enforced() {
     let mut s = TestServer::start(Backend::Sqlite).await.unwrap();
     let state = s.running.as_ref().unwrap().state.clone();
-    let hash = drover_server::auth::hash_password("pw-approver-1").unwrap();
+    let hash = drover_server::secrets::hash_password("pw-approver-1").unwrap();
     for (name, role) in [("ann", "approver"), ("dan", "deployer"), ("aa", "app-admin")] {
         state
             .store

@@ -476,12 +476,15 @@ async fn custom_roles_and_scoped_access_groups(b: Backend) -> anyhow::Result<()>
         )
     };
     assert_eq!(carol.apply_yaml(&yaml("shop")).await.unwrap_err().status(), Some(403));
+    // Environments are global: carol may use dev once it exists, not create it.
+    admin.apply_yaml(&yaml("setup")).await?;
     let group = drover_types::AccessGroup {
         name: "shop-team".into(),
         roles: vec!["pipeline-editor".into()],
         operators: vec!["carol".into()],
         clients: vec![],
         applications: vec!["shop".into()],
+        ineffective_privileges: vec![],
     };
     admin.create_access_group(&group).await?;
     carol.apply_yaml(&yaml("shop")).await?;

@@ -1,0 +1,213 @@
+//! The guard every `/api/v1` and `/agent/v1` route runs through (registered by `Routes::add`):
+//! request → principal (bearer token or operator Basic) → the route's declared privilege
+//! (a global one held globally, an application one held on some application; the service
+//! layer then checks the target's application) → the handler. It audits failed and fresh
+//! sign-ins, denials, and every state-changing `/api/v1` call with its status.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use drover_core::audit::NewAuditEntry;
+use drover_core::rbac::{Principal, PrincipalKind, Privilege};
+use drover_types::Timestamp;
+use serde_json::json;
+
+use crate::AppState;
+use crate::auth::{LOCKOUT_FOR, LOCKOUT_THRESHOLD};
+use crate::error::ApiError;
+use crate::oauth::Refused;
+
+/// The route's declared privilege, checked by [`require`].
+#[derive(Clone)]
+pub struct Guard {
+    pub state: AppState,
+    pub privilege: Privilege,
+}
+
+/// Request facts for the audit log.
+struct Ctx {
+    request_id: String,
+    peer: Option<SocketAddr>,
+    method: axum::http::Method,
+    route: String,
+    path: String,
+}
+
+impl Ctx {
+    fn source(&self) -> String {
+        self.peer.map(|p| p.to_string()).unwrap_or_default()
+    }
+    fn entry(
+        &self,
+        principal: &str,
+        action: String,
+        target: String,
+        outcome: &str,
+        detail: serde_json::Value,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            ts: Timestamp::now(),
+            principal: principal.to_string(),
+            action,
+            target,
+            outcome: outcome.to_string(),
+            source: self.source(),
+            request_id: self.request_id.clone(),
+            detail,
+        }
+    }
+}
+
+async fn audit(state: &AppState, e: NewAuditEntry) {
+    if let Err(err) = state.store.append_audit(&e).await {
+        tracing::error!(error = %err, action = %e.action, principal = %e.principal, "could not append to the audit log");
+    }
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn unavailable() -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "the orchestrator cannot reach its database; try again",
+    )
+    .into_response();
+    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
+}
+
+fn parse_basic(req: &Request) -> Option<(String, String)> {
+    let v = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = v.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let raw = base64::engine::general_purpose::STANDARD.decode(rest.trim()).ok()?;
+    let s = String::from_utf8(raw).ok()?;
+    let (u, p) = s.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Middleware: authenticate, then authorize against the route's privilege.
+pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let ctx = Ctx {
+        request_id: hex::encode(rand::random::<[u8; 8]>()),
+        peer: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
+        method: req.method().clone(),
+        route: req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default(),
+        path: req.uri().path().to_string(),
+    };
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|t| t.trim().to_string());
+    if let Some(token) = bearer {
+        let principal = match crate::oauth::verify_bearer(&g.state, &token).await {
+            Ok(p) => p,
+            Err(Refused::Unavailable) => return with_request_id(unavailable(), &ctx.request_id),
+            Err(Refused::Invalid(why)) => {
+                tracing::warn!(reason = why, path = %ctx.path, "bearer token refused");
+                let e = ctx.entry(
+                    "anonymous",
+                    "auth.failed".into(),
+                    "bearer".into(),
+                    "failure",
+                    json!({"route": ctx.route, "reason": why}),
+                );
+                audit(&g.state, e).await;
+                let mut resp = ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_token",
+                    "the access token is invalid, expired or revoked",
+                )
+                .into_response();
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"drover\", error=\"invalid_token\""),
+                );
+                return with_request_id(resp, &ctx.request_id);
+            }
+        };
+        return authorized(g, ctx, principal, req, next).await;
+    }
+    let Some((user, password)) = parse_basic(&req) else {
+        return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
+    };
+    let ip = ctx.peer.map(|p| p.ip()).unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let signed_in = match g.state.auth.authenticate(&user, &password, ip).await {
+        Ok(x) => x,
+        Err(f) if f.unavailable() => return with_request_id(unavailable(), &ctx.request_id),
+        Err(f) => {
+            let e = ctx.entry(
+                "anonymous",
+                "auth.failed".into(),
+                user.clone(),
+                "failure",
+                json!({"route": ctx.route, "reason": f.reason}),
+            );
+            audit(&g.state, e).await;
+            if f.locked_now {
+                let detail = json!({
+                    "failed_logins": LOCKOUT_THRESHOLD,
+                    "for_secs": LOCKOUT_FOR.as_secs(),
+                    "source": ip.to_string(),
+                });
+                audit(&g.state, ctx.entry("system", "operator.locked".into(), user.clone(), "success", detail)).await;
+            }
+            return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
+        }
+    };
+    let op = signed_in.operator;
+    let principal = g.state.principals.resolve(PrincipalKind::Operator, &op.name, op.roles.clone());
+    if signed_in.fresh {
+        audit(&g.state, ctx.entry(&principal.audit_label(), "auth.login".into(), user.clone(), "success", json!({})))
+            .await;
+    }
+    authorized(g, ctx, principal, req, next).await
+}
+
+/// The request is authenticated: check the privilege, run it, audit it.
+async fn authorized(g: Guard, ctx: Ctx, principal: Principal, mut req: Request, next: Next) -> Response {
+    let who = principal.audit_label();
+    if !principal.may_call(g.privilege) {
+        tracing::warn!(principal = %principal.label(), privilege = %g.privilege, path = %ctx.path, "permission denied");
+        let detail = json!({"privilege": g.privilege.as_str(), "route": format!("{} {}", ctx.method, ctx.route)});
+        audit(&g.state, ctx.entry(&who, "permission.denied".into(), ctx.path.clone(), "denied", detail)).await;
+        let resp = ApiError::forbidden(format!("this needs the privilege {}", g.privilege)).into_response();
+        return with_request_id(resp, &ctx.request_id);
+    }
+    req.extensions_mut().insert(principal);
+    let resp = next.run(req).await;
+    // Agent-protocol traffic is recorded per deployment (its events name the agent).
+    if ctx.method != axum::http::Method::GET && ctx.route.starts_with("/api/") {
+        let status = resp.status();
+        let outcome = if status.is_success() {
+            "success"
+        } else if status == StatusCode::FORBIDDEN {
+            "denied"
+        } else {
+            "failure"
+        };
+        let e = ctx.entry(
+            &who,
+            format!("{} {}", ctx.method, ctx.route),
+            ctx.path.clone(),
+            outcome,
+            json!({"status": status.as_u16()}),
+        );
+        audit(&g.state, e).await;
+    }
+    with_request_id(resp, &ctx.request_id)
+}

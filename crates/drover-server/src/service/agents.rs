@@ -1,0 +1,111 @@
+//! Agents: global objects (`agent.read`, `agent.manage`). Registering an agent is the only way
+//! to give a client the `agent` role.
+
+use std::time::Duration;
+
+use drover_core::rbac::{AGENT_ROLE, Privilege};
+use drover_core::store::{AgentRecord, ClientMetadata, ClientRecord};
+use drover_core::{Error, Result, validate_name};
+use drover_types::{Agent, AgentCredentials, Environment, NewAgent, Timestamp};
+
+use super::Ctx;
+use super::clients::check_jwks;
+use super::environments::kind_of;
+use crate::secrets::{new_secret, secret_hash};
+
+fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
+    let online_window = (c.state.engine.lease * 2).max(Duration::from_secs(30)).as_millis() as i64;
+    let online = a.last_seen_at.is_some_and(|t| Timestamp::now().0 - t.0 <= online_window);
+    Agent { name: a.name, environment: a.environment, created_at: a.created_at, last_seen_at: a.last_seen_at, online }
+}
+
+/// `agent.read` or `system.observe` (the SysOps view of the same list).
+pub async fn list(c: &Ctx<'_>) -> Result<Vec<Agent>> {
+    if !c.caller.holds_globally(Privilege::SystemObserve) {
+        c.require(Privilege::AgentRead)?;
+    }
+    Ok(c.state.store.list_agents().await?.into_iter().map(|a| view(c, a)).collect())
+}
+
+pub async fn get(c: &Ctx<'_>, name: &str) -> Result<Agent> {
+    c.require(Privilege::AgentRead)?;
+    let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
+    Ok(view(c, a))
+}
+
+pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
+    c.require(Privilege::AgentManage)?;
+    let s = c.state;
+    validate_name("agent", &a.name)?;
+    validate_name("environment", &a.environment)?;
+    if s.store.get_operator(&a.name).await?.is_some() {
+        return Err(Error::Conflict(format!("{} is an operator's name; agents need names of their own", a.name)));
+    }
+    if s.store.get_client(&a.name).await?.is_some() || s.store.get_agent(&a.name).await?.is_some() {
+        return Err(Error::Conflict(format!("{} is taken by a client or agent already", a.name)));
+    }
+    if let Some(j) = &a.jwks {
+        check_jwks(j)?;
+    }
+    let now = Timestamp::now();
+    if s.store.get_environment(&a.environment).await?.is_none() {
+        c.require(Privilege::EnvironmentManage).map_err(|_| {
+            Error::Forbidden(format!(
+                "environment {} does not exist; creating it needs environment.manage",
+                a.environment
+            ))
+        })?;
+        let env = Environment {
+            name: a.environment.clone(),
+            kind: kind_of(&a.environment),
+            labels: Default::default(),
+            applications: vec![],
+            created_at: now,
+        };
+        s.store.insert_environment(&env).await?;
+    }
+    // The agent is an OAuth 2.0 client (id = its name, role `agent`) that gets tokens with its
+    // secret (client credentials) or its key (private_key_jwt).
+    let secret = if a.jwks.is_some() { String::new() } else { new_secret() };
+    let hash = if secret.is_empty() { String::new() } else { secret_hash(&secret) };
+    s.store
+        .insert_client(&ClientRecord {
+            client_id: a.name.clone(),
+            secret_hash: hash.clone(),
+            roles: vec![AGENT_ROLE.into()],
+            created_at: now,
+            metadata: ClientMetadata { agent: Some(a.name.clone()), jwks: a.jwks.clone(), ..Default::default() },
+            ..Default::default()
+        })
+        .await?;
+    let record = AgentRecord {
+        name: a.name.clone(),
+        environment: a.environment.clone(),
+        secret_hash: hash,
+        created_at: now,
+        last_seen_at: None,
+    };
+    if let Err(e) = s.store.insert_agent(&record).await {
+        let _ = s.store.delete_client(&a.name).await;
+        return Err(e);
+    }
+    tracing::info!(agent = %a.name, environment = %a.environment, by = %c.label(), "agent registered");
+    Ok(AgentCredentials { name: a.name, environment: a.environment, secret })
+}
+
+pub async fn delete(c: &Ctx<'_>, name: &str) -> Result<()> {
+    c.require(Privilege::AgentManage)?;
+    let s = c.state;
+    if let Some(client) = s.store.get_client(name).await?
+        && client.metadata.agent.as_deref() == Some(name)
+    {
+        s.store.delete_client(name).await?;
+        s.engine.cut_off_agent(name, "the agent was removed").await?;
+    }
+    if s.store.delete_agent(name).await? {
+        tracing::info!(agent = %name, by = %c.label(), "agent removed");
+        Ok(())
+    } else {
+        Err(Error::NotFound(format!("agent {name} not found")))
+    }
+}

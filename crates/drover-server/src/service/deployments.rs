@@ -1,0 +1,118 @@
+//! Deployments: application objects. Reading a deployment, its events and its log needs
+//! `pipeline.read` on its application (else it does not exist for the caller); each action
+//! needs its own privilege there. Approvals are decided by the machine (`drover_core::machine`)
+//! from the roles the caller holds on the application and `approval.override`.
+
+use drover_core::machine::ActionInput;
+use drover_core::rbac::{Applications, Privilege};
+use drover_core::store::DeploymentFilter;
+use drover_core::{DeploymentState, Error, Result};
+use drover_types::{Action, ActionRequest, Deployment, DeploymentEvent, DeploymentStatus, LogPage, NewDeployment};
+
+use super::Ctx;
+use super::environments::admits;
+use crate::engine::Acting;
+
+fn missing(id: i64) -> impl FnOnce() -> String {
+    move || format!("deployment {id} not found")
+}
+
+/// The privilege an action needs on the deployment's application.
+pub fn privilege_of(action: Action) -> Privilege {
+    match action {
+        Action::Abort => Privilege::DeploymentAbort,
+        Action::Pause | Action::Resume => Privilege::DeploymentPause,
+        Action::Retry => Privilege::DeploymentRetry,
+        Action::Skip => Privilege::DeploymentSkip,
+        Action::Approve | Action::Reject => Privilege::TaskApprove,
+        Action::Promote => Privilege::DeploymentPromote,
+        Action::Rollback => Privilege::DeploymentRollback,
+    }
+}
+
+/// A deployment the caller may read, or "not found".
+async fn visible(c: &Ctx<'_>, id: i64) -> Result<DeploymentState> {
+    c.state
+        .store
+        .load_deployment(id)
+        .await?
+        .filter(|st| c.sees(Privilege::PipelineRead, &st.deployment.application))
+        .ok_or_else(|| Error::NotFound(missing(id)()))
+}
+
+pub async fn start(c: &Ctx<'_>, req: NewDeployment) -> Result<Deployment> {
+    let s = c.state;
+    let p = s
+        .store
+        .get_pipeline(&req.pipeline)
+        .await?
+        .filter(|p| c.sees(Privilege::PipelineRead, &p.application))
+        .ok_or_else(|| Error::NotFound(format!("pipeline {} not found", req.pipeline)))?;
+    c.on_application(Privilege::DeploymentStart, Privilege::PipelineRead, &p.application, || {
+        format!("pipeline {} not found", req.pipeline)
+    })?;
+    for st in &p.stages {
+        if let Some(e) = s.store.get_environment(&st.environment).await?
+            && !admits(&e, &p.application)
+        {
+            return Err(Error::Forbidden(format!(
+                "environment {} no longer accepts application {}; ask an administrator",
+                e.name, p.application
+            )));
+        }
+    }
+    Ok(s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?.to_view())
+}
+
+pub async fn list(
+    c: &Ctx<'_>,
+    pipeline: Option<String>,
+    status: Option<DeploymentStatus>,
+    limit: Option<u32>,
+) -> Result<Vec<Deployment>> {
+    let applications = match c.caller.applications_with(Privilege::PipelineRead) {
+        Applications::All => None,
+        Applications::Only(apps) => Some(apps),
+    };
+    let f = DeploymentFilter { pipeline, status, limit, applications };
+    let list = c.state.store.list_deployments(&f).await?;
+    Ok(list.into_iter().map(|d| DeploymentState { deployment: d, tasks: Vec::new() }.to_view()).collect())
+}
+
+pub async fn get(c: &Ctx<'_>, id: i64) -> Result<Deployment> {
+    Ok(visible(c, id).await?.to_view())
+}
+
+pub async fn events(c: &Ctx<'_>, id: i64) -> Result<Vec<DeploymentEvent>> {
+    visible(c, id).await?;
+    c.state.store.events(id).await
+}
+
+pub async fn logs(c: &Ctx<'_>, id: i64, after: i64, limit: u32) -> Result<LogPage> {
+    visible(c, id).await?;
+    let lines = c.state.store.logs(id, after, limit.min(10_000)).await?;
+    let next = lines.last().map(|l| l.id).unwrap_or(after);
+    Ok(LogPage { lines, next })
+}
+
+/// May the caller follow this deployment's log (server-sent events)?
+pub async fn may_follow(c: &Ctx<'_>, id: i64) -> Result<()> {
+    visible(c, id).await.map(|_| ())
+}
+
+pub async fn act(c: &Ctx<'_>, id: i64, action: Action, req: ActionRequest) -> Result<Deployment> {
+    let st = visible(c, id).await?;
+    let app = st.deployment.application.clone();
+    c.on_application(privilege_of(action), Privilege::PipelineRead, &app, missing(id))?;
+    if req.override_approval && !c.caller.can(Privilege::ApprovalOverride, &app) {
+        tracing::warn!(principal = %c.label(), deployment = id, "approval override refused");
+        return Err(Error::Forbidden("overriding an approval needs the privilege approval.override".into()));
+    }
+    let who = Acting {
+        name: c.label(),
+        roles: c.caller.roles_on(&app),
+        may_override: c.caller.can(Privilege::ApprovalOverride, &app),
+    };
+    let input = ActionInput { reason: req.reason.or(req.comment), override_approval: req.override_approval };
+    Ok(c.state.engine.act(id, action, &who, input).await?.to_view())
+}

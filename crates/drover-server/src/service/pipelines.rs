@@ -1,0 +1,116 @@
+//! Pipelines: application objects. Reads need `pipeline.read` on the pipeline's application;
+//! writes need `pipeline.manage` on the new application *and* on the existing pipeline's, and
+//! naming an environment that does not exist needs `environment.manage`.
+
+use std::collections::BTreeSet;
+
+use drover_core::rbac::Privilege;
+use drover_core::store::DeploymentFilter;
+use drover_core::{Error, Result};
+use drover_types::{ApplyResult, Environment, Pipeline, PipelineSpec, Timestamp};
+
+use super::Ctx;
+use super::environments::{admits, kind_of};
+
+fn missing(name: &str) -> impl FnOnce() -> String + '_ {
+    move || format!("pipeline {name} not found")
+}
+
+pub async fn list(c: &Ctx<'_>) -> Result<Vec<Pipeline>> {
+    let apps = c.caller.applications_with(Privilege::PipelineRead);
+    Ok(c.state.store.list_pipelines().await?.into_iter().filter(|p| apps.contains(&p.application)).collect())
+}
+
+pub async fn get(c: &Ctx<'_>, name: &str) -> Result<Pipeline> {
+    c.state
+        .store
+        .get_pipeline(name)
+        .await?
+        .filter(|p| c.sees(Privilege::PipelineRead, &p.application))
+        .ok_or_else(|| Error::NotFound(missing(name)()))
+}
+
+/// Creates or replaces the pipeline `spec` names. Returns whether it was created.
+pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
+    let s = c.state;
+    let app = spec.application.clone();
+    let name = spec.name().to_string();
+    c.create_in(Privilege::PipelineManage, &app)?;
+    let existing = s.store.get_pipeline(&name).await?;
+    if let Some(old) = &existing
+        && old.application != app
+    {
+        // Taking over a pipeline of another application needs the right to change that one.
+        if !c.sees(Privilege::PipelineRead, &old.application) {
+            tracing::warn!(principal = %c.label(), pipeline = %name, "pipeline take-over refused");
+            return Err(Error::Forbidden(format!(
+                "pipeline {name} exists and is not yours to change; choose another pipeline name"
+            )));
+        }
+        c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(&name))?;
+    }
+    // Every environment first: missing ones need environment.manage, existing ones must admit
+    // the application. Nothing is written until all of it holds.
+    let envs: BTreeSet<&str> = spec.stages.iter().map(|st| st.environment.as_str()).collect();
+    let mut to_create = Vec::new();
+    for env in envs {
+        match s.store.get_environment(env).await? {
+            Some(e) if !admits(&e, &app) => {
+                return Err(Error::Forbidden(format!(
+                    "environment {env} does not accept pipelines of application {app} (it accepts: {})",
+                    e.applications.join(", ")
+                )));
+            }
+            Some(_) => {}
+            None => to_create.push(env.to_string()),
+        }
+    }
+    if !to_create.is_empty() && !c.caller.holds_globally(Privilege::EnvironmentManage) {
+        return Err(Error::Forbidden(format!(
+            "environment {} does not exist; creating it needs environment.manage (ask an administrator to create it)",
+            to_create.join(", ")
+        )));
+    }
+    let now = Timestamp::now();
+    let mut created_envs = Vec::new();
+    for env in to_create {
+        let e = Environment {
+            kind: kind_of(&env),
+            name: env.clone(),
+            labels: Default::default(),
+            applications: vec![],
+            created_at: now,
+        };
+        if s.store.insert_environment(&e).await? {
+            created_envs.push(env);
+        }
+    }
+    let (outcome, pipeline) = match existing {
+        Some(p) if p.application == spec.application && p.stages == spec.stages => ("unchanged", p),
+        other => {
+            let p = Pipeline {
+                name: name.clone(),
+                application: spec.application.clone(),
+                stages: spec.stages.clone(),
+                created_at: other.as_ref().map(|o| o.created_at).unwrap_or(now),
+                updated_at: now,
+            };
+            s.store.put_pipeline(&p).await?;
+            let what = if other.is_some() { "updated" } else { "created" };
+            tracing::info!(pipeline = %name, by = %c.label(), "pipeline {what}");
+            (what, p)
+        }
+    };
+    Ok(ApplyResult { pipeline, outcome: outcome.into(), created_environments: created_envs })
+}
+
+pub async fn delete(c: &Ctx<'_>, name: &str) -> Result<()> {
+    let s = c.state;
+    let old = s.store.get_pipeline(name).await?.ok_or_else(|| Error::NotFound(missing(name)()))?;
+    c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(name))?;
+    let f = DeploymentFilter { pipeline: Some(name.to_string()), limit: Some(10_000), ..Default::default() };
+    if s.store.list_deployments(&f).await?.iter().any(|d| !d.status.is_terminal()) {
+        return Err(Error::Conflict(format!("pipeline {name} has active deployments; abort them first")));
+    }
+    if s.store.delete_pipeline(name).await? { Ok(()) } else { Err(Error::NotFound(missing(name)())) }
+}
