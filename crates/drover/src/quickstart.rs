@@ -30,6 +30,9 @@ pub struct QuickstartArgs {
     pub exit_when_done: bool,
 }
 
+/// The quickstart's own OAuth client (role release-admin).
+const QUICKSTART_CLIENT: &str = "quickstart";
+
 const AGENTS: &[(&str, &str)] = &[("dev-1", "dev"), ("staging-1", "staging"), ("production-1", "production")];
 
 fn pipeline_yaml(health_port: u16) -> String {
@@ -56,8 +59,7 @@ stages:
   - name: production
     environment: production
     tasks:
-      - type: approval
-        role: approver
+      - type: approval         # anyone with task.approve on shop but the starter
       - type: deploy
 "#
     )
@@ -117,14 +119,21 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
     let running = drover_server::start(cfg).await.with_context(|| {
         format!("starting the orchestrator on {} (is another one running? choose another --listen)", args.listen)
     })?;
-    let password_file = dir.join("initial-admin-password");
-    let password = read_secret_file(&password_file)?;
-    let client =
-        Client::new(&running.url, Some(&running.ca_cert), Credentials::Basic { user: "admin".into(), password })?;
+    let password_file = drover_server::bootstrap::initial_password_file(&dir);
+    // The quickstart acts as a client of its own (a fresh secret each run, held in memory only),
+    // never with admin's password: it works whether or not admin has changed it.
+    let secret = drover_server::bootstrap::local_client(&running.state, QUICKSTART_CLIENT, &["release-admin"]).await?;
+    let auth = drover_client::ClientAuth::Secret(secret);
+    let creds = Credentials::ClientCredentials { client_id: QUICKSTART_CLIENT.into(), auth };
+    let client = Client::new(&running.url, Some(&running.ca_cert), creds)?;
     println!("Drover quickstart");
     println!("  orchestrator   {} (SQLite in {})", running.url, dir.display());
     println!("  CA certificate {}", running.ca_cert.display());
-    println!("  operator       admin, password in {}", password_file.display());
+    if password_file.exists() {
+        println!("  operator       admin, initial password in {}", password_file.display());
+    } else {
+        println!("  operator       admin (with the password admin set)");
+    }
 
     // Agents, each with its own work dir; secrets kept beside them for the next run.
     let qs = dir.join("quickstart");
@@ -240,16 +249,28 @@ async fn follow(
                     }
                     if d.status == DeploymentStatus::PendingInput {
                         if auto_approve {
-                            client.act(id, Action::Approve, Some("auto-approved by drover quickstart".into())).await?;
+                            // The quickstart started it, and production approvals do not allow
+                            // self-approval: it overrides, and the override is recorded.
+                            let req = drover_types::ActionRequest {
+                                reason: Some("auto-approved by drover quickstart --auto-approve".into()),
+                                comment: None,
+                                override_approval: true,
+                            };
+                            client.act_with(id, Action::Approve, &req).await?;
                         } else if !told {
                             told = true;
+                            let pw = drover_server::bootstrap::initial_password_file(dir);
+                            let creds = if pw.exists() {
+                                format!("DROVER_USER=admin DROVER_PASSWORD_FILE={}", pw.display())
+                            } else {
+                                "DROVER_USER=admin DROVER_PASSWORD_FILE=<a file with your password>".into()
+                            };
                             println!(
                                 "\nDeployment {id} waits for approval before production. From another terminal, run:\n\
-                                 \x20 export DROVER_URL={url} DROVER_CA_CERT={ca} DROVER_USER=admin DROVER_PASSWORD_FILE={pw}\n\
+                                 \x20 export DROVER_URL={url} DROVER_CA_CERT={ca} {creds}\n\
                                  \x20 drover approve {id}        # or: drover reject {id} --reason \"...\"\n\
                                  (with cargo: cargo run --release -- approve {id})\n",
                                 ca = dir.join("tls/ca.pem").display(),
-                                pw = dir.join("initial-admin-password").display(),
                             );
                         }
                     }

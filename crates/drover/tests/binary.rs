@@ -480,6 +480,11 @@ fn spawn_reading(mut cmd: Command, want: fn(&str) -> bool) -> (Child, String, st
     (child, line, drain)
 }
 
+/// The CSRF cookie (`name=value`) a sign-in or device page set.
+fn csrf_cookie(page: &reqwest::Response) -> String {
+    page.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string()
+}
+
 fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + limit;
     loop {
@@ -533,11 +538,20 @@ async fn cli_login_with_a_browser_or_a_device_then_logout() {
     login.arg("login");
     let (mut child, url, drain) =
         spawn_reading(login, |l| l.starts_with("https://") && l.contains("/oauth2/authorize?"));
-    assert!(browser.get(&url).send().await.unwrap().status().is_success());
+    let page = browser.get(&url).send().await.unwrap();
+    assert!(page.status().is_success());
+    let cookie = csrf_cookie(&page);
     let mut form: Vec<(String, String)> = serde_urlencoded::from_str(url.split_once('?').unwrap().1).unwrap();
     form.push(("username".into(), "dana".into()));
     form.push(("password".into(), pw.into()));
-    let r = browser.post(format!("{}/oauth2/authorize", o.url())).form(&form).send().await.unwrap();
+    form.push(("csrf_token".into(), cookie.split_once('=').unwrap().1.into()));
+    let r = browser
+        .post(format!("{}/oauth2/authorize", o.url()))
+        .header("cookie", &cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let back = r.headers()["location"].to_str().unwrap().to_string();
     assert!(back.starts_with("http://127.0.0.1:"), "{back}");
@@ -574,8 +588,16 @@ async fn cli_login_with_a_browser_or_a_device_then_logout() {
     login.args(["login", "--device"]);
     let (mut child, line, drain) = spawn_reading(login, |l| l.contains("enter the code"));
     let code = line.rsplit(' ').next().unwrap().to_string();
-    let form = [("user_code", code.as_str()), ("username", "dana"), ("password", pw), ("action", "approve")];
-    let r = browser.post(format!("{}/device", o.url())).form(&form).send().await.unwrap();
+    let cookie = csrf_cookie(&browser.get(format!("{}/device", o.url())).send().await.unwrap());
+    let token = cookie.split_once('=').unwrap().1.to_string();
+    let form = [
+        ("user_code", code.as_str()),
+        ("username", "dana"),
+        ("password", pw),
+        ("action", "approve"),
+        ("csrf_token", token.as_str()),
+    ];
+    let r = browser.post(format!("{}/device", o.url())).header("cookie", &cookie).form(&form).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(wait_exit(&mut child, Duration::from_secs(60)).success(), "{}", drain.join().unwrap());
     let out = run(cli().args(["pipelines"]));

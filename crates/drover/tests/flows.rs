@@ -41,6 +41,15 @@ async fn approval_promotion_and_rollback(b: Backend) -> anyhow::Result<()> {
     let dev = s.agent("dev-1", "dev").await?;
     let prod = s.agent("prod-1", "production").await?;
     let c = s.admin();
+    // Approvals are answered by holders of their role (admin would have to override).
+    c.add_operator(&drover_types::NewOperator {
+        name: "ann".into(),
+        roles: vec!["approver".into()],
+        password: Some("ann-password-123".into()),
+        email: None,
+    })
+    .await?;
+    let ann = s.client("ann", "ann-password-123");
     apply(
         &c,
         r#"
@@ -68,8 +77,10 @@ stages:
         let d = wait_status(&c, d.id, DS::PendingInput).await?;
         assert_eq!(d.stages[0].status, "completed");
         assert_eq!(d.stages[1].tasks[0].status, TaskStatus::PendingInput);
-        let d = c.act(d.id, Action::Approve, Some("looks good".into())).await?;
-        assert_eq!(d.stages[1].tasks[0].decided_by.as_deref(), Some("admin"));
+        let e = c.act(d.id, Action::Approve, None).await.unwrap_err();
+        assert_eq!(e.status(), Some(403), "admin lacks the approver role: {e}");
+        let d = ann.act(d.id, Action::Approve, Some("looks good".into())).await?;
+        assert_eq!(d.stages[1].tasks[0].decided_by.as_deref(), Some("ann"));
         assert_eq!(d.stages[1].tasks[0].comment.as_deref(), Some("looks good"));
         let d = wait_status(&c, d.id, DS::Completed).await?;
         assert!(d.finished_at.is_some());
@@ -86,13 +97,14 @@ stages:
     assert_eq!(r.version, "1.0");
     assert_eq!(r.rollback_of, Some(second));
     wait_status(&c, r.id, DS::PendingInput).await?;
-    c.act(r.id, Action::Approve, None).await?;
+    ann.act(r.id, Action::Approve, None).await?;
     wait_status(&c, r.id, DS::Completed).await?;
     assert_eq!(current_target(&prod, "shop"), "releases/1.0");
     // The events tell who did what.
     let ev = c.events(r.id).await?;
     assert_eq!(ev[0].kind, "deployment.created");
-    assert!(ev.iter().any(|e| e.kind == "task.status" && e.actor == "admin" && e.detail["to"] == "completed"));
+    assert!(ev.iter().any(|e| e.kind == "task.status" && e.actor == "ann" && e.detail["to"] == "completed"));
+    assert!(ev.iter().any(|e| e.kind == "task.approval" && e.detail["by"] == "ann"));
     assert!(ev.iter().any(|e| e.actor == "agent:prod-1"));
     // A deployment that cannot roll back (nothing earlier) says so.
     let first = list.iter().find(|d| d.version == "1.0").unwrap().id;

@@ -49,8 +49,23 @@ async fn add_operator(s: &TestServer, name: &str, roles: &[&str]) -> String {
     pw
 }
 
+/// The CSRF cookie a page set, and its token (the hidden `csrf_token` field carries the same).
+fn csrf_of(page: &reqwest::Response) -> (String, String) {
+    let set = page.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set.starts_with("__Host-drover-csrf=")
+            && set.contains("Secure")
+            && set.contains("HttpOnly")
+            && set.contains("SameSite=Strict"),
+        "{set}"
+    );
+    let cookie = set.split(';').next().unwrap().to_string();
+    let token = cookie.split_once('=').unwrap().1.to_string();
+    (cookie, token)
+}
+
 /// Fills in the login page as a browser would: GET the authorization URL, POST the form with
-/// its hidden fields. Returns the status and the `Location` of the answer.
+/// its hidden fields and the CSRF cookie. Returns the status and the `Location` of the answer.
 async fn sign_in(s: &TestServer, authorize_url: &str, user: &str, password: &str) -> (u16, Option<String>) {
     let c = http(s);
     let page = c.get(authorize_url).send().await.unwrap();
@@ -59,13 +74,16 @@ async fn sign_in(s: &TestServer, authorize_url: &str, user: &str, password: &str
         return (status, page.headers().get("location").map(|v| v.to_str().unwrap().to_string()));
     }
     assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let (cookie, token) = csrf_of(&page);
     let html = page.text().await.unwrap();
     assert!(html.contains("<form method=\"post\" action=\"/oauth2/authorize\">"), "{html}");
+    assert!(html.contains(&format!("name=\"csrf_token\" value=\"{token}\"")), "{html}");
     let query = authorize_url.split_once('?').unwrap().1;
     let mut form: Vec<(String, String)> = serde_urlencoded::from_str(query).unwrap();
     form.push(("username".into(), user.into()));
     form.push(("password".into(), password.into()));
-    let r = c.post(format!("{}/oauth2/authorize", s.url)).form(&form).send().await.unwrap();
+    form.push(("csrf_token".into(), token));
+    let r = c.post(format!("{}/oauth2/authorize", s.url)).header("cookie", cookie).form(&form).send().await.unwrap();
     (r.status().as_u16(), r.headers().get("location").map(|v| v.to_str().unwrap().to_string()))
 }
 
@@ -287,7 +305,9 @@ async fn device_grant_and_operator_sessions(b: Backend) -> anyhow::Result<()> {
     let (st, v) = poll(dc.clone()).await;
     assert_eq!((st, v["error"].as_str()), (400, Some("slow_down")));
     // The operator approves on the device page (wrong password first, and a wrong code).
-    let page = h.get(format!("{}/device?user_code={user_code}", s.url)).send().await?.text().await?;
+    let page = h.get(format!("{}/device?user_code={user_code}", s.url)).send().await?;
+    let (cookie, token) = csrf_of(&page);
+    let page = page.text().await?;
     assert!(page.contains(&user_code));
     let approve = |code: &str, pw: &str, action: &str| {
         let form = [
@@ -295,10 +315,25 @@ async fn device_grant_and_operator_sessions(b: Backend) -> anyhow::Result<()> {
             ("username", "bob".into()),
             ("password", pw.to_string()),
             ("action", action.into()),
+            ("csrf_token", token.clone()),
         ];
-        let (h, url) = (h.clone(), s.url.clone());
-        async move { h.post(format!("{url}/device")).form(&form).send().await.unwrap().status().as_u16() }
+        let (h, url, cookie) = (h.clone(), s.url.clone(), cookie.clone());
+        async move {
+            h.post(format!("{url}/device")).header("cookie", cookie).form(&form).send().await.unwrap().status().as_u16()
+        }
     };
+    // Without the cookie's token (a post from another site), nothing is checked: 403.
+    let forged = h
+        .post(format!("{}/device", s.url))
+        .form(&[
+            ("user_code", user_code.as_str()),
+            ("username", "bob"),
+            ("password", pw.as_str()),
+            ("action", "approve"),
+        ])
+        .send()
+        .await?;
+    assert_eq!(forged.status(), 403);
     assert_eq!(approve(&user_code, "wrong-password-0000", "approve").await, 401);
     assert_eq!(approve("BBBB-BBBB", &pw, "approve").await, 400);
     assert_eq!(approve(&user_code.to_lowercase(), &pw, "approve").await, 200, "codes are case-insensitive");

@@ -96,6 +96,7 @@ async fn client_credentials_tokens_and_revocation(b: Backend) -> anyhow::Result<
     let ci = bearer(&s, &t);
     ci.pipelines().await?;
     assert_eq!(ci.operators().await.unwrap_err().status(), Some(403));
+    admin.apply_yaml("application: setup\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: wait, duration: 1ms}]\n").await?;
     ci.apply_yaml(
         "application: tok\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: wait, duration: 10ms}]\n",
     )
@@ -401,7 +402,8 @@ async fn keys_rotate_and_import_without_failing_a_request(b: Backend) -> anyhow:
         assert!(!k.private_key.contains("MIG"), "no PEM/DER in clear");
     }
 
-    // RFC 7662 introspection, for authenticated clients only.
+    // RFC 7662 introspection, for authenticated clients holding token.introspect only.
+    let rs = admin.create_client("resource-server", &["api-sysadmin".to_string()]).await?;
     let intro = |tok: String, auth: Option<(String, String)>| {
         let (url, c) = (s.url.clone(), http(&s));
         async move {
@@ -413,7 +415,9 @@ async fn keys_rotate_and_import_without_failing_a_request(b: Backend) -> anyhow:
             (r.status().as_u16(), r.json::<Value>().await.unwrap())
         }
     };
-    let auth = Some(("ci".to_string(), created.client_secret.clone()));
+    let (st, _) = intro(t4.clone(), Some(("ci".to_string(), created.client_secret.clone()))).await;
+    assert_eq!(st, 403, "a viewer client may not introspect");
+    let auth = Some(("resource-server".to_string(), rs.client_secret.clone()));
     let (st, v) = intro(t4.clone(), auth.clone()).await;
     assert_eq!((st, v["active"].as_bool()), (200, Some(true)));
     assert_eq!(v["client_id"], "ci");

@@ -103,6 +103,15 @@ where
     Err(Refusal::Throttled)
 }
 
+/// Whether `ip` is locked out of `user` (a remembered login from there is refused too: the lock
+/// is about guessing, and a right guess must not get in through the cache).
+pub async fn is_locked(store: &dyn Store, user: &str, ip: IpAddr) -> drover_core::Result<bool> {
+    Ok(match store.record_get(SOURCE_KIND, &source_key(user, ip)).await? {
+        Some((body, _)) => serde_json::from_str::<SourceState>(&body).is_ok_and(|s| s.evaluations >= SOURCE_LIMIT),
+        None => false,
+    })
+}
+
 /// Reserves one password evaluation for `user` from `ip`, or says why not.
 pub async fn reserve(store: &dyn Store, user: &str, ip: IpAddr) -> Result<Reservation, Refusal> {
     let now = Timestamp::now();

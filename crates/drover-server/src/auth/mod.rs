@@ -125,7 +125,13 @@ impl Authenticator {
                 l.at.elapsed() < CACHE_TTL && l.password_hash == op.password_hash && bool::from(l.key.ct_eq(&key))
             });
             if remembered {
-                return Ok(SignedIn { operator: op.clone(), fresh: false });
+                let locked = limiter::is_locked(self.store.as_ref(), user, source).await.map_err(|e| {
+                    tracing::error!(error = %e, "sign-in limiter: store error");
+                    AuthFailure::because("store_error")
+                })?;
+                if !locked {
+                    return Ok(SignedIn { operator: op.clone(), fresh: false });
+                }
             }
         }
         // The evaluation is reserved before waiting for a permit: a burst cannot out-count it.
