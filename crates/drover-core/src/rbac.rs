@@ -333,6 +333,30 @@ mod tests {
         );
     }
 
+    /// docs/security.md carries the same table of privileges and kinds as the code.
+    #[test]
+    fn the_documented_table_is_the_code() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/security.md")).unwrap();
+        let mut documented = Vec::new();
+        for line in doc.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() >= 4
+                && let Some(name) = cells[1].strip_prefix('`').and_then(|c| c.strip_suffix('`'))
+                && (cells[2] == "application" || cells[2] == "global")
+            {
+                documented.push((name.to_string(), cells[2].to_string()));
+            }
+        }
+        let code: Vec<(String, String)> = Privilege::ALL
+            .iter()
+            .map(|p| {
+                let kind = if p.is_global() { "global" } else { "application" };
+                (p.as_str().to_string(), kind.to_string())
+            })
+            .collect();
+        assert_eq!(documented, code, "docs/security.md and rbac.rs list the same privileges, kinds and order");
+    }
+
     #[test]
     fn built_in_roles_are_consistent_with_the_kinds() {
         // app-admin is "the application privileges" (plus reading agents), without the override.

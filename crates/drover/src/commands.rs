@@ -688,9 +688,10 @@ pub fn keystore(cmd: KeystoreCommand) -> anyhow::Result<u8> {
 #[derive(Subcommand, Debug)]
 pub enum OperatorsCommand {
     /// Add an operator; without --password-file a random password is generated and shown once.
+    /// Without --role, the operator's rights come from access groups only.
     Add {
         name: String,
-        #[arg(long = "role", required = true)]
+        #[arg(long = "role")]
         roles: Vec<String>,
         #[arg(long)]
         email: Option<String>,
