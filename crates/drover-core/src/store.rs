@@ -1,5 +1,5 @@
-//! The storage contract. One implementation per backend (SQLite, PostgreSQL) in `drover-store`,
-//! and one conformance suite they all pass.
+//! The storage contract: one trait per aggregate, one implementation of each per backend
+//! (SQLite, PostgreSQL) in `drover-store`, and one conformance suite they all pass.
 
 use async_trait::async_trait;
 use drover_types::{Artifact, DeploymentEvent, DeploymentStatus, Environment, LogLine, Pipeline, Timestamp};
@@ -136,12 +136,12 @@ pub enum ArtifactInsert {
     Exists(Artifact),
 }
 
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Name of the backend (`sqlite`, `postgres`), for logs and `/system/nodes`.
-    fn backend(&self) -> &'static str;
+// The storage contract, one trait per aggregate: a service's real dependencies show in its
+// signature, and a reader finds how operators are stored in one file per backend. `Store` is
+// all of them; `Arc<dyn Store>` coerces to any of them.
 
-    // Environments.
+#[async_trait]
+pub trait EnvironmentStore: Send + Sync {
     /// Inserts the environment unless one with that name exists; returns whether it inserted.
     async fn insert_environment(&self, env: &Environment) -> Result<bool>;
     async fn get_environment(&self, name: &str) -> Result<Option<Environment>>;
@@ -149,16 +149,20 @@ pub trait Store: Send + Sync + 'static {
     /// Replaces kind, labels and applications; false when there is none.
     async fn update_environment(&self, env: &Environment) -> Result<bool>;
     async fn delete_environment(&self, name: &str) -> Result<bool>;
+}
 
-    // Agents.
+#[async_trait]
+pub trait AgentStore: Send + Sync {
     /// Inserts; `Conflict` when the name is taken.
     async fn insert_agent(&self, agent: &AgentRecord) -> Result<()>;
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>>;
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     async fn delete_agent(&self, name: &str) -> Result<bool>;
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()>;
+}
 
-    // Operators.
+#[async_trait]
+pub trait OperatorStore: Send + Sync {
     async fn insert_operator(&self, op: &OperatorRecord) -> Result<bool>;
     async fn get_operator(&self, name: &str) -> Result<Option<OperatorRecord>>;
     async fn list_operators(&self) -> Result<Vec<OperatorRecord>>;
@@ -173,21 +177,28 @@ pub trait Store: Send + Sync + 'static {
         threshold: u32,
         lock_until: Timestamp,
     ) -> Result<Option<(u32, Option<Timestamp>)>>;
+}
 
-    // Applications and artifacts.
+#[async_trait]
+pub trait ArtifactStore: Send + Sync {
     async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()>;
     async fn insert_artifact(&self, artifact: &Artifact) -> Result<ArtifactInsert>;
     async fn get_artifact(&self, application: &str, version: &str) -> Result<Option<Artifact>>;
     async fn list_artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>>;
+}
 
-    // Pipelines.
+#[async_trait]
+pub trait PipelineStore: Send + Sync {
     /// Inserts or replaces the pipeline with that name.
     async fn put_pipeline(&self, pipeline: &Pipeline) -> Result<()>;
     async fn get_pipeline(&self, name: &str) -> Result<Option<Pipeline>>;
     async fn list_pipelines(&self) -> Result<Vec<Pipeline>>;
     async fn delete_pipeline(&self, name: &str) -> Result<bool>;
+}
 
-    // Deployments.
+/// Deployments with their task runs, stage locks, events and log lines.
+#[async_trait]
+pub trait DeploymentStore: Send + Sync {
     /// Inserts a deployment (its `id` is assigned) and its tasks with a `deployment.created`
     /// event, atomically; returns the id.
     async fn create_deployment(&self, d: &DeploymentRecord, event: &NewEvent) -> Result<i64>;
@@ -201,7 +212,7 @@ pub trait Store: Send + Sync + 'static {
     async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
     /// (stage index, lowest deployment id) of queued deployments of the pipeline.
     async fn oldest_queued(&self, pipeline: &str) -> Result<Vec<(usize, i64)>>;
-    /// [`Store::stage_locks`] and [`Store::oldest_queued`] in one call.
+    /// [`DeploymentStore::stage_locks`] and [`DeploymentStore::oldest_queued`] in one call.
     async fn stage_gate(&self, pipeline: &str) -> Result<(Vec<(usize, i64)>, Vec<(usize, i64)>)> {
         Ok((self.stage_locks(pipeline).await?, self.oldest_queued(pipeline).await?))
     }
@@ -225,8 +236,6 @@ pub trait Store: Send + Sync + 'static {
     /// The newest completed deployment of the pipeline with an id below `below`, with a version
     /// other than `not_version`.
     async fn last_completed(&self, pipeline: &str, below: i64, not_version: &str) -> Result<Option<DeploymentRecord>>;
-
-    // Logs and events.
     async fn append_logs(
         &self,
         deployment_id: i64,
@@ -236,14 +245,22 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<()>;
     async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>>;
     async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>>;
+}
 
-    // OAuth 2.0.
+/// OAuth 2.0 client registrations.
+#[async_trait]
+pub trait ClientStore: Send + Sync {
     /// Inserts; `Conflict` when the id is taken.
     async fn insert_client(&self, c: &ClientRecord) -> Result<()>;
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>>;
     async fn list_clients(&self) -> Result<Vec<ClientRecord>>;
     async fn update_client(&self, c: &ClientRecord) -> Result<bool>;
     async fn delete_client(&self, client_id: &str) -> Result<bool>;
+}
+
+/// Token-signing keys and the token deny-list.
+#[async_trait]
+pub trait KeyStore: Send + Sync {
     async fn insert_signing_key(&self, k: &SigningKeyRecord) -> Result<()>;
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>>;
     /// Makes `kid` the only active key; the previously active one is retired at `now`.
@@ -253,11 +270,14 @@ pub trait Store: Send + Sync + 'static {
     /// Denies a token id until `expires_at` (then forgets it).
     async fn revoke_token(&self, jti: &str, expires_at: Timestamp) -> Result<()>;
     async fn is_token_revoked(&self, jti: &str) -> Result<bool>;
+}
 
-    // Small records of the identity layer (authorization codes, refresh tokens, device codes,
-    // replay caches, custom roles, access groups, authentication profiles): JSON bodies keyed
-    // by (kind, key), versioned for compare-and-swap, optionally expiring. An expired record
-    // is invisible to every call and replaced by an insert.
+/// Small records of the identity layer (authorization codes, refresh tokens, device codes,
+/// replay caches, custom roles, access groups, authentication profiles, sign-in counts): JSON
+/// bodies keyed by (kind, key), versioned for compare-and-swap, optionally expiring. An expired
+/// record is invisible to every call and replaced by an insert.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
     /// Inserts; `false` when a live record with that key exists.
     async fn record_insert(&self, kind: &str, key: &str, body: &str, expires_at: Option<Timestamp>) -> Result<bool>;
     /// The body and version of a live record.
@@ -276,8 +296,11 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes and returns a live record in one step (single-use codes).
     async fn record_take(&self, kind: &str, key: &str) -> Result<Option<String>>;
     async fn record_delete(&self, kind: &str, key: &str) -> Result<bool>;
+}
 
-    // Audit log.
+/// The audit log: append-only, hash-chained.
+#[async_trait]
+pub trait AuditStore: Send + Sync {
     /// Appends an entry, linking it to the last one (atomically: appends are a total order).
     async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
         self.append_audit_batch(std::slice::from_ref(e))
@@ -291,7 +314,27 @@ pub trait Store: Send + Sync + 'static {
     async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Entries matching the filter, newest first.
     async fn search_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>>;
+}
 
+/// Every aggregate's store, on one backend.
+#[async_trait]
+pub trait Store:
+    EnvironmentStore
+    + AgentStore
+    + OperatorStore
+    + ArtifactStore
+    + PipelineStore
+    + DeploymentStore
+    + ClientStore
+    + KeyStore
+    + RecordStore
+    + AuditStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// Name of the backend (`sqlite`, `postgres`), for logs and `/system/nodes`.
+    fn backend(&self) -> &'static str;
     /// Checks the database's own integrity (`PRAGMA integrity_check` or equivalent).
     async fn check_integrity(&self) -> Result<()>;
 }

@@ -13,6 +13,9 @@ use drover_types::Timestamp;
 use crate::StartError;
 use crate::secrets;
 
+/// The operator created on first start.
+pub const ADMIN: &str = "admin";
+
 /// The file holding admin's first password (mode 0600) until admin sets their own.
 pub fn initial_password_file(data_dir: &Path) -> PathBuf {
     data_dir.join("initial-admin-password")
@@ -37,7 +40,7 @@ pub fn forget_initial_password(data_dir: &Path) {
 /// file when it no longer holds admin's password (changed through this or another node).
 pub(crate) async fn admin(store: &dyn Store, data_dir: &Path) -> Result<Option<String>, StartError> {
     let path = initial_password_file(data_dir);
-    if let Some(op) = store.get_operator(crate::service::operators::ADMIN).await? {
+    if let Some(op) = store.get_operator(ADMIN).await? {
         if let Ok(text) = std::fs::read_to_string(&path) {
             let (hash, pw) = (op.password_hash.clone(), text.trim().to_string());
             let still = tokio::task::spawn_blocking(move || secrets::verify_password(&hash, &pw)).await.unwrap_or(true);
@@ -72,7 +75,7 @@ pub(crate) async fn admin(store: &dyn Store, data_dir: &Path) -> Result<Option<S
     }
     let created = store
         .insert_operator(&OperatorRecord {
-            name: crate::service::operators::ADMIN.into(),
+            name: ADMIN.into(),
             password_hash: hash,
             roles: vec![RELEASE_ADMIN.into()],
             disabled: false,

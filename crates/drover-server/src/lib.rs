@@ -377,3 +377,44 @@ async fn serve_tls(
         });
     }
 }
+
+#[cfg(test)]
+mod layering {
+    /// The module layering has no cycles: `secrets` ← `auth` ← `oauth` ← `service` ← `api`.
+    #[test]
+    fn lower_layers_never_import_higher_ones() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let rules: &[(&str, &[&str])] = &[
+            ("secrets.rs", &["crate::auth", "crate::oauth", "crate::service", "crate::api", "axum"]),
+            ("auth", &["crate::oauth", "crate::service", "crate::api", "axum"]),
+            ("oauth", &["crate::service", "crate::api"]),
+            ("service", &["crate::api", "axum"]),
+            ("bootstrap.rs", &["crate::service", "crate::api"]),
+        ];
+        for (path, forbidden) in rules {
+            let p = src.join(path);
+            let files: Vec<std::path::PathBuf> = if p.is_dir() { walk(&p) } else { vec![p] };
+            assert!(!files.is_empty(), "{path}");
+            for f in files {
+                let text = std::fs::read_to_string(&f).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap();
+                for x in *forbidden {
+                    assert!(!code.contains(x), "{} uses {x}", f.display());
+                }
+            }
+        }
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+        out
+    }
+}

@@ -322,7 +322,7 @@ async fn orchestrator_sigkill_loses_and_repeats_nothing() {
     let store = drover_store::SqliteStore::open(&dir.path().join("data/drover.db")).await.unwrap();
     drover_core::Store::check_integrity(&store).await.unwrap();
     for id in &ids {
-        let ev = drover_core::Store::events(&store, *id).await.unwrap();
+        let ev = drover_core::store::DeploymentStore::events(&store, *id).await.unwrap();
         assert_eq!(ev[0].kind, "deployment.created");
     }
 }

@@ -397,7 +397,7 @@ async fn keys_rotate_and_import_without_failing_a_request(b: Backend) -> anyhow:
     let t4 = token(&s, "ci", &created.client_secret).await;
     // The keys in the store are sealed: no PKCS#8 in clear.
     let state = s.running.as_ref().unwrap().state.clone();
-    for k in drover_core::Store::list_signing_keys(state.store.as_ref()).await? {
+    for k in state.store.list_signing_keys().await? {
         assert!(k.private_key.starts_with("v1."), "sealed");
         assert!(!k.private_key.contains("MIG"), "no PEM/DER in clear");
     }

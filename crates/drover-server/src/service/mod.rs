@@ -1,6 +1,7 @@
 //! The service layer: every operation of the API, as a function of the caller's principal and
 //! its input. It checks privilege *and* application scope itself, so a handler cannot forget
-//! one; it knows no HTTP (no axum types), and returns domain errors the API maps to statuses.
+//! one; it knows no HTTP (no web-framework types), and returns domain errors the API maps to
+//! statuses.
 //!
 //! Scope rules (see docs/security.md):
 //! - a global privilege counts only through an unscoped grant ([`Ctx::require`]);

@@ -14,8 +14,7 @@ use crate::auth::limiter;
 use crate::secrets::new_secret;
 
 const MIN_PASSWORD_LEN: usize = 12;
-/// The operator created on first start.
-pub const ADMIN: &str = "admin";
+use crate::bootstrap::ADMIN;
 
 /// The privileges `roles` confer (unscoped), after checking each role exists and may be given
 /// to operators and clients (never `agent`).

@@ -1,0 +1,122 @@
+//! PostgreSQL over sqlx, for production and for several orchestrators sharing one database:
+//! `commit`'s conditional update takes the deployment's row lock, and audit appends take an
+//! advisory lock, so replicas never interleave a change.
+//!
+//! One file per aggregate implements its trait with the statements of `crate::sql`.
+
+mod agents;
+mod artifacts;
+mod audit;
+mod clients;
+mod deployments;
+mod environments;
+mod keys;
+mod operators;
+mod pipelines;
+mod records;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use drover_core::{Error, Result, Store};
+use drover_types::Timestamp;
+use sqlx::Row as _;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+
+use crate::{POSTGRES_MIGRATIONS, sql};
+
+pub(crate) fn db_err(e: sqlx::Error) -> Error {
+    Error::Store(e.to_string())
+}
+
+/// A unique or primary-key violation (a name taken).
+pub(crate) fn is_conflict(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+impl crate::rows::Row for PgRow {
+    fn int(&self, col: &str) -> Result<i64> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn opt_int(&self, col: &str) -> Result<Option<i64>> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn text(&self, col: &str) -> Result<String> {
+        self.try_get(col).map_err(db_err)
+    }
+    fn opt_text(&self, col: &str) -> Result<Option<String>> {
+        self.try_get(col).map_err(db_err)
+    }
+}
+
+/// PostgreSQL.
+#[derive(Clone)]
+pub struct PgStore {
+    pool: sqlx::PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let opts = PgConnectOptions::from_str(url).map_err(|e| Error::Invalid(format!("database URL: {e}")))?;
+        Self::connect_with(opts).await
+    }
+    pub async fn connect_with(opts: PgConnectOptions) -> Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts)
+            .await
+            .map_err(db_err)?;
+        migrate(&pool).await?;
+        Ok(PgStore { pool })
+    }
+    pub(crate) fn pool(&self) -> &sqlx::PgPool {
+        &self.pool
+    }
+}
+
+async fn migrate(pool: &sqlx::PgPool) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(db_err)?;
+    // Replicas starting together migrate one at a time.
+    sqlx::query("SELECT pg_advisory_xact_lock(7243716)").execute(&mut *tx).await.map_err(db_err)?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS drover_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await
+    .map_err(db_err)?;
+    for (v, sql) in POSTGRES_MIGRATIONS {
+        let done: Option<i64> = sqlx::query_scalar("SELECT version FROM drover_migrations WHERE version = $1")
+            .bind(v)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        if done.is_none() {
+            sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(db_err)?;
+            sqlx::query("INSERT INTO drover_migrations (version, applied_at) VALUES ($1, $2)")
+                .bind(v)
+                .bind(Timestamp::now().0)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    tx.commit().await.map_err(db_err)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn check_integrity(&self) -> Result<()> {
+        let rows: Vec<String> = sqlx::query_scalar(sql::PG_INTEGRITY).fetch_all(self.pool()).await.map_err(db_err)?;
+        if rows.iter().all(|r| r == "ok") {
+            Ok(())
+        } else {
+            Err(Error::Store(format!("integrity check failed: {}", rows.join("; "))))
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Agents on SQLite.
+
+use async_trait::async_trait;
+use drover_core::store::{AgentRecord, AgentStore};
+use drover_core::{Error, Result};
+use drover_types::Timestamp;
+use rusqlite::params;
+
+use super::{SqliteStore, all, err, exec, is_conflict, one};
+use crate::{rows, sql};
+
+#[async_trait]
+impl AgentStore for SqliteStore {
+    async fn insert_agent(&self, a: &AgentRecord) -> Result<()> {
+        let a = a.clone();
+        self.write(move |c| {
+            let r = c.prepare_cached(sql::AGENT_INSERT).and_then(|mut s| {
+                s.execute(params![a.name, a.environment, a.secret_hash, a.created_at.0, a.last_seen_at.map(|t| t.0)])
+            });
+            match r {
+                Ok(_) => Ok(()),
+                Err(e) if is_conflict(&e) => Err(Error::Conflict(format!("agent {} exists already", a.name))),
+                Err(e) => Err(err(e)),
+            }
+        })
+        .await
+    }
+
+    async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>> {
+        let name = name.to_string();
+        self.read(move |c| one(c, sql::AGENT_GET, [name], |r| rows::agent(r))).await
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        self.read(|c| all(c, sql::AGENT_LIST, [], |r| rows::agent(r))).await
+    }
+
+    async fn delete_agent(&self, name: &str) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| Ok(exec(c, sql::AGENT_DELETE, [name])? == 1)).await
+    }
+
+    async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| exec(c, sql::AGENT_TOUCH, params![at.0, name]).map(|_| ())).await
+    }
+}
