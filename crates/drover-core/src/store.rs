@@ -177,6 +177,9 @@ pub trait OperatorStore: Send + Sync {
         threshold: u32,
         lock_until: Timestamp,
     ) -> Result<Option<(u32, Option<Timestamp>)>>;
+    /// Resets the failure count and lock only (a successful sign-in writes nothing else, so it
+    /// cannot undo a change made meanwhile).
+    async fn login_succeeded(&self, name: &str) -> Result<()>;
 }
 
 #[async_trait]

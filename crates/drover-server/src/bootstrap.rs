@@ -148,6 +148,10 @@ pub async fn local_client(state: &crate::AppState, name: &str, roles: &[&str]) -
             c.secret_rotated_at = Some(now);
             c.roles = roles.clone();
             c.disabled = false;
+            // Whatever it was made into meanwhile (keys, redirect URIs, public), it is again
+            // just this tool's confidential client.
+            c.metadata = ClientMetadata::default();
+            c.tokens_not_before = now;
             state.store.update_client(&c).await?;
         }
         None => {

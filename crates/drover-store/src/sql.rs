@@ -34,6 +34,8 @@ pub const OPERATOR_UPDATE: &str = "UPDATE operators SET password_hash = $1, role
 pub const OPERATOR_LOGIN_FAILED: &str = "UPDATE operators SET failed_logins = failed_logins + 1, \
      locked_until = CASE WHEN failed_logins + 1 >= $1 THEN $2 ELSE locked_until END \
      WHERE name = $3 RETURNING failed_logins, locked_until";
+pub const OPERATOR_LOGIN_SUCCEEDED: &str =
+    "UPDATE operators SET failed_logins = 0, locked_until = NULL WHERE name = $1";
 
 // ---- applications, artifacts, pipelines -----------------------------------------------------
 

@@ -265,6 +265,24 @@ async fn nobody_grants_more_than_they_hold() {
         ("u-client-admin", Method::POST, "/api/v1/clients/strong-ci/regenerate-secret", json!({}), 403),
         ("u-client-admin", Method::PUT, "/api/v1/clients/strong-ci", json!({"disabled": true}), 403),
         ("u-client-admin", Method::DELETE, "/api/v1/clients/strong-ci", Value::Null, 403),
+        // ...nor point a client operators sign in through at itself, nor make one: such a
+        // client obtains the rights of whoever signs in (up to release-admin).
+        (
+            "u-client-admin",
+            Method::PUT,
+            "/api/v1/clients/drover-cli",
+            json!({"redirect_uris": ["https://evil.example/cb"]}),
+            403,
+        ),
+        ("u-client-admin", Method::PUT, "/api/v1/clients/drover-cli", json!({"disabled": true}), 403),
+        ("u-client-admin", Method::POST, "/api/v1/clients", json!({"name": "c5", "public": true}), 403),
+        (
+            "u-client-admin",
+            Method::POST,
+            "/api/v1/clients",
+            json!({"name": "c6", "roles": ["client-admin"], "redirect_uris": ["https://evil.example/cb"]}),
+            403,
+        ),
         // operator.manage alone: no admins, and no password reset of admin.
         (
             "u-people-admin",
@@ -332,6 +350,21 @@ async fn nobody_grants_more_than_they_hold() {
         let (st, v) = call(&s, who, m.clone(), path, (!body.is_null()).then(|| body.clone())).await;
         assert_eq!(st, *want, "{who}: {m} {path} {body}: {v}");
     }
+    // A deleted client leaves no group membership behind for the next client of its name.
+    admin.create_client("gx", &[]).await.unwrap();
+    group(&s, "admins-by-group", &["release-admin"], &[], &["gx"], &[]).await;
+    admin.delete_client("gx").await.unwrap();
+    let g = admin.access_groups().await.unwrap();
+    assert!(g.iter().find(|g| g.name == "admins-by-group").unwrap().clients.is_empty());
+    let (st, v) = call(
+        &s,
+        "u-client-admin",
+        Method::POST,
+        "/api/v1/clients",
+        Some(json!({"name": "gx", "roles": ["client-admin"]})),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
     // The stronger client still works with its secret; admin's password is unchanged.
     s.anonymous().client_credentials_token("strong-ci", &ci.client_secret, None).await.unwrap();
     admin.pipelines().await.unwrap();

@@ -6,11 +6,15 @@
 //! - per (account, source address): at most [`SOURCE_LIMIT`] evaluations without a success;
 //!   then that address is refused for that account until [`WINDOW`] after the last one. A
 //!   stranger can lock themselves out of `admin`, not `admin` out of `admin`.
-//! - per account, over every address: after [`ACCOUNT_SLOW_AFTER`] failures within the window,
-//!   at most one evaluation per [`ACCOUNT_SPACING`] — a slow throttle, so guessing from many
-//!   addresses stays slow while the owner can still get in.
+//! - per account, over every address: after [`ACCOUNT_SLOW_AFTER`] evaluations within the
+//!   window (reserved like the others, so a burst from many addresses is counted too), at most
+//!   one evaluation per [`ACCOUNT_SPACING`] — a slow throttle, so guessing from many addresses
+//!   stays slow. Addresses the account signed in from successfully within [`KNOWN_FOR`] are
+//!   not throttled by it (only by their own count), so the owner still gets in while a stranger
+//!   keeps the throttle busy; an address already locked out never takes an account slot.
 //!
-//! A success resets both. Keys are the SHA-256 of the name given (any text a caller sends).
+//! A success resets both and remembers the address. Keys are the SHA-256 of the name given
+//! (any text a caller sends).
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -23,9 +27,12 @@ pub const SOURCE_LIMIT: u32 = 5;
 pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 pub const ACCOUNT_SLOW_AFTER: u32 = 20;
 pub const ACCOUNT_SPACING: Duration = Duration::from_secs(5);
+/// How long an address the account signed in from stays exempt from the account throttle.
+pub const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
 
 const SOURCE_KIND: &str = "signin_source";
 const ACCOUNT_KIND: &str = "signin_account";
+const KNOWN_KIND: &str = "signin_known";
 const MAX_TRIES: usize = 64;
 
 #[derive(Serialize, Deserialize, Default)]
@@ -68,7 +75,6 @@ fn source_key(user: &str, ip: IpAddr) -> String {
 
 enum Step<R> {
     Write(R),
-    Keep(R),
 }
 
 /// Read-modify-write of one record by compare-and-swap (bounded; contention fails closed).
@@ -85,10 +91,7 @@ where
     for _ in 0..MAX_TRIES {
         let current = store.record_get(kind, key).await.map_err(Refusal::Store)?;
         let mut v: T = current.as_ref().and_then(|(b, _)| serde_json::from_str(b).ok()).unwrap_or_default();
-        let r = match f(&mut v)? {
-            Step::Keep(r) => return Ok(r),
-            Step::Write(r) => r,
-        };
+        let Step::Write(r) = f(&mut v)?;
         let body = serde_json::to_string(&v).map_err(|e| Refusal::Store(drover_core::Error::Store(e.to_string())))?;
         let done = match current {
             Some((_, version)) => store.record_update(kind, key, version, &body, Some(expires)).await,
@@ -117,18 +120,8 @@ pub async fn reserve(store: &dyn Store, user: &str, ip: IpAddr) -> Result<Reserv
     let now = Timestamp::now();
     let expires = now.plus(WINDOW);
     let account = account_key(user);
-    cas(store, ACCOUNT_KIND, &account, expires, |a: &mut AccountState| {
-        if a.failures < ACCOUNT_SLOW_AFTER {
-            return Ok(Step::Keep(()));
-        }
-        if now.0 < a.next_ms {
-            return Err(Refusal::Throttled);
-        }
-        a.next_ms = now.plus(ACCOUNT_SPACING).0;
-        Ok(Step::Write(()))
-    })
-    .await?;
     let source = source_key(user, ip);
+    // The address's own budget first: a locked-out address takes nothing from the account.
     let slot = cas(store, SOURCE_KIND, &source, expires, |s: &mut SourceState| {
         if s.evaluations >= SOURCE_LIMIT {
             return Err(Refusal::Locked);
@@ -138,18 +131,27 @@ pub async fn reserve(store: &dyn Store, user: &str, ip: IpAddr) -> Result<Reserv
         Ok(Step::Write(s.evaluations))
     })
     .await?;
+    let known = store.record_get(KNOWN_KIND, &source).await.map_err(Refusal::Store)?.is_some();
+    if !known {
+        cas(store, ACCOUNT_KIND, &account, expires, |a: &mut AccountState| {
+            if a.failures >= ACCOUNT_SLOW_AFTER {
+                if now.0 < a.next_ms {
+                    return Err(Refusal::Throttled);
+                }
+                a.next_ms = now.plus(ACCOUNT_SPACING).0;
+            }
+            a.failures = a.failures.saturating_add(1);
+            Ok(Step::Write(()))
+        })
+        .await?;
+    }
     Ok(Reservation { source, account, slot })
 }
 
 /// The reserved evaluation failed. Returns whether it was the last one this address had (the
 /// address is now locked out for this account).
-pub async fn failed(store: &dyn Store, r: &Reservation) -> Result<bool, Refusal> {
-    let expires = Timestamp::now().plus(WINDOW);
-    cas(store, ACCOUNT_KIND, &r.account, expires, |a: &mut AccountState| {
-        a.failures = a.failures.saturating_add(1);
-        Ok(Step::Write(()))
-    })
-    .await?;
+pub async fn failed(_store: &dyn Store, r: &Reservation) -> Result<bool, Refusal> {
+    // Both counts were taken when the evaluation was reserved.
     Ok(r.slot == SOURCE_LIMIT)
 }
 
@@ -157,6 +159,11 @@ pub async fn failed(store: &dyn Store, r: &Reservation) -> Result<bool, Refusal>
 pub async fn succeeded(store: &dyn Store, r: &Reservation) -> drover_core::Result<()> {
     store.record_delete(SOURCE_KIND, &r.source).await?;
     store.record_delete(ACCOUNT_KIND, &r.account).await?;
+    let until = Some(Timestamp::now().plus(KNOWN_FOR));
+    if !store.record_insert(KNOWN_KIND, &r.source, "{}", until).await? {
+        store.record_delete(KNOWN_KIND, &r.source).await?;
+        store.record_insert(KNOWN_KIND, &r.source, "{}", until).await?;
+    }
     Ok(())
 }
 

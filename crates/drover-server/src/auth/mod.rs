@@ -173,12 +173,11 @@ impl Authenticator {
                     false
                 }
             };
-            if reason == "wrong_password" {
-                // The account-wide count of failures, shown by `drover operators list`.
-                let never = Timestamp(i64::MAX);
-                if let Err(e) = self.store.login_failed(user, u32::MAX, never).await {
-                    tracing::error!(error = %e, "recording a failed login");
-                }
+            // The account-wide count of failures, shown by `drover operators list` (the same
+            // write for every name, known or not: no timing difference).
+            let never = Timestamp(i64::MAX);
+            if let Err(e) = self.store.login_failed(user, u32::MAX, never).await {
+                tracing::error!(error = %e, "recording a failed login");
             }
             if locked_now {
                 tracing::warn!(user, %source, "sign-ins from {source} locked out after {LOCKOUT_THRESHOLD} failures");
@@ -187,14 +186,26 @@ impl Authenticator {
             }
             return Err(AuthFailure { reason, locked_now });
         };
+        // The wait for a permit may have been long: the operator as it is now decides (disabled
+        // or given a new password meanwhile: refused; its current roles count).
+        let op = match self.store.get_operator(user).await {
+            Ok(Some(now)) if !now.disabled && now.password_hash == op.password_hash => now,
+            Ok(_) => {
+                tracing::warn!(user, "authentication refused: the operator changed during the check");
+                return Err(AuthFailure::because("changed"));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "authentication: store error");
+                return Err(AuthFailure::because("store_error"));
+            }
+        };
         if let Err(e) = limiter::succeeded(self.store.as_ref(), &reservation).await {
             tracing::error!(error = %e, "resetting sign-in counts");
         }
-        if op.failed_logins > 0 || op.locked_until.is_some() {
-            let reset = OperatorRecord { failed_logins: 0, locked_until: None, ..op.clone() };
-            if let Err(e) = self.store.update_operator(&reset).await {
-                tracing::error!(error = %e, "resetting failed logins");
-            }
+        if (op.failed_logins > 0 || op.locked_until.is_some())
+            && let Err(e) = self.store.login_succeeded(user).await
+        {
+            tracing::error!(error = %e, "resetting failed logins");
         }
         let login = CachedLogin {
             key: self.cache_key(user, password),

@@ -250,3 +250,29 @@ pub async fn delete_group(c: &Ctx<'_>, name: &str) -> Result<()> {
     c.state.principals.reload(c.state.store.as_ref()).await?;
     Ok(())
 }
+
+/// Removes a deleted operator or client from every access group naming it (so the next
+/// principal of that name does not inherit the group's grants). Runs as the orchestrator: the
+/// deletion itself was authorized.
+pub(crate) async fn forget_member(c: &Ctx<'_>, operator: Option<&str>, client: Option<&str>) -> Result<()> {
+    let s = c.state;
+    let mut changed = false;
+    for (name, body, version) in s.store.record_list(GROUP).await? {
+        let Ok(mut g) = serde_json::from_str::<AccessGroup>(&body) else { continue };
+        let before = (g.operators.len(), g.clients.len());
+        g.operators.retain(|o| Some(o.as_str()) != operator);
+        g.clients.retain(|x| Some(x.as_str()) != client);
+        if before == (g.operators.len(), g.clients.len()) {
+            continue;
+        }
+        let body = serde_json::to_string(&g).map_err(|e| Error::Store(e.to_string()))?;
+        if !s.store.record_update(GROUP, &name, version, &body, None).await? {
+            return Err(Error::Conflict(format!("access group {name} changed meanwhile; try again")));
+        }
+        changed = true;
+    }
+    if changed {
+        s.principals.reload(s.store.as_ref()).await?;
+    }
+    Ok(())
+}

@@ -73,10 +73,31 @@ async fn load(c: &Ctx<'_>, id: &str) -> Result<ClientRecord> {
     c.state.store.get_client(id).await?.ok_or_else(|| Error::NotFound(format!("client {id} not found")))
 }
 
+/// A client that operators sign in through (public, or with redirect URIs) obtains tokens
+/// acting for any operator who signs in there, up to `release-admin`: changing where it sends
+/// codes, or re-keying, disabling or deleting it, is held to the ceiling of every privilege.
+fn acts_for_operators(m: &ClientMetadata) -> bool {
+    m.public || !m.redirect_uris.is_empty()
+}
+
+fn every_privilege() -> Vec<Privilege> {
+    Privilege::ALL.iter().copied().filter(|p| *p != Privilege::AgentWork).collect()
+}
+
+/// The privileges a client named `id` with `roles` would hold: its roles and every access group
+/// naming it (a group may still name a deleted client's id).
+fn confers(c: &Ctx<'_>, id: &str, roles: &[String], metadata: &ClientMetadata) -> Vec<Privilege> {
+    let mut all = c.state.principals.resolve(PrincipalKind::Client, id, roles.to_vec()).all_privileges();
+    if acts_for_operators(metadata) {
+        all.extend(every_privilege());
+    }
+    all
+}
+
 /// The caller may change this client only if it holds nothing the caller does not.
 fn may_change(c: &Ctx<'_>, client: &ClientRecord) -> Result<()> {
-    let target = c.state.principals.resolve(PrincipalKind::Client, &client.client_id, client.roles.clone());
-    c.within_ceiling(&target.all_privileges(), &format!("client {}", client.client_id))
+    let all = confers(c, &client.client_id, &client.roles, &client.metadata);
+    c.within_ceiling(&all, &format!("client {}", client.client_id))
 }
 
 pub async fn list(c: &Ctx<'_>) -> Result<Vec<Client>> {
@@ -95,8 +116,9 @@ pub async fn create(c: &Ctx<'_>, n: NewClient) -> Result<ClientSecret> {
     if n.public && !n.roles.is_empty() {
         return Err(Error::BadRequest("a public client acts only for operators and holds no roles of its own".into()));
     }
-    let privileges = check_roles(c, &n.roles)?;
-    c.within_ceiling(&privileges, &format!("client {}", n.name))?;
+    check_roles(c, &n.roles)?;
+    let metadata = ClientMetadata { redirect_uris: n.redirect_uris.clone(), public: n.public, ..Default::default() };
+    c.within_ceiling(&confers(c, &n.name, &n.roles, &metadata), &format!("client {}", n.name))?;
     check_redirects(&n.redirect_uris)?;
     if let Some(j) = &n.jwks {
         check_jwks(j)?;
@@ -130,14 +152,15 @@ pub async fn update(c: &Ctx<'_>, id: &str, u: ClientUpdate) -> Result<Client> {
         if client.metadata.public && !roles.is_empty() {
             return Err(Error::BadRequest("a public client holds no roles of its own".into()));
         }
-        let privileges = check_roles(c, &roles)?;
-        c.within_ceiling(&privileges, &format!("client {id}"))?;
+        check_roles(c, &roles)?;
         client.roles = roles;
     }
     if let Some(uris) = u.redirect_uris {
         check_redirects(&uris)?;
         client.metadata.redirect_uris = uris;
     }
+    // What the client confers after the change, too.
+    may_change(c, &client)?;
     if let Some(j) = u.jwks {
         if j.is_null() {
             client.metadata.jwks = None;
@@ -167,6 +190,8 @@ pub async fn delete(c: &Ctx<'_>, id: &str) -> Result<()> {
         return Err(Error::Conflict(format!("{id} is the CLI's built-in client; disable it instead")));
     }
     if s.store.delete_client(id).await? {
+        // A group naming the id would hand its grants to the next client of that name.
+        crate::service::access::forget_member(c, None, Some(id)).await?;
         if let Some(agent) = client.metadata.agent {
             s.engine.cut_off_agent(&agent, "its client registration was deleted").await?;
         }

@@ -51,17 +51,23 @@ pub async fn start(c: &Ctx<'_>, req: NewDeployment) -> Result<Deployment> {
     c.on_application(Privilege::DeploymentStart, Privilege::PipelineRead, &p.application, || {
         format!("pipeline {} not found", req.pipeline)
     })?;
-    for st in &p.stages {
-        if let Some(e) = s.store.get_environment(&st.environment).await?
-            && !admits(&e, &p.application)
+    refuse_closed_environments(c, &p.application, &p.stages).await?;
+    Ok(s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?.to_view())
+}
+
+/// Deployments (a rollback is one) go only to environments that accept the application.
+async fn refuse_closed_environments(c: &Ctx<'_>, app: &str, stages: &[drover_types::StageSpec]) -> Result<()> {
+    for st in stages {
+        if let Some(e) = c.state.store.get_environment(&st.environment).await?
+            && !admits(&e, app)
         {
             return Err(Error::Forbidden(format!(
-                "environment {} no longer accepts application {}; ask an administrator",
-                e.name, p.application
+                "environment {} does not accept application {app}; ask an administrator",
+                e.name
             )));
         }
     }
-    Ok(s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?.to_view())
+    Ok(())
 }
 
 pub async fn list(

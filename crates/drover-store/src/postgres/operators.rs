@@ -64,4 +64,9 @@ impl OperatorStore for PgStore {
             .map_err(db_err)?;
         Ok(row.map(|(n, l)| (n as u32, opt_ts(l))))
     }
+
+    async fn login_succeeded(&self, name: &str) -> Result<()> {
+        sqlx::query(sql::OPERATOR_LOGIN_SUCCEEDED).bind(name).execute(self.pool()).await.map_err(db_err)?;
+        Ok(())
+    }
 }

@@ -64,4 +64,9 @@ impl OperatorStore for SqliteStore {
         })
         .await
     }
+
+    async fn login_succeeded(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
+        self.write(move |c| exec(c, sql::OPERATOR_LOGIN_SUCCEEDED, [name]).map(|_| ())).await
+    }
 }
