@@ -168,15 +168,15 @@ pub async fn agents_and_operators(s: Arc<dyn Store>) {
     assert_eq!(s.login_failed("admin", 3, Timestamp(9_000)).await.unwrap(), Some((2, None)));
     assert_eq!(s.login_failed("admin", 3, Timestamp(9_000)).await.unwrap(), Some((3, Some(Timestamp(9_000)))));
     assert_eq!(s.login_failed("nobody", 3, Timestamp(9_000)).await.unwrap(), None);
+    let mut got = s.get_operator("admin").await.unwrap().unwrap();
+    assert_eq!((got.failed_logins, got.locked_until), (3, Some(Timestamp(9_000))));
     // A success resets the count and the lock, and nothing else.
-    let before = s.get_operator("admin").await.unwrap().unwrap();
+    let before = got.clone();
     s.login_succeeded("admin").await.unwrap();
     let after = s.get_operator("admin").await.unwrap().unwrap();
     assert_eq!((after.failed_logins, after.locked_until), (0, None));
     assert_eq!(OperatorRecord { failed_logins: 0, locked_until: None, ..before }, after);
     s.login_succeeded("nobody").await.unwrap();
-    let mut got = s.get_operator("admin").await.unwrap().unwrap();
-    assert_eq!((got.failed_logins, got.locked_until), (3, Some(Timestamp(9_000))));
     got.failed_logins = 0;
     got.locked_until = None;
     got.disabled = true;
