@@ -339,6 +339,16 @@ impl Client {
     pub async fn environments(&self) -> Result<Vec<Environment>> {
         self.get("/api/v1/environments").await
     }
+    pub async fn create_environment(&self, e: &drover_types::NewEnvironment) -> Result<Environment> {
+        self.post("/api/v1/environments", e).await
+    }
+    /// Creates or replaces an environment (kind, labels, the applications it accepts).
+    pub async fn put_environment(&self, e: &drover_types::NewEnvironment) -> Result<Environment> {
+        self.send(
+            self.req(Method::PUT, &format!("/api/v1/environments/{}", e.name)).json(e).timeout(Duration::from_secs(60)),
+        )
+        .await
+    }
 
     // ---- agents ----
 

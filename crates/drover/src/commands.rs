@@ -214,15 +214,50 @@ pub async fn pipelines(conn: &Conn) -> anyhow::Result<u8> {
     })
 }
 
-pub async fn environments(conn: &Conn) -> anyhow::Result<u8> {
-    let v = client(conn).await?.environments().await?;
-    print(conn.output, &v, |v| {
-        let mut s = format!("{:<24} KIND\n", "NAME");
-        for e in v {
-            s.push_str(&format!("{:<24} {}\n", e.name, e.kind));
+#[derive(Subcommand, Debug)]
+pub enum EnvironmentsCommand {
+    /// Create or change an environment (needs environment.manage).
+    Set {
+        name: String,
+        /// dev, qa, staging, production or custom (default: from the name; kept on a change).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only these applications' pipelines may target it (repeat; none: any application).
+        #[arg(long = "application")]
+        applications: Vec<String>,
+    },
+}
+
+pub async fn environments(conn: &Conn, cmd: Option<EnvironmentsCommand>) -> anyhow::Result<u8> {
+    let c = client(conn).await?;
+    let line = |e: &drover_types::Environment| {
+        let apps = if e.applications.is_empty() { "any".to_string() } else { e.applications.join(",") };
+        format!("{:<24} {:<12} {apps}", e.name, e.kind.as_str())
+    };
+    match cmd {
+        None => {
+            let v = c.environments().await?;
+            print(conn.output, &v, |v| {
+                let mut s = format!("{:<24} {:<12} APPLICATIONS\n", "NAME", "KIND");
+                for e in v {
+                    s.push_str(&(line(e) + "\n"));
+                }
+                s
+            })
         }
-        s
-    })
+        Some(EnvironmentsCommand::Set { name, kind, applications }) => {
+            let kind = kind
+                .map(|k| {
+                    drover_types::EnvironmentKind::parse(&k)
+                        .ok_or_else(|| anyhow!("unknown kind {k:?}: dev, qa, staging, production or custom"))
+                })
+                .transpose()?;
+            let e = drover_types::NewEnvironment { name, kind, labels: Default::default(), applications };
+            let exists = c.environments().await?.iter().any(|x| x.name == e.name);
+            let got = if exists { c.put_environment(&e).await? } else { c.create_environment(&e).await? };
+            print(conn.output, &got, line)
+        }
+    }
 }
 
 // ---- deployments ----------------------------------------------------------------------------

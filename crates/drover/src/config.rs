@@ -100,10 +100,18 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     let cfg = load(&args)?;
     let data_dir = cfg.data_dir.clone();
     let running = drover_server::start(cfg).await?;
+    let file = drover_server::bootstrap::initial_password_file(&data_dir);
     if let Some(pw) = &running.initial_admin_password {
         eprintln!(
-            "Created operator 'admin'. Initial password (shown once; also in {}): {pw}",
-            data_dir.join("initial-admin-password").display()
+            "Created operator 'admin'. Initial password (shown once; also in {} until admin sets a password of \
+             their own with `drover operators set-password admin --password-file F`, which deletes the file): {pw}",
+            file.display()
+        );
+    } else if file.exists() {
+        eprintln!(
+            "The initial admin password is still in {}: set a password of your own (`drover operators set-password \
+             admin --password-file F`) and the file is deleted.",
+            file.display()
         );
     }
     eprintln!("Drover orchestrator on {} (CA: {})", running.url, running.ca_cert.display());

@@ -133,8 +133,10 @@ enum Command {
         #[command(flatten)]
         conn: Conn,
     },
-    /// List environments.
+    /// List environments; `environments set` creates or changes one.
     Environments {
+        #[command(subcommand)]
+        command: Option<commands::EnvironmentsCommand>,
         #[command(flatten)]
         conn: Conn,
     },
@@ -264,7 +266,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Promote(a) => commands::action(a, Action::Promote).await,
         Command::Rollback(a) => commands::action(a, Action::Rollback).await,
         Command::Pipelines { conn } => commands::pipelines(&conn).await,
-        Command::Environments { conn } => commands::environments(&conn).await,
+        Command::Environments { command, conn } => commands::environments(&conn, command).await,
         Command::Deployments { pipeline, status, limit, conn } => {
             commands::deployments(&conn, pipeline.as_deref(), status.as_deref(), limit).await
         }

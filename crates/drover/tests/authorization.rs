@@ -502,3 +502,43 @@ async fn agents_download_only_what_their_attempts_need_and_introspection_needs_i
     assert_eq!(r.json::<Value>().await.unwrap()["active"], true);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn environments_accept_only_their_applications() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let admin = s.admin();
+    let e = admin
+        .create_environment(&drover_types::NewEnvironment {
+            name: "prod-shop".into(),
+            kind: Some(drover_types::EnvironmentKind::Production),
+            labels: Default::default(),
+            applications: vec!["shop".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(e.applications, ["shop"]);
+    let e = admin.apply_yaml(&pipeline("other", "prod-shop", "[{type: wait, duration: 1ms}]")).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    admin.apply_yaml(&pipeline("shop", "prod-shop", "[{type: wait, duration: 1ms}]")).await.unwrap();
+    // Viewers of other do not see it; viewers of shop do.
+    operator(&s, "ovi", &[]).await;
+    group(&s, "other-viewers", &["viewer"], &["ovi"], &[], &["other"]).await;
+    let ovi = s.client("ovi", PW);
+    assert!(ovi.environments().await.unwrap().iter().all(|e| e.name != "prod-shop"));
+    let (st, _) = call(&s, "ovi", Method::GET, "/api/v1/environments/prod-shop", None).await;
+    assert_eq!(st, 404);
+    // Closing it to shop later stops new deployments there.
+    let d = admin.deploy("shop", "1").await.unwrap();
+    wait_status(&admin, d.id, D::Completed).await.unwrap();
+    admin
+        .put_environment(&drover_types::NewEnvironment {
+            name: "prod-shop".into(),
+            kind: None,
+            labels: Default::default(),
+            applications: vec!["billing".into()],
+        })
+        .await
+        .unwrap();
+    assert_eq!(admin.deploy("shop", "2").await.unwrap_err().status(), Some(403));
+    s.shutdown().await;
+}
