@@ -110,26 +110,24 @@ pub(crate) enum DecideError {
     Unavailable,
 }
 
-/// The user code of the device request, if one is pending (before the operator signs in).
-pub(crate) async fn client_of(s: &AppState, user_code: &str) -> Result<String, DecideError> {
+/// The pending request behind a user code: (normalized code, device key, record, version).
+async fn pending_request(s: &AppState, user_code: &str) -> Result<(String, String, DeviceRec, i64), DecideError> {
     let code = normalize_user_code(user_code);
-    let (dkey, _) = s
-        .store
-        .record_get("device_user", &code)
-        .await
-        .map_err(|_| DecideError::Unavailable)?
-        .ok_or(DecideError::UnknownCode)?;
-    let (body, _) = s
-        .store
-        .record_get("device", &dkey)
-        .await
-        .map_err(|_| DecideError::Unavailable)?
-        .ok_or(DecideError::UnknownCode)?;
+    let get = |kind: &'static str, key: String| async move {
+        s.store.record_get(kind, &key).await.map_err(|_| DecideError::Unavailable)?.ok_or(DecideError::UnknownCode)
+    };
+    let (dkey, _) = get("device_user", code.clone()).await?;
+    let (body, version) = get("device", dkey.clone()).await?;
     let rec: DeviceRec = serde_json::from_str(&body).map_err(|_| DecideError::UnknownCode)?;
     if rec.status != "pending" {
         return Err(DecideError::AlreadyUsed);
     }
-    Ok(rec.client_id)
+    Ok((code, dkey, rec, version))
+}
+
+/// The client of the device request, if one is pending (before the operator signs in).
+pub(crate) async fn client_of(s: &AppState, user_code: &str) -> Result<String, DecideError> {
+    Ok(pending_request(s, user_code).await?.2.client_id)
 }
 
 /// The signed-in operator approves or denies the request behind `user_code`.
@@ -139,23 +137,7 @@ pub(crate) async fn decide(
     op: &OperatorRecord,
     approve: bool,
 ) -> Result<bool, DecideError> {
-    let code = normalize_user_code(user_code);
-    let (dkey, _) = s
-        .store
-        .record_get("device_user", &code)
-        .await
-        .map_err(|_| DecideError::Unavailable)?
-        .ok_or(DecideError::UnknownCode)?;
-    let (body, version) = s
-        .store
-        .record_get("device", &dkey)
-        .await
-        .map_err(|_| DecideError::Unavailable)?
-        .ok_or(DecideError::UnknownCode)?;
-    let mut rec: DeviceRec = serde_json::from_str(&body).map_err(|_| DecideError::UnknownCode)?;
-    if rec.status != "pending" {
-        return Err(DecideError::AlreadyUsed);
-    }
+    let (code, dkey, mut rec, version) = pending_request(s, user_code).await?;
     if approve {
         let roles =
             scope_within(rec.scope.as_deref(), &operator_roles(op)).map_err(|e| DecideError::TooMuch(e.description))?;
