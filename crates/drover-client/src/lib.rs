@@ -41,6 +41,13 @@ impl Error {
             _ => None,
         }
     }
+    /// The orchestrator's error code, when it answered with one of the public table.
+    pub fn code(&self) -> Option<drover_types::ErrorCode> {
+        match self {
+            Error::Api { code, .. } => drover_types::ErrorCode::parse(code),
+            _ => None,
+        }
+    }
 }
 
 fn transport(e: reqwest::Error) -> Error {

@@ -33,6 +33,10 @@ pub enum Error {
     /// A storage failure; the message is for the log, not for callers.
     #[error("store: {0}")]
     Store(String),
+    /// The database cannot be reached (connection refused or lost, pool exhausted, busy): the
+    /// request may succeed later; callers keep their credentials and retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl Error {
@@ -44,6 +48,7 @@ impl Error {
             Error::InvalidState(_) => "invalid_state",
             Error::Forbidden(_) => "forbidden",
             Error::Store(_) => "internal",
+            Error::Unavailable(_) => "unavailable",
         }
     }
 }

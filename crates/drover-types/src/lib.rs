@@ -9,8 +9,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub mod agent;
 pub mod audit;
+pub mod error;
 pub mod pipeline;
 
+pub use error::ErrorCode;
 pub use pipeline::{CommandSpec, DurationSpec, PipelineSpec, Progression, StageSpec, TaskSpec};
 
 /// Milliseconds since the Unix epoch; serialized as RFC 3339 (UTC, millisecond precision).

@@ -17,12 +17,18 @@ use crate::{Conn, Output, exit, render};
 /// Maps an error to the documented exit code.
 pub fn exit_code_of(e: &anyhow::Error) -> u8 {
     match e.downcast_ref::<drover_client::Error>() {
+        // The public table decides (docs/api.md, "Errors").
+        Some(err @ drover_client::Error::Api { .. }) if err.code().is_some() => {
+            err.code().map(|c| c.exit_code()).unwrap_or(exit::ERROR)
+        }
+        // An answer without a code of the table (a proxy's page, an OAuth endpoint): by status.
         Some(drover_client::Error::Api { status, .. }) => match status {
             401 => exit::UNAUTHENTICATED,
             403 => exit::FORBIDDEN,
             404 => exit::NOT_FOUND,
             409 => exit::CONFLICT,
             400 | 422 => exit::INVALID,
+            503 => exit::UNAVAILABLE,
             _ => exit::ERROR,
         },
         Some(drover_client::Error::Transport(_)) => exit::UNREACHABLE,

@@ -21,6 +21,8 @@ pub mod exit {
     pub const CONFLICT: u8 = 6;
     pub const INVALID: u8 = 7;
     pub const UNREACHABLE: u8 = 8;
+    /// The orchestrator answered `unavailable` (its database is unreachable): try again.
+    pub const UNAVAILABLE: u8 = 9;
     /// `status --follow` / `quickstart --exit-when-done`: the deployment ended, not completed.
     pub const DEPLOYMENT_NOT_COMPLETED: u8 = 10;
     /// `audit verify`: the hash chain is broken.

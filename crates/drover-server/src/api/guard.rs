@@ -20,6 +20,7 @@ use crate::AppState;
 use crate::auth::{LOCKOUT_FOR, LOCKOUT_THRESHOLD};
 use crate::error::ApiError;
 use crate::oauth::Refused;
+use drover_types::ErrorCode;
 
 /// The route's declared privilege, checked by [`require`].
 #[derive(Clone)]
@@ -76,14 +77,7 @@ fn with_request_id(mut resp: Response, id: &str) -> Response {
 }
 
 fn unavailable() -> Response {
-    let mut resp = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "the orchestrator cannot reach its database; try again",
-    )
-    .into_response();
-    resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    resp
+    ApiError::unavailable().into_response()
 }
 
 fn parse_basic(req: &Request) -> Option<(String, String)> {
@@ -127,16 +121,8 @@ pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Respon
                     json!({"route": ctx.route, "reason": why}),
                 );
                 audit(&g.state, e).await;
-                let mut resp = ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "invalid_token",
-                    "the access token is invalid, expired or revoked",
-                )
-                .into_response();
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"drover\", error=\"invalid_token\""),
-                );
+                let resp = ApiError::new(ErrorCode::InvalidToken, "the access token is invalid, expired or revoked")
+                    .into_response();
                 return with_request_id(resp, &ctx.request_id);
             }
         };

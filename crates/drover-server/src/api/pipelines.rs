@@ -19,7 +19,7 @@ fn spec_from_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<PipelineSpec> {
         Ok(spec::parse_yaml(text)?)
     } else {
         let spec: PipelineSpec = serde_json::from_str(text)
-            .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.to_string()))?;
+            .map_err(|e| ApiError::new(drover_types::ErrorCode::InvalidSpec, e.to_string()))?;
         spec::validate(&spec)?;
         Ok(spec)
     }

@@ -26,8 +26,23 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 
 use crate::{POSTGRES_MIGRATIONS, sql};
 
+/// Connection trouble (refused, lost, the pool exhausted, the server shutting down or not
+/// accepting connections) is `Unavailable` — retry later; anything else is a store fault.
 pub(crate) fn db_err(e: sqlx::Error) -> Error {
-    Error::Store(e.to_string())
+    let unreachable = match &e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        // Class 08 (connection exception), 57P01-57P03 (shutdown, cannot connect now),
+        // 53300 (too many connections).
+        sqlx::Error::Database(d) => {
+            d.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03" | "53300"))
+        }
+        _ => false,
+    };
+    if unreachable { Error::Unavailable(e.to_string()) } else { Error::Store(e.to_string()) }
 }
 
 /// A unique or primary-key violation (a name taken).
@@ -50,6 +65,9 @@ impl crate::rows::Row for PgRow {
     }
 }
 
+/// How long an operation waits for a database connection before it is `Unavailable`.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// PostgreSQL.
 #[derive(Clone)]
 pub struct PgStore {
@@ -64,7 +82,8 @@ impl PgStore {
     pub async fn connect_with(opts: PgConnectOptions) -> Result<Self> {
         let pool = PgPoolOptions::new()
             .max_connections(8)
-            .acquire_timeout(Duration::from_secs(30))
+            // A request waits at most this long for a connection; then it is answered 503.
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_with(opts)
             .await
             .map_err(db_err)?;

@@ -29,8 +29,16 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Params, params};
 
 use crate::{SQLITE_MIGRATIONS, sql};
 
+/// A busy or locked database, or one that cannot be opened or read, is `Unavailable` (retry
+/// later); anything else is a store fault.
 pub(crate) fn err(e: rusqlite::Error) -> Error {
-    Error::Store(e.to_string())
+    use rusqlite::ErrorCode as C;
+    let unreachable = matches!(
+        &e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(f.code, C::DatabaseBusy | C::DatabaseLocked | C::CannotOpen | C::SystemIoFailure | C::DiskFull)
+    );
+    if unreachable { Error::Unavailable(e.to_string()) } else { Error::Store(e.to_string()) }
 }
 
 /// A unique or primary-key violation (a name taken).

@@ -1,0 +1,130 @@
+//! A database outage (issue 8): PostgreSQL behind a TCP relay that the test cuts. Callers get
+//! 503 `unavailable` with `Retry-After` — never 401 — with the same credentials, no
+//! authentication failure is recorded for it, and the orchestrator recovers by itself once the
+//! database is reachable again.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use drover_testkit::{Backend, TestServer};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A relay to PostgreSQL on 127.0.0.1:5432 that can be cut (every connection dropped, new
+/// ones refused) and restored.
+struct Relay {
+    port: u16,
+    down: Arc<AtomicBool>,
+    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start() -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let down = Arc::new(AtomicBool::new(false));
+        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
+        let (d, c) = (down.clone(), conns.clone());
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { return };
+                if d.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let h = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                c.lock().unwrap().push(h);
+            }
+        });
+        Relay { port, down, conns, accept }
+    }
+    fn cut(&self) {
+        self.down.store(true, Ordering::SeqCst);
+        for h in self.conns.lock().unwrap().drain(..) {
+            h.abort();
+        }
+    }
+    fn restore(&self) {
+        self.down.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+fn http(s: &TestServer) -> reqwest::Client {
+    let tls = drover_tls::client_config(&s.ca).unwrap();
+    reqwest::Client::builder().use_preconfigured_tls(tls).timeout(Duration::from_secs(60)).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_is_503_with_the_same_token_and_heals() {
+    let relay = Relay::start().await;
+    let (store, schema) = drover_store::testing::pg_schema_store().await.expect("PostgreSQL on 127.0.0.1:5432");
+    drop(store);
+    let url =
+        drover_store::testing::pg_schema_url(&schema).replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let s = TestServer::start_configured(Backend::Sqlite, |cfg| cfg.database_url = Some(url.clone())).await.unwrap();
+    let admin = s.admin();
+    let ci = admin.create_client("ci", &["api".into()]).await.unwrap();
+    let t = s.anonymous().client_credentials_token("ci", &ci.client_secret, None).await.unwrap();
+    let token = t["access_token"].as_str().unwrap().to_string();
+    let c = http(&s);
+    let get = |auth: &'static str| {
+        let rb = c.get(format!("{}/api/v1/pipelines", s.url));
+        let rb =
+            if auth == "bearer" { rb.bearer_auth(&token) } else { rb.basic_auth("admin", Some(&s.admin_password)) };
+        async move { rb.send().await.unwrap() }
+    };
+    assert_eq!(get("bearer").await.status(), 200);
+    assert_eq!(get("basic").await.status(), 200);
+
+    relay.cut();
+    for auth in ["bearer", "basic"] {
+        let r = get(auth).await;
+        assert_eq!(r.status(), 503, "{auth}: the database is down, the credentials are fine");
+        assert_eq!(r.headers()["retry-after"], "5");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unavailable");
+    }
+    // The token endpoint says the same in RFC 6749 terms.
+    let r = c
+        .post(format!("{}/oauth2/token", s.url))
+        .basic_auth("ci", Some(&ci.client_secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "temporarily_unavailable");
+    // The client library reports the code the CLI turns into exit code 9.
+    let e = admin.pipelines().await.unwrap_err();
+    assert_eq!(e.code(), Some(drover_types::ErrorCode::Unavailable));
+    assert_eq!(e.code().unwrap().exit_code(), 9);
+
+    relay.restore();
+    let mut healed = false;
+    for _ in 0..120 {
+        if get("bearer").await.status() == 200 {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(healed, "the orchestrator reconnects by itself");
+    assert_eq!(get("basic").await.status(), 200);
+    // No authentication failure was recorded for the outage.
+    let failed = admin.audit(None, Some("auth.failed"), None, None).await.unwrap();
+    assert!(failed.is_empty(), "{failed:?}");
+    s.shutdown().await;
+    drover_store::testing::drop_schema(&schema).await;
+}
