@@ -1,21 +1,31 @@
-//! Audit entries for high-rate security events (tokens issued and refused at the token
-//! endpoint) go through this sink: a bounded queue and one writer that appends them in batches
-//! (one transaction per batch keeps the hash chain and the rate). A full queue slows callers
-//! down rather than dropping an entry; at shutdown the queue is drained.
+//! Every audit entry of the orchestrator goes through this sink: a bounded queue and one writer
+//! that appends entries in batches (group commit: one transaction per batch keeps the hash
+//! chain and the rate). [`AuditSink::record`] returns only once its entry is durable — or says
+//! it could not be written, and the caller refuses what it was about to do: no change and no
+//! security event goes unrecorded. A full queue slows callers down; at shutdown the queue is
+//! drained.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::Store;
 use drover_types::audit::NewAuditEntry;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 const QUEUE: usize = 65_536;
 const BATCH: usize = 512;
+/// Tries of one batch before its callers are told it failed (the last wait 80 ms).
+const TRIES: u32 = 3;
+
+/// The audit log cannot be written: refuse the action (503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditUnavailable;
+
+type Item = (NewAuditEntry, oneshot::Sender<bool>);
 
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: mpsc::Sender<NewAuditEntry>,
+    tx: mpsc::Sender<Item>,
 }
 
 impl AuditSink {
@@ -25,41 +35,56 @@ impl AuditSink {
         (AuditSink { tx }, tokio::spawn(writer(store, rx, shutdown)))
     }
 
-    /// Queues an entry; waits while the queue is full.
-    pub async fn record(&self, e: NewAuditEntry) {
-        if let Err(e) = self.tx.send(e).await {
-            tracing::error!(action = %e.0.action, "audit sink closed; entry written directly");
+    /// Appends an entry; returns once it is durable (in the batch that committed it).
+    pub async fn record(&self, e: NewAuditEntry) -> Result<(), AuditUnavailable> {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send((e, done)).await.is_err() {
+            tracing::error!("audit sink closed");
+            return Err(AuditUnavailable);
+        }
+        match wait.await {
+            Ok(true) => Ok(()),
+            _ => Err(AuditUnavailable),
         }
     }
 }
 
-async fn append(store: &dyn Store, batch: &[NewAuditEntry]) {
-    let mut wait = Duration::from_millis(50);
-    for attempt in 1..=6 {
-        match store.append_audit_batch(batch).await {
-            Ok(_) => return,
-            Err(e) if attempt < 6 => {
-                tracing::warn!(error = %e, entries = batch.len(), attempt, "audit append failed; retrying");
+async fn append(store: &dyn Store, batch: Vec<Item>) {
+    let (entries, acks): (Vec<NewAuditEntry>, Vec<oneshot::Sender<bool>>) = batch.into_iter().unzip();
+    let mut wait = Duration::from_millis(20);
+    for attempt in 1..=TRIES {
+        match store.append_audit_batch(&entries).await {
+            Ok(_) => {
+                for a in acks {
+                    let _ = a.send(true);
+                }
+                return;
+            }
+            Err(e) if attempt < TRIES => {
+                tracing::warn!(error = %e, entries = entries.len(), attempt, "audit append failed; retrying");
                 tokio::time::sleep(wait).await;
                 wait *= 2;
             }
             Err(e) => {
-                for x in batch {
-                    tracing::error!(error = %e, action = %x.action, principal = %x.principal, target = %x.target, "audit entry could not be written");
+                for x in &entries {
+                    tracing::error!(error = %e, action = %x.action, principal = %x.principal, target = %x.target, "audit entry could not be written; the action is refused");
                 }
             }
         }
     }
+    for a in acks {
+        let _ = a.send(false);
+    }
 }
 
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<NewAuditEntry>, mut shutdown: watch::Receiver<bool>) {
-    let mut batch = Vec::with_capacity(BATCH);
+async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Item>, mut shutdown: watch::Receiver<bool>) {
     loop {
         let first = tokio::select! {
             e = rx.recv() => e,
             _ = shutdown.changed() => None,
         };
         let Some(first) = first else { break };
+        let mut batch = Vec::with_capacity(64);
         batch.push(first);
         while batch.len() < BATCH {
             match rx.try_recv() {
@@ -67,19 +92,18 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<NewAuditEntry>, mu
                 Err(_) => break,
             }
         }
-        append(store.as_ref(), &batch).await;
-        batch.clear();
+        append(store.as_ref(), batch).await;
     }
     // Drain what is queued.
     rx.close();
+    let mut batch = Vec::new();
     while let Some(e) = rx.recv().await {
         batch.push(e);
         if batch.len() == BATCH {
-            append(store.as_ref(), &batch).await;
-            batch.clear();
+            append(store.as_ref(), std::mem::take(&mut batch)).await;
         }
     }
     if !batch.is_empty() {
-        append(store.as_ref(), &batch).await;
+        append(store.as_ref(), batch).await;
     }
 }

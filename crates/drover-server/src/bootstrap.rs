@@ -140,6 +140,20 @@ pub async fn local_client(state: &crate::AppState, name: &str, roles: &[&str]) -
     let secret = secrets::new_secret();
     let now = Timestamp::now();
     let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    let e = crate::oauth::event(
+        "system".into(),
+        "client.local_secret",
+        name,
+        "success",
+        "",
+        serde_json::json!({"roles": roles, "reason": "a local tool with the data dir asked for credentials"}),
+    );
+    // On record before the secret changes.
+    state
+        .audit_sink
+        .record(e)
+        .await
+        .map_err(|_| drover_core::Error::Unavailable("the audit log cannot be written".into()))?;
     match state.store.get_client(name).await? {
         Some(mut c) => {
             c.secret_hash = secrets::secret_hash(&secret);
@@ -165,14 +179,5 @@ pub async fn local_client(state: &crate::AppState, name: &str, roles: &[&str]) -
             state.store.insert_client(&c).await?;
         }
     }
-    let e = crate::oauth::event(
-        "system".into(),
-        "client.local_secret",
-        name,
-        "success",
-        "",
-        serde_json::json!({"roles": roles, "reason": "a local tool with the data dir asked for credentials"}),
-    );
-    state.store.append_audit(&e).await?;
     Ok(secret)
 }

@@ -3,7 +3,7 @@
 use drover_testkit::{Backend, TestServer};
 use drover_types::Action;
 
-drover_testkit::on_both_backends!(audit_records_actions_and_detects_tampering);
+drover_testkit::on_both_backends!(audit_records_actions_and_detects_tampering, no_change_without_its_entry);
 
 async fn tamper(s: &TestServer, sql_sqlite: &str, sql_pg: &[&str]) -> anyhow::Result<()> {
     match s.pg_url() {
@@ -110,6 +110,51 @@ async fn audit_records_actions_and_detects_tampering(b: Backend) -> anyhow::Resu
     let broken = v.broken.unwrap();
     assert_eq!(broken.seq, 2);
     assert!(broken.reason.contains("missing"), "{}", broken.reason);
+    s.shutdown().await;
+    Ok(())
+}
+
+/// With the audit log refusing inserts, a change is refused (503) and absent, a token is not
+/// handed out; once the log accepts entries again, both work and are recorded.
+async fn no_change_without_its_entry(b: Backend) -> anyhow::Result<()> {
+    let s = TestServer::start(b).await?;
+    let admin = s.admin();
+    admin.pipelines().await?; // admin's sign-in is on record (and remembered) before the log fails
+    let ci = admin.create_client("ci", &["api".into()]).await?;
+    tamper(
+        &s,
+        "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        &[
+            "CREATE FUNCTION refuse_audit() RETURNS trigger AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION refuse_audit()",
+        ],
+    )
+    .await?;
+    let op = drover_types::NewOperator {
+        name: "mallory".into(),
+        roles: vec!["release-admin".into()],
+        password: Some("a-long-password-123".into()),
+        email: None,
+    };
+    let e = admin.add_operator(&op).await.unwrap_err();
+    assert_eq!(e.status(), Some(503), "{e}");
+    let e = s.anonymous().client_credentials_token("ci", &ci.client_secret, None).await.unwrap_err();
+    assert_eq!(e.status(), Some(503), "no token without its token.issued entry: {e}");
+    let state = s.running.as_ref().unwrap().state.clone();
+    assert!(state.store.get_operator("mallory").await?.is_none(), "the refused change is not there");
+    // Reads still work (they are not audited).
+    admin.pipelines().await?;
+
+    tamper(&s, "DROP TRIGGER refuse_audit;", &["DROP TRIGGER refuse_audit ON audit_log"]).await?;
+    admin.add_operator(&op).await?;
+    s.anonymous().client_credentials_token("ci", &ci.client_secret, None).await?;
+    let all = admin.audit(None, None, None, Some(50)).await?;
+    let created: Vec<_> = all.iter().filter(|a| a.entry.action == "POST /api/v1/operators").collect();
+    assert_eq!(created.len(), 2, "started and its outcome: {created:?}");
+    assert_eq!(created[0].entry.outcome, "success");
+    assert_eq!(created[1].entry.outcome, "started");
+    assert!(all.iter().any(|a| a.entry.action == "token.issued" && a.entry.target == "ci"));
+    assert!(admin.verify_audit().await?.ok);
     s.shutdown().await;
     Ok(())
 }

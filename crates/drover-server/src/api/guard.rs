@@ -63,10 +63,18 @@ impl Ctx {
     }
 }
 
-async fn audit(state: &AppState, e: NewAuditEntry) {
-    if let Err(err) = state.store.append_audit(&e).await {
-        tracing::error!(error = %err, action = %e.action, principal = %e.principal, "could not append to the audit log");
+/// Appends an entry and waits until it is durable; false when it could not be written.
+async fn audit(state: &AppState, e: NewAuditEntry) -> bool {
+    state.audit_sink.record(e).await.is_ok()
+}
+
+/// Calls whose entries come before the call runs: state changes (never one without its
+/// entry), and downloads of artifacts and logs.
+fn audited(method: &axum::http::Method, route: &str) -> bool {
+    if !route.starts_with("/api/") {
+        return false;
     }
+    *method != axum::http::Method::GET || route.ends_with("/content") || route.ends_with("/logs")
 }
 
 fn with_request_id(mut resp: Response, id: &str) -> Response {
@@ -158,8 +166,11 @@ pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Respon
     let op = signed_in.operator;
     let principal = g.state.principals.resolve(PrincipalKind::Operator, &op.name, op.roles.clone());
     if signed_in.fresh {
-        audit(&g.state, ctx.entry(&principal.audit_label(), "auth.login".into(), user.clone(), "success", json!({})))
-            .await;
+        let e = ctx.entry(&principal.audit_label(), "auth.login".into(), user.clone(), "success", json!({}));
+        if !audit(&g.state, e).await {
+            // A sign-in that cannot be recorded does not happen.
+            return with_request_id(unavailable(), &ctx.request_id);
+        }
     }
     authorized(g, ctx, principal, req, next).await
 }
@@ -175,9 +186,18 @@ async fn authorized(g: Guard, ctx: Ctx, principal: Principal, mut req: Request, 
         return with_request_id(resp, &ctx.request_id);
     }
     req.extensions_mut().insert(principal);
+    // A state change is recorded before it is made: if its entry cannot be written, it is not
+    // made (503). Its outcome follows as a second entry. Agent-protocol traffic is recorded per
+    // deployment instead (its events name the agent).
+    let audited = audited(&ctx.method, &ctx.route);
+    if audited {
+        let e = ctx.entry(&who, format!("{} {}", ctx.method, ctx.route), ctx.path.clone(), "started", json!({}));
+        if !audit(&g.state, e).await {
+            return with_request_id(unavailable(), &ctx.request_id);
+        }
+    }
     let resp = next.run(req).await;
-    // Agent-protocol traffic is recorded per deployment (its events name the agent).
-    if ctx.method != axum::http::Method::GET && ctx.route.starts_with("/api/") {
+    if audited {
         let status = resp.status();
         let outcome = if status.is_success() {
             "success"

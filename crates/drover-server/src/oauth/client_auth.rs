@@ -221,6 +221,8 @@ async fn authenticate_client(
     };
     tracing::warn!(client = %id, reason = why, "client authentication failed");
     let detail = serde_json::json!({"reason": why, "endpoint": "token"});
-    s.audit_sink.record(super::event("anonymous".into(), "token.refused", &id, "failure", source, detail)).await;
+    // Refused either way; a refusal that cannot be recorded is logged by the sink.
+    let _ =
+        s.audit_sink.record(super::event("anonymous".into(), "token.refused", &id, "failure", source, detail)).await;
     Err(OAuthError::invalid_client(basic))
 }

@@ -57,7 +57,7 @@ pub async fn token(
         match form.grant_type.as_deref() {
             Some("client_credentials") => grants::client_credentials::grant(&s, &client, &form, &source).await,
             Some("authorization_code") => grants::authorization_code::grant(&s, &client, &form).await,
-            Some("refresh_token") => grants::refresh_token::grant(&s, &client, &form).await,
+            Some("refresh_token") => grants::refresh_token::grant(&s, &client, &form, &source).await,
             Some(DEVICE_GRANT) => grants::device_code::grant(&s, &client, &form).await,
             Some(_) => Err(OAuthError::bad("unsupported_grant_type", "unsupported grant_type")),
             None => Err(OAuthError::invalid_request("grant_type is required")),
@@ -80,9 +80,12 @@ pub async fn revoke(
     let result = async {
         let (form, client) = authenticated_form(&s, &headers, form, &source).await?;
         let token = form.token.as_deref().ok_or_else(|| OAuthError::invalid_request("token is required"))?;
+        let who = format!("client:{}", client.client_id);
         if !token.contains('.') {
             // Not a JWT: a refresh token; revoking it ends its whole login session.
             sessions::revoke_refresh(&s, &client, token).await?;
+            let detail = serde_json::json!({"kind": "refresh_token"});
+            super::audit(&s, who, "token.revoked", &client.client_id, "success", &source, detail).await?;
             return Ok(());
         }
         if let Ok(c) = verify::decode(&s, token)
@@ -90,6 +93,8 @@ pub async fn revoke(
         {
             s.store.revoke_token(&c.jti, Timestamp((c.exp + CLOCK_SKEW_SECS as i64) * 1000)).await?;
             tracing::info!(client = %client.client_id, jti = %c.jti, "token revoked");
+            let detail = serde_json::json!({"kind": "access_token", "jti": c.jti});
+            super::audit(&s, who, "token.revoked", &client.client_id, "success", &source, detail).await?;
         }
         Ok::<(), OAuthError>(())
     };
@@ -147,8 +152,13 @@ pub async fn device_authorization(
     form: FormInput,
 ) -> Response {
     let result = async {
-        let (form, client) = authenticated_form(&s, &headers, form, &peer.to_string()).await?;
-        grants::device_code::authorize(&s, &client, &form).await
+        let source = peer.to_string();
+        let (form, client) = authenticated_form(&s, &headers, form, &source).await?;
+        let body = grants::device_code::authorize(&s, &client, &form).await?;
+        let detail = serde_json::json!({"scope": form.scope});
+        let who = format!("client:{}", client.client_id);
+        super::audit(&s, who, "device.authorization", &client.client_id, "success", &source, detail).await?;
+        Ok::<_, OAuthError>(body)
     };
     match result.await {
         Ok(body) => ([(header::CACHE_CONTROL, "no-store")], Json(body)).into_response(),

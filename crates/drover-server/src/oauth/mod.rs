@@ -111,7 +111,8 @@ pub(crate) fn event(
     }
 }
 
-/// Appends an authorization-server entry to the audit log now.
+/// Appends an authorization-server entry to the audit log; returns once it is durable, or
+/// that it could not be written (the caller then refuses what it was about to hand out).
 pub(crate) async fn audit(
     s: &AppState,
     principal: String,
@@ -120,9 +121,7 @@ pub(crate) async fn audit(
     outcome: &str,
     source: &str,
     detail: serde_json::Value,
-) {
+) -> Result<(), error::OAuthError> {
     let e = event(principal, action, target, outcome, source, detail);
-    if let Err(err) = s.store.append_audit(&e).await {
-        tracing::error!(error = %err, action, "could not append to the audit log");
-    }
+    s.audit_sink.record(e).await.map_err(|_| error::OAuthError::unavailable("the audit log cannot be written"))
 }

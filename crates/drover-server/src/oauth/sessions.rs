@@ -132,9 +132,9 @@ pub(crate) async fn new_session(
         &client.client_id,
         "success",
         "",
-        serde_json::json!({"grant": grant, "session": family}),
+        serde_json::json!({"grant": grant, "session": family, "jti": tokens.claims.jti}),
     )
-    .await;
+    .await?;
     Ok(tokens)
 }
 

@@ -23,6 +23,7 @@ pub(crate) async fn grant(
     let detail = serde_json::json!({"grant": "client_credentials", "jti": c.jti, "scope": c.scope});
     let principal = format!("client:{}", client.client_id);
     let e = crate::oauth::event(principal, "token.issued", &client.client_id, "success", source, detail);
-    s.audit_sink.record(e).await;
+    // The token is handed out only once its issue is on record.
+    s.audit_sink.record(e).await.map_err(|_| OAuthError::unavailable("the audit log cannot be written"))?;
     Ok(tokens)
 }

@@ -18,7 +18,7 @@ async fn reused(s: &AppState, rec: &RefreshRec) -> OAuthError {
     if let Err(e) = sessions::revoke_family(s, &rec.family).await {
         return OAuthError::unavailable(e);
     }
-    crate::oauth::audit(
+    let _ = crate::oauth::audit(
         s,
         format!("operator:{} via client:{}", rec.operator, rec.client_id),
         "token.refresh_reused",
@@ -31,7 +31,12 @@ async fn reused(s: &AppState, rec: &RefreshRec) -> OAuthError {
     OAuthError::invalid_grant("refresh token already used; the login session is revoked")
 }
 
-pub(crate) async fn grant(s: &AppState, client: &ClientRecord, form: &TokenForm) -> Result<TokenSet, OAuthError> {
+pub(crate) async fn grant(
+    s: &AppState,
+    client: &ClientRecord,
+    form: &TokenForm,
+    source: &str,
+) -> Result<TokenSet, OAuthError> {
     let Some(token) = form.refresh_token.as_deref() else {
         return Err(OAuthError::invalid_request("refresh_token is required"));
     };
@@ -72,6 +77,24 @@ pub(crate) async fn grant(s: &AppState, client: &ClientRecord, form: &TokenForm)
     if family.created_ms <= sessions::not_before(s, &rec.operator).await?.0 {
         return Err(OAuthError::invalid_grant("the login session was revoked"));
     }
-    sessions::issue_pair(s, client, &rec.operator, roles, &rec.family, Timestamp(family.created_ms).plus(SESSION_MAX))
-        .await
+    let tokens = sessions::issue_pair(
+        s,
+        client,
+        &rec.operator,
+        roles,
+        &rec.family,
+        Timestamp(family.created_ms).plus(SESSION_MAX),
+    )
+    .await?;
+    crate::oauth::audit(
+        s,
+        format!("operator:{} via client:{}", rec.operator, rec.client_id),
+        "token.issued",
+        &rec.client_id,
+        "success",
+        source,
+        serde_json::json!({"grant": "refresh_token", "session": rec.family, "jti": tokens.claims.jti}),
+    )
+    .await?;
+    Ok(tokens)
 }

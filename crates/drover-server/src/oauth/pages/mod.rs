@@ -136,15 +136,18 @@ pub(crate) async fn sign_in(
         Ok(signed_in) => {
             let op = signed_in.operator;
             let detail = serde_json::json!({"client": client, "route": route});
-            super::audit(s, format!("operator:{}", op.name), "auth.login", &op.name, "success", &source, detail).await;
+            // A sign-in that cannot be recorded does not happen.
+            super::audit(s, format!("operator:{}", op.name), "auth.login", &op.name, "success", &source, detail)
+                .await
+                .map_err(|_| SignInError::Unavailable)?;
             Ok(op)
         }
         Err(f) => {
             let detail = serde_json::json!({"route": route, "reason": f.reason, "client": client});
-            super::audit(s, "anonymous".into(), "auth.failed", user, "failure", &source, detail).await;
+            let _ = super::audit(s, "anonymous".into(), "auth.failed", user, "failure", &source, detail).await;
             if f.locked_now {
                 let detail = serde_json::json!({"source": peer.ip().to_string()});
-                super::audit(s, "system".into(), "operator.locked", user, "success", &source, detail).await;
+                let _ = super::audit(s, "system".into(), "operator.locked", user, "success", &source, detail).await;
             }
             if f.unavailable() { Err(SignInError::Unavailable) } else { Err(SignInError::Invalid) }
         }
