@@ -680,6 +680,27 @@ impl Client {
     }
 
     /// Verifies the audit log's hash chain on the orchestrator.
+    /// A SysOps view: `nodes`, `caches`, `pools` or `queues`.
+    pub async fn system(&self, what: &str) -> Result<serde_json::Value> {
+        self.get(&format!("/api/v1/system/{what}")).await
+    }
+    pub async fn clear_cache(&self, name: &str) -> Result<serde_json::Value> {
+        self.post(&format!("/api/v1/system/caches/{name}/clear"), &serde_json::json!({})).await
+    }
+    /// Drains a node (`on`) or ends its drain.
+    pub async fn drain_node(&self, node: &str, on: bool) -> Result<serde_json::Value> {
+        let what = if on { "drain" } else { "resume" };
+        self.post(&format!("/api/v1/system/nodes/{node}/{what}"), &serde_json::json!({})).await
+    }
+    pub async fn resize_pool(&self, max: u32) -> Result<serde_json::Value> {
+        self.send(
+            self.req(Method::PUT, "/api/v1/system/pools/database")
+                .json(&serde_json::json!({"max_connections": max}))
+                .timeout(Duration::from_secs(60)),
+        )
+        .await
+    }
+
     pub async fn verify_audit(&self) -> Result<drover_types::audit::AuditVerification> {
         self.send(self.req(Method::GET, "/api/v1/audit/verify").timeout(Duration::from_secs(600))).await
     }

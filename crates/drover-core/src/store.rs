@@ -319,6 +319,19 @@ pub trait AuditStore: Send + Sync {
     async fn search_audit(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>>;
 }
 
+/// The database connections of a store, for the SysOps view.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PoolStats {
+    /// Connections open now (SQLite: the writer and the pooled readers).
+    pub size: u32,
+    /// Of those, idle.
+    pub idle: u32,
+    /// At most this many.
+    pub max: u32,
+    /// Whether [`Store::resize_pool`] applies.
+    pub resizable: bool,
+}
+
 /// Every aggregate's store, on one backend.
 #[async_trait]
 pub trait Store:
@@ -340,4 +353,9 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// Checks the database's own integrity (`PRAGMA integrity_check` or equivalent).
     async fn check_integrity(&self) -> Result<()>;
+    fn pool_stats(&self) -> PoolStats;
+    /// Replaces the connection pool with one of at most `max` connections (a new pool is
+    /// swapped in; operations under way finish on the old one). `Invalid` where it does not
+    /// apply.
+    async fn resize_pool(&self, max: u32) -> Result<()>;
 }

@@ -62,6 +62,12 @@ impl Principals {
         Ok(())
     }
 
+    /// (custom roles, access groups) in the table, for `/system/caches`.
+    pub fn sizes(&self) -> (usize, usize) {
+        let t = self.table.read().expect("poisoned");
+        (t.roles.len(), t.groups.len())
+    }
+
     /// The privileges of a role, built-in or custom.
     pub fn role(&self, name: &str) -> Option<Vec<Privilege>> {
         rbac::role_privileges(name).or_else(|| self.table.read().expect("poisoned").roles.get(name).cloned())

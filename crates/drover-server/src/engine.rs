@@ -76,6 +76,12 @@ pub struct Engine {
     kick_rx: Mutex<Option<mpsc::UnboundedReceiver<Kick>>>,
     /// Deployment ids that changed (for `status --follow` / SSE).
     changes: broadcast::Sender<i64>,
+    /// Agent long polls held open now.
+    polls: std::sync::atomic::AtomicUsize,
+    /// A draining node hands out no new work (re-deliveries of what agents hold go on).
+    draining: std::sync::atomic::AtomicBool,
+    /// Woken when a drain ends, so held polls ask again at once.
+    resumed: Notify,
 }
 
 impl Engine {
@@ -92,12 +98,38 @@ impl Engine {
             kicks,
             kick_rx: Mutex::new(Some(kick_rx)),
             changes,
+            polls: Default::default(),
+            draining: Default::default(),
+            resumed: Notify::new(),
         })
     }
 
     /// The webhook calls to make (taken once, by the orchestrator's webhook runner).
     pub fn take_webhook_calls(&self) -> Option<mpsc::UnboundedReceiver<WebhookCall>> {
         self.call_rx.lock().expect("poisoned").take()
+    }
+
+    /// Agent long polls held open now.
+    pub fn polls_waiting(&self) -> usize {
+        self.polls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Drains (or stops draining) this node: while draining, polls get no new work.
+    pub fn set_draining(&self, on: bool) {
+        if self.draining.swap(on, std::sync::atomic::Ordering::Relaxed) != on {
+            if !on {
+                self.resumed.notify_waiters();
+            }
+            tracing::warn!(
+                draining = on,
+                "node {}",
+                if on { "draining: no new work is handed out" } else { "no longer draining" }
+            );
+        }
     }
 
     /// Agents should heartbeat a few times per lease.
@@ -491,11 +523,25 @@ impl Engine {
             return Ok(out);
         }
         let deadline = tokio::time::Instant::now() + wait.min(MAX_POLL_WAIT);
+        self.polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let _waiting = Waiting(&self.polls);
+        if self.draining() {
+            return Ok(self.held(deadline).await);
+        }
         let notify = self.waker(environment);
         loop {
             let notified = notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            if self.draining() {
+                return Ok(self.held(deadline).await);
+            }
             let got = self.claim(agent, environment, capacity).await?;
             if !got.is_empty() {
                 return Ok(got);
@@ -505,6 +551,21 @@ impl Engine {
                 _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
             }
         }
+    }
+
+    /// A poll on a draining node: held until its deadline or the end of the drain (the agent
+    /// would ask again at once), handing out nothing.
+    async fn held(&self, deadline: tokio::time::Instant) -> Vec<Assignment> {
+        let resumed = self.resumed.notified();
+        tokio::pin!(resumed);
+        resumed.as_mut().enable();
+        if self.draining() {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = &mut resumed => {}
+            }
+        }
+        Vec::new()
     }
 
     async fn claim(&self, agent: &str, environment: &str, capacity: u32) -> Result<Vec<Assignment>> {

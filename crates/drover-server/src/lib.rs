@@ -26,6 +26,7 @@ pub mod bootstrap;
 pub mod cors;
 pub mod engine;
 pub mod error;
+pub mod nodes;
 pub mod oauth;
 pub mod profiles;
 pub mod secrets;
@@ -193,6 +194,10 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             tracing::error!(error = %e, "engine stopped");
         }
     }));
+    {
+        let (s, stop) = (state.clone(), rx.clone());
+        tasks.push(tokio::spawn(nodes::run(s, stop)));
+    }
     // Roles and groups changed through another replica sharing the database.
     {
         let (s, mut stop) = (state.clone(), rx.clone());

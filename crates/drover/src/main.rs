@@ -170,6 +170,13 @@ enum Command {
         #[command(subcommand)]
         command: commands::KeystoreCommand,
     },
+    /// The SysOps view (nodes, caches, pools, queues) and its levers.
+    System {
+        #[command(subcommand)]
+        command: commands::SystemCommand,
+        #[command(flatten)]
+        conn: Conn,
+    },
     /// Manage OAuth 2.0 client registrations (CI systems, scripts): secrets, rotation, revocation.
     Client {
         #[command(subcommand)]
@@ -273,6 +280,7 @@ async fn run(cli: Cli) -> u8 {
             commands::deployments(&conn, pipeline.as_deref(), status.as_deref(), limit).await
         }
         Command::Agents { command, conn } => commands::agents(&conn, command).await,
+        Command::System { command, conn } => commands::system(&conn, command).await,
         Command::Artifact { command } => commands::artifact(command).await,
         Command::Audit { command } => commands::audit(command).await,
         Command::Operators { command, conn } => commands::operators(&conn, command).await,

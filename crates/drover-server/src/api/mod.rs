@@ -133,6 +133,12 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, GET "/api/v1/system/nodes" => system::nodes, SystemObserve);
     let r = route!(r, GET "/api/v1/system/agents" => agents::list, SystemObserve);
     let r = route!(r, GET "/api/v1/system/queues" => system::queues, SystemObserve);
+    let r = route!(r, GET "/api/v1/system/caches" => system::caches, SystemObserve);
+    let r = route!(r, GET "/api/v1/system/pools" => system::pools, SystemObserve);
+    let r = route!(r, POST "/api/v1/system/caches/{name}/clear" => system::clear_cache, SystemManage);
+    let r = route!(r, POST "/api/v1/system/nodes/{name}/drain" => system::drain, SystemManage);
+    let r = route!(r, POST "/api/v1/system/nodes/{name}/resume" => system::resume, SystemManage);
+    let r = route!(r, PUT "/api/v1/system/pools/database" => system::resize_pool, SystemManage);
     let r = route!(r, POST "/agent/v1/poll" => agent_protocol::poll, AgentWork);
     let r = route!(r, POST "/agent/v1/attempts/{attempt}/events" => agent_protocol::events, AgentWork);
     let r = route!(r, POST "/agent/v1/attempts/{attempt}/result" => agent_protocol::result, AgentWork);

@@ -73,6 +73,8 @@ pub struct Authenticator {
     touched: Mutex<HashMap<String, Instant>>,
     /// Argon2 is memory- and CPU-hard: bound how many run at once.
     hashing: Semaphore,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 /// Runs one password verification on a blocking thread; `None` as the hash does the same work
@@ -98,7 +100,28 @@ impl Authenticator {
             cache: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(2),
+            hits: Default::default(),
+            misses: Default::default(),
         }
+    }
+
+    /// (remembered sign-ins, hits, misses), for `/system/caches`.
+    pub fn cache_stats(&self) -> (usize, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.cache.lock().expect("poisoned").len(), self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+
+    /// Forgets every remembered sign-in (the next call of each checks its password again).
+    pub fn clear_cache(&self) -> usize {
+        let mut c = self.cache.lock().expect("poisoned");
+        let n = c.len();
+        c.clear();
+        n
+    }
+
+    /// Password checks waiting for a hashing permit or running.
+    pub fn hashing_in_use(&self) -> usize {
+        2 - self.hashing.available_permits().min(2)
     }
 
     fn cache_key(&self, user: &str, password: &str) -> [u8; 32] {
@@ -124,6 +147,8 @@ impl Authenticator {
             let remembered = self.cache.lock().expect("poisoned").get(user).is_some_and(|l| {
                 l.at.elapsed() < CACHE_TTL && l.password_hash == op.password_hash && bool::from(l.key.ct_eq(&key))
             });
+            use std::sync::atomic::Ordering::Relaxed;
+            if remembered { &self.hits } else { &self.misses }.fetch_add(1, Relaxed);
             if remembered {
                 let locked = limiter::is_locked(self.store.as_ref(), user, source).await.map_err(|e| {
                     tracing::error!(error = %e, "sign-in limiter: store error");

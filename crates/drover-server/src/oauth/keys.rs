@@ -349,6 +349,11 @@ impl KeyRing {
     }
 
     /// The JWKS document: every key that may still verify a token.
+    /// Keys that verify tokens now (the active one and the retired ones still in the JWKS).
+    pub fn verifying_count(&self) -> usize {
+        self.verifying.read().expect("poisoned").len()
+    }
+
     pub fn jwks(&self) -> serde_json::Value {
         let now = Timestamp::now();
         let keys: Vec<serde_json::Value> = self

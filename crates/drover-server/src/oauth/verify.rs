@@ -14,6 +14,8 @@ use crate::AppState;
 #[derive(Default)]
 pub struct VerifiedTokens {
     map: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
+    hits: std::sync::atomic::AtomicU64,
+    misses: std::sync::atomic::AtomicU64,
 }
 
 /// Entries at most; when full, the cache starts over (no eviction order to maintain).
@@ -21,7 +23,22 @@ const VERIFIED_CAP: usize = 100_000;
 
 impl VerifiedTokens {
     fn get(&self, digest: &[u8; 32]) -> Option<Claims> {
-        self.map.lock().expect("poisoned").get(digest).cloned()
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = self.map.lock().expect("poisoned").get(digest).cloned();
+        if c.is_some() { &self.hits } else { &self.misses }.fetch_add(1, Relaxed);
+        c
+    }
+    /// (entries, hits, misses), for `/system/caches`.
+    pub fn stats(&self) -> (usize, u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.map.lock().expect("poisoned").len(), self.hits.load(Relaxed), self.misses.load(Relaxed))
+    }
+    /// Forgets every verified token (each is verified again at its next use).
+    pub fn clear(&self) -> usize {
+        let mut m = self.map.lock().expect("poisoned");
+        let n = m.len();
+        m.clear();
+        n
     }
     fn put(&self, digest: [u8; 32], c: &Claims) {
         let mut m = self.map.lock().expect("poisoned");

@@ -17,7 +17,7 @@ impl AgentStore for PgStore {
             .bind(&a.secret_hash)
             .bind(a.created_at.0)
             .bind(a.last_seen_at.map(|t| t.0))
-            .execute(self.pool())
+            .execute(&self.pool())
             .await;
         match r {
             Ok(_) => Ok(()),
@@ -27,22 +27,22 @@ impl AgentStore for PgStore {
     }
 
     async fn get_agent(&self, name: &str) -> Result<Option<AgentRecord>> {
-        let row = sqlx::query(sql::AGENT_GET).bind(name).fetch_optional(self.pool()).await.map_err(db_err)?;
+        let row = sqlx::query(sql::AGENT_GET).bind(name).fetch_optional(&self.pool()).await.map_err(db_err)?;
         row.as_ref().map(rows::agent).transpose()
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
-        let rows = sqlx::query(sql::AGENT_LIST).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query(sql::AGENT_LIST).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::agent).collect()
     }
 
     async fn delete_agent(&self, name: &str) -> Result<bool> {
-        let r = sqlx::query(sql::AGENT_DELETE).bind(name).execute(self.pool()).await.map_err(db_err)?;
+        let r = sqlx::query(sql::AGENT_DELETE).bind(name).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()> {
-        sqlx::query(sql::AGENT_TOUCH).bind(at.0).bind(name).execute(self.pool()).await.map_err(db_err)?;
+        sqlx::query(sql::AGENT_TOUCH).bind(at.0).bind(name).execute(&self.pool()).await.map_err(db_err)?;
         Ok(())
     }
 }

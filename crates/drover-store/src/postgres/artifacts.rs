@@ -11,7 +11,7 @@ use crate::{rows, sql};
 #[async_trait]
 impl ArtifactStore for PgStore {
     async fn ensure_application(&self, name: &str, at: Timestamp) -> Result<()> {
-        sqlx::query(sql::APPLICATION_ENSURE).bind(name).bind(at.0).execute(self.pool()).await.map_err(db_err)?;
+        sqlx::query(sql::APPLICATION_ENSURE).bind(name).bind(at.0).execute(&self.pool()).await.map_err(db_err)?;
         Ok(())
     }
 
@@ -52,14 +52,14 @@ impl ArtifactStore for PgStore {
         let row = sqlx::query(sql::ARTIFACT_GET)
             .bind(application)
             .bind(version)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.pool())
             .await
             .map_err(db_err)?;
         row.as_ref().map(rows::artifact).transpose()
     }
 
     async fn list_artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>> {
-        let rows = sqlx::query(sql::ARTIFACT_LIST).bind(application).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query(sql::ARTIFACT_LIST).bind(application).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::artifact).collect()
     }
 }

@@ -44,7 +44,7 @@ impl AuditStore for PgStore {
         let rows = sqlx::query(sql::AUDIT_AFTER)
             .bind(after_seq)
             .bind(limit as i64)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool())
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::audit_entry).collect()
@@ -57,7 +57,7 @@ impl AuditStore for PgStore {
             .bind(f.outcome.as_deref())
             .bind(f.before)
             .bind(f.limit.unwrap_or(100).min(10_000) as i64)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool())
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::audit_entry).collect()

@@ -21,7 +21,7 @@ impl ClientStore for PgStore {
             .bind(c.created_at.0)
             .bind(c.secret_rotated_at.map(|t| t.0))
             .bind(serde_json::to_string(&c.metadata).map_err(json_err)?)
-            .execute(self.pool())
+            .execute(&self.pool())
             .await;
         match r {
             Ok(_) => Ok(()),
@@ -31,12 +31,12 @@ impl ClientStore for PgStore {
     }
 
     async fn get_client(&self, client_id: &str) -> Result<Option<ClientRecord>> {
-        let row = sqlx::query(sql::CLIENT_GET).bind(client_id).fetch_optional(self.pool()).await.map_err(db_err)?;
+        let row = sqlx::query(sql::CLIENT_GET).bind(client_id).fetch_optional(&self.pool()).await.map_err(db_err)?;
         row.as_ref().map(rows::client).transpose()
     }
 
     async fn list_clients(&self) -> Result<Vec<ClientRecord>> {
-        let rows = sqlx::query(sql::CLIENT_LIST).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query(sql::CLIENT_LIST).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::client).collect()
     }
 
@@ -51,14 +51,14 @@ impl ClientStore for PgStore {
             .bind(c.secret_rotated_at.map(|t| t.0))
             .bind(serde_json::to_string(&c.metadata).map_err(json_err)?)
             .bind(&c.client_id)
-            .execute(self.pool())
+            .execute(&self.pool())
             .await
             .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn delete_client(&self, client_id: &str) -> Result<bool> {
-        let r = sqlx::query(sql::CLIENT_DELETE).bind(client_id).execute(self.pool()).await.map_err(db_err)?;
+        let r = sqlx::query(sql::CLIENT_DELETE).bind(client_id).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 }

@@ -193,46 +193,46 @@ impl DeploymentStore for PgStore {
             .bind(f.status.map(|s| s.as_str()))
             .bind(f.applications.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string()))
             .bind(f.limit.unwrap_or(100).min(10_000) as i64)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool())
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::deployment).collect()
     }
 
     async fn active_deployment_ids(&self) -> Result<Vec<i64>> {
-        sqlx::query_scalar(sql::ACTIVE_IDS).fetch_all(self.pool()).await.map_err(db_err)
+        sqlx::query_scalar(sql::ACTIVE_IDS).fetch_all(&self.pool()).await.map_err(db_err)
     }
 
     async fn stage_locks(&self, pipeline: &str) -> Result<Vec<(usize, i64)>> {
-        let rows = sqlx::query_as(sql::STAGE_LOCKS).bind(pipeline).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query_as(sql::STAGE_LOCKS).bind(pipeline).fetch_all(&self.pool()).await.map_err(db_err)?;
         Ok(pairs(rows))
     }
 
     async fn oldest_queued(&self, pipeline: &str) -> Result<Vec<(usize, i64)>> {
-        let rows = sqlx::query_as(sql::OLDEST_QUEUED).bind(pipeline).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query_as(sql::OLDEST_QUEUED).bind(pipeline).fetch_all(&self.pool()).await.map_err(db_err)?;
         Ok(pairs(rows))
     }
 
     async fn queue_heads(&self) -> Result<Vec<i64>> {
-        sqlx::query_scalar(sql::QUEUE_HEADS).fetch_all(self.pool()).await.map_err(db_err)
+        sqlx::query_scalar(sql::QUEUE_HEADS).fetch_all(&self.pool()).await.map_err(db_err)
     }
 
     async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>> {
         let rows = sqlx::query(sql::CLAIMABLE)
             .bind(environment)
             .bind(limit as i64)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool())
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::task_ref).collect()
     }
 
     async fn owned_attempts(&self, agent: &str) -> Result<Vec<(i64, String)>> {
-        sqlx::query_as(sql::OWNED_ATTEMPTS).bind(agent).fetch_all(self.pool()).await.map_err(db_err)
+        sqlx::query_as(sql::OWNED_ATTEMPTS).bind(agent).fetch_all(&self.pool()).await.map_err(db_err)
     }
 
     async fn attempt_task(&self, attempt_id: &str) -> Result<Option<(i64, usize, usize)>> {
-        let row = sqlx::query(sql::ATTEMPT_TASK).bind(attempt_id).fetch_optional(self.pool()).await.map_err(db_err)?;
+        let row = sqlx::query(sql::ATTEMPT_TASK).bind(attempt_id).fetch_optional(&self.pool()).await.map_err(db_err)?;
         row.as_ref().map(rows::task_ref).transpose()
     }
 
@@ -241,19 +241,19 @@ impl DeploymentStore for PgStore {
             .bind(lease_until.0)
             .bind(attempt_id)
             .bind(agent)
-            .execute(self.pool())
+            .execute(&self.pool())
             .await
             .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn extend_all_leases(&self, until: Timestamp) -> Result<u64> {
-        let r = sqlx::query(sql::EXTEND_LEASES).bind(until.0).execute(self.pool()).await.map_err(db_err)?;
+        let r = sqlx::query(sql::EXTEND_LEASES).bind(until.0).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected())
     }
 
     async fn deployments_due(&self, now: Timestamp) -> Result<Vec<i64>> {
-        sqlx::query_scalar(sql::DUE).bind(now.0).fetch_all(self.pool()).await.map_err(db_err)
+        sqlx::query_scalar(sql::DUE).bind(now.0).fetch_all(&self.pool()).await.map_err(db_err)
     }
 
     async fn pending_promotion_before(&self, pipeline: &str, stage: usize, below: i64) -> Result<Vec<i64>> {
@@ -261,7 +261,7 @@ impl DeploymentStore for PgStore {
             .bind(pipeline)
             .bind(stage as i64)
             .bind(below)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool())
             .await
             .map_err(db_err)
     }
@@ -271,7 +271,7 @@ impl DeploymentStore for PgStore {
             .bind(pipeline)
             .bind(below)
             .bind(not_version)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.pool())
             .await
             .map_err(db_err)?;
         row.as_ref().map(rows::deployment).transpose()
@@ -308,14 +308,14 @@ impl DeploymentStore for PgStore {
             .bind(deployment_id)
             .bind(after)
             .bind(limit as i64)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool())
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::log_line).collect()
     }
 
     async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>> {
-        let rows = sqlx::query(sql::EVENTS).bind(deployment_id).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query(sql::EVENTS).bind(deployment_id).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::event).collect()
     }
 }

@@ -19,14 +19,14 @@ impl KeyStore for PgStore {
             .bind(k.active as i64)
             .bind(k.created_at.0)
             .bind(k.retired_at.map(|t| t.0))
-            .execute(self.pool())
+            .execute(&self.pool())
             .await
             .map_err(db_err)?;
         Ok(())
     }
 
     async fn list_signing_keys(&self) -> Result<Vec<SigningKeyRecord>> {
-        let rows = sqlx::query(sql::KEY_LIST).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query(sql::KEY_LIST).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::signing_key).collect()
     }
 
@@ -44,7 +44,7 @@ impl KeyStore for PgStore {
     }
 
     async fn update_signing_key_material(&self, kid: &str, sealed: &str) -> Result<bool> {
-        let r = sqlx::query(sql::KEY_RESEAL).bind(sealed).bind(kid).execute(self.pool()).await.map_err(db_err)?;
+        let r = sqlx::query(sql::KEY_RESEAL).bind(sealed).bind(kid).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -57,7 +57,7 @@ impl KeyStore for PgStore {
 
     async fn is_token_revoked(&self, jti: &str) -> Result<bool> {
         let r: Option<String> =
-            sqlx::query_scalar(sql::REVOKED_GET).bind(jti).fetch_optional(self.pool()).await.map_err(db_err)?;
+            sqlx::query_scalar(sql::REVOKED_GET).bind(jti).fetch_optional(&self.pool()).await.map_err(db_err)?;
         Ok(r.is_some())
     }
 }

@@ -71,7 +71,21 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL.
 #[derive(Clone)]
 pub struct PgStore {
-    pool: sqlx::PgPool,
+    pool: std::sync::Arc<std::sync::RwLock<sqlx::PgPool>>,
+    opts: PgConnectOptions,
+}
+
+/// Connections at most, unless resized.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 8;
+
+async fn new_pool(opts: PgConnectOptions, max: u32) -> Result<sqlx::PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max)
+        // A request waits at most this long for a connection; then it is answered 503.
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(opts)
+        .await
+        .map_err(db_err)
 }
 
 impl PgStore {
@@ -80,18 +94,13 @@ impl PgStore {
         Self::connect_with(opts).await
     }
     pub async fn connect_with(opts: PgConnectOptions) -> Result<Self> {
-        let pool = PgPoolOptions::new()
-            .max_connections(8)
-            // A request waits at most this long for a connection; then it is answered 503.
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(opts)
-            .await
-            .map_err(db_err)?;
+        let pool = new_pool(opts.clone(), DEFAULT_MAX_CONNECTIONS).await?;
         migrate(&pool).await?;
-        Ok(PgStore { pool })
+        Ok(PgStore { pool: std::sync::Arc::new(std::sync::RwLock::new(pool)), opts })
     }
-    pub(crate) fn pool(&self) -> &sqlx::PgPool {
-        &self.pool
+    /// The current pool (a handle; a resize swaps in another).
+    pub(crate) fn pool(&self) -> sqlx::PgPool {
+        self.pool.read().expect("poisoned").clone()
     }
 }
 
@@ -130,8 +139,30 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn pool_stats(&self) -> drover_core::store::PoolStats {
+        let p = self.pool();
+        drover_core::store::PoolStats {
+            size: p.size(),
+            idle: p.num_idle() as u32,
+            max: p.options().get_max_connections(),
+            resizable: true,
+        }
+    }
+
+    async fn resize_pool(&self, max: u32) -> Result<()> {
+        if !(1..=256).contains(&max) {
+            return Err(Error::BadRequest(format!("a pool of {max} connections: choose 1 to 256")));
+        }
+        let fresh = new_pool(self.opts.clone(), max).await?;
+        let old = std::mem::replace(&mut *self.pool.write().expect("poisoned"), fresh);
+        // Operations under way finish on the old pool; it closes once they have.
+        tokio::spawn(async move { old.close().await });
+        tracing::info!(max, "database pool resized");
+        Ok(())
+    }
+
     async fn check_integrity(&self) -> Result<()> {
-        let rows: Vec<String> = sqlx::query_scalar(sql::PG_INTEGRITY).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows: Vec<String> = sqlx::query_scalar(sql::PG_INTEGRITY).fetch_all(&self.pool()).await.map_err(db_err)?;
         if rows.iter().all(|r| r == "ok") {
             Ok(())
         } else {

@@ -18,19 +18,19 @@ impl OperatorStore for PgStore {
             .bind(op.disabled as i64)
             .bind(op.created_at.0)
             .bind(&op.email)
-            .execute(self.pool())
+            .execute(&self.pool())
             .await
             .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 
     async fn get_operator(&self, name: &str) -> Result<Option<OperatorRecord>> {
-        let row = sqlx::query(sql::OPERATOR_GET).bind(name).fetch_optional(self.pool()).await.map_err(db_err)?;
+        let row = sqlx::query(sql::OPERATOR_GET).bind(name).fetch_optional(&self.pool()).await.map_err(db_err)?;
         row.as_ref().map(rows::operator).transpose()
     }
 
     async fn list_operators(&self) -> Result<Vec<OperatorRecord>> {
-        let rows = sqlx::query(sql::OPERATOR_LIST).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query(sql::OPERATOR_LIST).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::operator).collect()
     }
 
@@ -43,7 +43,7 @@ impl OperatorStore for PgStore {
             .bind(op.failed_logins as i64)
             .bind(op.locked_until.map(|t| t.0))
             .bind(&op.name)
-            .execute(self.pool())
+            .execute(&self.pool())
             .await
             .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
@@ -59,14 +59,14 @@ impl OperatorStore for PgStore {
             .bind(threshold as i64)
             .bind(lock_until.0)
             .bind(name)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.pool())
             .await
             .map_err(db_err)?;
         Ok(row.map(|(n, l)| (n as u32, opt_ts(l))))
     }
 
     async fn login_succeeded(&self, name: &str) -> Result<()> {
-        sqlx::query(sql::OPERATOR_LOGIN_SUCCEEDED).bind(name).execute(self.pool()).await.map_err(db_err)?;
+        sqlx::query(sql::OPERATOR_LOGIN_SUCCEEDED).bind(name).execute(&self.pool()).await.map_err(db_err)?;
         Ok(())
     }
 }

@@ -31,17 +31,17 @@ impl PipelineStore for PgStore {
     }
 
     async fn get_pipeline(&self, name: &str) -> Result<Option<Pipeline>> {
-        let row = sqlx::query(sql::PIPELINE_GET).bind(name).fetch_optional(self.pool()).await.map_err(db_err)?;
+        let row = sqlx::query(sql::PIPELINE_GET).bind(name).fetch_optional(&self.pool()).await.map_err(db_err)?;
         row.as_ref().map(rows::pipeline).transpose()
     }
 
     async fn list_pipelines(&self) -> Result<Vec<Pipeline>> {
-        let rows = sqlx::query(sql::PIPELINE_LIST).fetch_all(self.pool()).await.map_err(db_err)?;
+        let rows = sqlx::query(sql::PIPELINE_LIST).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::pipeline).collect()
     }
 
     async fn delete_pipeline(&self, name: &str) -> Result<bool> {
-        let r = sqlx::query(sql::PIPELINE_DELETE).bind(name).execute(self.pool()).await.map_err(db_err)?;
+        let r = sqlx::query(sql::PIPELINE_DELETE).bind(name).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 }

@@ -31,7 +31,7 @@ impl RecordStore for PgStore {
             .bind(kind)
             .bind(key)
             .bind(Timestamp::now().0)
-            .fetch_optional(self.pool())
+            .fetch_optional(&self.pool())
             .await
             .map_err(db_err)?;
         row.as_ref().map(rows::record).transpose()
@@ -41,7 +41,7 @@ impl RecordStore for PgStore {
         let rows = sqlx::query(sql::RECORD_LIST)
             .bind(kind)
             .bind(Timestamp::now().0)
-            .fetch_all(self.pool())
+            .fetch_all(&self.pool())
             .await
             .map_err(db_err)?;
         rows.iter().map(rows::keyed_record).collect()
@@ -62,7 +62,7 @@ impl RecordStore for PgStore {
             .bind(key)
             .bind(version)
             .bind(Timestamp::now().0)
-            .execute(self.pool())
+            .execute(&self.pool())
             .await
             .map_err(db_err)?
             .rows_affected();
@@ -71,7 +71,7 @@ impl RecordStore for PgStore {
 
     async fn record_take(&self, kind: &str, key: &str) -> Result<Option<String>> {
         let row: Option<(String, Option<i64>)> =
-            sqlx::query_as(sql::RECORD_TAKE).bind(kind).bind(key).fetch_optional(self.pool()).await.map_err(db_err)?;
+            sqlx::query_as(sql::RECORD_TAKE).bind(kind).bind(key).fetch_optional(&self.pool()).await.map_err(db_err)?;
         Ok(row.filter(|(_, exp)| exp.is_none_or(|e| e > Timestamp::now().0)).map(|(b, _)| b))
     }
 
@@ -79,7 +79,7 @@ impl RecordStore for PgStore {
         let n = sqlx::query(sql::RECORD_DELETE)
             .bind(kind)
             .bind(key)
-            .execute(self.pool())
+            .execute(&self.pool())
             .await
             .map_err(db_err)?
             .rows_affected();

@@ -206,6 +206,20 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
+    fn pool_stats(&self) -> drover_core::store::PoolStats {
+        let readers = self.inner.readers.lock().map(|r| r.len() as u32).unwrap_or(0);
+        drover_core::store::PoolStats {
+            size: 1 + readers,
+            idle: readers,
+            max: 1 + MAX_READERS as u32,
+            resizable: false,
+        }
+    }
+
+    async fn resize_pool(&self, _max: u32) -> Result<()> {
+        Err(Error::Invalid("the SQLite store has one writer and up to 8 readers; there is no pool to resize".into()))
+    }
+
     async fn check_integrity(&self) -> Result<()> {
         let rows: Vec<String> =
             self.read(|c| all(c, sql::SQLITE_INTEGRITY, [], |r| r.get::<_, String>(0).map_err(err))).await?;
