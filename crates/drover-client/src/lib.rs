@@ -720,6 +720,12 @@ impl Client {
     pub async fn attempt_result(&self, attempt: &str, r: &AttemptResult) -> Result<AttemptResultResponse> {
         self.post(&format!("/agent/v1/attempts/{attempt}/result"), r).await
     }
+    /// The audit log as JSON Lines (header, checkpoints, entries), streamed.
+    pub async fn audit_export(&self) -> Result<impl Stream<Item = Result<Bytes>> + use<>> {
+        let resp = self.dispatch(self.req(Method::GET, "/api/v1/audit/export")).await?;
+        let resp = Self::check(resp).await?;
+        Ok(resp.bytes_stream().map(|r| r.map_err(transport)))
+    }
     /// Downloads artifact content by digest as a byte stream (with its length when known).
     pub async fn download(&self, sha256: &str) -> Result<(Option<u64>, impl Stream<Item = Result<Bytes>> + use<>)> {
         let resp = self.dispatch(self.req(Method::GET, &format!("/agent/v1/artifacts/{sha256}"))).await?;

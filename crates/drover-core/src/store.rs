@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use drover_types::{Artifact, DeploymentEvent, DeploymentStatus, Environment, LogLine, Pipeline, Timestamp};
 
 use crate::Result;
-use crate::audit::{AuditEntry, NewAuditEntry};
+use crate::audit::{AuditEntry, ChainKey, NewAuditEntry};
 use crate::machine::NewEvent;
 use crate::model::{DeploymentRecord, DeploymentState, TaskRecord};
 
@@ -304,15 +304,16 @@ pub trait RecordStore: Send + Sync {
 /// The audit log: append-only, hash-chained.
 #[async_trait]
 pub trait AuditStore: Send + Sync {
-    /// Appends an entry, linking it to the last one (atomically: appends are a total order).
-    async fn append_audit(&self, e: &NewAuditEntry) -> Result<AuditEntry> {
-        self.append_audit_batch(std::slice::from_ref(e))
+    /// Appends an entry, linking it to the last one (atomically: appends are a total order),
+    /// under the chain key when given.
+    async fn append_audit(&self, e: &NewAuditEntry, key: Option<&ChainKey>) -> Result<AuditEntry> {
+        self.append_audit_batch(std::slice::from_ref(e), key)
             .await?
             .pop()
             .ok_or_else(|| crate::Error::Store("audit append returned nothing".into()))
     }
     /// Appends several entries in order, in one transaction.
-    async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>>;
+    async fn append_audit_batch(&self, entries: &[NewAuditEntry], key: Option<&ChainKey>) -> Result<Vec<AuditEntry>>;
     /// Entries with `seq > after_seq`, oldest first.
     async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Entries matching the filter, newest first.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_core::Store;
+use drover_core::audit::ChainKey;
 use drover_types::audit::NewAuditEntry;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -30,9 +31,13 @@ pub struct AuditSink {
 
 impl AuditSink {
     /// The sink, and its writer (runs until `shutdown`, then drains what is queued).
-    pub fn start(store: Arc<dyn Store>, shutdown: watch::Receiver<bool>) -> (AuditSink, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        store: Arc<dyn Store>,
+        key: ChainKey,
+        shutdown: watch::Receiver<bool>,
+    ) -> (AuditSink, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (AuditSink { tx }, tokio::spawn(writer(store, rx, shutdown)))
+        (AuditSink { tx }, tokio::spawn(writer(store, key, rx, shutdown)))
     }
 
     /// Appends an entry; returns once it is durable (in the batch that committed it).
@@ -49,11 +54,11 @@ impl AuditSink {
     }
 }
 
-async fn append(store: &dyn Store, batch: Vec<Item>) {
+async fn append(store: &dyn Store, key: &ChainKey, batch: Vec<Item>) {
     let (entries, acks): (Vec<NewAuditEntry>, Vec<oneshot::Sender<bool>>) = batch.into_iter().unzip();
     let mut wait = Duration::from_millis(20);
     for attempt in 1..=TRIES {
-        match store.append_audit_batch(&entries).await {
+        match store.append_audit_batch(&entries, Some(key)).await {
             Ok(_) => {
                 for a in acks {
                     let _ = a.send(true);
@@ -77,7 +82,12 @@ async fn append(store: &dyn Store, batch: Vec<Item>) {
     }
 }
 
-async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Item>, mut shutdown: watch::Receiver<bool>) {
+async fn writer(
+    store: Arc<dyn Store>,
+    key: ChainKey,
+    mut rx: mpsc::Receiver<Item>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let first = tokio::select! {
             e = rx.recv() => e,
@@ -92,7 +102,7 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Item>, mut shutdow
                 Err(_) => break,
             }
         }
-        append(store.as_ref(), batch).await;
+        append(store.as_ref(), &key, batch).await;
     }
     // Drain what is queued.
     rx.close();
@@ -100,10 +110,10 @@ async fn writer(store: Arc<dyn Store>, mut rx: mpsc::Receiver<Item>, mut shutdow
     while let Some(e) = rx.recv().await {
         batch.push(e);
         if batch.len() == BATCH {
-            append(store.as_ref(), std::mem::take(&mut batch)).await;
+            append(store.as_ref(), &key, std::mem::take(&mut batch)).await;
         }
     }
     if !batch.is_empty() {
-        append(store.as_ref(), batch).await;
+        append(store.as_ref(), &key, batch).await;
     }
 }

@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 pub mod access;
 pub mod api;
 pub mod artifacts;
+pub mod audit_chain;
 pub mod audit_sink;
 pub mod auth;
 pub mod bootstrap;
@@ -80,6 +81,8 @@ pub enum StartError {
     Bootstrap(String),
     #[error("keys: {0}")]
     Keys(#[from] oauth::keys::KeyError),
+    #[error("audit keys: {0}")]
+    Audit(#[from] audit_chain::ChainError),
 }
 
 pub struct Inner {
@@ -98,8 +101,10 @@ pub struct Inner {
     pub principals: access::Principals,
     /// Authentication profiles (their token caches) for calls to external systems.
     pub profiles: profiles::Profiles,
-    /// Batched audit appends for the token endpoint.
+    /// Every audit append, durable before its caller goes on.
     pub audit_sink: audit_sink::AuditSink,
+    /// The chain key and the checkpoint signer (kept outside the database).
+    pub audit_keys: audit_chain::AuditKeys,
     pub cors: cors::CorsConfig,
     /// Access tokens already verified (signature and fixed claims), until they expire.
     pub verified: oauth::VerifiedTokens,
@@ -135,6 +140,10 @@ impl Running {
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        // The queue is drained: the last head is checkpointed.
+        if let Err(e) = self.state.audit_keys.checkpoint(self.state.store.as_ref()).await {
+            tracing::error!(error = %e, "writing the last audit checkpoint failed");
+        }
     }
 }
 
@@ -166,7 +175,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;
     let (shutdown, rx) = watch::channel(false);
-    let (audit_sink, audit_writer) = audit_sink::AuditSink::start(store.clone(), rx.clone());
+    let audit_keys = audit_chain::AuditKeys::load_or_create(&cfg.data_dir, keys.master(), store.as_ref()).await?;
+    let (audit_sink, audit_writer) = audit_sink::AuditSink::start(store.clone(), audit_keys.chain.clone(), rx.clone());
     let state = AppState(Arc::new(Inner {
         data_dir: cfg.data_dir.clone(),
         store: store.clone(),
@@ -182,6 +192,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         principals,
         profiles: profiles::Profiles::default(),
         audit_sink,
+        audit_keys,
         cors: cfg.cors.clone(),
         verified: oauth::VerifiedTokens::default(),
     }));
@@ -197,6 +208,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     {
         let (s, stop) = (state.clone(), rx.clone());
         tasks.push(tokio::spawn(nodes::run(s, stop)));
+        let (s, stop) = (state.clone(), rx.clone());
+        tasks.push(tokio::spawn(audit_chain::run(s, stop)));
     }
     // Roles and groups changed through another replica sharing the database.
     {
@@ -265,6 +278,8 @@ pub struct MasterKeyRotation {
     pub new_id: String,
     pub signing_keys: usize,
     pub profile_secrets: usize,
+    /// Audit chain and checkpoint keys re-sealed.
+    pub audit_keys: usize,
     /// The old key, kept until every value is re-sealed; delete it once no backup needs it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retired_file: Option<PathBuf>,
@@ -288,7 +303,7 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
     }
     let old = oauth::keys::MasterKey::load_or_create(&path)?;
     let new = oauth::keys::MasterKey::rotate_file(&path)?;
-    let (signing_keys, profile_secrets) = reseal_with(data_dir, database_url, &new).await?;
+    let (signing_keys, profile_secrets, audit_keys) = reseal_with(data_dir, database_url, &new).await?;
     let retired_file = path.with_file_name(format!(
         "{}.retired-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("master.key"),
@@ -300,6 +315,7 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
         new_id: new.id().into(),
         signing_keys,
         profile_secrets,
+        audit_keys,
         retired_file: Some(retired_file),
     })
 }
@@ -309,12 +325,13 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
 /// or the `.retired-<id>` files beside the key file).
 pub async fn reseal(data_dir: &Path, database_url: Option<&str>) -> Result<MasterKeyRotation, StartError> {
     let key = oauth::keys::MasterKey::configured(&master_key_path(data_dir))?;
-    let (signing_keys, profile_secrets) = reseal_with(data_dir, database_url, &key).await?;
+    let (signing_keys, profile_secrets, audit_keys) = reseal_with(data_dir, database_url, &key).await?;
     Ok(MasterKeyRotation {
         old_id: String::new(),
         new_id: key.id().into(),
         signing_keys,
         profile_secrets,
+        audit_keys,
         retired_file: None,
     })
 }
@@ -323,13 +340,14 @@ async fn reseal_with(
     data_dir: &Path,
     database_url: Option<&str>,
     key: &oauth::keys::MasterKey,
-) -> Result<(usize, usize), StartError> {
+) -> Result<(usize, usize, usize), StartError> {
     let url =
         database_url.map(String::from).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("drover.db").display()));
     let store = drover_store::open(&url).await?;
     let signing_keys = oauth::keys::reseal_signing_keys(store.as_ref(), key).await?;
     let profile_secrets = profiles::Profiles::reseal_all(store.as_ref(), key, key).await?;
-    Ok((signing_keys, profile_secrets))
+    let audit_keys = audit_chain::reseal(data_dir, key)?;
+    Ok((signing_keys, profile_secrets, audit_keys))
 }
 
 /// Accepts TCP connections, completes the TLS handshake (bounded), and serves HTTP/1.1.

@@ -381,20 +381,20 @@ pub async fn audit_log_is_a_chain(s: Arc<dyn Store>) {
     let mut handles = Vec::new();
     for i in 0..12 {
         let s = s.clone();
-        handles.push(tokio::spawn(async move { s.append_audit(&entry(i)).await.unwrap() }));
+        handles.push(tokio::spawn(async move { s.append_audit(&entry(i), None).await.unwrap() }));
     }
     for h in handles {
         h.await.unwrap();
     }
     let all = s.audit_entries(0, 1000).await.unwrap();
     assert_eq!(all.iter().map(|a| a.seq).collect::<Vec<_>>(), (1..=12).collect::<Vec<_>>());
-    let head = audit::verify(None, &all).unwrap().unwrap();
+    let head = audit::verify(None, None, &all).unwrap().unwrap();
     assert_eq!(head.0, 12);
     // Paging continues the verification.
     let first = s.audit_entries(0, 5).await.unwrap();
     let rest = s.audit_entries(5, 100).await.unwrap();
-    let mid = audit::verify(None, &first).unwrap();
-    assert_eq!(audit::verify(mid, &rest).unwrap(), Some(head));
+    let mid = audit::verify(None, None, &first).unwrap();
+    assert_eq!(audit::verify(None, mid, &rest).unwrap(), Some(head));
     let ann =
         s.search_audit(&AuditFilter { principal: Some("operator:ann".into()), ..Default::default() }).await.unwrap();
     assert_eq!(ann.len(), 6);
@@ -542,7 +542,7 @@ pub async fn audit_batches_keep_the_chain(s: Arc<dyn Store>) {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
             let batch: Vec<_> = (0..50).map(|i| entry(b, i)).collect();
-            s.append_audit_batch(&batch).await.unwrap()
+            s.append_audit_batch(&batch, None).await.unwrap()
         }));
     }
     for h in handles {
@@ -553,8 +553,8 @@ pub async fn audit_batches_keep_the_chain(s: Arc<dyn Store>) {
     }
     let all = s.audit_entries(0, 1000).await.unwrap();
     assert_eq!(all.iter().map(|a| a.seq).collect::<Vec<_>>(), (1..=300).collect::<Vec<_>>());
-    assert_eq!(audit::verify(None, &all).unwrap().map(|h| h.0), Some(300));
-    assert!(s.append_audit_batch(&[]).await.unwrap().is_empty());
+    assert_eq!(audit::verify(None, None, &all).unwrap().map(|h| h.0), Some(300));
+    assert!(s.append_audit_batch(&[], None).await.unwrap().is_empty());
 }
 
 /// Many compare-and-swap updates of one record at once: each version is won exactly once, so

@@ -49,4 +49,9 @@ pub struct AuditVerification {
     pub head_seq: Option<i64>,
     pub head_hash: Option<String>,
     pub broken: Option<BrokenLink>,
+    /// Signed checkpoints (kept outside the database) the log was compared with.
+    #[serde(default)]
+    pub checkpoints: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_checkpoint_seq: Option<i64>,
 }

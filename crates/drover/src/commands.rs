@@ -602,8 +602,18 @@ pub enum AuditCommand {
         #[command(flatten)]
         conn: Conn,
     },
-    /// Check the hash chain; exit 11 at the first broken link.
+    /// Check the keyed chain and the signed checkpoints; exit 11 at the first rewritten,
+    /// removed or truncated entry.
     Verify {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// Write the log, its checkpoints, the checkpoint public key and the chain key as JSON
+    /// Lines, for a third party (docs/verify-audit-export.py checks it).
+    Export {
+        /// The file to write (mode 0600: it holds the chain key).
+        #[arg(long)]
+        out: PathBuf,
         #[command(flatten)]
         conn: Conn,
     },
@@ -644,6 +654,31 @@ pub async fn audit(cmd: AuditCommand) -> anyhow::Result<u8> {
                 ),
             })?;
             Ok(code)
+        }
+        AuditCommand::Export { out, conn } => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut stream = Box::pin(client(&conn).await?.audit_export().await?);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            let mut bytes = 0usize;
+            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                let chunk = chunk?;
+                bytes += chunk.len();
+                f.write_all(&chunk)?;
+            }
+            f.sync_all()?;
+            print(conn.output, &serde_json::json!({"file": out, "bytes": bytes}), |_| {
+                format!(
+                    "audit log exported to {} ({bytes} bytes); check it with docs/verify-audit-export.py",
+                    out.display()
+                )
+            })
         }
     }
 }

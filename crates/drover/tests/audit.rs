@@ -3,7 +3,11 @@
 use drover_testkit::{Backend, TestServer};
 use drover_types::Action;
 
-drover_testkit::on_both_backends!(audit_records_actions_and_detects_tampering, no_change_without_its_entry);
+drover_testkit::on_both_backends!(
+    audit_records_actions_and_detects_tampering,
+    no_change_without_its_entry,
+    checkpoints_and_exports_catch_rechaining_and_truncation
+);
 
 async fn tamper(s: &TestServer, sql_sqlite: &str, sql_pg: &[&str]) -> anyhow::Result<()> {
     match s.pg_url() {
@@ -155,6 +159,106 @@ async fn no_change_without_its_entry(b: Backend) -> anyhow::Result<()> {
     assert_eq!(created[1].entry.outcome, "started");
     assert!(all.iter().any(|a| a.entry.action == "token.issued" && a.entry.target == "ci"));
     assert!(admin.verify_audit().await?.ok);
+    s.shutdown().await;
+    Ok(())
+}
+
+/// Exports the log and runs the third-party script on it: (exit code, what it printed).
+async fn export_and_check(s: &TestServer, name: &str) -> anyhow::Result<(i32, String)> {
+    let out = s.dir.path().join(name);
+    let mut stream = Box::pin(s.admin().audit_export().await?);
+    let mut text = Vec::new();
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        text.extend_from_slice(&chunk?);
+    }
+    std::fs::write(&out, &text)?;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/verify-audit-export.py");
+    let public = std::fs::read_to_string(s.data_dir().join("audit/checkpoint.pub"))?;
+    let r =
+        std::process::Command::new("python3").arg(script).arg(&out).arg("--public-key").arg(public.trim()).output()?;
+    Ok((
+        r.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr),
+    ))
+}
+
+async fn some_activity(s: &TestServer) -> anyhow::Result<()> {
+    let c = s.admin();
+    for i in 0..4 {
+        c.apply_yaml(&format!("application: ck{i}\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{{type: wait, duration: 1ms}}]\n")).await?;
+    }
+    Ok(())
+}
+
+/// Signed checkpoints kept outside the database catch what the chain alone cannot: an entry
+/// rewritten and the chain recomputed (without the key: the HMAC fails; with it: the
+/// checkpoint differs), and a truncated tail. The export shows the same to a third party.
+async fn checkpoints_and_exports_catch_rechaining_and_truncation(b: Backend) -> anyhow::Result<()> {
+    let s = TestServer::start(b).await?;
+    some_activity(&s).await?;
+    let state = s.running.as_ref().unwrap().state.clone();
+    let cp = state.audit_keys.checkpoint(state.store.as_ref()).await?.expect("a checkpoint of the head");
+    let (code, out) = export_and_check(&s, "clean.jsonl").await?;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("OK: ") && out.contains("signatures checked with the given key"), "{out}");
+    let v = s.admin().verify_audit().await?;
+    assert!(v.ok && v.checkpoints >= 1 && v.last_checkpoint_seq == Some(cp.seq), "{v:?}");
+
+    // Re-chained: entry 3 rewritten and every hash from it on recomputed, as someone who can
+    // write the database but has no chain key would.
+    let entries = state.store.audit_entries(0, 10_000).await?;
+    let mut prev = entries[1].hash.clone();
+    let mut sql = Vec::new();
+    for a in &entries[2..] {
+        let mut e = a.entry.clone();
+        if a.seq == 3 {
+            e.target = "nothing happened".into();
+        }
+        let hash = drover_core::audit::chain_hash(&prev, a.seq, &e);
+        sql.push(format!(
+            "UPDATE audit_log SET target = '{}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {}",
+            e.target.replace('\'', "''"),
+            a.seq
+        ));
+        prev = hash;
+    }
+    let mut sqlite = String::from("DROP TRIGGER audit_log_no_update;");
+    for q in &sql {
+        sqlite.push_str(q);
+        sqlite.push(';');
+    }
+    let mut pg = vec!["ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change".to_string()];
+    pg.extend(sql.iter().cloned());
+    tamper(&s, &sqlite, &pg.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+    let v = s.admin().verify_audit().await?;
+    assert_eq!(v.broken.as_ref().map(|b| b.seq), Some(3), "{v:?}");
+    let (code, out) = export_and_check(&s, "rechained.jsonl").await?;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.starts_with("BROKEN at entry 3:"), "{out}");
+    s.shutdown().await;
+
+    // Truncated: the newest entries deleted (a chain that ends early is still a valid chain).
+    let s = TestServer::start(b).await?;
+    some_activity(&s).await?;
+    let state = s.running.as_ref().unwrap().state.clone();
+    let cp = state.audit_keys.checkpoint(state.store.as_ref()).await?.expect("a checkpoint");
+    let keep = cp.seq - 3;
+    tamper(
+        &s,
+        &format!("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq > {keep};"),
+        &[
+            "ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_change",
+            &format!("DELETE FROM audit_log WHERE seq > {keep}"),
+        ],
+    )
+    .await?;
+    let v = s.admin().verify_audit().await?;
+    let broken = v.broken.clone().expect("truncation found");
+    assert_eq!(broken.seq, keep + 1, "{v:?}");
+    assert!(broken.reason.contains("truncated"), "{}", broken.reason);
+    let (code, out) = export_and_check(&s, "truncated.jsonl").await?;
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BROKEN at entry"), "{out}");
     s.shutdown().await;
     Ok(())
 }

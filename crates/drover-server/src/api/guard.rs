@@ -74,7 +74,10 @@ fn audited(method: &axum::http::Method, route: &str) -> bool {
     if !route.starts_with("/api/") {
         return false;
     }
-    *method != axum::http::Method::GET || route.ends_with("/content") || route.ends_with("/logs")
+    *method != axum::http::Method::GET
+        || route.ends_with("/content")
+        || route.ends_with("/logs")
+        || route.ends_with("/audit/export")
 }
 
 fn with_request_id(mut resp: Response, id: &str) -> Response {

@@ -130,6 +130,7 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, DELETE "/api/v1/auth-profiles/{name}" => profiles::delete, AuthProfileManage);
     let r = route!(r, GET "/api/v1/audit" => audit::list, AuditRead);
     let r = route!(r, GET "/api/v1/audit/verify" => audit::verify, AuditRead);
+    let r = route!(r, GET "/api/v1/audit/export" => audit::export, AuditRead);
     let r = route!(r, GET "/api/v1/system/nodes" => system::nodes, SystemObserve);
     let r = route!(r, GET "/api/v1/system/agents" => agents::list, SystemObserve);
     let r = route!(r, GET "/api/v1/system/queues" => system::queues, SystemObserve);

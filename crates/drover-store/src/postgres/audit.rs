@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use drover_core::Result;
-use drover_core::audit::{self, AuditEntry, NewAuditEntry};
+use drover_core::audit::{self, AuditEntry, ChainKey, NewAuditEntry};
 use drover_core::store::{AuditFilter, AuditStore};
 
 use super::{PgStore, db_err};
@@ -10,14 +10,14 @@ use crate::{rows, sql};
 
 #[async_trait]
 impl AuditStore for PgStore {
-    async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>> {
+    async fn append_audit_batch(&self, entries: &[NewAuditEntry], key: Option<&ChainKey>) -> Result<Vec<AuditEntry>> {
         let mut tx = self.pool().begin().await.map_err(db_err)?;
         sqlx::query(sql::PG_AUDIT_LOCK).execute(&mut *tx).await.map_err(db_err)?;
         let mut last: Option<(i64, String)> =
             sqlx::query_as(sql::AUDIT_HEAD).fetch_optional(&mut *tx).await.map_err(db_err)?;
         let mut out = Vec::with_capacity(entries.len());
         for e in entries {
-            let a = audit::link(last.take(), e.clone());
+            let a = audit::link(key, last.take(), e.clone());
             sqlx::query(sql::AUDIT_INSERT)
                 .bind(a.seq)
                 .bind(a.entry.ts.0)

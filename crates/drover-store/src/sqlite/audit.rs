@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use drover_core::Result;
-use drover_core::audit::{self, AuditEntry, NewAuditEntry};
+use drover_core::audit::{self, AuditEntry, ChainKey, NewAuditEntry};
 use drover_core::store::{AuditFilter, AuditStore};
 use rusqlite::params;
 
@@ -11,8 +11,9 @@ use crate::{rows, sql};
 
 #[async_trait]
 impl AuditStore for SqliteStore {
-    async fn append_audit_batch(&self, entries: &[NewAuditEntry]) -> Result<Vec<AuditEntry>> {
+    async fn append_audit_batch(&self, entries: &[NewAuditEntry], key: Option<&ChainKey>) -> Result<Vec<AuditEntry>> {
         let entries = entries.to_vec();
+        let key = key.cloned();
         self.write(move |c| {
             let tx = c.transaction().map_err(err)?;
             let mut last = one(&tx, sql::AUDIT_HEAD, [], |r| {
@@ -20,7 +21,7 @@ impl AuditStore for SqliteStore {
             })?;
             let mut out = Vec::with_capacity(entries.len());
             for e in entries {
-                let a = audit::link(last.take(), e);
+                let a = audit::link(key.as_ref(), last.take(), e);
                 let p = params![
                     a.seq,
                     a.entry.ts.0,
