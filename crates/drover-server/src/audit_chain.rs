@@ -231,14 +231,85 @@ pub fn reseal(data_dir: &Path, key: &MasterKey) -> Result<usize, ChainError> {
     Ok(n)
 }
 
-/// Checkpoints the head every few seconds until `shutdown`.
-pub async fn run(s: crate::AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// `[audit]` in `drover.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Each checkpoint is also POSTed (JSON) to this URL, so that a copy lives on another system.
+    pub checkpoint_webhook: Option<String>,
+    /// For an https webhook: the PEM CA that signed its certificate.
+    pub checkpoint_webhook_ca_file: Option<PathBuf>,
+}
+
+/// Where checkpoints are sent, if anywhere.
+pub struct Webhook {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Webhook {
+    pub fn new(cfg: &AuditConfig) -> Result<Option<Webhook>, crate::StartError> {
+        let Some(url) = cfg.checkpoint_webhook.clone() else { return Ok(None) };
+        let bad = |m: String| crate::StartError::Bootstrap(format!("[audit] checkpoint_webhook: {m}"));
+        let tls = if url.starts_with("https://") {
+            let ca = cfg
+                .checkpoint_webhook_ca_file
+                .as_ref()
+                .ok_or_else(|| bad("https needs checkpoint_webhook_ca_file".into()))?;
+            drover_tls::client_config(ca).map_err(|e| bad(e.to_string()))?
+        } else if url.starts_with("http://") {
+            drover_tls::empty_client_config().map_err(|e| bad(e.to_string()))?
+        } else {
+            return Err(bad(format!("{url:?} is not an http(s) URL")));
+        };
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(tls)
+            .timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(Some(Webhook { url, http }))
+    }
+
+    async fn send(&self, c: &Checkpoint, public_key: &str) -> bool {
+        let body = serde_json::json!({
+            "seq": c.seq, "hash": c.hash, "ts": c.ts, "ts_ms": c.ts.0, "sig": c.sig,
+            "message": Checkpoint::message(c.seq, &c.hash, c.ts), "public_key": public_key,
+        });
+        match self.http.post(&self.url).json(&body).send().await {
+            Ok(r) if r.status().is_success() => true,
+            Ok(r) => {
+                tracing::warn!(
+                    status = r.status().as_u16(),
+                    "the checkpoint webhook refused a checkpoint; it is sent again"
+                );
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the checkpoint webhook is unreachable; the checkpoint is sent again");
+                false
+            }
+        }
+    }
+}
+
+/// Checkpoints the head every few seconds until `shutdown`, and sends each checkpoint to the
+/// webhook when one is configured (the newest one not yet accepted, at every tick).
+pub async fn run(s: crate::AppState, hook: Option<Webhook>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    let mut unsent: Option<Checkpoint> = None;
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                if let Err(e) = s.audit_keys.checkpoint(s.store.as_ref()).await {
-                    tracing::error!(error = %e, "writing an audit checkpoint failed");
+                match s.audit_keys.checkpoint(s.store.as_ref()).await {
+                    Ok(Some(c)) => unsent = Some(c),
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "writing an audit checkpoint failed"),
+                }
+                if let (Some(h), Some(c)) = (&hook, &unsent)
+                    && h.send(c, &s.audit_keys.public_key()).await
+                {
+                    unsent = None;
                 }
             }
             _ = shutdown.changed() => return,

@@ -51,6 +51,8 @@ pub struct Config {
     pub public_url: Option<String>,
     /// `[http.cors]`.
     pub cors: cors::CorsConfig,
+    /// `[audit]`.
+    pub audit: audit_chain::AuditConfig,
 }
 
 impl Config {
@@ -63,6 +65,7 @@ impl Config {
             tls_names: Vec::new(),
             public_url: None,
             cors: cors::CorsConfig::default(),
+            audit: audit_chain::AuditConfig::default(),
         }
     }
 }
@@ -208,8 +211,8 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     {
         let (s, stop) = (state.clone(), rx.clone());
         tasks.push(tokio::spawn(nodes::run(s, stop)));
-        let (s, stop) = (state.clone(), rx.clone());
-        tasks.push(tokio::spawn(audit_chain::run(s, stop)));
+        let (s, stop, hook) = (state.clone(), rx.clone(), audit_chain::Webhook::new(&cfg.audit)?);
+        tasks.push(tokio::spawn(audit_chain::run(s, hook, stop)));
     }
     // Roles and groups changed through another replica sharing the database.
     {

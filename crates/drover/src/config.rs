@@ -47,6 +47,8 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub audit: drover_server::audit_chain::AuditConfig,
 }
 
 /// `[http]` in `drover.toml`.
@@ -87,6 +89,7 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
         bail!("public_url must be an https:// URL, got {u:?}");
     }
     cfg.cors = file.http.cors;
+    cfg.audit = file.audit;
     cfg.cors.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }

@@ -262,3 +262,45 @@ async fn checkpoints_and_exports_catch_rechaining_and_truncation(b: Backend) -> 
     s.shutdown().await;
     Ok(())
 }
+
+/// With `[audit] checkpoint_webhook`, each checkpoint also goes to another system.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkpoints_go_to_the_webhook() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<serde_json::Value>>> = Arc::default();
+    let g = got.clone();
+    let app = axum::Router::new().route(
+        "/cp",
+        axum::routing::post(move |axum::Json(v): axum::Json<serde_json::Value>| {
+            let g = g.clone();
+            async move {
+                g.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let s = TestServer::start_configured(Backend::Sqlite, |cfg| {
+        cfg.audit.checkpoint_webhook = Some(format!("http://127.0.0.1:{port}/cp"));
+    })
+    .await
+    .unwrap();
+    some_activity(&s).await.unwrap();
+    let mut first = None;
+    for _ in 0..200 {
+        if let Some(v) = got.lock().unwrap().first().cloned() {
+            first = Some(v);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let v = first.expect("a checkpoint reached the webhook");
+    let file = std::fs::read_to_string(s.data_dir().join("audit/checkpoints")).unwrap();
+    let line: serde_json::Value = serde_json::from_str(file.lines().next().unwrap()).unwrap();
+    assert_eq!((&v["seq"], &v["hash"], &v["sig"]), (&line["seq"], &line["hash"], &line["sig"]));
+    let public = std::fs::read_to_string(s.data_dir().join("audit/checkpoint.pub")).unwrap();
+    assert_eq!(v["public_key"], public.trim());
+    s.shutdown().await;
+}
