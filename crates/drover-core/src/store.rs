@@ -314,6 +314,8 @@ pub trait AuditStore: Send + Sync {
     }
     /// Appends several entries in order, in one transaction.
     async fn append_audit_batch(&self, entries: &[NewAuditEntry], key: Option<&ChainKey>) -> Result<Vec<AuditEntry>>;
+    /// The newest entry: (seq, hash).
+    async fn audit_head(&self) -> Result<Option<(i64, String)>>;
     /// Entries with `seq > after_seq`, oldest first.
     async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>>;
     /// Entries matching the filter, newest first.

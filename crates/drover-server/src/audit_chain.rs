@@ -18,7 +18,6 @@ use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use base64::Engine as _;
 use drover_core::Store;
 use drover_core::audit::ChainKey;
-use drover_core::store::AuditFilter;
 use drover_types::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -105,8 +104,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, C
 
 /// The newest entry of the log: (seq, hash).
 async fn head(store: &dyn Store) -> Result<Option<(i64, String)>, drover_core::Error> {
-    let newest = store.search_audit(&AuditFilter { limit: Some(1), ..Default::default() }).await?;
-    Ok(newest.into_iter().next().map(|a| (a.seq, a.hash)))
+    store.audit_head().await
 }
 
 impl AuditKeys {
@@ -180,10 +178,16 @@ impl AuditKeys {
         let sig = B64.encode(self.signer.sign(Checkpoint::message(seq, &hash, ts).as_bytes()).as_ref());
         let c = Checkpoint { seq, hash: hash.clone(), ts, sig };
         let path = self.checkpoints_path();
-        let err = |e| ChainError::File(path.clone(), e);
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(err)?;
-        writeln!(f, "{}", serde_json::to_string(&c).unwrap_or_default()).map_err(err)?;
-        f.sync_all().map_err(err)?;
+        let line = serde_json::to_string(&c).unwrap_or_default();
+        // The append and its fsync block: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            let err = |e| ChainError::File(path.clone(), e);
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(&path).map_err(err)?;
+            writeln!(f, "{line}").map_err(err)?;
+            f.sync_all().map_err(err)
+        })
+        .await
+        .map_err(|e| ChainError::Corrupt(self.checkpoints_path(), e.to_string()))??;
         *self.last.lock().expect("poisoned") = Some((seq, hash));
         Ok(Some(c))
     }

@@ -40,6 +40,10 @@ impl AuditStore for PgStore {
         Ok(out)
     }
 
+    async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        sqlx::query_as(sql::AUDIT_HEAD).fetch_optional(&self.pool()).await.map_err(db_err)
+    }
+
     async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(sql::AUDIT_AFTER)
             .bind(after_seq)

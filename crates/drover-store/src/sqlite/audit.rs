@@ -45,6 +45,13 @@ impl AuditStore for SqliteStore {
         .await
     }
 
+    async fn audit_head(&self) -> Result<Option<(i64, String)>> {
+        self.read(|c| {
+            one(c, sql::AUDIT_HEAD, [], |r| Ok((r.get::<_, i64>(0).map_err(err)?, r.get::<_, String>(1).map_err(err)?)))
+        })
+        .await
+    }
+
     async fn audit_entries(&self, after_seq: i64, limit: u32) -> Result<Vec<AuditEntry>> {
         self.read(move |c| all(c, sql::AUDIT_AFTER, params![after_seq, limit as i64], |r| rows::audit_entry(r))).await
     }
