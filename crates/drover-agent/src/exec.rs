@@ -232,13 +232,19 @@ async fn deploy(
     // 2. Unpack beside the releases, then move into place.
     let staging = releases.join(format!(".unpack-{}", a.attempt_id));
     let (dl, st) = (download.clone(), staging.clone());
-    let unpacked = tokio::task::spawn_blocking(move || unpack(&dl, &st)).await;
+    let unpacked = tokio::task::spawn_blocking(move || crate::unpack::unpack(&dl, &st)).await;
     let _ = tokio::fs::remove_file(&download).await;
     match unpacked {
-        Ok(Ok(())) => {}
+        Ok(Ok(u)) => {
+            let what = format!(
+                "unpacked {} files, {} directories, {} symlinks ({} bytes)",
+                u.files, u.dirs, u.symlinks, u.bytes
+            );
+            log.line("agent", what).await;
+        }
         Ok(Err(e)) => {
             let _ = tokio::fs::remove_dir_all(&staging).await;
-            return fail(format!("unpacking the artifact (a .tar.gz is expected): {e}"));
+            return fail(format!("unpacking the artifact (a .tar.gz): {e}"));
         }
         Err(e) => return fail(format!("unpacking: {e}")),
     }
@@ -254,8 +260,19 @@ async fn deploy(
         return fail(format!("moving the release into place: {e}"));
     }
     let env = env_for(a, &release);
+    let hooks = crate::unpack::hook(&release, "pre-deploy")
+        .and_then(|pre| Ok((pre, crate::unpack::hook(&release, "post-deploy")?)));
+    let (pre, post) = match hooks {
+        Ok(h) => h,
+        Err(e) => {
+            if !replaced {
+                let _ = tokio::fs::remove_dir_all(&release).await;
+            }
+            return fail(e);
+        }
+    };
     // 3. pre-deploy hook, in the new release; failure leaves `current` alone.
-    if release.join("pre-deploy").is_file() {
+    if pre.is_some() {
         log.line("agent", "running pre-deploy hook").await;
         let r =
             run_process(&["sh".into(), "./pre-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel.clone()).await;
@@ -276,7 +293,7 @@ async fn deploy(
     }
     log.line("agent", format!("current -> {}", target.display())).await;
     // 5. post-deploy hook; failure switches back.
-    if release.join("post-deploy").is_file() {
+    if post.is_some() {
         log.line("agent", "running post-deploy hook").await;
         let r = run_process(&["sh".into(), "./post-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel).await;
         if r.outcome != Outcome::Completed {
@@ -308,16 +325,6 @@ async fn fetch(client: &Client, sha256: &str, to: &Path) -> Result<String, Strin
     }
     f.sync_all().await.map_err(|e| e.to_string())?;
     Ok(hex::encode(h.finalize()))
-}
-
-fn unpack(archive: &Path, into: &Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(into)?;
-    let f = std::fs::File::open(archive)?;
-    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(f)));
-    ar.set_preserve_permissions(true);
-    ar.set_overwrite(true);
-    // `unpack` refuses entries that would land outside `into` (`..`, absolute paths).
-    ar.unpack(into)
 }
 
 fn switch_current(app_dir: &Path, target: &Path, attempt: &str) -> std::io::Result<()> {

@@ -16,6 +16,7 @@ use drover_types::agent::{Assignment, AttemptEvents, AttemptResult, LogEntry, Ou
 use tokio::sync::{Notify, mpsc, watch};
 
 pub mod exec;
+mod unpack;
 
 #[derive(Clone)]
 pub struct AgentConfig {

@@ -181,6 +181,12 @@ impl TestServer {
 
 /// A `.tar.gz` with the given files (path, content, mode).
 pub fn tarball(files: &[(&str, &str, u32)]) -> Vec<u8> {
+    tarball_with_links(files, &[])
+}
+
+/// A `.tar.gz` with files (path, content, mode) and then symlinks (path, target); link targets
+/// are written as given, absolute or with `..`, as a hostile archive would have them.
+pub fn tarball_with_links(files: &[(&str, &str, u32)], links: &[(&str, &str)]) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     for (name, content, mode) in files {
@@ -189,6 +195,13 @@ pub fn tarball(files: &[(&str, &str, u32)]) -> Vec<u8> {
         h.set_mode(*mode);
         h.set_cksum();
         tar.append_data(&mut h, name, content.as_bytes()).expect("tar");
+    }
+    for (name, target) in links {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        tar.append_link(&mut h, name, target).expect("tar");
     }
     tar.into_inner().expect("tar").finish().expect("gzip")
 }
