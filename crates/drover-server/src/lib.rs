@@ -29,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod nodes;
 pub mod oauth;
+pub mod outbound;
 pub mod profiles;
 pub mod secrets;
 pub mod service;
@@ -53,6 +54,8 @@ pub struct Config {
     pub cors: cors::CorsConfig,
     /// `[audit]`.
     pub audit: audit_chain::AuditConfig,
+    /// `[outbound]`: where the orchestrator's own calls may go.
+    pub outbound: outbound::OutboundConfig,
 }
 
 impl Config {
@@ -66,6 +69,7 @@ impl Config {
             public_url: None,
             cors: cors::CorsConfig::default(),
             audit: audit_chain::AuditConfig::default(),
+            outbound: outbound::OutboundConfig::default(),
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct Inner {
     /// The chain key and the checkpoint signer (kept outside the database).
     pub audit_keys: audit_chain::AuditKeys,
     pub cors: cors::CorsConfig,
+    /// The policy of the orchestrator's own outbound calls.
+    pub outbound: outbound::Outbound,
     /// Access tokens already verified (signature and fixed claims), until they expire.
     pub verified: oauth::VerifiedTokens,
 }
@@ -196,6 +202,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         profiles: profiles::Profiles::default(),
         audit_sink,
         audit_keys,
+        outbound: outbound::Outbound::new(&cfg.outbound),
         cors: cfg.cors.clone(),
         verified: oauth::VerifiedTokens::default(),
     }));

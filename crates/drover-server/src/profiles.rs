@@ -73,10 +73,7 @@ pub fn validate(p: &mut AuthProfile) -> Result<(), String> {
         return Err("allowed_urls: list the URLs (prefixes) the credentials may be sent to".into());
     }
     for u in &p.allowed_urls {
-        let host = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://")).unwrap_or("");
-        if host.is_empty() || host.starts_with('/') || u.contains('*') || u.contains('@') {
-            return Err(format!("allowed_urls: {u:?} must be an absolute http(s) URL without wildcards"));
-        }
+        crate::outbound::entry(u).map_err(|e| format!("allowed_urls: {e}"))?;
     }
     if let Some(f) = &p.ca_file
         && !std::path::Path::new(f).is_file()
@@ -91,6 +88,9 @@ impl Profiles {
     pub async fn put(&self, s: &AppState, mut p: AuthProfile, create: bool) -> drover_core::Result<AuthProfile> {
         use drover_core::Error;
         validate(&mut p).map_err(Error::BadRequest)?;
+        if let Some(te) = &p.token_endpoint {
+            s.outbound.permits(te, None).map_err(|e| Error::BadRequest(format!("token_endpoint: {e}")))?;
+        }
         let existing = s.store.record_get(KIND, &p.name).await?;
         if create && existing.is_some() {
             return Err(Error::Conflict(format!("auth profile {} exists already", p.name)));
@@ -191,24 +191,29 @@ impl Profiles {
                     return Ok(format!("Bearer {}", c.token));
                 }
                 let endpoint = p.token_endpoint.as_deref().unwrap_or_default();
-                let http = &client_for(Some(p), endpoint, Duration::from_secs(30))?;
+                let (te, http) = connect(s, Some(p), endpoint, false, Duration::from_secs(30)).await?;
+                let shown_te = crate::outbound::origin(&te);
                 let mut form = vec![("grant_type", "client_credentials")];
                 if let Some(sc) = p.scope.as_deref() {
                     form.push(("scope", sc));
                 }
                 let resp = http
-                    .post(endpoint)
+                    .post(te.clone())
                     .basic_auth(p.client_id.as_deref().unwrap_or_default(), Some(&secret))
                     .form(&form)
                     .timeout(Duration::from_secs(30))
                     .send()
                     .await
-                    .map_err(|e| format!("token request to {endpoint} failed: {}", crate::profiles::short(&e)))?;
+                    .map_err(|e| {
+                        let f = crate::outbound::failure(&te, &e);
+                        tracing::warn!(profile = name, detail = %f.detail, "auth profile: token request failed");
+                        format!("token request for auth profile {name}: {}", f.shown)
+                    })?;
                 let status = resp.status();
                 let v: serde_json::Value = resp.json().await.unwrap_or_default();
                 if !status.is_success() {
                     return Err(format!(
-                        "token request to {endpoint} refused ({status}: {})",
+                        "token request to {shown_te} refused ({status}: {})",
                         v["error"].as_str().unwrap_or("no error code")
                     ));
                 }
@@ -258,16 +263,8 @@ impl Profiles {
             },
             None => None,
         };
-        if let Some(p) = &profile
-            && !url_allowed(p, &url)
-        {
-            return failed(
-                format!("{} is not among the URLs auth profile {} may be sent to (allowed_urls)", shown(&url), p.name),
-                vec![],
-            );
-        }
-        let http = match client_for(profile.as_ref(), &url, limit) {
-            Ok(h) => h,
+        let (target, http) = match connect(s, profile.as_ref(), &url, true, limit).await {
+            Ok(c) => c,
             Err(e) => return failed(e, vec![]),
         };
         let mut logs = Vec::new();
@@ -281,7 +278,7 @@ impl Profiles {
                 None => None,
             };
             let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
-            let mut rb = http.request(m, &url).timeout(limit);
+            let mut rb = http.request(m, target.clone()).timeout(limit);
             if let Some(a) = auth {
                 rb = rb.header(reqwest::header::AUTHORIZATION, a);
             }
@@ -296,7 +293,11 @@ impl Profiles {
             }
             let status = match rb.send().await {
                 Ok(r) => r.status().as_u16(),
-                Err(e) => return failed(format!("{method} {}: {}", shown(&url), short(&e)), logs),
+                Err(e) => {
+                    let f = crate::outbound::failure(&target, &e);
+                    tracing::warn!(deployment = call.deployment_id, detail = %f.detail, "webhook call failed");
+                    return failed(format!("{method} {}", f.shown), logs);
+                }
             };
             logs.push(LogEntry {
                 stream: "agent".into(),
@@ -325,18 +326,6 @@ impl Profiles {
     }
 }
 
-/// May the profile's credentials go to `url`? A listed prefix matches at a path boundary:
-/// `https://ci.example.com/job/` allows `https://ci.example.com/job/x`, and
-/// `https://ci.example.com` allows `https://ci.example.com/...` but not `https://ci.example.com.evil.io`.
-pub fn url_allowed(p: &AuthProfile, url: &str) -> bool {
-    p.allowed_urls.iter().any(|prefix| {
-        url == prefix
-            || url
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| prefix.ends_with('/') || rest.starts_with('/') || rest.starts_with('?'))
-    })
-}
-
 /// A URL for logs and messages: scheme, host and path, without the query (it may carry tokens).
 fn shown(url: &str) -> &str {
     url.split(['?', '#']).next().unwrap_or(url)
@@ -346,41 +335,28 @@ fn failed(message: String, logs: Vec<LogEntry>) -> AttemptResult {
     AttemptResult { outcome: Outcome::Failed, exit_code: None, message: Some(message), logs }
 }
 
-/// A transport error in one line, without the URL's query (which may carry tokens).
-pub(crate) fn short(e: &reqwest::Error) -> String {
-    let mut msg = String::from(if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else {
-        "request failed"
-    });
-    let mut src = std::error::Error::source(e);
-    while let Some(x) = src {
-        msg.push_str(": ");
-        msg.push_str(&x.to_string());
-        src = x.source();
-    }
-    msg
-}
-
-fn client_for(p: Option<&AuthProfile>, url: &str, limit: Duration) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(10).min(limit))
-        .redirect(reqwest::redirect::Policy::none());
-    if url.starts_with("https://") {
+/// A client for `url` under the orchestrator's `[outbound]` policy — and, for a webhook
+/// (`profile_list`), the profile's own `allowed_urls` — with the profile's CA for https.
+async fn connect(
+    s: &AppState,
+    p: Option<&AuthProfile>,
+    url: &str,
+    profile_list: bool,
+    limit: Duration,
+) -> Result<(reqwest::Url, reqwest::Client), String> {
+    let tls = if url.starts_with("https://") {
         let ca = p.and_then(|p| p.ca_file.as_deref()).ok_or_else(|| {
-            format!(
-                "{url}: https calls need an auth profile with ca_file (the CA that signed the server's certificate)"
-            )
+            "https calls need an auth profile with ca_file (the CA that signed the server's certificate)".to_string()
         })?;
-        let cfg = drover_tls::client_config(std::path::Path::new(ca)).map_err(|e| format!("ca_file {ca}: {e}"))?;
-        b = b.use_preconfigured_tls(cfg);
+        Some(drover_tls::client_config(std::path::Path::new(ca)).map_err(|e| format!("ca_file {ca}: {e}"))?)
     } else {
-        // Plain http: no TLS in use, but the client still wants a configuration.
-        b = b.use_preconfigured_tls(drover_tls::empty_client_config().map_err(|e| e.to_string())?);
-    }
-    b.build().map_err(|e| short(&e))
+        None
+    };
+    let list = if profile_list { p.map(|p| p.allowed_urls.as_slice()) } else { None };
+    s.outbound.client(url, list, tls, limit).await.map_err(|r| {
+        tracing::warn!(detail = %r.detail, "outbound call refused: {}", r.shown);
+        r.shown
+    })
 }
 
 /// Runs the webhook calls the engine hands over, each with its own deadline.
@@ -416,6 +392,7 @@ mod tests {
             has_secret: true,
             secret: None,
         };
+        let url_allowed = |p: &AuthProfile, u: &str| crate::outbound::any_matches(&p.allowed_urls, &u.parse().unwrap());
         assert!(url_allowed(&p, "https://ci.example.com/job/x"));
         assert!(url_allowed(&p, "https://ci.example.com"));
         assert!(!url_allowed(&p, "https://ci.example.com.evil.io/x"));

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub audit: drover_server::audit_chain::AuditConfig,
+    #[serde(default)]
+    pub outbound: drover_server::outbound::OutboundConfig,
 }
 
 /// `[http]` in `drover.toml`.
@@ -90,6 +92,8 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
     }
     cfg.cors = file.http.cors;
     cfg.audit = file.audit;
+    file.outbound.validate().map_err(anyhow::Error::msg)?;
+    cfg.outbound = file.outbound;
     cfg.cors.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }
@@ -179,6 +183,20 @@ mod tests {
         let mut a = args(dir.path());
         a.listen = Some("127.0.0.1:1234".parse().unwrap());
         assert_eq!(load(&a).unwrap().listen.port(), 1234);
+    }
+
+    #[test]
+    fn outbound_section_is_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("drover.toml");
+        assert!(load(&args(dir.path())).unwrap().outbound.allowed_urls.is_empty(), "nothing by default");
+        std::fs::write(&f, "[outbound]\nallowed_urls = [\"https://ci.example.com/job/\"]\n").unwrap();
+        assert_eq!(load(&args(dir.path())).unwrap().outbound.allowed_urls, ["https://ci.example.com/job/"]);
+        for bad in ["https://*.example.com/", "https://u:p@ci.example.com/", "ci.example.com", "ftp://x/"] {
+            std::fs::write(&f, format!("[outbound]\nallowed_urls = [\"{bad}\"]\n")).unwrap();
+            let e = format!("{:#}", load(&args(dir.path())).unwrap_err());
+            assert!(e.contains("[outbound] allowed_urls"), "{bad}: {e}");
+        }
     }
 
     #[test]

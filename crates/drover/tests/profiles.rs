@@ -88,9 +88,10 @@ fn pipeline(app: &str, base: &str, profile: &str) -> String {
 }
 
 async fn oauth_profiles_cache_refresh_and_retry(b: Backend) -> anyhow::Result<()> {
-    let s = TestServer::start(b).await?;
-    let admin = s.admin();
     let (double, base) = start_double().await;
+    let allowed = format!("{base}/");
+    let s = TestServer::start_configured(b, |cfg| cfg.outbound.allowed_urls = vec![allowed]).await?;
+    let admin = s.admin();
     let http = reqwest::Client::builder().use_preconfigured_tls(drover_tls::client_config(&s.ca)?).build()?;
     let put = |p: AuthProfile| {
         let (http, url, pw) = (http.clone(), s.url.clone(), s.admin_password.clone());
@@ -146,23 +147,45 @@ async fn oauth_profiles_cache_refresh_and_retry(b: Backend) -> anyhow::Result<()
     let d = admin.deploy("svc3", "1").await?;
     let e = wait_status(&admin, d.id, DS::Error).await?;
     assert!(e.message.unwrap_or_default().contains("answered 500, expected 2xx"));
-    // A pipeline cannot send a profile's credentials anywhere else.
-    admin
-        .apply_yaml(&format!(
-            "application: svc4\nstages:\n  - name: ci\n    environment: ci\n    tasks: [{{type: webhook, url: \"{base}/broken?x=secret-in-query\", auth_profile: jenkins}}]\n"
-        ))
-        .await?;
+    // A pipeline cannot send a profile's credentials anywhere else: refused when applied, and
+    // when the profile is narrowed after the pipeline was applied, refused when called.
+    let svc4 = format!(
+        "application: svc4\nstages:\n  - name: ci\n    environment: ci\n    tasks: [{{type: webhook, url: \"{base}/broken?x=secret-in-query\", auth_profile: jenkins}}]\n"
+    );
+    let e = admin.apply_yaml(&svc4).await.unwrap_err();
+    assert_eq!(e.status(), Some(422), "{e}");
+    assert!(
+        e.to_string().contains("stages[0].tasks[0].url") && e.to_string().contains("profile's allowed_urls"),
+        "{e}"
+    );
+    let mut wide = oauth_profile("jenkins", &base, SECRET);
+    wide.allowed_urls.push(format!("{base}/broken"));
+    assert_eq!(put_update(&http, &s, wide).await, 200);
+    admin.apply_yaml(&svc4).await?;
+    assert_eq!(put_update(&http, &s, oauth_profile("jenkins", &base, SECRET)).await, 200);
     let d = admin.deploy("svc4", "1").await?;
     let e = wait_status(&admin, d.id, DS::Error).await?;
     let m = e.message.unwrap_or_default();
-    assert!(m.contains("not among the URLs auth profile jenkins may be sent to"), "{m}");
+    assert!(m.contains("not among the profile's allowed_urls"), "{m}");
     assert!(!m.contains("secret-in-query"), "{m}");
     s.shutdown().await;
     Ok(())
 }
 
+async fn put_update(http: &reqwest::Client, s: &TestServer, p: AuthProfile) -> u16 {
+    let r = http
+        .put(format!("{}/api/v1/auth-profiles/{}", s.url, p.name))
+        .basic_auth("admin", Some(&s.admin_password))
+        .json(&p)
+        .send()
+        .await
+        .unwrap();
+    r.status().as_u16()
+}
+
 async fn profile_secrets_never_leave(b: Backend) -> anyhow::Result<()> {
-    let s = TestServer::start(b).await?;
+    let s =
+        TestServer::start_configured(b, |cfg| cfg.outbound.allowed_urls = vec!["http://127.0.0.1:9/".into()]).await?;
     let http = reqwest::Client::builder().use_preconfigured_tls(drover_tls::client_config(&s.ca)?).build()?;
     let api = |m: reqwest::Method, path: &str| {
         http.request(m, format!("{}/api/v1/auth-profiles{path}", s.url)).basic_auth("admin", Some(&s.admin_password))
@@ -195,6 +218,12 @@ async fn profile_secrets_never_leave(b: Backend) -> anyhow::Result<()> {
     let r = api(reqwest::Method::POST, "").json(&bad).send().await?;
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().await?.contains("needs username"));
+    // A token endpoint the orchestrator may not call is refused when the profile is saved.
+    let mut far = oauth_profile("far", "http://127.0.0.1:10", SECRET);
+    far.allowed_urls = vec!["http://127.0.0.1:9/job/".into()];
+    let r = api(reqwest::Method::POST, "").json(&far).send().await?;
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await?.contains("token_endpoint"));
     // Viewers cannot read profiles at all.
     let pw = "viewer-password-123";
     s.admin()

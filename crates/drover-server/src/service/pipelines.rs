@@ -49,6 +49,7 @@ pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
         }
         c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(&name))?;
     }
+    outbound_calls_allowed(c, &spec).await?;
     // Every environment first: missing ones need environment.manage, existing ones must admit
     // the application. Nothing is written until all of it holds.
     let envs: BTreeSet<&str> = spec.stages.iter().map(|st| st.environment.as_str()).collect();
@@ -112,4 +113,26 @@ pub async fn delete(c: &Ctx<'_>, name: &str) -> Result<()> {
         return Err(Error::Conflict(format!("pipeline {name} has active deployments; abort them first")));
     }
     if s.store.delete_pipeline(name).await? { Ok(()) } else { Err(Error::NotFound(missing(name)())) }
+}
+
+/// Every `webhook` URL must be one the orchestrator may call (`[outbound]`, and the profile's
+/// own `allowed_urls` when the profile exists): refused at apply time, not at 3 a.m. The
+/// scheme, host and port cannot come from placeholders. Checked again, resolved, at call time.
+async fn outbound_calls_allowed(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
+    for (i, st) in spec.stages.iter().enumerate() {
+        for (j, t) in st.tasks.iter().enumerate() {
+            let drover_types::TaskSpec::Webhook { url, auth_profile, .. } = t else { continue };
+            let at = |e: String| Error::Invalid(format!("stages[{i}].tasks[{j}].url: {e}"));
+            let authority = url.split_once("://").map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or(""));
+            if authority.is_some_and(|a| a.contains("{{")) {
+                return Err(at("the scheme, host and port cannot use {{placeholders}}".into()));
+            }
+            let profile = match auth_profile {
+                Some(n) => crate::profiles::Profiles::get(c.state, n).await?,
+                None => None,
+            };
+            c.state.outbound.permits(url, profile.as_ref().map(|p| p.allowed_urls.as_slice())).map_err(at)?;
+        }
+    }
+    Ok(())
 }
