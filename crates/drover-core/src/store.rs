@@ -129,6 +129,15 @@ pub struct DeploymentFilter {
 }
 
 /// Outcome of inserting an artifact record.
+/// What deleting a version did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ArtifactDelete {
+    Deleted,
+    /// A deployment that has not ended uses it: (id, status).
+    InUse(i64, String),
+    NotFound,
+}
+
 #[derive(Debug, Clone)]
 pub enum ArtifactInsert {
     Inserted,
@@ -188,6 +197,15 @@ pub trait ArtifactStore: Send + Sync {
     async fn insert_artifact(&self, artifact: &Artifact) -> Result<ArtifactInsert>;
     async fn get_artifact(&self, application: &str, version: &str) -> Result<Option<Artifact>>;
     async fn list_artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>>;
+    /// Deletes a version unless a deployment that has not ended uses it (checked in the same
+    /// statement, so a deployment cannot start on a version being deleted unnoticed).
+    async fn delete_artifact(&self, application: &str, version: &str) -> Result<ArtifactDelete>;
+    /// Bytes of all versions of an application.
+    async fn artifact_usage(&self, application: &str) -> Result<u64>;
+    /// Versions of an application that retention keeps whatever their age (see `sql::ARTIFACT_PROTECTED`).
+    async fn protected_versions(&self, application: &str) -> Result<Vec<String>>;
+    /// Every content digest some version refers to.
+    async fn artifact_digests(&self) -> Result<Vec<String>>;
 }
 
 #[async_trait]

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use drover_core::machine::{self, Effects, NewEvent};
 use drover_core::model::DeploymentRecord;
-use drover_core::store::{AgentRecord, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord};
+use drover_core::store::{
+    AgentRecord, ArtifactDelete, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+};
 use drover_core::{Error, Store};
 use drover_types::{
     Artifact, CommandSpec, DeploymentStatus, Environment, EnvironmentKind, Pipeline, PipelineSpec, Progression,
@@ -21,6 +23,7 @@ pub const CHECKS: &[&str] = &[
     "environments",
     "agents_and_operators",
     "artifacts_are_immutable",
+    "artifact_deletion_and_retention",
     "pipelines_upsert",
     "deployment_round_trip",
     "commit_detects_conflicts",
@@ -206,6 +209,58 @@ pub async fn artifacts_are_immutable(s: Arc<dyn Store>) {
     assert_eq!(s.get_artifact("shop", "1.0").await.unwrap().unwrap().size, 3_000_000_000);
     assert_eq!(s.list_artifacts(Some("shop")).await.unwrap().len(), 1);
     assert_eq!(s.list_artifacts(Some("other")).await.unwrap().len(), 0);
+}
+
+pub async fn artifact_deletion_and_retention(s: Arc<dyn Store>) {
+    let sp = spec(1);
+    let mut other = spec(1);
+    other.pipeline = Some("other-pipe".into());
+    for (i, v) in ["0.5", "0.9", "1.0", "1.1", "1.2", "2.0"].iter().enumerate() {
+        let a = Artifact {
+            application: "app".into(),
+            version: v.to_string(),
+            sha256: format!("{:02x}", i).repeat(32),
+            size: 1000 + i as u64,
+            created_at: Timestamp(i as i64),
+            created_by: "admin".into(),
+        };
+        s.insert_artifact(&a).await.unwrap();
+    }
+    assert_eq!(s.artifact_usage("app").await.unwrap(), 6000 + 15);
+    assert_eq!(s.artifact_usage("none").await.unwrap(), 0);
+    let deploy = |sp: &PipelineSpec, v: &str, status: DeploymentStatus| {
+        let mut r = record(sp);
+        r.version = v.into();
+        r.status = status;
+        r
+    };
+    let mut ids = vec![];
+    for (sp, v, st) in [
+        (&other, "0.5", DeploymentStatus::Aborted),
+        (&sp, "0.9", DeploymentStatus::Completed),
+        (&sp, "1.0", DeploymentStatus::Completed),
+        (&sp, "1.1", DeploymentStatus::Aborted),
+        (&sp, "1.2", DeploymentStatus::Queued),
+    ] {
+        ids.push(s.create_deployment(&deploy(sp, v, st), &created()).await.unwrap());
+    }
+    let mut kept = s.protected_versions("app").await.unwrap();
+    kept.sort();
+    assert_eq!(kept, ["0.5", "1.0", "1.1", "1.2"], "live, newest completed and newer, and a pipeline never completed");
+    assert_eq!(s.delete_artifact("app", "1.2").await.unwrap(), ArtifactDelete::InUse(ids[4], "queued".into()));
+    assert_eq!(s.delete_artifact("app", "0.9").await.unwrap(), ArtifactDelete::Deleted);
+    assert_eq!(s.delete_artifact("app", "0.9").await.unwrap(), ArtifactDelete::NotFound);
+    assert_eq!(
+        s.delete_artifact("app", "1.1").await.unwrap(),
+        ArtifactDelete::Deleted,
+        "ended deployments do not hold it"
+    );
+    assert!(s.get_artifact("app", "0.9").await.unwrap().is_none());
+    assert!(s.get_artifact("app", "1.2").await.unwrap().is_some());
+    let mut digests = s.artifact_digests().await.unwrap();
+    digests.sort();
+    let want: Vec<String> = [0, 2, 4, 5].iter().map(|i| format!("{:02x}", i).repeat(32)).collect();
+    assert_eq!(digests, want);
 }
 
 pub async fn pipelines_upsert(s: Arc<dyn Store>) {

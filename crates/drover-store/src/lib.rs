@@ -25,6 +25,7 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/sqlite/0004_oauth.sql")),
     (5, include_str!("../migrations/sqlite/0005_records.sql")),
     (6, include_str!("../migrations/sqlite/0006_scope_and_approvals.sql")),
+    (7, include_str!("../migrations/sqlite/0007_artifact_retention.sql")),
 ];
 pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -33,6 +34,7 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../migrations/postgres/0004_oauth.sql")),
     (5, include_str!("../migrations/postgres/0005_records.sql")),
     (6, include_str!("../migrations/postgres/0006_scope_and_approvals.sql")),
+    (7, include_str!("../migrations/postgres/0007_artifact_retention.sql")),
 ];
 
 pub(crate) fn json_err(e: serde_json::Error) -> Error {

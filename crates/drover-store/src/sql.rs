@@ -46,6 +46,20 @@ pub const ARTIFACT_INSERT: &str = "INSERT INTO artifacts (application, version, 
 pub const ARTIFACT_GET: &str = "SELECT * FROM artifacts WHERE application = $1 AND version = $2";
 pub const ARTIFACT_LIST: &str = "SELECT * FROM artifacts WHERE (CAST($1 AS TEXT) IS NULL OR application = $1) \
      ORDER BY application, created_at DESC, version DESC";
+/// Deletes a version unless a deployment that has not ended uses it.
+pub const ARTIFACT_DELETE_UNUSED: &str = "DELETE FROM artifacts WHERE application = $1 AND version = $2 \
+     AND NOT EXISTS (SELECT 1 FROM deployments d WHERE d.application = $1 AND d.version = $2 \
+     AND d.status NOT IN ('completed', 'aborted', 'failed'))";
+pub const ARTIFACT_USED_BY: &str = "SELECT id, status FROM deployments WHERE application = $1 AND version = $2 \
+     AND status NOT IN ('completed', 'aborted', 'failed') ORDER BY id LIMIT 1";
+pub const ARTIFACT_USAGE: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts WHERE application = $1";
+/// Versions retention never removes: those of deployments that have not ended, of each
+/// pipeline's newest completed deployment, and of every deployment newer than that one (live
+/// in the stages it reached); all of a pipeline's when none of its deployments completed.
+pub const ARTIFACT_PROTECTED: &str = "SELECT DISTINCT d.version FROM deployments d WHERE d.application = $1 \
+     AND (d.status NOT IN ('completed', 'aborted', 'failed') OR d.id >= COALESCE((SELECT MAX(c.id) \
+     FROM deployments c WHERE c.pipeline = d.pipeline AND c.status = 'completed'), 0))";
+pub const ARTIFACT_DIGESTS: &str = "SELECT DISTINCT sha256 FROM artifacts";
 pub const PIPELINE_PUT: &str = "INSERT INTO pipelines (name, application, stages, created_at, updated_at) \
      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET application = excluded.application, \
      stages = excluded.stages, updated_at = excluded.updated_at";

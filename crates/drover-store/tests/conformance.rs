@@ -38,6 +38,7 @@ macro_rules! checks {
 
 checks!(
     environments,
+    artifact_deletion_and_retention,
     agents_and_operators,
     artifacts_are_immutable,
     pipelines_upsert,

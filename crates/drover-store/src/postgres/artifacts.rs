@@ -2,8 +2,9 @@
 
 use async_trait::async_trait;
 use drover_core::Result;
-use drover_core::store::{ArtifactInsert, ArtifactStore};
+use drover_core::store::{ArtifactDelete, ArtifactInsert, ArtifactStore};
 use drover_types::{Artifact, Timestamp};
+use sqlx::Row;
 
 use super::{PgStore, db_err};
 use crate::{rows, sql};
@@ -61,5 +62,45 @@ impl ArtifactStore for PgStore {
     async fn list_artifacts(&self, application: Option<&str>) -> Result<Vec<Artifact>> {
         let rows = sqlx::query(sql::ARTIFACT_LIST).bind(application).fetch_all(&self.pool()).await.map_err(db_err)?;
         rows.iter().map(rows::artifact).collect()
+    }
+
+    async fn delete_artifact(&self, application: &str, version: &str) -> Result<ArtifactDelete> {
+        let pool = self.pool();
+        let r = sqlx::query(sql::ARTIFACT_DELETE_UNUSED)
+            .bind(application)
+            .bind(version)
+            .execute(&pool)
+            .await
+            .map_err(db_err)?;
+        if r.rows_affected() == 1 {
+            return Ok(ArtifactDelete::Deleted);
+        }
+        let row = sqlx::query(sql::ARTIFACT_USED_BY)
+            .bind(application)
+            .bind(version)
+            .fetch_optional(&pool)
+            .await
+            .map_err(db_err)?;
+        Ok(match row {
+            Some(r) => ArtifactDelete::InUse(r.try_get(0).map_err(db_err)?, r.try_get(1).map_err(db_err)?),
+            None => ArtifactDelete::NotFound,
+        })
+    }
+
+    async fn artifact_usage(&self, application: &str) -> Result<u64> {
+        let row = sqlx::query(sql::ARTIFACT_USAGE).bind(application).fetch_one(&self.pool()).await.map_err(db_err)?;
+        let n: i64 = row.try_get(0).map_err(db_err)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn protected_versions(&self, application: &str) -> Result<Vec<String>> {
+        let rows =
+            sqlx::query(sql::ARTIFACT_PROTECTED).bind(application).fetch_all(&self.pool()).await.map_err(db_err)?;
+        rows.iter().map(|r| r.try_get(0).map_err(db_err)).collect()
+    }
+
+    async fn artifact_digests(&self) -> Result<Vec<String>> {
+        let rows = sqlx::query(sql::ARTIFACT_DIGESTS).fetch_all(&self.pool()).await.map_err(db_err)?;
+        rows.iter().map(|r| r.try_get(0).map_err(db_err)).collect()
     }
 }
