@@ -381,6 +381,11 @@ impl Client {
         }
     }
 
+    /// `DELETE /api/v1/artifacts/{app}/{version}`.
+    pub async fn delete_artifact(&self, application: &str, version: &str) -> Result<()> {
+        self.delete(&format!("/api/v1/artifacts/{application}/{version}")).await
+    }
+
     /// Streams a file to the orchestrator; `progress` is called with the bytes sent so far.
     pub async fn push_artifact(
         &self,

@@ -37,6 +37,12 @@ pub enum Error {
     /// request may succeed later; callers keep their credentials and retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A body or artifact over its size limit: 413.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The application's artifacts would exceed their quota: 413.
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl Error {
@@ -49,6 +55,8 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::Store(_) => "internal",
             Error::Unavailable(_) => "unavailable",
+            Error::TooLarge(_) => "too_large",
+            Error::Quota(_) => "quota_exceeded",
         }
     }
 }

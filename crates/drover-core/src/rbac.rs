@@ -46,6 +46,7 @@ privileges! {
     ApprovalOverride => "approval.override", Application,
     ArtifactRead => "artifact.read", Application,
     ArtifactPush => "artifact.push", Application,
+    ArtifactDelete => "artifact.delete", Application,
     EnvironmentManage => "environment.manage", Global,
     AgentRead => "agent.read", Global,
     AgentManage => "agent.manage", Global,

@@ -200,8 +200,8 @@ pub trait ArtifactStore: Send + Sync {
     /// Deletes a version unless a deployment that has not ended uses it (checked in the same
     /// statement, so a deployment cannot start on a version being deleted unnoticed).
     async fn delete_artifact(&self, application: &str, version: &str) -> Result<ArtifactDelete>;
-    /// Bytes of all versions of an application.
-    async fn artifact_usage(&self, application: &str) -> Result<u64>;
+    /// Bytes of all versions of an application (`None`: of all applications).
+    async fn artifact_usage(&self, application: Option<&str>) -> Result<u64>;
     /// Versions of an application that retention keeps whatever their age (see `sql::ARTIFACT_PROTECTED`).
     async fn protected_versions(&self, application: &str) -> Result<Vec<String>>;
     /// Every content digest some version refers to.

@@ -58,6 +58,8 @@ impl From<drover_core::Error> for ApiError {
             E::Invalid(_) => ErrorCode::InvalidSpec,
             E::BadRequest(_) => ErrorCode::InvalidRequest,
             E::Forbidden(_) => ErrorCode::Forbidden,
+            E::TooLarge(_) => ErrorCode::TooLarge,
+            E::Quota(_) => ErrorCode::QuotaExceeded,
             E::Unavailable(cause) => {
                 tracing::error!(error = %cause, "the database is unreachable");
                 return ApiError::unavailable();

@@ -27,6 +27,7 @@ pub mod bootstrap;
 pub mod cors;
 pub mod engine;
 pub mod error;
+pub mod limits;
 pub mod nodes;
 pub mod oauth;
 pub mod outbound;
@@ -56,6 +57,10 @@ pub struct Config {
     pub audit: audit_chain::AuditConfig,
     /// `[outbound]`: where the orchestrator's own calls may go.
     pub outbound: outbound::OutboundConfig,
+    /// `[artifacts]`: size limit, quota, retention.
+    pub artifacts: artifacts::ArtifactsConfig,
+    /// `[http.limits]`: connections, timeouts, sizes.
+    pub limits: limits::LimitsConfig,
 }
 
 impl Config {
@@ -70,6 +75,8 @@ impl Config {
             cors: cors::CorsConfig::default(),
             audit: audit_chain::AuditConfig::default(),
             outbound: outbound::OutboundConfig::default(),
+            artifacts: artifacts::ArtifactsConfig::default(),
+            limits: limits::LimitsConfig::default(),
         }
     }
 }
@@ -98,6 +105,10 @@ pub struct Inner {
     pub engine: Arc<Engine>,
     pub auth: auth::Authenticator,
     pub artifacts: artifacts::ArtifactFiles,
+    pub artifact_policy: artifacts::ArtifactsConfig,
+    pub limits: limits::LimitsConfig,
+    /// Open connections, per source and in all.
+    pub connections: Arc<limits::Connections>,
     pub node: String,
     pub started_at: Timestamp,
     pub listen: String,
@@ -193,6 +204,9 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         auth: auth::Authenticator::new(store.clone()),
         artifacts: artifacts::ArtifactFiles::new(&cfg.data_dir)
             .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?,
+        artifact_policy: cfg.artifacts.clone(),
+        limits: cfg.limits.clone(),
+        connections: limits::Connections::new(&cfg.limits),
         node: hostname(),
         started_at: Timestamp::now(),
         listen: addr.to_string(),
@@ -247,7 +261,20 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             }
         }));
     }
-    tasks.push(tokio::spawn(serve_tls(listener, tls, app, rx)));
+    {
+        // Content no version refers to (a crash between delete and collect) goes within the hour.
+        let (s, mut stop) = (state.clone(), rx.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    _ = stop.changed() => return,
+                }
+                service::artifacts::collect_garbage(&s, Duration::from_secs(600)).await;
+            }
+        }));
+    }
+    tasks.push(tokio::spawn(serve_tls(listener, tls, app, state.clone(), rx)));
     tracing::info!(%addr, backend = store.backend(), "orchestrator listening on https://{addr}");
     Ok(Running {
         addr,
@@ -273,6 +300,8 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::policy))
+        .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes as usize))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), limits::bodies))
         .with_state(state)
 }
 
@@ -360,14 +389,17 @@ async fn reseal_with(
     Ok((signing_keys, profile_secrets, audit_keys))
 }
 
-/// Accepts TCP connections, completes the TLS handshake (bounded), and serves HTTP/1.1.
+/// Accepts TCP connections within the caps, completes the TLS handshake (bounded), and serves
+/// HTTP/1.1 with bounded heads and writes (limits.rs).
 async fn serve_tls(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    state: AppState,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let l = state.limits.clone();
     loop {
         let (tcp, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -380,11 +412,19 @@ async fn serve_tls(
             },
             _ = shutdown.changed() => return,
         };
+        let Some(slot) = state.connections.admit(peer.ip()) else {
+            tracing::warn!(%peer, "connection refused: connection cap reached ([http.limits])");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let app = app.clone();
+        let l = l.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let _ = tcp.set_nodelay(true);
-            let stream = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+            let handshake = Duration::from_secs(l.handshake_timeout_secs);
+            let stream = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -395,6 +435,7 @@ async fn serve_tls(
                     return;
                 }
             };
+            let stream = limits::StallGuard::new(stream, Duration::from_secs(l.write_stall_secs));
             let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
                 let mut app = app.clone();
@@ -402,7 +443,9 @@ async fn serve_tls(
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(30))
+                .header_read_timeout(Duration::from_secs(l.header_timeout_secs))
+                .max_header_size(l.max_header_bytes)
+                .max_headers(l.max_headers)
                 .serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = conn.await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

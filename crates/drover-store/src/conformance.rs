@@ -226,8 +226,9 @@ pub async fn artifact_deletion_and_retention(s: Arc<dyn Store>) {
         };
         s.insert_artifact(&a).await.unwrap();
     }
-    assert_eq!(s.artifact_usage("app").await.unwrap(), 6000 + 15);
-    assert_eq!(s.artifact_usage("none").await.unwrap(), 0);
+    assert_eq!(s.artifact_usage(Some("app")).await.unwrap(), 6000 + 15);
+    assert_eq!(s.artifact_usage(Some("none")).await.unwrap(), 0);
+    assert_eq!(s.artifact_usage(None).await.unwrap(), 6000 + 15);
     let deploy = |sp: &PipelineSpec, v: &str, status: DeploymentStatus| {
         let mut r = record(sp);
         r.version = v.into();

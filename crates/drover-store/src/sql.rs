@@ -52,7 +52,8 @@ pub const ARTIFACT_DELETE_UNUSED: &str = "DELETE FROM artifacts WHERE applicatio
      AND d.status NOT IN ('completed', 'aborted', 'failed'))";
 pub const ARTIFACT_USED_BY: &str = "SELECT id, status FROM deployments WHERE application = $1 AND version = $2 \
      AND status NOT IN ('completed', 'aborted', 'failed') ORDER BY id LIMIT 1";
-pub const ARTIFACT_USAGE: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts WHERE application = $1";
+pub const ARTIFACT_USAGE: &str = "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM artifacts \
+     WHERE (CAST($1 AS TEXT) IS NULL OR application = $1)";
 /// Versions retention never removes: those of deployments that have not ended, of each
 /// pipeline's newest completed deployment, and of every deployment newer than that one (live
 /// in the stages it reached); all of a pipeline's when none of its deployments completed.

@@ -38,9 +38,9 @@ macro_rules! checks {
 
 checks!(
     environments,
-    artifact_deletion_and_retention,
     agents_and_operators,
     artifacts_are_immutable,
+    artifact_deletion_and_retention,
     pipelines_upsert,
     deployment_round_trip,
     commit_detects_conflicts,

@@ -32,6 +32,8 @@ error_codes! {
     InvalidToken => "invalid_token", 401, 3, "the access token is invalid, expired or revoked (`WWW-Authenticate: Bearer error=\"invalid_token\"`)";
     Forbidden => "forbidden", 403, 4, "the caller lacks the privilege (on this application), the approval role, or the grant ceiling forbids it";
     NotFound => "not_found", 404, 5, "no such resource or route, or one in an application the caller cannot read";
+    TooLarge => "too_large", 413, 7, "the body or artifact is larger than its limit (`[http.limits] max_body_bytes`, `[artifacts] max_size`)";
+    QuotaExceeded => "quota_exceeded", 413, 6, "the application's artifacts would exceed `[artifacts] quota`; delete versions or raise it";
     Conflict => "conflict", 409, 6, "exists already, is in use, or changed meanwhile";
     InvalidState => "invalid_state", 409, 6, "the action does not apply to the deployment's or task's status";
     Internal => "internal", 500, 1, "a server fault; details are in the orchestrator log, not in the response";

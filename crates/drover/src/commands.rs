@@ -537,6 +537,15 @@ pub enum ArtifactCommand {
         #[command(flatten)]
         conn: Conn,
     },
+    /// Delete a version (refused while a deployment that has not ended uses it).
+    Delete {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        version: String,
+        #[command(flatten)]
+        conn: Conn,
+    },
 }
 
 pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
@@ -568,6 +577,11 @@ pub async fn artifact(cmd: ArtifactCommand) -> anyhow::Result<u8> {
             print(conn.output, &a, |a| {
                 format!("{} {} stored: {} bytes, sha256 {}", a.application, a.version, a.size, a.sha256)
             })
+        }
+        ArtifactCommand::Delete { app, version, conn } => {
+            client(&conn).await?.delete_artifact(&app, &version).await?;
+            println!("{app} {version} deleted");
+            Ok(exit::OK)
         }
         ArtifactCommand::List { app, conn } => {
             let v = client(&conn).await?.artifacts(app.as_deref()).await?;

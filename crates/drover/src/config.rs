@@ -51,6 +51,8 @@ pub struct FileConfig {
     pub audit: drover_server::audit_chain::AuditConfig,
     #[serde(default)]
     pub outbound: drover_server::outbound::OutboundConfig,
+    #[serde(default)]
+    pub artifacts: drover_server::artifacts::ArtifactsConfig,
 }
 
 /// `[http]` in `drover.toml`.
@@ -59,6 +61,8 @@ pub struct FileConfig {
 pub struct HttpConfig {
     #[serde(default)]
     pub cors: drover_server::cors::CorsConfig,
+    #[serde(default)]
+    pub limits: drover_server::limits::LimitsConfig,
 }
 
 pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
@@ -94,6 +98,9 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
     cfg.audit = file.audit;
     file.outbound.validate().map_err(anyhow::Error::msg)?;
     cfg.outbound = file.outbound;
+    file.http.limits.validate().map_err(anyhow::Error::msg)?;
+    cfg.limits = file.http.limits;
+    cfg.artifacts = file.artifacts;
     cfg.cors.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }

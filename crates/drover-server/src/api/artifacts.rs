@@ -42,3 +42,8 @@ pub async fn push(
         Pushed::Same(a) => (StatusCode::OK, Json(a)),
     })
 }
+
+pub async fn delete(call: Call, Path((app, version)): Path<(String, String)>) -> ApiResult<StatusCode> {
+    artifacts::delete(&call.ctx(), &app, &version).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -81,6 +81,7 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let push = axum::routing::put(artifacts::push).layer(DefaultBodyLimit::disable());
     let r = r.add(Method::PUT, "/api/v1/artifacts/{application}/{version}", Privilege::ArtifactPush, push);
     let r = route!(r, GET "/api/v1/artifacts/{application}/{version}" => artifacts::get, ArtifactRead);
+    let r = route!(r, DELETE "/api/v1/artifacts/{application}/{version}" => artifacts::delete, ArtifactDelete);
     let r = route!(r, GET "/api/v1/artifacts/{application}/{version}/content" => artifacts::content, ArtifactRead);
     let r = route!(r, POST "/api/v1/deployments" => deployments::create, DeploymentStart);
     let r = route!(r, GET "/api/v1/deployments" => deployments::list, PipelineRead);

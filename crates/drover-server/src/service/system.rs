@@ -58,10 +58,13 @@ pub async fn pools(c: &Ctx<'_>) -> Result<Value> {
     c.require(Privilege::SystemObserve)?;
     let s = c.state;
     let db = s.store.pool_stats();
+    let (open, max, sources, refused) = s.connections.stats();
     Ok(json!([
         {"name": "database", "backend": s.store.backend(), "size": db.size, "idle": db.idle, "max": db.max, "resizable": db.resizable},
         {"name": "agent_polls", "waiting": s.engine.polls_waiting()},
         {"name": "password_hashing", "in_use": s.auth.hashing_in_use(), "max": 2},
+        {"name": "connections", "open": open, "max": max, "max_per_source": s.limits.max_connections_per_source,
+         "sources": sources, "refused": refused},
     ]))
 }
 

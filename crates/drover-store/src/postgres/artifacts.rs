@@ -87,7 +87,7 @@ impl ArtifactStore for PgStore {
         })
     }
 
-    async fn artifact_usage(&self, application: &str) -> Result<u64> {
+    async fn artifact_usage(&self, application: Option<&str>) -> Result<u64> {
         let row = sqlx::query(sql::ARTIFACT_USAGE).bind(application).fetch_one(&self.pool()).await.map_err(db_err)?;
         let n: i64 = row.try_get(0).map_err(db_err)?;
         Ok(n.max(0) as u64)

@@ -61,8 +61,8 @@ impl ArtifactStore for SqliteStore {
         .await
     }
 
-    async fn artifact_usage(&self, application: &str) -> Result<u64> {
-        let app = application.to_string();
+    async fn artifact_usage(&self, application: Option<&str>) -> Result<u64> {
+        let app = application.map(str::to_string);
         self.read(move |c| {
             let n = one(c, sql::ARTIFACT_USAGE, params![app], |r| r.get::<_, i64>(0).map_err(err))?;
             Ok(n.unwrap_or(0).max(0) as u64)
