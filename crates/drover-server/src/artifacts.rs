@@ -75,6 +75,17 @@ impl Default for ArtifactsConfig {
     }
 }
 
+impl ArtifactsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (k, v) in [("max_size", self.max_size), ("quota", self.quota), ("total_quota", self.total_quota)] {
+            if v.0 == 0 {
+                return Err(format!("[artifacts] {k} must be at least 1 byte"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why an upload was not stored.
 #[derive(Debug)]
 pub enum ReceiveError {

@@ -100,6 +100,7 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
     cfg.outbound = file.outbound;
     file.http.limits.validate().map_err(anyhow::Error::msg)?;
     cfg.limits = file.http.limits;
+    file.artifacts.validate().map_err(anyhow::Error::msg)?;
     cfg.artifacts = file.artifacts;
     cfg.cors.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
@@ -203,6 +204,39 @@ mod tests {
             std::fs::write(&f, format!("[outbound]\nallowed_urls = [\"{bad}\"]\n")).unwrap();
             let e = format!("{:#}", load(&args(dir.path())).unwrap_err());
             assert!(e.contains("[outbound] allowed_urls"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn limits_and_artifacts_sections_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("drover.toml");
+        let d = load(&args(dir.path())).unwrap();
+        assert_eq!((d.limits.max_body_bytes, d.artifacts.max_size.0, d.artifacts.keep_versions), (4 << 20, 4 << 30, 0));
+        std::fs::write(
+            &f,
+            "[http.limits]\nmax_connections_per_source = 50\nbody_timeout_secs = 5\n\n\
+             [artifacts]\nmax_size = \"512MiB\"\nquota = \"20 GB\"\ntotal_quota = 1073741824\nkeep_versions = 10\n",
+        )
+        .unwrap();
+        let c = load(&args(dir.path())).unwrap();
+        assert_eq!((c.limits.max_connections_per_source, c.limits.body_timeout_secs), (50, 5));
+        assert_eq!(c.limits.max_connections, 16_384, "unset keys keep their default");
+        assert_eq!(
+            (c.artifacts.max_size.0, c.artifacts.quota.0, c.artifacts.total_quota.0, c.artifacts.keep_versions),
+            (512 << 20, 20_000_000_000, 1 << 30, 10)
+        );
+        for (bad, says) in [
+            ("[http.limits]\nbody_timeout_secs = 0\n", "body_timeout_secs"),
+            ("[http.limits]\nmax_header_bytes = 100\n", "max_header_bytes"),
+            ("[http.limits]\nmax_conections = 5\n", "max_conections"),
+            ("[artifacts]\nmax_size = \"12 parsecs\"\n", "unknown unit"),
+            ("[artifacts]\nquota = \"-1GiB\"\n", "quota"),
+            ("[artifacts]\ntotal_quota = 0\n", "[artifacts] total_quota must be at least 1"),
+        ] {
+            std::fs::write(&f, bad).unwrap();
+            let e = format!("{:#}", load(&args(dir.path())).unwrap_err());
+            assert!(e.contains(says), "{bad}: {e}");
         }
     }
 
