@@ -17,8 +17,8 @@ use crate::AgentConfig;
 
 /// Releases kept per application (the current one is always kept).
 pub const KEEP_RELEASES: usize = 5;
-const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
-const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+// The orchestrator enforces the same limits (plus a grace): `TaskSpec::agent_timeout`.
+use drover_types::pipeline::{DEFAULT_CHECK_TIMEOUT, DEFAULT_RUN_TIMEOUT};
 const HOOK_TIMEOUT: Duration = Duration::from_secs(600);
 const TAIL_LINES: usize = 20;
 

@@ -39,7 +39,9 @@ pub struct TaskRecord {
     pub agent: Option<String>,
     /// For agent tasks in progress: the attempt is lost when no heartbeat arrives before this.
     pub lease_until: Option<Timestamp>,
-    /// For `wait` tasks in progress.
+    /// The deadline of the task's current state: a `wait` task's end; for an agent task that
+    /// is ready, its dispatch timeout; in progress, its timeout plus the grace; for an
+    /// approval, its `timeout`.
     pub due_at: Option<Timestamp>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
@@ -141,6 +143,7 @@ impl DeploymentState {
                         decided_by: t.decided_by.clone(),
                         comment: t.comment.clone(),
                         approvals: t.approvals.clone(),
+                        waiting_for: None,
                     })
                     .collect();
                 let status = stage_status(&tasks, si, d);
@@ -166,6 +169,7 @@ impl DeploymentState {
             updated_at: d.updated_at,
             finished_at: d.finished_at,
             rollback_of: d.rollback_of,
+            waiting_for: None,
             stages,
         }
     }

@@ -73,6 +73,21 @@ impl Principals {
         rbac::role_privileges(name).or_else(|| self.table.read().expect("poisoned").roles.get(name).cloned())
     }
 
+    /// Roles, built-in and custom, that confer `p` (sorted, the agent role aside).
+    pub fn roles_with(&self, p: Privilege) -> Vec<String> {
+        let t = self.table.read().expect("poisoned").clone();
+        let mut out: Vec<String> = rbac::BUILT_IN_ROLES
+            .iter()
+            .filter(|r| **r != rbac::AGENT_ROLE && rbac::role_privileges(r).is_some_and(|ps| ps.contains(&p)))
+            .map(|r| r.to_string())
+            .collect();
+        let mut custom: Vec<String> =
+            t.roles.iter().filter(|(_, ps)| ps.contains(&p)).map(|(n, _)| n.clone()).collect();
+        custom.sort();
+        out.extend(custom);
+        out
+    }
+
     /// A principal with its direct roles (unscoped) and its access groups' roles (scoped to the
     /// groups' applications).
     pub fn resolve(&self, kind: PrincipalKind, name: &str, roles: Vec<String>) -> Principal {

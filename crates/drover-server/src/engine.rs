@@ -71,6 +71,8 @@ pub struct Engine {
     store: Arc<dyn Store>,
     /// An attempt without a heartbeat for this long is lost.
     pub lease: Duration,
+    /// How long past a task's timeout the orchestrator waits for the agent's result.
+    pub timeout_grace: Duration,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
     kicks: mpsc::UnboundedSender<Kick>,
     kick_rx: Mutex<Option<mpsc::UnboundedReceiver<Kick>>>,
@@ -85,7 +87,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, lease: Duration) -> Arc<Self> {
+    pub fn new(store: Arc<dyn Store>, lease: Duration, timeout_grace: Duration) -> Arc<Self> {
         let (kicks, kick_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(4096);
         let (calls, call_rx) = mpsc::unbounded_channel();
@@ -94,6 +96,7 @@ impl Engine {
             call_rx: Mutex::new(Some(call_rx)),
             store,
             lease,
+            timeout_grace,
             wakers: Mutex::new(HashMap::new()),
             kicks,
             kick_rx: Mutex::new(Some(kick_rx)),
@@ -200,9 +203,18 @@ impl Engine {
     async fn sweep(&self, requeue: bool) -> Result<()> {
         let now = Timestamp::now();
         for id in self.store.deployments_due(now).await? {
-            let n = self.mutate(id, "system", |st, _| Ok(machine::expire_leases(st, Timestamp::now()))).await?.1;
+            let (n, ended) = self
+                .mutate(id, "system", |st, fx| {
+                    let now = Timestamp::now();
+                    Ok((machine::expire_leases(st, now), machine::expire_deadlines(st, now, fx)))
+                })
+                .await?
+                .1;
             if n > 0 {
                 tracing::warn!(deployment = id, attempts = n, "attempts lost: no heartbeat within the lease");
+            }
+            for why in ended {
+                tracing::warn!(deployment = id, "deadline passed: {why}");
             }
         }
         if requeue {
@@ -575,10 +587,18 @@ impl Engine {
                 break;
             }
             let attempt_id = hex::encode(rand::random::<[u8; 16]>());
-            let lease = self.lease;
+            let (lease, grace) = (self.lease, self.timeout_grace);
             let r = self
                 .mutate(dep, &format!("agent:{agent}"), |st, _| {
-                    machine::claim(st, stage, task, agent, &attempt_id, Timestamp::now(), lease)
+                    machine::claim(
+                        st,
+                        stage,
+                        task,
+                        agent,
+                        &attempt_id,
+                        Timestamp::now(),
+                        machine::Timing::new(lease, grace),
+                    )
                 })
                 .await;
             match r {

@@ -47,6 +47,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// An attempt without a heartbeat for this long is lost (deployment goes to `error`).
     pub heartbeat_timeout: Duration,
+    /// How long past a task's timeout the orchestrator waits for the agent's result before it
+    /// fails the task itself.
+    pub task_timeout_grace: Duration,
     /// Extra DNS names / IPs for the server certificate (localhost and loopback are always in).
     pub tls_names: Vec<String>,
     /// The URL clients use to reach the orchestrator; the token issuer. Default `https://LISTEN`.
@@ -70,6 +73,7 @@ impl Config {
             listen: "127.0.0.1:8443".parse().expect("valid"),
             database_url: None,
             heartbeat_timeout: Duration::from_secs(30),
+            task_timeout_grace: Duration::from_secs(60),
             tls_names: Vec::new(),
             public_url: None,
             cors: cors::CorsConfig::default(),
@@ -191,7 +195,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     bootstrap::cli_client(store.as_ref()).await?;
     bootstrap::agent_clients(store.as_ref()).await?;
     let principals = access::Principals::load(store.as_ref()).await?;
-    let engine = Engine::new(store.clone(), cfg.heartbeat_timeout);
+    let engine = Engine::new(store.clone(), cfg.heartbeat_timeout, cfg.task_timeout_grace);
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;
     let (shutdown, rx) = watch::channel(false);

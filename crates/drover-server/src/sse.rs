@@ -1,6 +1,8 @@
 //! `GET /deployments/{id}/logs?follow=true`: server-sent events with log lines (`event: log`),
 //! the deployment whenever it changes (`event: deployment`) and `event: end` once it is
-//! terminal. Bounded: the stream ends after an hour at most, or when the client goes away.
+//! terminal; `waiting_for` is re-evaluated at least every 15 s, so a change of what it waits for
+//! (an agent comes online) is sent too. Bounded: the stream ends after an hour at most, or when
+//! the client goes away (the CLI follows on with `after`).
 
 use std::time::Duration;
 
@@ -19,7 +21,8 @@ fn frame(event: &str, data: &impl serde::Serialize) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
 }
 
-pub fn follow(s: AppState, id: i64, mut after: i64) -> Response {
+/// `caller` may read the deployment (checked before); it shapes `waiting_for`.
+pub fn follow(s: AppState, caller: drover_core::rbac::Principal, id: i64, mut after: i64) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let mut changes = s.engine.subscribe();
     tokio::spawn(async move {
@@ -40,7 +43,11 @@ pub fn follow(s: AppState, id: i64, mut after: i64) -> Response {
                 }
             }
             let Ok(Some(st)) = s.store.load_deployment(id).await else { return };
-            let view = st.to_view();
+            let mut view = st.to_view();
+            let ctx = crate::service::Ctx::new(&s, &caller);
+            if crate::service::waiting::annotate(&ctx, &st, &mut view).await.is_err() {
+                return;
+            }
             let json = serde_json::to_string(&view).unwrap_or_default();
             if last_view.as_deref() != Some(json.as_str()) {
                 if tx.send(Ok(frame("deployment", &view))).await.is_err() {

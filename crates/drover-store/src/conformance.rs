@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_core::machine::{self, Effects, NewEvent};
+use drover_core::machine::{self, Effects, NewEvent, Timing};
 use drover_core::model::DeploymentRecord;
 use drover_core::store::{
     AgentRecord, ArtifactDelete, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
@@ -47,6 +47,7 @@ fn spec(stages: usize) -> PipelineSpec {
                 name: format!("s{i}"),
                 environment: format!("env{i}"),
                 progression: Progression::Automatic,
+                dispatch_timeout: None,
                 tasks: vec![TaskSpec::Run { command: CommandSpec::Shell("true".into()), timeout: None }],
             })
             .collect(),
@@ -363,7 +364,16 @@ pub async fn stage_lock_is_exclusive(s: Arc<dyn Store>) {
     let old = s.load_deployment(a).await.unwrap().unwrap();
     let mut new = old.clone();
     let mut fx = Effects::default();
-    machine::claim(&mut new, 0, 0, "ag", "att-a", Timestamp(3000), Duration::from_secs(5)).unwrap();
+    machine::claim(
+        &mut new,
+        0,
+        0,
+        "ag",
+        "att-a",
+        Timestamp(3000),
+        Timing::new(Duration::from_secs(5), Duration::from_secs(60)),
+    )
+    .unwrap();
     machine::record_result(&mut new, "att-a", drover_types::agent::Outcome::Completed, Some(0), None, Timestamp(3001))
         .unwrap();
     machine::advance(&mut new, Timestamp(3001), &|_: i64, _: usize| true, &mut fx);
@@ -387,7 +397,16 @@ pub async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
     assert!(s.claimable_tasks("env1", 10).await.unwrap().is_empty());
     let old = s.load_deployment(id).await.unwrap().unwrap();
     let mut new = old.clone();
-    machine::claim(&mut new, 0, 0, "agent-1", "att-1", Timestamp(5000), Duration::from_millis(100)).unwrap();
+    machine::claim(
+        &mut new,
+        0,
+        0,
+        "agent-1",
+        "att-1",
+        Timestamp(5000),
+        Timing::new(Duration::from_millis(100), Duration::from_secs(60)),
+    )
+    .unwrap();
     assert_eq!(commit_of(&s, &old, new, Effects::default()).await, CommitOutcome::Committed);
     assert!(s.claimable_tasks("env0", 10).await.unwrap().is_empty());
     assert_eq!(s.owned_attempts("agent-1").await.unwrap(), vec![(id, "att-1".to_string())]);

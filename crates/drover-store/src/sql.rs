@@ -156,8 +156,15 @@ pub const HEARTBEAT: &str =
     "UPDATE task_runs SET lease_until = $1 WHERE attempt_id = $2 AND agent = $3 AND status = 'in_progress'";
 pub const EXTEND_LEASES: &str = "UPDATE task_runs SET lease_until = $1 \
      WHERE status = 'in_progress' AND lease_until IS NOT NULL AND lease_until < $1";
-pub const DUE: &str = "SELECT DISTINCT deployment_id FROM task_runs WHERE status = 'in_progress' \
-     AND ((lease_until IS NOT NULL AND lease_until < $1) OR (due_at IS NOT NULL AND due_at <= $1)) ORDER BY deployment_id";
+/// Agent tasks' deadlines move with the leases after a restart (nobody could claim or report).
+pub const EXTEND_DEADLINES: &str = "UPDATE task_runs SET due_at = $1 \
+     WHERE status IN ('ready', 'in_progress') AND on_agent = 1 AND due_at IS NOT NULL AND due_at < $1";
+/// Deployments with a lost lease or a passed deadline (`due_at`: waits, dispatch, task and
+/// approval timeouts).
+pub const DUE: &str = "SELECT deployment_id FROM task_runs WHERE status = 'in_progress' \
+     AND lease_until IS NOT NULL AND lease_until < $1 \
+     UNION SELECT deployment_id FROM task_runs WHERE due_at IS NOT NULL AND due_at <= $1 \
+     AND status IN ('ready', 'in_progress', 'pending_input') ORDER BY 1";
 pub const PENDING_PROMOTION_BEFORE: &str = "SELECT id FROM deployments WHERE pipeline = $1 \
      AND status = 'pending_promotion' AND stage_index = $2 AND id < $3 ORDER BY id";
 pub const LOGS: &str = "SELECT id, stage_index, task_index, ts, stream, line FROM task_logs \

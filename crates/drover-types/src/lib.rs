@@ -11,9 +11,11 @@ pub mod agent;
 pub mod audit;
 pub mod error;
 pub mod pipeline;
+pub mod waiting;
 
 pub use error::ErrorCode;
-pub use pipeline::{CommandSpec, DurationSpec, PipelineSpec, Progression, StageSpec, TaskSpec};
+pub use pipeline::{CommandSpec, DurationSpec, OnTimeout, PipelineSpec, Progression, StageSpec, TaskSpec};
+pub use waiting::{AgentAvailability, AgentSeen, WaitReason, WaitingFor};
 
 /// Milliseconds since the Unix epoch; serialized as RFC 3339 (UTC, millisecond precision).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -274,6 +276,9 @@ pub struct Deployment {
     pub finished_at: Option<Timestamp>,
     /// Set on a rollback deployment: the deployment it rolled back.
     pub rollback_of: Option<i64>,
+    /// Why it is where it is (deployments that have not ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<WaitingFor>,
     pub stages: Vec<StageRun>,
 }
 
@@ -307,6 +312,9 @@ pub struct TaskRun {
     /// For approval tasks: every decision so far, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub approvals: Vec<ApprovalVote>,
+    /// Why it has not ended yet (tasks of the deployment's current stage and the next ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<WaitingFor>,
 }
 
 /// One decision on an approval task.
@@ -518,7 +526,7 @@ pub struct Role {
 }
 
 /// An access group: binds operators and clients to roles, optionally only on some applications.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccessGroup {
     pub name: String,
     pub roles: Vec<String>,

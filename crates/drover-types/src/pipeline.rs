@@ -30,8 +30,34 @@ pub struct StageSpec {
     pub environment: String,
     #[serde(default)]
     pub progression: Progression,
+    /// How long a task for an agent may wait to be claimed before it fails (default 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatch_timeout: Option<DurationSpec>,
     #[serde(default)]
     pub tasks: Vec<TaskSpec>,
+}
+
+/// A stage's dispatch timeout when it sets none.
+pub const DEFAULT_DISPATCH_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// An agent's limits for tasks that set no `timeout` (the orchestrator enforces them too).
+pub const DEFAULT_RUN_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(3600);
+
+impl StageSpec {
+    pub fn dispatch_timeout(&self) -> Duration {
+        self.dispatch_timeout.map(|d| d.0).unwrap_or(DEFAULT_DISPATCH_TIMEOUT)
+    }
+}
+
+/// What an approval does when its `timeout` passes undecided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    /// The approval is rejected: the deployment fails.
+    Reject,
+    /// The deployment is aborted.
+    Abort,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,6 +128,12 @@ pub enum TaskSpec {
         /// yes elsewhere (fixed when the deployment starts).
         #[serde(skip_serializing_if = "Option::is_none")]
         allow_self_approval: Option<bool>,
+        /// Undecided for this long: `on_timeout` happens.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        timeout: Option<DurationSpec>,
+        /// Default `reject`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        on_timeout: Option<OnTimeout>,
     },
     Wait {
         duration: DurationSpec,
@@ -140,6 +172,15 @@ impl TaskSpec {
     pub fn runs_on_agent(&self) -> bool {
         matches!(self, TaskSpec::Deploy {} | TaskSpec::Run { .. } | TaskSpec::HttpCheck { .. })
     }
+    /// How long an agent lets this task run (its `timeout`, or the default of its type).
+    pub fn agent_timeout(&self) -> Option<Duration> {
+        match self {
+            TaskSpec::Deploy {} => Some(DEFAULT_DEPLOY_TIMEOUT),
+            TaskSpec::Run { timeout, .. } => Some(timeout.map(|t| t.0).unwrap_or(DEFAULT_RUN_TIMEOUT)),
+            TaskSpec::HttpCheck { timeout, .. } => Some(timeout.map(|t| t.0).unwrap_or(DEFAULT_CHECK_TIMEOUT)),
+            _ => None,
+        }
+    }
 }
 
 /// Most distinct approvers an approval task may ask for.
@@ -162,6 +203,7 @@ pub struct RawTask {
     method: Option<String>,
     auth_profile: Option<String>,
     body: Option<String>,
+    on_timeout: Option<OnTimeout>,
 }
 
 impl TryFrom<RawTask> for TaskSpec {
@@ -180,12 +222,13 @@ impl TryFrom<RawTask> for TaskSpec {
             ("method", r.method.is_some()),
             ("auth_profile", r.auth_profile.is_some()),
             ("body", r.body.is_some()),
+            ("on_timeout", r.on_timeout.is_some()),
         ];
         let allowed: &[&str] = match r.kind.as_str() {
             "deploy" => &[],
             "run" => &["command", "timeout"],
             "http-check" => &["url", "expect_status", "timeout"],
-            "approval" => &["role", "approvals", "allow_self_approval"],
+            "approval" => &["role", "approvals", "allow_self_approval", "timeout", "on_timeout"],
             "wait" => &["duration"],
             "webhook" => &["url", "method", "auth_profile", "expect_status", "body", "timeout"],
             other => {
@@ -224,7 +267,16 @@ impl TryFrom<RawTask> for TaskSpec {
                 {
                     return Err(format!("field `approvals` must be between 1 and {MAX_APPROVALS}, got {n}"));
                 }
-                TaskSpec::Approval { role: r.role, approvals: r.approvals, allow_self_approval: r.allow_self_approval }
+                if r.on_timeout.is_some() && r.timeout.is_none() {
+                    return Err("field `on_timeout` needs a `timeout`".into());
+                }
+                TaskSpec::Approval {
+                    role: r.role,
+                    approvals: r.approvals,
+                    allow_self_approval: r.allow_self_approval,
+                    timeout: r.timeout,
+                    on_timeout: r.on_timeout,
+                }
             }
             "wait" => TaskSpec::Wait { duration: r.duration.ok_or_else(|| missing("duration"))? },
             "webhook" => {

@@ -309,42 +309,54 @@ pub async fn status(conn: &Conn, id: i64, follow: bool) -> anyhow::Result<u8> {
     print(conn.output, &d, render::deployment)
 }
 
-/// Streams a deployment until it ends or stops in error; exit 0 only if it completed.
+/// Streams a deployment until it ends or stops in error, through every wait (queued,
+/// promotion, approval, pause), saying what it waits for and what would continue it; exit 0
+/// only if it completed. The server ends a stream after an hour: it is followed on from the
+/// last log line seen.
 pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::Result<u8> {
-    let mut stream = Box::pin(c.follow(id, 0).await?);
     let mut r = render::Follower::default();
-    let mut last = None;
-    while let Some(ev) = stream.next().await {
-        let ev = ev?;
-        if output == Output::Json {
-            println!(
-                "{}",
-                serde_json::json!({"event": ev.event, "data": serde_json::from_str::<serde_json::Value>(&ev.data).unwrap_or_default()})
-            );
-        }
-        match ev.event.as_str() {
-            "deployment" => {
-                let d: drover_types::Deployment = serde_json::from_str(&ev.data)?;
-                if output == Output::Text {
-                    for line in r.changes(&d) {
-                        println!("{line}");
+    let mut last: Option<drover_types::Deployment> = None;
+    let mut after = 0;
+    // Bounded: each stream lasts up to an hour.
+    'streams: for _ in 0..10_000 {
+        let mut stream = Box::pin(c.follow(id, after).await?);
+        while let Some(ev) = stream.next().await {
+            let ev = ev?;
+            if output == Output::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"event": ev.event, "data": serde_json::from_str::<serde_json::Value>(&ev.data).unwrap_or_default()})
+                );
+            }
+            match ev.event.as_str() {
+                "deployment" => {
+                    let d: drover_types::Deployment = serde_json::from_str(&ev.data)?;
+                    if output == Output::Text {
+                        for line in r.changes(&d) {
+                            println!("{line}");
+                        }
+                    }
+                    // In error it waits for an operator (retry, skip, abort): stop here, with
+                    // the commands printed above.
+                    let stop = d.status == DeploymentStatus::Error;
+                    last = Some(d);
+                    if stop {
+                        break 'streams;
                     }
                 }
-                // In error it waits for an operator (retry, skip, abort, rollback): stop here.
-                let stop = d.status == DeploymentStatus::Error;
-                last = Some(d);
-                if stop {
-                    break;
+                "log" => {
+                    let l: drover_types::LogLine = serde_json::from_str(&ev.data)?;
+                    after = after.max(l.id);
+                    if output == Output::Text {
+                        println!("{}", r.log_line(&l, last.as_ref()));
+                    }
                 }
+                "end" => break 'streams,
+                _ => {}
             }
-            "log" => {
-                let l: drover_types::LogLine = serde_json::from_str(&ev.data)?;
-                if output == Output::Text {
-                    println!("{}", r.log_line(&l, last.as_ref()));
-                }
-            }
-            "end" => break,
-            _ => {}
+        }
+        if last.as_ref().is_some_and(|d| d.status.is_terminal()) {
+            break;
         }
     }
     let d = c.deployment(id).await?;

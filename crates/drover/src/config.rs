@@ -42,6 +42,7 @@ pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub database_url: Option<String>,
     pub heartbeat_timeout: Option<String>,
+    pub task_timeout_grace: Option<String>,
     #[serde(default)]
     pub tls_names: Vec<String>,
     pub public_url: Option<String>,
@@ -83,6 +84,9 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
         cfg.heartbeat_timeout = t;
     } else if let Some(t) = &file.heartbeat_timeout {
         cfg.heartbeat_timeout = humantime::parse_duration(t).with_context(|| format!("heartbeat_timeout = {t:?}"))?;
+    }
+    if let Some(t) = &file.task_timeout_grace {
+        cfg.task_timeout_grace = humantime::parse_duration(t).with_context(|| format!("task_timeout_grace = {t:?}"))?;
     }
     if cfg.heartbeat_timeout < Duration::from_millis(200) {
         bail!("heartbeat_timeout must be at least 200ms");

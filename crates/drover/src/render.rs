@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use drover_types::{Deployment, LogLine, TaskSpec};
+use drover_types::{Action, Deployment, LogLine, TaskSpec};
 
 fn task_label(spec: &TaskSpec) -> String {
     match spec {
@@ -16,7 +16,7 @@ fn task_label(spec: &TaskSpec) -> String {
             method.as_deref().unwrap_or("POST"),
             auth_profile.as_deref().map(|p| format!(" (profile {p})")).unwrap_or_default()
         ),
-        TaskSpec::Approval { role, approvals, allow_self_approval } => {
+        TaskSpec::Approval { role, approvals, allow_self_approval, timeout, on_timeout } => {
             let mut parts = Vec::new();
             if let Some(r) = role {
                 parts.push(format!("role {r}"));
@@ -26,6 +26,10 @@ fn task_label(spec: &TaskSpec) -> String {
             }
             if *allow_self_approval == Some(false) {
                 parts.push("not by the starter".into());
+            }
+            if let Some(t) = timeout {
+                let then = if *on_timeout == Some(drover_types::OnTimeout::Abort) { "abort" } else { "reject" };
+                parts.push(format!("{then} after {t}"));
             }
             if parts.is_empty() { "approval".into() } else { format!("approval ({})", parts.join(", ")) }
         }
@@ -53,6 +57,12 @@ pub fn deployment(d: &Deployment) -> String {
     if let Some(r) = d.rollback_of {
         s.push_str(&format!("rollback of deployment {r}\n"));
     }
+    if let Some(w) = &d.waiting_for {
+        s.push_str(&format!("waiting: {}\n", w.sentence));
+        for c in next_commands(d) {
+            s.push_str(&format!("  to continue: {c}\n"));
+        }
+    }
     for st in &d.stages {
         s.push_str(
             &format!("  stage {} ({}, {:?}): {}\n", st.name, st.environment, st.progression, st.status)
@@ -73,11 +83,34 @@ pub fn deployment(d: &Deployment) -> String {
     s
 }
 
+/// The commands that would move a waiting deployment on (for the caller to choose from; the
+/// server still checks who may).
+pub fn next_commands(d: &Deployment) -> Vec<String> {
+    use drover_types::{AgentAvailability, WaitReason as W};
+    let Some(w) = &d.waiting_for else { return vec![] };
+    let on = |id: i64, actions: &[Action]| actions.iter().map(|a| format!("drover {a} {id}")).collect();
+    match &w.reason {
+        W::Promotion { .. } => vec![format!("drover promote {}", d.id)],
+        W::Approval { .. } => vec![format!("drover approve {}", d.id), format!("drover reject {} --reason TEXT", d.id)],
+        W::Paused { .. } => vec![format!("drover resume {}", d.id)],
+        W::Error { actions, .. } => on(d.id, actions),
+        W::Stage { deployment, actions, .. } if *deployment != d.id => on(*deployment, actions),
+        W::Agent { environment, availability: AgentAvailability::NoneRegistered, .. } => {
+            vec![format!("drover agents add NAME --environment {environment}  (then start `drover agent` on the host)")]
+        }
+        W::Agent { environment, availability: AgentAvailability::NoneOnline, .. } => {
+            vec![format!("start `drover agent` for environment {environment}")]
+        }
+        _ => vec![],
+    }
+}
+
 /// Prints only what changed between successive views.
 #[derive(Default)]
 pub struct Follower {
     seen: HashMap<(usize, usize), String>,
     status: Option<String>,
+    waiting: Option<String>,
 }
 
 impl Follower {
@@ -106,6 +139,16 @@ impl Follower {
             let msg = d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default();
             out.push(format!("deployment {} is {status}{msg}", d.id));
             self.status = Some(status);
+        }
+        let waiting = d.waiting_for.as_ref().map(|w| w.sentence.clone());
+        if waiting != self.waiting {
+            if let Some(w) = &waiting {
+                out.push(format!("  waiting: {w}"));
+                for c in next_commands(d) {
+                    out.push(format!("  to continue: {c}"));
+                }
+            }
+            self.waiting = waiting;
         }
         out
     }

@@ -722,3 +722,43 @@ async fn master_key_from_the_environment_and_reseal() {
     let anon = Client::new(&o.url(), Some(&o.ca()), Credentials::None).unwrap();
     anon.client_credentials_token("ci", &ci.client_secret, None).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_keeps_following_through_waits_and_says_what_continues() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let o = Orchestrator::start(dir.path(), &[]).await;
+    let _dev = o.agent("dev-1", "dev");
+    let _prod = o.agent("prod-1", "prod");
+    let c = o.admin();
+    c.apply_yaml(
+        "application: f\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"echo built\"}]\n  \
+         - name: prod\n    environment: prod\n    progression: manual\n    tasks: [{type: run, command: \"echo shipped\"}]\n",
+    )
+    .await
+    .unwrap();
+    let mut child =
+        o.cli().args(["deploy", "f", "1", "--follow"]).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !seen.iter().any(|l: &String| l.contains("to continue: drover promote 1")) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        seen.push(rx.recv_timeout(left).unwrap_or_else(|_| panic!("no promote hint; saw:\n{}", seen.join("\n"))));
+    }
+    assert!(seen.iter().any(|l| l.contains("waiting: waits for promotion to stage prod")), "{}", seen.join("\n"));
+    // Still following: promote, and it goes on to the end.
+    c.act(1, drover_types::Action::Promote, None).await.unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(60));
+    reader.join().unwrap();
+    seen.extend(rx.try_iter());
+    let text = seen.join("\n");
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(text.contains("shipped") && text.contains("is completed"), "{text}");
+}

@@ -94,13 +94,15 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
                     continue;
                 };
                 let label = st.tasks[i].label(&st.deployment.spec);
+                let dispatch = st.deployment.spec.stages[s].dispatch_timeout();
                 let t = &mut st.tasks[i];
                 match t.status {
                     T::Pending => t.status = T::Ready,
                     T::Ready => match &t.spec {
-                        TaskSpec::Approval { .. } => {
+                        TaskSpec::Approval { timeout, .. } => {
                             t.status = T::PendingInput;
                             t.started_at = Some(now);
+                            t.due_at = timeout.map(|d| now.plus(d.0));
                         }
                         TaskSpec::Wait { duration } => {
                             t.status = T::InProgress;
@@ -126,7 +128,13 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
                             t.message = None;
                             return;
                         }
-                        _ => return, // an agent claims it
+                        _ => {
+                            // An agent claims it, before the stage's dispatch timeout.
+                            if t.due_at.is_none() {
+                                t.due_at = Some(now.plus(dispatch));
+                            }
+                            return;
+                        }
                     },
                     T::InProgress => {
                         if let (TaskSpec::Wait { .. }, Some(due)) = (&t.spec, t.due_at)
@@ -176,6 +184,20 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
     }
 }
 
+/// The terms of an attempt: its lease (extended by heartbeats) and how long past the task's
+/// timeout the orchestrator waits for the agent before failing it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
+    pub lease: Duration,
+    pub grace: Duration,
+}
+
+impl Timing {
+    pub const fn new(lease: Duration, grace: Duration) -> Timing {
+        Timing { lease, grace }
+    }
+}
+
 /// Hands the current task to an agent as a new attempt.
 pub fn claim(
     st: &mut DeploymentState,
@@ -184,8 +206,9 @@ pub fn claim(
     agent: &str,
     attempt_id: &str,
     now: Timestamp,
-    lease: Duration,
+    timing: Timing,
 ) -> Result<()> {
+    let Timing { lease, grace } = timing;
     let current = st.current_task_index();
     let in_progress = st.deployment.status == D::InProgress && st.deployment.stage_index == stage;
     let Some(t) = st.task_mut(stage, task) else {
@@ -200,6 +223,8 @@ pub fn claim(
     t.attempt_id = Some(attempt_id.to_string());
     t.agent = Some(agent.to_string());
     t.lease_until = Some(now.plus(lease));
+    // The agent stops the task at its timeout; the orchestrator gives up `grace` later.
+    t.due_at = t.spec.agent_timeout().map(|d| now.plus(d + grace));
     t.started_at = Some(now);
     t.finished_at = None;
     t.exit_code = None;
@@ -241,6 +266,7 @@ pub fn record_result(
     t.message = message;
     t.finished_at = Some(now);
     t.lease_until = None;
+    t.due_at = None;
     Ok(ResultStatus::Recorded)
 }
 
@@ -259,6 +285,7 @@ pub fn fail_agent_attempts(st: &mut DeploymentState, agent: &str, why: &str, now
             t.status = T::Failed;
             t.finished_at = Some(now);
             t.lease_until = None;
+            t.due_at = None;
             n += 1;
         }
     }
@@ -288,10 +315,95 @@ pub fn expire_leases(st: &mut DeploymentState, now: Timestamp) -> usize {
             t.status = T::Failed;
             t.finished_at = Some(now);
             t.lease_until = None;
+            t.due_at = None;
             n += 1;
         }
     }
     n
+}
+
+/// The prefix of a paused deployment's message, before the name of who paused it.
+pub const PAUSED_BY: &str = "paused by ";
+
+/// Who paused a paused deployment.
+pub fn paused_by(d: &crate::model::DeploymentRecord) -> Option<&str> {
+    (d.status == D::Paused).then(|| d.message.as_deref().and_then(|m| m.strip_prefix(PAUSED_BY))).flatten()
+}
+
+/// Ends what is past its deadline (`due_at`): a task for an agent nobody claimed within the
+/// stage's dispatch timeout, and one an agent runs past its timeout plus the grace, fail (the
+/// agent's next heartbeat tells it to stop); an undecided approval past its `timeout` is
+/// rejected or aborts the deployment (`on_timeout`). Returns what it ended, as sentences.
+pub fn expire_deadlines(st: &mut DeploymentState, now: Timestamp, fx: &mut Effects) -> Vec<String> {
+    let spec = st.deployment.spec.clone();
+    let status = st.deployment.status;
+    let mut ended = Vec::new();
+    let mut abort = None;
+    for t in st.tasks.iter_mut() {
+        let Some(due) = t.due_at.filter(|d| *d <= now) else { continue };
+        let label = t.label(&spec);
+        match (t.status, &t.spec) {
+            (T::Ready, s) if s.runs_on_agent() && status == D::InProgress => {
+                let limit = spec.stages.get(t.stage_index).map(|s| s.dispatch_timeout()).unwrap_or_default();
+                let msg = format!(
+                    "no agent of environment {} claimed {label} within {} (the stage's dispatch_timeout);                      start an agent for {} and retry, or skip or abort",
+                    t.environment,
+                    humantime::format_duration(limit),
+                    t.environment
+                );
+                t.status = T::Failed;
+                t.message = Some(msg.clone());
+                t.finished_at = Some(now);
+                t.due_at = None;
+                ended.push(msg);
+            }
+            (T::InProgress, s) if s.runs_on_agent() => {
+                let limit = s.agent_timeout().unwrap_or_default();
+                let agent = t.agent.clone().unwrap_or_else(|| "?".into());
+                let msg = format!(
+                    "{label} ran past its timeout of {} on agent {agent} (attempt {}); the orchestrator                      stopped waiting at {due} and told the agent to stop",
+                    humantime::format_duration(limit),
+                    t.attempt_id.as_deref().unwrap_or("?")
+                );
+                t.status = T::Failed;
+                t.message = Some(msg.clone());
+                t.finished_at = Some(now);
+                t.lease_until = None;
+                t.due_at = None;
+                ended.push(msg);
+            }
+            (T::PendingInput, TaskSpec::Approval { timeout, on_timeout, .. }) if status == D::PendingInput => {
+                let limit = timeout.map(|d| humantime::format_duration(d.0).to_string()).unwrap_or_default();
+                let why = format!("no decision within {limit} (the approval's timeout)");
+                t.due_at = None;
+                if *on_timeout == Some(drover_types::OnTimeout::Abort) {
+                    abort = Some(format!("aborted: {label} had {why}"));
+                } else {
+                    t.status = T::Rejected;
+                    t.decided_by = Some("system".into());
+                    t.comment = Some(why.clone());
+                    t.finished_at = Some(now);
+                    // advance() finishes the deployment as failed.
+                    st.deployment.status = D::InProgress;
+                }
+                ended.push(format!("{label}: {why}"));
+            }
+            _ => {}
+        }
+    }
+    if let Some(msg) = abort {
+        for t in st.tasks.iter_mut() {
+            if matches!(t.status, T::Ready | T::InProgress | T::PendingInput | T::Failed) {
+                t.status = T::Aborted;
+                t.finished_at = Some(now);
+                t.lease_until = None;
+                t.due_at = None;
+            }
+        }
+        st.deployment.message = Some(msg);
+        finish(st, D::Aborted, now, fx);
+    }
+    ended
 }
 
 /// Who asks for an action, and what they may decide.
@@ -351,7 +463,7 @@ fn decide(
     };
     let label = st.tasks[i].label(&st.deployment.spec);
     let t = &mut st.tasks[i];
-    let TaskSpec::Approval { role, approvals, allow_self_approval } = t.spec.clone() else {
+    let TaskSpec::Approval { role, approvals, allow_self_approval, .. } = t.spec.clone() else {
         return Err(Error::InvalidState("the current task is not an approval".into()));
     };
     if t.status != T::PendingInput {
@@ -398,6 +510,7 @@ fn decide(
     let needed = approvals.unwrap_or(1).max(1);
     if !approve || overridden || approving_votes(t) >= needed {
         t.status = if approve { T::Completed } else { T::Rejected };
+        t.due_at = None;
         t.decided_by = Some(actor.name.to_string());
         t.comment = reason;
         t.finished_at = Some(now);
@@ -437,6 +550,7 @@ pub fn apply_action(
                     t.status = T::Aborted;
                     t.finished_at = Some(now);
                     t.lease_until = None;
+                    t.due_at = None;
                 }
             }
             st.deployment.message =
@@ -448,7 +562,13 @@ pub fn apply_action(
                 return Err(bad());
             }
             st.deployment.status = D::Paused;
-            st.deployment.message = Some(format!("paused by {}", actor.name));
+            st.deployment.message = Some(format!("{PAUSED_BY}{}", actor.name));
+            // No agent may claim a task while paused: its dispatch timeout starts again on resume.
+            for t in st.tasks.iter_mut() {
+                if t.status == T::Ready && t.spec.runs_on_agent() {
+                    t.due_at = None;
+                }
+            }
         }
         Action::Resume => {
             if status != D::Paused {
@@ -470,6 +590,7 @@ pub fn apply_action(
             }
             if action == Action::Retry {
                 t.status = T::Ready;
+                t.due_at = None;
                 t.attempt_id = None;
                 t.agent = None;
                 t.exit_code = None;
@@ -513,6 +634,7 @@ pub fn begin_rollback(st: &mut DeploymentState, rollback_id: i64, version: &str,
             t.status = T::Aborted;
             t.finished_at = Some(now);
             t.lease_until = None;
+            t.due_at = None;
         }
     }
     release(st, fx);

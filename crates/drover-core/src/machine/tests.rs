@@ -28,7 +28,7 @@ fn state(stages: Vec<StageSpec>) -> DeploymentState {
 }
 
 fn stage(name: &str, progression: Progression, tasks: Vec<TaskSpec>) -> StageSpec {
-    StageSpec { name: name.into(), environment: name.into(), progression, tasks }
+    StageSpec { name: name.into(), environment: name.into(), progression, dispatch_timeout: None, tasks }
 }
 
 fn run() -> TaskSpec {
@@ -46,7 +46,7 @@ fn complete_current(st: &mut DeploymentState, id: &str) {
     let s = st.deployment.stage_index;
     let i = st.current_task_index().unwrap();
     let ti = st.tasks[i].task_index;
-    claim(st, s, ti, "a1", id, Timestamp(1), Duration::from_secs(10)).unwrap();
+    claim(st, s, ti, "a1", id, Timestamp(1), Timing::new(Duration::from_secs(10), Duration::from_secs(60))).unwrap();
     assert_eq!(record_result(st, id, Outcome::Completed, Some(0), None, Timestamp(2)).unwrap(), ResultStatus::Recorded);
 }
 
@@ -85,7 +85,8 @@ fn failure_goes_to_error_then_retry_makes_a_new_attempt() {
     let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
     let mut fx = Effects::default();
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
-    claim(&mut st, 0, 0, "a1", "x1", Timestamp(1), Duration::from_secs(5)).unwrap();
+    claim(&mut st, 0, 0, "a1", "x1", Timestamp(1), Timing::new(Duration::from_secs(5), Duration::from_secs(60)))
+        .unwrap();
     record_result(&mut st, "x1", Outcome::Failed, Some(3), Some("boom".into()), Timestamp(2)).unwrap();
     advance(&mut st, Timestamp(2), OPEN, &mut fx);
     assert_eq!(st.deployment.status, D::Error);
@@ -102,7 +103,8 @@ fn failure_goes_to_error_then_retry_makes_a_new_attempt() {
     apply_action(&mut st, Action::Retry, &ADMIN, ActionInput::default(), Timestamp(4), &mut fx).unwrap();
     advance(&mut st, Timestamp(4), OPEN, &mut fx);
     assert_eq!(st.tasks[0].status, T::Ready);
-    claim(&mut st, 0, 0, "a1", "x2", Timestamp(5), Duration::from_secs(5)).unwrap();
+    claim(&mut st, 0, 0, "a1", "x2", Timestamp(5), Timing::new(Duration::from_secs(5), Duration::from_secs(60)))
+        .unwrap();
     assert_eq!(st.tasks[0].attempt, 2);
     assert_eq!(
         record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(6)).unwrap(),
@@ -115,7 +117,16 @@ fn lost_heartbeats_name_agent_and_task() {
     let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
     let mut fx = Effects::default();
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
-    claim(&mut st, 0, 0, "agent-7", "x1", Timestamp(1), Duration::from_millis(100)).unwrap();
+    claim(
+        &mut st,
+        0,
+        0,
+        "agent-7",
+        "x1",
+        Timestamp(1),
+        Timing::new(Duration::from_millis(100), Duration::from_secs(60)),
+    )
+    .unwrap();
     assert_eq!(expire_leases(&mut st, Timestamp(50)), 0);
     assert_eq!(expire_leases(&mut st, Timestamp(500)), 1);
     advance(&mut st, Timestamp(500), OPEN, &mut fx);
@@ -130,7 +141,13 @@ fn approval_manual_promotion_and_wait() {
         stage(
             "dev",
             Progression::Automatic,
-            vec![TaskSpec::Approval { role: Some("approver".into()), approvals: None, allow_self_approval: None }],
+            vec![TaskSpec::Approval {
+                role: Some("approver".into()),
+                approvals: None,
+                allow_self_approval: None,
+                timeout: None,
+                on_timeout: None,
+            }],
         ),
         stage("prod", Progression::Manual, vec![TaskSpec::Wait { duration: DurationSpec(Duration::from_millis(10)) }]),
     ]);
@@ -163,7 +180,16 @@ fn reject_fails_and_abort_is_final() {
     let mut st = state(vec![stage(
         "dev",
         Progression::Automatic,
-        vec![TaskSpec::Approval { role: None, approvals: None, allow_self_approval: None }, run()],
+        vec![
+            TaskSpec::Approval {
+                role: None,
+                approvals: None,
+                allow_self_approval: None,
+                timeout: None,
+                on_timeout: None,
+            },
+            run(),
+        ],
     )]);
     let mut fx = Effects::default();
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
@@ -176,7 +202,10 @@ fn reject_fails_and_abort_is_final() {
     let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
     apply_action(&mut st, Action::Pause, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
-    assert!(claim(&mut st, 0, 0, "a", "x", Timestamp(1), Duration::from_secs(1)).is_err());
+    assert!(
+        claim(&mut st, 0, 0, "a", "x", Timestamp(1), Timing::new(Duration::from_secs(1), Duration::from_secs(60)))
+            .is_err()
+    );
     apply_action(&mut st, Action::Resume, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
     assert_eq!(st.deployment.status, D::InProgress);
     let mut fx = Effects::default();
@@ -218,8 +247,13 @@ use Out::*;
 /// A build stage (one run task), then a manual production stage: an approval for role
 /// `approver` without self-approval, then a run task.
 fn gated(setup: Setup) -> DeploymentState {
-    let approval =
-        TaskSpec::Approval { role: Some("approver".into()), approvals: None, allow_self_approval: Some(false) };
+    let approval = TaskSpec::Approval {
+        role: Some("approver".into()),
+        approvals: None,
+        allow_self_approval: Some(false),
+        timeout: None,
+        on_timeout: None,
+    };
     let mut st = state(vec![
         stage("build", Progression::Automatic, vec![run()]),
         stage("production", Progression::Manual, vec![approval, run()]),
@@ -232,7 +266,8 @@ fn gated(setup: Setup) -> DeploymentState {
         return st;
     }
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
-    claim(&mut st, 0, 0, "a1", "x1", Timestamp(1), Duration::from_secs(10)).unwrap();
+    claim(&mut st, 0, 0, "a1", "x1", Timestamp(1), Timing::new(Duration::from_secs(10), Duration::from_secs(60)))
+        .unwrap();
     match setup {
         Setup::RunningTask => return st,
         Setup::Paused => {
@@ -390,7 +425,13 @@ const RELEASE_ADMIN_ROLE: &str = crate::rbac::RELEASE_ADMIN;
 
 #[test]
 fn n_distinct_approvers_and_self_approval() {
-    let approval = TaskSpec::Approval { role: None, approvals: Some(2), allow_self_approval: Some(true) };
+    let approval = TaskSpec::Approval {
+        role: None,
+        approvals: Some(2),
+        allow_self_approval: Some(true),
+        timeout: None,
+        on_timeout: None,
+    };
     let mut st = state(vec![stage("prod", Progression::Automatic, vec![approval, run()])]);
     st.deployment.created_by = "sam".into();
     let mut fx = Effects::default();
@@ -416,7 +457,13 @@ fn n_distinct_approvers_and_self_approval() {
     assert_eq!(st.tasks[0].decided_by.as_deref(), Some("ann"));
 
     // An override completes at once and is recorded as such, with its reason.
-    let approval = TaskSpec::Approval { role: Some("approver".into()), approvals: Some(3), allow_self_approval: None };
+    let approval = TaskSpec::Approval {
+        role: Some("approver".into()),
+        approvals: Some(3),
+        allow_self_approval: None,
+        timeout: None,
+        on_timeout: None,
+    };
     let mut st = state(vec![stage("prod", Progression::Automatic, vec![approval])]);
     let before = st.clone();
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
@@ -442,4 +489,105 @@ fn diff_reports_status_changes_only() {
     let ev = diff_events(Some(&a), &b, "admin");
     assert_eq!(ev.len(), 2, "{ev:?}");
     assert!(diff_events(Some(&b), &b, "admin").is_empty());
+}
+
+fn approval(timeout_ms: Option<u64>, on_timeout: Option<drover_types::OnTimeout>) -> TaskSpec {
+    TaskSpec::Approval {
+        role: None,
+        approvals: None,
+        allow_self_approval: None,
+        timeout: timeout_ms.map(|ms| DurationSpec(Duration::from_millis(ms))),
+        on_timeout,
+    }
+}
+
+#[test]
+fn an_unclaimed_task_fails_at_its_stage_dispatch_timeout_naming_the_environment() {
+    let mut dev = stage("dev", Progression::Automatic, vec![run()]);
+    dev.dispatch_timeout = Some(DurationSpec(Duration::from_millis(1000)));
+    let mut st = state(vec![dev]);
+    let mut fx = Effects::default();
+    advance(&mut st, Timestamp(0), OPEN, &mut fx);
+    assert_eq!(st.tasks[0].due_at, Some(Timestamp(1000)));
+    // Paused: no agent may claim it, so the clock stops; resumed, it starts again.
+    apply_action(&mut st, Action::Pause, &ADMIN, ActionInput::default(), Timestamp(500), &mut fx).unwrap();
+    assert_eq!(st.tasks[0].due_at, None);
+    assert!(expire_deadlines(&mut st, Timestamp(2000), &mut fx).is_empty());
+    apply_action(&mut st, Action::Resume, &ADMIN, ActionInput::default(), Timestamp(2000), &mut fx).unwrap();
+    advance(&mut st, Timestamp(2000), OPEN, &mut fx);
+    assert_eq!(st.tasks[0].due_at, Some(Timestamp(3000)));
+    assert!(expire_deadlines(&mut st, Timestamp(2999), &mut fx).is_empty());
+    assert_eq!(expire_deadlines(&mut st, Timestamp(3000), &mut fx).len(), 1);
+    advance(&mut st, Timestamp(3000), OPEN, &mut fx);
+    assert_eq!(st.deployment.status, D::Error);
+    let m = st.deployment.message.clone().unwrap();
+    assert!(m.contains("no agent of environment dev claimed task 1 (run) of stage dev within 1s"), "{m}");
+    // Retry gives it a new dispatch deadline; a claim replaces it by the task's own.
+    apply_action(&mut st, Action::Retry, &ADMIN, ActionInput::default(), Timestamp(4000), &mut fx).unwrap();
+    advance(&mut st, Timestamp(4000), OPEN, &mut fx);
+    assert_eq!(st.tasks[0].due_at, Some(Timestamp(5000)));
+    claim(&mut st, 0, 0, "a1", "x1", Timestamp(4500), Timing::new(Duration::from_secs(5), Duration::from_secs(60)))
+        .unwrap();
+    assert_eq!(st.tasks[0].due_at, Some(Timestamp(4500 + 3_660_000)), "1h default run timeout + 60s grace");
+}
+
+#[test]
+fn a_task_past_its_timeout_and_the_grace_fails_on_the_orchestrator() {
+    let t = TaskSpec::Run {
+        command: CommandSpec::Shell("sleep 100".into()),
+        timeout: Some(DurationSpec(Duration::from_secs(2))),
+    };
+    let mut st = state(vec![stage("dev", Progression::Automatic, vec![t])]);
+    let mut fx = Effects::default();
+    advance(&mut st, Timestamp(0), OPEN, &mut fx);
+    claim(&mut st, 0, 0, "a1", "x1", Timestamp(100), Timing::new(Duration::from_secs(30), Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(st.tasks[0].due_at, Some(Timestamp(3100)));
+    // Heartbeats keep the lease alive; the deadline still passes.
+    assert!(expire_deadlines(&mut st, Timestamp(3099), &mut fx).is_empty());
+    assert_eq!(expire_deadlines(&mut st, Timestamp(3100), &mut fx).len(), 1);
+    assert_eq!(st.tasks[0].status, T::Failed);
+    // The agent's late result is a duplicate: the task stays failed.
+    assert_eq!(
+        record_result(&mut st, "x1", Outcome::Completed, Some(0), None, Timestamp(3200)).unwrap(),
+        ResultStatus::Duplicate
+    );
+    advance(&mut st, Timestamp(3200), OPEN, &mut fx);
+    assert_eq!(st.deployment.status, D::Error);
+    let m = st.deployment.message.clone().unwrap();
+    assert!(m.contains("ran past its timeout of 2s on agent a1 (attempt x1)"), "{m}");
+}
+
+#[test]
+fn an_undecided_approval_is_rejected_or_aborts_at_its_timeout() {
+    use drover_types::OnTimeout;
+    for (on, status, says) in [
+        (None, D::Failed, "rejected by system: no decision within 1s"),
+        (Some(OnTimeout::Reject), D::Failed, "rejected by system: no decision within 1s"),
+        (Some(OnTimeout::Abort), D::Aborted, "aborted: task 1 (approval) of stage dev had no decision within 1s"),
+    ] {
+        let mut st = state(vec![stage("dev", Progression::Automatic, vec![approval(Some(1000), on), run()])]);
+        let mut fx = Effects::default();
+        advance(&mut st, Timestamp(0), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, D::PendingInput);
+        assert!(expire_deadlines(&mut st, Timestamp(999), &mut fx).is_empty());
+        assert_eq!(expire_deadlines(&mut st, Timestamp(1000), &mut fx).len(), 1);
+        advance(&mut st, Timestamp(1000), OPEN, &mut fx);
+        assert_eq!(st.deployment.status, status, "{on:?}");
+        assert!(st.deployment.message.as_deref().unwrap().contains(says), "{on:?}: {:?}", st.deployment.message);
+        assert!(!st.deployment.holds_stage, "the stage is free again");
+        assert_eq!(st.tasks[1].status, T::Pending, "the next task never ran");
+    }
+    // Without a timeout, an approval waits.
+    let mut st = state(vec![stage("dev", Progression::Automatic, vec![approval(None, None)])]);
+    let mut fx = Effects::default();
+    advance(&mut st, Timestamp(0), OPEN, &mut fx);
+    assert_eq!(st.tasks[0].due_at, None);
+    // Approved before the deadline: nothing expires.
+    let mut st = state(vec![stage("dev", Progression::Automatic, vec![approval(Some(1000), None)])]);
+    advance(&mut st, Timestamp(0), OPEN, &mut fx);
+    apply_action(&mut st, Action::Approve, &ADMIN, ActionInput::default(), Timestamp(500), &mut fx).unwrap();
+    assert!(expire_deadlines(&mut st, Timestamp(5000), &mut fx).is_empty());
+    advance(&mut st, Timestamp(5000), OPEN, &mut fx);
+    assert_eq!(st.deployment.status, D::Completed);
 }

@@ -13,9 +13,14 @@ use super::clients::check_jwks;
 use super::environments::kind_of;
 use crate::secrets::{new_secret, secret_hash};
 
-fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
+/// Seen within twice the heartbeat timeout (at least 30 s).
+pub(crate) fn is_online(c: &Ctx<'_>, a: &AgentRecord) -> bool {
     let online_window = (c.state.engine.lease * 2).max(Duration::from_secs(30)).as_millis() as i64;
-    let online = a.last_seen_at.is_some_and(|t| Timestamp::now().0 - t.0 <= online_window);
+    a.last_seen_at.is_some_and(|t| Timestamp::now().0 - t.0 <= online_window)
+}
+
+fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
+    let online = is_online(c, &a);
     Agent { name: a.name, environment: a.environment, created_at: a.created_at, last_seen_at: a.last_seen_at, online }
 }
 

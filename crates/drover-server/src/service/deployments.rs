@@ -52,7 +52,14 @@ pub async fn start(c: &Ctx<'_>, req: NewDeployment) -> Result<Deployment> {
         format!("pipeline {} not found", req.pipeline)
     })?;
     refuse_closed_environments(c, &p.application, &p.stages).await?;
-    Ok(s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?.to_view())
+    view(c, &s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?).await
+}
+
+/// The wire view, with `waiting_for`.
+async fn view(c: &Ctx<'_>, st: &DeploymentState) -> Result<Deployment> {
+    let mut v = st.to_view();
+    super::waiting::annotate(c, st, &mut v).await?;
+    Ok(v)
 }
 
 /// Deployments (a rollback is one) go only to environments that accept the application.
@@ -82,11 +89,24 @@ pub async fn list(
     };
     let f = DeploymentFilter { pipeline, status, limit, applications };
     let list = c.state.store.list_deployments(&f).await?;
-    Ok(list.into_iter().map(|d| DeploymentState { deployment: d, tasks: Vec::new() }.to_view()).collect())
+    let mut out = Vec::with_capacity(list.len());
+    for d in list {
+        let mut v = DeploymentState { deployment: d, tasks: Vec::new() }.to_view();
+        // Those that have not ended say why (from their full state).
+        if !v.status.is_terminal()
+            && let Some(st) = c.state.store.load_deployment(v.id).await?
+        {
+            let mut full = st.to_view();
+            super::waiting::annotate(c, &st, &mut full).await?;
+            v.waiting_for = full.waiting_for;
+        }
+        out.push(v);
+    }
+    Ok(out)
 }
 
 pub async fn get(c: &Ctx<'_>, id: i64) -> Result<Deployment> {
-    Ok(visible(c, id).await?.to_view())
+    view(c, &visible(c, id).await?).await
 }
 
 pub async fn events(c: &Ctx<'_>, id: i64) -> Result<Vec<DeploymentEvent>> {
@@ -120,5 +140,5 @@ pub async fn act(c: &Ctx<'_>, id: i64, action: Action, req: ActionRequest) -> Re
         may_override: c.caller.can(Privilege::ApprovalOverride, &app),
     };
     let input = ActionInput { reason: req.reason.or(req.comment), override_approval: req.override_approval };
-    Ok(c.state.engine.act(id, action, &who, input).await?.to_view())
+    view(c, &c.state.engine.act(id, action, &who, input).await?).await
 }

@@ -249,6 +249,7 @@ impl DeploymentStore for PgStore {
 
     async fn extend_all_leases(&self, until: Timestamp) -> Result<u64> {
         let r = sqlx::query(sql::EXTEND_LEASES).bind(until.0).execute(&self.pool()).await.map_err(db_err)?;
+        sqlx::query(sql::EXTEND_DEADLINES).bind(until.0).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected())
     }
 

@@ -207,7 +207,12 @@ impl DeploymentStore for SqliteStore {
     }
 
     async fn extend_all_leases(&self, until: Timestamp) -> Result<u64> {
-        self.write(move |c| Ok(exec(c, sql::EXTEND_LEASES, [until.0])? as u64)).await
+        self.write(move |c| {
+            let n = exec(c, sql::EXTEND_LEASES, [until.0])? as u64;
+            exec(c, sql::EXTEND_DEADLINES, [until.0])?;
+            Ok(n)
+        })
+        .await
     }
 
     async fn deployments_due(&self, now: Timestamp) -> Result<Vec<i64>> {
