@@ -44,12 +44,20 @@ impl Logger {
     }
 }
 
+/// Where an attempt journals its process group, and how long its processes get after TERM.
+#[derive(Clone, Copy)]
+pub struct Containment<'a> {
+    pub record: &'a Path,
+    pub grace: Duration,
+}
+
 pub async fn run_task(
     cfg: &AgentConfig,
     client: &Client,
     a: &Assignment,
     logs: mpsc::Sender<LogEntry>,
     cancel: watch::Receiver<bool>,
+    contain: Containment<'_>,
 ) -> TaskOutcome {
     let log = Logger(logs);
     log.line(
@@ -72,9 +80,9 @@ pub async fn run_task(
                 CommandSpec::Exec(v) => v.clone(),
             };
             let t = timeout.map(|d| d.0).unwrap_or(DEFAULT_RUN_TIMEOUT);
-            run_process(&argv, &cwd, &env_for(a, &cwd), t, &log, cancel).await
+            run_process(&argv, &cwd, &env_for(a, &cwd), t, &log, cancel, contain).await
         }
-        TaskSpec::Deploy {} => deploy(cfg, client, a, &app_dir, &log, cancel).await,
+        TaskSpec::Deploy {} => deploy(cfg, client, a, &app_dir, &log, cancel, contain).await,
         TaskSpec::HttpCheck { url, expect_status, timeout } => {
             http_check(cfg, url, *expect_status, timeout.map(|d| d.0).unwrap_or(DEFAULT_CHECK_TIMEOUT), &log, cancel)
                 .await
@@ -101,8 +109,9 @@ fn env_for(a: &Assignment, release_dir: &Path) -> Vec<(String, String)> {
     ]
 }
 
-/// Runs a process in its own process group; streams its output; kills the whole group on
-/// timeout or cancellation.
+/// Runs a process in its own process group (journaled); streams its output; on timeout or
+/// cancellation ends the whole group (TERM, then KILL after the grace), and when the process
+/// ends, whatever it left running in its group.
 async fn run_process(
     argv: &[String],
     cwd: &Path,
@@ -110,6 +119,7 @@ async fn run_process(
     timeout: Duration,
     log: &Logger,
     mut cancel: watch::Receiver<bool>,
+    contain: Containment<'_>,
 ) -> TaskOutcome {
     let Some((prog, args)) = argv.split_first() else { return fail("empty command") };
     let mut cmd = tokio::process::Command::new(prog);
@@ -126,6 +136,15 @@ async fn run_process(
         Err(e) => return fail(format!("cannot start {prog:?} in {}: {e}", cwd.display())),
     };
     let pid = child.id();
+    if let Some(pid) = pid
+        && let Err(e) = crate::groups::record(contain.record, pid as i32)
+    {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        let _ = child.wait().await;
+        return fail(format!(
+            "cannot journal the task's process group (so it would not be stopped after a crash): {e}"
+        ));
+    }
     let (tail_tx, mut tail_rx) = mpsc::unbounded_channel::<String>();
     let mut readers = Vec::new();
     for (name, pipe) in [
@@ -144,22 +163,37 @@ async fn run_process(
         }));
     }
     drop(tail_tx);
-    let kill_group = |why: &str| {
-        if let Some(pid) = pid {
-            tracing::warn!(pid, "{why}: killing the process group");
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
-    };
+    let pgid = pid.map(|p| p as i32);
     let status = tokio::select! {
         s = child.wait() => Some(s),
-        _ = tokio::time::sleep(timeout) => { kill_group("timeout"); None }
-        _ = cancel.wait_for(|c| *c) => { kill_group("cancelled"); None }
+        _ = tokio::time::sleep(timeout) => None,
+        _ = cancel.wait_for(|c| *c) => None,
     };
     let timed_out = status.is_none();
     let status = match status {
         Some(s) => s,
-        None => child.wait().await,
+        None => {
+            let why = if *cancel.borrow() { "cancelled" } else { "timeout" };
+            // The leader is reaped while its group is ended, so its id stays reserved until then.
+            let (_, s) = tokio::join!(
+                async {
+                    if let Some(g) = pgid {
+                        crate::groups::end(g, contain.grace, why).await;
+                    }
+                },
+                child.wait()
+            );
+            s
+        }
     };
+    // Nothing the task started outlives it.
+    if let Some(g) = pgid {
+        let left = crate::groups::end(g, contain.grace, "the task's process ended").await;
+        if left > 0 {
+            log.line("agent", format!("ended {left} processes the task left running in its process group")).await;
+        }
+        crate::groups::forget(contain.record);
+    }
     // Descendants may keep the pipes open; do not wait for them forever.
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
@@ -202,6 +236,7 @@ async fn deploy(
     app_dir: &Path,
     log: &Logger,
     cancel: watch::Receiver<bool>,
+    contain: Containment<'_>,
 ) -> TaskOutcome {
     let Some(art) = &a.artifact else {
         return fail(format!("no artifact {} {} on the orchestrator", a.application, a.version));
@@ -274,8 +309,16 @@ async fn deploy(
     // 3. pre-deploy hook, in the new release; failure leaves `current` alone.
     if pre.is_some() {
         log.line("agent", "running pre-deploy hook").await;
-        let r =
-            run_process(&["sh".into(), "./pre-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel.clone()).await;
+        let r = run_process(
+            &["sh".into(), "./pre-deploy".into()],
+            &release,
+            &env,
+            HOOK_TIMEOUT,
+            log,
+            cancel.clone(),
+            contain,
+        )
+        .await;
         if r.outcome != Outcome::Completed {
             if !replaced {
                 let _ = tokio::fs::remove_dir_all(&release).await;
@@ -295,7 +338,8 @@ async fn deploy(
     // 5. post-deploy hook; failure switches back.
     if post.is_some() {
         log.line("agent", "running post-deploy hook").await;
-        let r = run_process(&["sh".into(), "./post-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel).await;
+        let r = run_process(&["sh".into(), "./post-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel, contain)
+            .await;
         if r.outcome != Outcome::Completed {
             let back = match &previous {
                 Some(p) => switch_current(app_dir, p, &a.attempt_id)

@@ -5,6 +5,11 @@
 //! (`WORK_DIR/.drover/attempts/<id>`), and the result next to it before reporting. An attempt
 //! the orchestrator hands out again (a lost poll response, an agent restart) is therefore never
 //! run twice: a finished one is re-reported, one cut off by a restart is reported as failed.
+//!
+//! Containment: every process a task starts leads its own process group, journaled with the
+//! boot id and the leader's start time (`groups`); cancel, abort and timeouts end the group
+//! (TERM, then KILL after `kill_grace`), so does the task's end (nothing it started outlives
+//! it), and a restarted agent ends the groups of cut-off attempts before reporting them.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -16,6 +21,7 @@ use drover_types::agent::{Assignment, AttemptEvents, AttemptResult, LogEntry, Ou
 use tokio::sync::{Notify, mpsc, watch};
 
 pub mod exec;
+pub mod groups;
 mod unpack;
 
 #[derive(Clone)]
@@ -30,6 +36,8 @@ pub struct AgentConfig {
     pub work_dir: PathBuf,
     /// Tasks run at once (different applications; one pipeline stage runs one at a time).
     pub capacity: u32,
+    /// How long a task's processes get after SIGTERM before SIGKILL.
+    pub kill_grace: Duration,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -41,6 +49,7 @@ impl std::fmt::Debug for AgentConfig {
             .field("auth", &self.auth)
             .field("work_dir", &self.work_dir)
             .field("capacity", &self.capacity)
+            .field("kill_grace", &self.kill_grace)
             .finish()
     }
 }
@@ -69,6 +78,11 @@ pub async fn run(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<()
     let journal = cfg.work_dir.join(".drover").join("attempts");
     std::fs::create_dir_all(&journal).map_err(|e| Error::WorkDir(cfg.work_dir.clone(), e))?;
     prune_journal(&journal);
+    // Before anything is reported: end what attempts cut off by a crash left running.
+    let ended = groups::reap(&journal, cfg.kill_grace).await;
+    if ended > 0 {
+        tracing::warn!(groups = ended, "ended the process groups of attempts cut off by the last stop");
+    }
     let client = Client::new(
         &cfg.url,
         cfg.ca_cert.as_deref(),
@@ -314,7 +328,9 @@ impl Agent {
                 }
             })
         };
-        let run = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx);
+        let record = groups::record_path(&self.journal, &a.attempt_id);
+        let contain = exec::Containment { record: &record, grace: self.cfg.kill_grace };
+        let run = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx, contain);
         let outcome = match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
             Ok(o) => o,
             Err(_) => exec::TaskOutcome {

@@ -150,6 +150,7 @@ impl TestServer {
             auth: Some(auth),
             work_dir: work.to_path_buf(),
             capacity,
+            kill_grace: std::time::Duration::from_secs(2),
         };
         let (tx, rx) = watch::channel(false);
         let h = tokio::spawn(async move {

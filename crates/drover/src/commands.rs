@@ -138,6 +138,9 @@ pub struct AgentArgs {
     /// Tasks run at once.
     #[arg(long, default_value_t = 4)]
     pub capacity: u32,
+    /// How long a task's processes get after SIGTERM (abort, cancel, timeout) before SIGKILL.
+    #[arg(long, env = "DROVER_KILL_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub kill_grace: std::time::Duration,
 }
 
 /// Reads a PKCS#8 private key from PEM (`BEGIN PRIVATE KEY`).
@@ -177,6 +180,7 @@ pub async fn agent(a: AgentArgs) -> anyhow::Result<u8> {
         auth,
         work_dir: a.work_dir,
         capacity: a.capacity.max(1),
+        kill_grace: a.kill_grace,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

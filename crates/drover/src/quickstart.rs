@@ -165,6 +165,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
             auth: None,
             work_dir: work,
             capacity: 2,
+            kill_grace: std::time::Duration::from_secs(5),
         };
         let rx = stop_rx.clone();
         agent_tasks.push(tokio::spawn(async move { drover_agent::run(cfg, rx).await }));

@@ -96,3 +96,43 @@ async fn cut_off_agents_fail_their_task_clearly(b: Backend) -> anyhow::Result<()
     s.shutdown().await;
     Ok(())
 }
+
+/// Alive, and not a zombie.
+fn running(pid: i32) -> bool {
+    drover_agent::groups::stat(pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_ends_the_whole_process_group_term_then_kill() -> anyhow::Result<()> {
+    let mut s = TestServer::start(Backend::Sqlite).await?;
+    s.agent("dev-1", "dev").await?;
+    let c = s.admin();
+    let pids = s.data_dir().join("pids");
+    // A child that ignores TERM, and one that does not; the leader waits for both.
+    c.apply_yaml(&format!(
+        "application: g\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{{type: run, command: \"(trap '' TERM; exec sleep 300) & echo $! > {p}.tmp; sleep 301 & echo $! >> {p}.tmp; mv {p}.tmp {p}; wait\"}}]\n",
+        p = pids.display()
+    ))
+    .await?;
+    let d = c.deploy("g", "1").await?;
+    let mut started: Vec<i32> = Vec::new();
+    for _ in 0..500 {
+        if let Ok(t) = std::fs::read_to_string(&pids) {
+            started = t.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(started.len(), 2);
+    c.act(d.id, Action::Abort, None).await?;
+    // The agent hears it at its next heartbeat, sends TERM, and KILL after its grace (2 s here).
+    for _ in 0..500 {
+        if started.iter().all(|p| !running(*p)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(started.iter().all(|p| !running(*p)), "{started:?} outlived the aborted task");
+    s.shutdown().await;
+    Ok(())
+}

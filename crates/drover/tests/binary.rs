@@ -131,6 +131,10 @@ impl Orchestrator {
     }
 
     fn start_agent(&self, name: &str) -> Proc {
+        Proc::spawn(self.start_agent_cmd(name), &self.dir.join(format!("{name}.log")))
+    }
+
+    fn start_agent_cmd(&self, name: &str) -> Command {
         let mut cmd = drover();
         cmd.args(["agent", "--url", &self.url()])
             .arg("--ca-cert")
@@ -140,7 +144,7 @@ impl Orchestrator {
             .arg(self.dir.join(format!("{name}.secret")))
             .arg("--work-dir")
             .arg(self.dir.join("work").join(name));
-        Proc::spawn(cmd, &self.dir.join(format!("{name}.log")))
+        cmd
     }
 }
 
@@ -761,4 +765,68 @@ async fn follow_keeps_following_through_waits_and_says_what_continues() {
     let text = seen.join("\n");
     assert_eq!(status.code(), Some(0), "{text}");
     assert!(text.contains("shipped") && text.contains("is completed"), "{text}");
+}
+
+/// Alive, and not a zombie.
+fn running(pid: i32) -> bool {
+    drover_agent::groups::stat(pid).is_some_and(|p| p.state != 'Z' && p.state != 'X')
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_of_an_agent_its_restart_ends_what_the_task_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Orchestrator::start(dir.path(), &["--heartbeat-timeout", "1500ms"]).await;
+    let mut agent = o.agent("dev-1", "dev");
+    let pids = dir.path().join("pids");
+    let flag = dir.path().join("flag");
+    let c = o.admin();
+    // The shell leads the task's group; its child ignores TERM (so only KILL ends it).
+    c.apply_yaml(&format!(
+        "application: z\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{{type: run, command: \"test -f {flag} && exit 0; (trap '' TERM; exec sleep 300) & echo $! > {pids}.tmp; echo $$ >> {pids}.tmp; mv {pids}.tmp {pids}; wait\"}}]\n",
+        flag = flag.display(),
+        pids = pids.display()
+    ))
+    .await
+    .unwrap();
+    let id = c.deploy("z", "1").await.unwrap().id;
+    let mut started: Vec<i32> = Vec::new();
+    for _ in 0..500 {
+        if let Ok(s) = std::fs::read_to_string(&pids) {
+            started = s.lines().filter_map(|l| l.trim().parse().ok()).collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(started.len(), 2, "the task started its processes");
+    agent.sigkill();
+    // What the issue saw: the task's processes outlive the agent.
+    assert!(started.iter().all(|p| running(*p)), "{started:?} survive kill -9 of the agent");
+    let journal = dir.path().join("work/dev-1/.drover/attempts");
+    let records = || {
+        std::fs::read_dir(&journal)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "group"))
+            .count()
+    };
+    assert_eq!(records(), 1, "the group is journaled");
+    // Restarted, the agent ends them (the sleeper only by KILL, after the grace) before it
+    // reports the cut-off attempt.
+    let mut cmd = o.start_agent_cmd("dev-1");
+    cmd.args(["--kill-grace", "1s"]);
+    let _agent = Proc::spawn(cmd, &dir.path().join("dev-1.restarted.log"));
+    for _ in 0..500 {
+        if started.iter().all(|p| !running(*p)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started.iter().all(|p| !running(*p)), "{started:?} still running after the agent restarted");
+    assert_eq!(records(), 0, "the record is forgotten");
+    let d = drover_testkit::wait_status(&c, id, DS::Error).await.unwrap();
+    assert!(d.message.as_deref().is_some_and(|m| m.contains("dev-1")), "{:?}", d.message);
+    // A retry runs once, and ends with nothing left behind.
+    std::fs::write(&flag, "").unwrap();
+    c.act(id, drover_types::Action::Retry, None).await.unwrap();
+    drover_testkit::wait_status(&c, id, DS::Completed).await.unwrap();
 }
