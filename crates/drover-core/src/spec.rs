@@ -9,15 +9,200 @@ use crate::{Error, Result, validate_name};
 /// Parses a pipeline YAML document. Errors name the field and, where the parser knows it, the
 /// line (`stages[0].tasks[1]: unknown field `comand` ... at line 7 column 9`).
 pub fn parse_yaml(text: &str) -> Result<PipelineSpec> {
-    let spec: PipelineSpec = serde_yaml::from_str(text).map_err(|e| Error::Invalid(e.to_string()))?;
-    validate(&spec)?;
+    let spec: PipelineSpec =
+        serde_yaml::from_str(text).map_err(|e| Error::Invalid(Locator::new(text).refine(e.to_string())))?;
+    validate(&spec).map_err(|e| Locator::new(text).locate(e))?;
     Ok(spec)
+}
+
+/// Where each key of a block-style YAML document is: `stages[1].tasks[0].role` → its line.
+/// Semantic errors (found after parsing, by [`validate`] or by the service) start with such a
+/// path; [`Locator::locate`] adds the line. Keys inside flow collections (`[{type: deploy}]`)
+/// are not tracked: they get the line of the key that holds the collection.
+#[derive(Debug, Default)]
+pub struct Locator {
+    lines: std::collections::HashMap<String, usize>,
+    /// Scalar values as written (unquoted), by path.
+    values: std::collections::HashMap<String, String>,
+}
+
+struct Frame {
+    indent: isize,
+    path: String,
+    next_item: usize,
+    is_item: bool,
+    /// A block scalar (`|`, `>`): deeper lines are its text.
+    scalar: bool,
+}
+
+impl Locator {
+    pub fn new(text: &str) -> Locator {
+        let mut loc = Locator::default();
+        let mut stack = vec![Frame { indent: -1, path: String::new(), next_item: 0, is_item: false, scalar: false }];
+        for (n, raw) in text.lines().enumerate() {
+            let line = n + 1;
+            let body = strip_comment(raw);
+            let content = body.trim_start();
+            if content.is_empty() || content == "---" || content == "..." {
+                continue;
+            }
+            let col = (body.len() - content.len()) as isize;
+            if let Some(top) = stack.last()
+                && top.scalar
+            {
+                if col > top.indent {
+                    continue;
+                }
+                stack.pop();
+            }
+            loc.entry(&mut stack, col, content.trim_end(), line);
+        }
+        loc
+    }
+
+    fn entry(&mut self, stack: &mut Vec<Frame>, col: isize, content: &str, line: usize) {
+        if content == "-" || content.starts_with("- ") {
+            while stack.len() > 1 {
+                let top = stack.last().expect("root");
+                if top.indent > col || (top.indent == col && top.is_item) {
+                    stack.pop();
+                } else {
+                    break;
+                }
+            }
+            let owner = stack.last_mut().expect("root");
+            let path = format!("{}[{}]", owner.path, owner.next_item);
+            owner.next_item += 1;
+            self.lines.entry(path.clone()).or_insert(line);
+            stack.push(Frame { indent: col, path, next_item: 0, is_item: true, scalar: false });
+            let rest = content[1..].trim_start();
+            if !rest.is_empty() {
+                let inner = col + (content.len() - rest.len()) as isize;
+                self.entry(stack, inner, rest, line);
+            }
+            return;
+        }
+        let Some((key, value)) = split_key(content) else { return };
+        while stack.len() > 1 && stack.last().expect("root").indent >= col {
+            stack.pop();
+        }
+        let parent = &stack.last().expect("root").path;
+        let path = if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") };
+        self.lines.entry(path.clone()).or_insert(line);
+        let value = value.trim();
+        if !value.is_empty() {
+            self.values.insert(path.clone(), value.trim_matches(|c| c == '"' || c == '\'').to_string());
+        }
+        if value.is_empty() {
+            stack.push(Frame { indent: col, path, next_item: 0, is_item: false, scalar: false });
+        } else if value.starts_with('|') || value.starts_with('>') {
+            stack.push(Frame { indent: col, path, next_item: 0, is_item: false, scalar: true });
+        }
+    }
+
+    /// The line of `path`, or of the nearest enclosing key or item that is known.
+    pub fn line_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            if let Some(l) = self.lines.get(p) {
+                return Some(*l);
+            }
+            let cut = p.rfind(['.', '['])?;
+            p = &p[..cut];
+        }
+    }
+
+    /// A parser error about a task points at the task or at its list; point it at the key:
+    /// for a task type's error ("field `k` is not valid for a `run` task", "unknown task type
+    /// `x`", "missing field `k` for a `run` task"), the first task of that type at or after the
+    /// reported line (its key `k`, else its `type`); otherwise the key under the reported path
+    /// whose value the message quotes.
+    pub fn refine(&self, msg: String) -> String {
+        let Some((path, rest)) = msg.split_once(": ") else { return msg };
+        let Some(at) = rest.rfind(" at line ") else { return msg };
+        let Some(reported) = rest[at + 9..].split(' ').next().and_then(|n| n.parse::<usize>().ok()) else {
+            return msg;
+        };
+        let between =
+            |s: &str, a: &str, b: &str| s.split_once(a).and_then(|(_, r)| r.split_once(b)).map(|(x, _)| x.to_string());
+        let kind = between(rest, "unknown task type `", "`").or_else(|| between(rest, " for a `", "` task"));
+        let field = between(rest, "field `", "`");
+        let under = |p: &str| p.strip_prefix(path).is_some_and(|r| r.starts_with('.') || r.starts_with('['));
+        let best = match kind {
+            Some(kind) => self
+                .values
+                .iter()
+                .filter(|(p, v)| p.ends_with(".type") && v.as_str() == kind && under(p))
+                .filter_map(|(p, _)| {
+                    let item = &p[..p.len() - ".type".len()];
+                    let key = field.as_ref().and_then(|k| self.lines.get(&format!("{item}.{k}")));
+                    key.or_else(|| self.lines.get(p)).copied()
+                })
+                .filter(|l| *l >= reported)
+                .min(),
+            None => rest.split('"').nth(1).and_then(|quoted| {
+                self.values
+                    .iter()
+                    .filter(|(p, v)| v.as_str() == quoted && under(p))
+                    .map(|(p, _)| self.lines[p])
+                    .filter(|l| *l >= reported)
+                    .min()
+            }),
+        };
+        match best {
+            Some(l) => format!("{path}: {} at line {l}", &rest[..at]),
+            None => msg,
+        }
+    }
+
+    /// Adds ` at line N` to an invalid-spec error whose message starts with a path.
+    pub fn locate(&self, e: Error) -> Error {
+        let Error::Invalid(msg) = e else { return e };
+        if msg.contains(" at line ") {
+            return Error::Invalid(msg);
+        }
+        let path = msg.split(": ").next().unwrap_or("");
+        let looks_like_path = !path.is_empty() && path.chars().all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c));
+        match self.line_of(path).filter(|_| looks_like_path) {
+            Some(l) => Error::Invalid(format!("{msg} at line {l}")),
+            None => Error::Invalid(msg),
+        }
+    }
+}
+
+/// `key: value` or `key:`; keys may be quoted.
+fn split_key(content: &str) -> Option<(&str, &str)> {
+    let (k, v) = if let Some(k) = content.strip_suffix(':') {
+        (k, "")
+    } else {
+        let i = content.find(": ")?;
+        (&content[..i], &content[i + 2..])
+    };
+    let k = k.trim().trim_matches(|c| c == '"' || c == '\'');
+    (!k.is_empty() && !k.starts_with(['{', '['])).then_some((k, v))
+}
+
+/// The line without a trailing `# comment` (a `#` outside quotes, at the start or after a space).
+fn strip_comment(line: &str) -> &str {
+    let (mut single, mut double) = (false, false);
+    let mut prev = ' ';
+    for (i, c) in line.char_indices() {
+        match c {
+            '\'' if !double => single = !single,
+            '"' if !single => double = !double,
+            '#' if !single && !double && prev.is_whitespace() => return &line[..i],
+            _ => {}
+        }
+        prev = c;
+    }
+    line
 }
 
 /// Checks what the types cannot: names, at least one stage, unique stage names.
 pub fn validate(spec: &PipelineSpec) -> Result<()> {
-    validate_name("application", &spec.application)?;
-    validate_name("pipeline", spec.name())?;
+    validate_name("application", &spec.application).map_err(|e| Error::Invalid(format!("application: {e}")))?;
+    let key = if spec.pipeline.is_some() { "pipeline" } else { "application" };
+    validate_name("pipeline", spec.name()).map_err(|e| Error::Invalid(format!("{key}: {e}")))?;
     if spec.stages.is_empty() {
         return Err(Error::Invalid("stages: a pipeline needs at least one stage".into()));
     }
@@ -76,19 +261,69 @@ stages:
 
     #[test]
     fn errors_name_the_key_and_line() {
-        let cases: &[(&str, &str, &str)] = &[
-            ("        timeout: 60s", "        timout: 60s", "unknown field `timout`"),
-            ("pipeline: shop-release", "pipeline: shop-release\ncolour: red", "unknown field `colour`"),
-            ("        command: ./smoke-test.sh", "        url: http://x", "field `url` is not valid for a `run` task"),
-            ("      - type: deploy", "      - type: deploi", "unknown task type `deploi`"),
-            ("        duration: 10s", "        duration: ten", "invalid duration"),
+        // (replace, with, the error says, the line of the offending key)
+        let cases: &[(&str, &str, &str, usize)] = &[
+            ("        timeout: 60s", "        timout: 60s", "unknown field `timout`", 11),
+            ("pipeline: shop-release", "pipeline: shop-release\ncolour: red", "unknown field `colour`", 4),
+            (
+                "        command: ./smoke-test.sh",
+                "        url: http://x",
+                "field `url` is not valid for a `run` task",
+                10,
+            ),
+            ("      - type: deploy", "      - type: deploi", "unknown task type `deploi`", 8),
+            ("        duration: 10s", "        duration: ten", "invalid duration", 22),
+            (
+                "        expect_status: 200",
+                "        expect_status: 200\n        role: x",
+                "field `role` is not valid",
+                21,
+            ),
         ];
-        for (from, to, want) in cases {
+        for (from, to, want, line) in cases {
             let text = GOOD.replace(from, to);
             let err = parse_yaml(&text).unwrap_err().to_string();
             assert!(err.contains(want), "{err}");
-            assert!(err.contains("line "), "no line in: {err}");
+            assert!(err.contains(&format!("at line {line}")), "{want}: want line {line} in: {err}");
         }
+    }
+
+    #[test]
+    fn semantic_errors_name_their_line() {
+        let empty = "application: a\nstages:\n  - name: dev\n    environment: dev\n    tasks: []\n";
+        let absent = "application: a\nstages:\n  - name: dev\n    environment: dev\n";
+        let none = "application: a\nstages: []\n";
+        // (document, the error says, at line)
+        let cases: Vec<(String, &str, usize)> = vec![
+            (GOOD.replace("name: production", "name: dev"), "stages[1].name: duplicate stage name \"dev\"", 12),
+            (GOOD.replacen("environment: dev", "environment: ../etc", 1), "stages[0].environment:", 6),
+            (GOOD.replace("application: shop ", "application: \"a b\" "), "application:", 2),
+            (empty.into(), "stages[0].tasks: stage \"dev\" has no tasks", 5),
+            (absent.into(), "stages[0].tasks: stage \"dev\" has no tasks", 3),
+            (none.into(), "stages: a pipeline needs at least one stage", 2),
+        ];
+        for (text, want, line) in cases {
+            let err = parse_yaml(&text).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+            assert!(err.ends_with(&format!("at line {line}")), "{want}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_locator_follows_block_and_compact_yaml() {
+        let text = "application: a   # comment\nstages:\n- name: dev\n  environment: dev\n  tasks:\n  - type: run\n    command: |\n      echo: not a key\n    timeout: 5s\n  - {type: deploy}\n- name: prod\n  environment: prod\n  tasks: [{type: deploy}, {type: approval, role: x}]\n";
+        let l = Locator::new(text);
+        assert_eq!(l.line_of("application"), Some(1));
+        assert_eq!(l.line_of("stages[0].tasks[0].command"), Some(7));
+        assert_eq!(l.line_of("stages[0].tasks[0].timeout"), Some(9));
+        assert_eq!(l.line_of("stages[0].tasks[1].type"), Some(10), "a flow item: its line");
+        assert_eq!(l.line_of("stages[1].name"), Some(11));
+        assert_eq!(l.line_of("stages[1].tasks[1].role"), Some(13), "inside a flow sequence: the key holding it");
+        assert_eq!(l.line_of("nothing"), None);
+        let e = l.locate(Error::Invalid("stages[1].tasks[1].role: unknown role \"x\"".into()));
+        assert_eq!(e.to_string(), "stages[1].tasks[1].role: unknown role \"x\" at line 13");
+        let free = l.locate(Error::Invalid("environment prod does not accept: x".into()));
+        assert!(!free.to_string().contains("line"), "no path, no line: {free}");
     }
 
     #[test]

@@ -443,6 +443,36 @@ async fn apply_is_idempotent_and_errors_name_lines(b: Backend) -> anyhow::Result
         }
         other => panic!("{other}"),
     }
+    // Semantic errors, found after parsing (some by the orchestrator, against what exists),
+    // name their line as well.
+    let base =
+        "application: shop\npipeline: shop-release\nstages:\n  - name: dev\n    environment: dev-eu\n    tasks:\n";
+    let table: &[(&str, &str, usize)] = &[
+        ("      - type: approval\n        role: aprover\n", "unknown role \"aprover\"", 8),
+        (
+            "      - type: webhook\n        url: https://ci.example.com/job\n        auth_profile: jenkins\n",
+            "no authentication profile \"jenkins\"",
+            9,
+        ),
+        ("      - type: webhook\n        url: http://127.0.0.1:9/hook\n", "stages[0].tasks[0].url", 8),
+        (
+            "      - type: wait\n        duration: 1s\n  - name: dev\n    environment: x\n    tasks: [{type: deploy}]\n",
+            "duplicate stage name",
+            9,
+        ),
+        ("      - type: wait\n        duration: soon\n", "invalid duration", 8),
+        (
+            "      - type: wait\n        duration: 1s\n        role: x\n",
+            "field `role` is not valid for a `wait` task",
+            9,
+        ),
+    ];
+    for (tasks, says, line) in table {
+        let e = c.apply_yaml(&format!("{base}{tasks}")).await.unwrap_err();
+        assert_eq!(e.status(), Some(422), "{e}");
+        let m = e.to_string();
+        assert!(m.contains(says) && m.contains(&format!("line {line}")), "{says}: {m}");
+    }
     assert_eq!(c.pipelines().await?.len(), 1);
     s.shutdown().await;
     Ok(())

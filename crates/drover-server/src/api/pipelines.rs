@@ -11,17 +11,25 @@ use super::Call;
 use crate::error::{ApiError, ApiResult};
 use crate::service::pipelines;
 
-/// A pipeline spec from JSON, or from YAML when the content type says so.
-fn spec_from_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<PipelineSpec> {
+/// A pipeline spec from JSON, or from YAML when the content type says so (then with a
+/// locator, so that the service's errors about a key name its line too).
+fn spec_from_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<(PipelineSpec, Option<spec::Locator>)> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
     if ct.contains("yaml") {
-        Ok(spec::parse_yaml(text)?)
+        Ok((spec::parse_yaml(text)?, Some(spec::Locator::new(text))))
     } else {
         let spec: PipelineSpec = serde_json::from_str(text)
             .map_err(|e| ApiError::new(drover_types::ErrorCode::InvalidSpec, e.to_string()))?;
         spec::validate(&spec)?;
-        Ok(spec)
+        Ok((spec, None))
+    }
+}
+
+fn located(e: drover_core::Error, at: &Option<spec::Locator>) -> drover_core::Error {
+    match at {
+        Some(l) => l.locate(e),
+        None => e,
     }
 }
 
@@ -39,8 +47,8 @@ pub async fn get(call: Call, Path(name): Path<String>) -> ApiResult<Json<Pipelin
 }
 
 pub async fn create(call: Call, headers: HeaderMap, body: axum::body::Bytes) -> ApiResult<impl IntoResponse> {
-    let spec = spec_from_body(&headers, &body)?;
-    Ok(applied(pipelines::apply(&call.ctx(), spec).await?))
+    let (spec, at) = spec_from_body(&headers, &body)?;
+    Ok(applied(pipelines::apply(&call.ctx(), spec).await.map_err(|e| located(e, &at))?))
 }
 
 pub async fn put(
@@ -49,14 +57,14 @@ pub async fn put(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> ApiResult<impl IntoResponse> {
-    let mut spec = spec_from_body(&headers, &body)?;
+    let (mut spec, at) = spec_from_body(&headers, &body)?;
     if spec.pipeline.is_none() {
         spec.pipeline = Some(name.clone());
     }
     if spec.name() != name {
         return Err(ApiError::bad_request(format!("the body names pipeline {:?}, the path {name:?}", spec.name())));
     }
-    Ok(applied(pipelines::apply(&call.ctx(), spec).await?))
+    Ok(applied(pipelines::apply(&call.ctx(), spec).await.map_err(|e| located(e, &at))?))
 }
 
 pub async fn delete(call: Call, Path(name): Path<String>) -> ApiResult<StatusCode> {

@@ -49,6 +49,7 @@ pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
         }
         c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(&name))?;
     }
+    references_exist(c, &spec).await?;
     outbound_calls_allowed(c, &spec).await?;
     // Every environment first: missing ones need environment.manage, existing ones must admit
     // the application. Nothing is written until all of it holds.
@@ -113,6 +114,33 @@ pub async fn delete(c: &Ctx<'_>, name: &str) -> Result<()> {
         return Err(Error::Conflict(format!("pipeline {name} has active deployments; abort them first")));
     }
     if s.store.delete_pipeline(name).await? { Ok(()) } else { Err(Error::NotFound(missing(name)())) }
+}
+
+/// What tasks name must exist: approval roles and authentication profiles. (Errors start with
+/// the key's path, so that a YAML document's line can be added.)
+async fn references_exist(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
+    use drover_types::TaskSpec;
+    for (i, st) in spec.stages.iter().enumerate() {
+        for (j, t) in st.tasks.iter().enumerate() {
+            match t {
+                TaskSpec::Approval { role: Some(r), .. } if c.state.principals.role(r).is_none() => {
+                    return Err(Error::Invalid(format!(
+                        "stages[{i}].tasks[{j}].role: unknown role {r:?} (built-in roles: {}; or create it first)",
+                        drover_core::rbac::BUILT_IN_ROLES.join(", ")
+                    )));
+                }
+                TaskSpec::Webhook { auth_profile: Some(n), .. }
+                    if crate::profiles::Profiles::get(c.state, n).await?.is_none() =>
+                {
+                    return Err(Error::Invalid(format!(
+                        "stages[{i}].tasks[{j}].auth_profile: no authentication profile {n:?} (create it first)"
+                    )));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Every `webhook` URL must be one the orchestrator may call (`[outbound]`, and the profile's
