@@ -27,8 +27,6 @@ pub struct LoginArgs {
     /// Give up after this long without a sign-in.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
-    #[command(flatten)]
-    pub conn: Conn,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,9 +174,9 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-pub async fn login(a: LoginArgs) -> anyhow::Result<u8> {
-    let ca = crate::commands::ca_of(&a.conn);
-    let anon = Client::new(&a.conn.url, ca.as_deref(), Credentials::None)?;
+pub async fn login(conn: &Conn, a: LoginArgs) -> anyhow::Result<u8> {
+    let ca = crate::commands::ca_of(conn);
+    let anon = Client::new(&conn.url, ca.as_deref(), Credentials::None)?;
     let meta = anon.oauth_metadata().await?;
     let issuer = meta["issuer"].as_str().unwrap_or_default().to_string();
     let v =
@@ -187,9 +185,9 @@ pub async fn login(a: LoginArgs) -> anyhow::Result<u8> {
     let scope = s.scope.clone();
     let _lock = lock_sessions()?;
     let mut all = load_all()?;
-    all.insert(key(&a.conn.url), s);
+    all.insert(key(&conn.url), s);
     save_all(&all)?;
-    eprintln!("Signed in to {} (roles: {scope}).", a.conn.url);
+    eprintln!("Signed in to {} (roles: {scope}).", conn.url);
     Ok(exit::OK)
 }
 

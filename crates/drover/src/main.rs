@@ -32,6 +32,9 @@ pub mod exit {
 #[derive(Parser)]
 #[command(name = "drover", version, about = "Drover: self-hosted continuous delivery with token-based, audited trust")]
 struct Cli {
+    /// Connection options: global, before or after the subcommand.
+    #[command(flatten)]
+    conn: Conn,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,9 +59,10 @@ pub struct Conn {
     /// Operator name for HTTP Basic (with DROVER_PASSWORD or DROVER_PASSWORD_FILE).
     #[arg(long, env = "DROVER_USER", global = true)]
     pub user: Option<String>,
-    /// File holding the operator password (DROVER_PASSWORD is read from the environment).
+    /// File holding the password of DROVER_USER (DROVER_PASSWORD is read from the environment).
+    /// Not `--password-file`: that is the password a command sets (`operators add`).
     #[arg(long, env = "DROVER_PASSWORD_FILE", global = true)]
-    pub password_file: Option<PathBuf>,
+    pub login_password_file: Option<PathBuf>,
     /// Output format of commands that print data.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text, global = true)]
     pub output: Output,
@@ -82,8 +86,6 @@ enum Command {
     Apply {
         #[arg(short = 'f', long = "file")]
         file: PathBuf,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Start a deployment of VERSION of APPLICATION.
     Deploy {
@@ -95,22 +97,19 @@ enum Command {
         /// Follow it until it ends (exit 0 only if it completed).
         #[arg(long)]
         follow: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show a deployment: stages, tasks, statuses; --follow streams it live with its logs.
     Status {
         id: i64,
         #[arg(long)]
         follow: bool,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Show a deployment's log.
     Logs {
         id: i64,
-        #[command(flatten)]
-        conn: Conn,
+        /// Keep printing new lines until the deployment ends.
+        #[arg(long)]
+        follow: bool,
     },
     /// Approve the approval task a deployment waits on.
     Approve(commands::ActionArgs),
@@ -131,16 +130,11 @@ enum Command {
     /// Roll back: redeploy the last version that completed, through the same stages.
     Rollback(commands::ActionArgs),
     /// List pipelines.
-    Pipelines {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Pipelines,
     /// List environments; `environments set` creates or changes one.
     Environments {
         #[command(subcommand)]
         command: Option<commands::EnvironmentsCommand>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List deployments, newest first.
     Deployments {
@@ -150,15 +144,11 @@ enum Command {
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List, register or remove agents.
     Agents {
         #[command(subcommand)]
         command: Option<commands::AgentsCommand>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Token-signing keys: list, rotate, import from a keystore.
     Keys {
@@ -174,8 +164,6 @@ enum Command {
     System {
         #[command(subcommand)]
         command: commands::SystemCommand,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Manage OAuth 2.0 client registrations (CI systems, scripts): secrets, rotation, revocation.
     Client {
@@ -186,22 +174,16 @@ enum Command {
     Operators {
         #[command(subcommand)]
         command: Option<commands::OperatorsCommand>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List roles (built-in and custom), or create/delete a custom role.
     Roles {
         #[command(subcommand)]
         command: Option<commands::RolesCommand>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// List access groups, or set/delete one (roles for operators and clients, per application).
     AccessGroups {
         #[command(subcommand)]
         command: Option<commands::AccessGroupsCommand>,
-        #[command(flatten)]
-        conn: Conn,
     },
     /// Master key of the secrets at rest (rotate it with the orchestrator stopped).
     MasterKey {
@@ -211,10 +193,7 @@ enum Command {
     /// Sign the CLI in as an operator (browser on this machine, or --device for another one).
     Login(login::LoginArgs),
     /// End this CLI's session with the orchestrator.
-    Logout {
-        #[command(flatten)]
-        conn: Conn,
-    },
+    Logout,
     /// Read or verify the audit log.
     Audit {
         #[command(subcommand)]
@@ -255,49 +234,53 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> u8 {
     use drover_types::Action;
+    let conn = &cli.conn;
     let r = match cli.command {
         Command::Serve(args) => config::serve(args).await,
-        Command::Agent(args) => commands::agent(args).await,
+        Command::Agent(args) => commands::agent::run(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
-        Command::Apply { file, conn } => commands::apply(&conn, &file).await,
-        Command::Deploy { application, version, pipeline, follow, conn } => {
-            commands::deploy(&conn, &application, &version, pipeline.as_deref(), follow).await
+        Command::Apply { file } => commands::pipelines::apply(conn, &file).await,
+        Command::Deploy { application, version, pipeline, follow } => {
+            commands::deployments::deploy(conn, &application, &version, pipeline.as_deref(), follow).await
         }
-        Command::Status { id, follow, conn } => commands::status(&conn, id, follow).await,
-        Command::Logs { id, conn } => commands::logs(&conn, id).await,
-        Command::Approve(a) => commands::action(a, Action::Approve).await,
-        Command::Reject(a) => commands::action(a, Action::Reject).await,
-        Command::Abort(a) => commands::action(a, Action::Abort).await,
-        Command::Pause(a) => commands::action(a, Action::Pause).await,
-        Command::Resume(a) => commands::action(a, Action::Resume).await,
-        Command::Retry(a) => commands::action(a, Action::Retry).await,
-        Command::Skip(a) => commands::action(a, Action::Skip).await,
-        Command::Promote(a) => commands::action(a, Action::Promote).await,
-        Command::Rollback(a) => commands::action(a, Action::Rollback).await,
-        Command::Pipelines { conn } => commands::pipelines(&conn).await,
-        Command::Environments { command, conn } => commands::environments(&conn, command).await,
-        Command::Deployments { pipeline, status, limit, conn } => {
-            commands::deployments(&conn, pipeline.as_deref(), status.as_deref(), limit).await
+        Command::Status { id, follow } => commands::deployments::status(conn, id, follow).await,
+        Command::Logs { id, follow } => commands::deployments::logs(conn, id, follow).await,
+        Command::Approve(a) => a.run(conn, Action::Approve).await,
+        Command::Reject(a) => a.run(conn, Action::Reject).await,
+        Command::Abort(a) => a.run(conn, Action::Abort).await,
+        Command::Pause(a) => a.run(conn, Action::Pause).await,
+        Command::Resume(a) => a.run(conn, Action::Resume).await,
+        Command::Retry(a) => a.run(conn, Action::Retry).await,
+        Command::Skip(a) => a.run(conn, Action::Skip).await,
+        Command::Promote(a) => a.run(conn, Action::Promote).await,
+        Command::Rollback(a) => a.run(conn, Action::Rollback).await,
+        Command::Pipelines => commands::pipelines::list(conn).await,
+        Command::Environments { command } => commands::pipelines::environments(conn, command).await,
+        Command::Deployments { pipeline, status, limit } => {
+            commands::deployments::list(conn, pipeline.as_deref(), status.as_deref(), limit).await
         }
-        Command::Agents { command, conn } => commands::agents(&conn, command).await,
-        Command::System { command, conn } => commands::system(&conn, command).await,
-        Command::Artifact { command } => commands::artifact(command).await,
-        Command::Audit { command } => commands::audit(command).await,
-        Command::Operators { command, conn } => commands::operators(&conn, command).await,
-        Command::Roles { command, conn } => commands::roles(&conn, command).await,
-        Command::AccessGroups { command, conn } => commands::access_groups(&conn, command).await,
-        Command::Login(a) => login::login(a).await,
-        Command::MasterKey { command } => commands::master_key(command).await,
-        Command::AgentKeygen { key_file } => commands::agent_keygen(&key_file),
-        Command::Logout { conn } => login::logout(&conn).await,
-        Command::Client { command } => commands::oauth_client(command).await,
-        Command::Keys { command } => commands::keys(command).await,
-        Command::Keystore { command } => commands::keystore(command),
+        Command::Agents { command } => commands::agents::run(conn, command).await,
+        Command::System { command } => command.run(conn).await,
+        Command::Artifact { command } => command.run(conn).await,
+        Command::Audit { command } => command.run(conn).await,
+        Command::Operators { command } => commands::operators::run(conn, command).await,
+        Command::Roles { command } => commands::access::roles(conn, command).await,
+        Command::AccessGroups { command } => commands::access::access_groups(conn, command).await,
+        Command::Login(a) => login::login(conn, a).await,
+        Command::MasterKey { command } => command.run(conn).await,
+        Command::AgentKeygen { key_file } => commands::agent::keygen(&key_file),
+        Command::Logout => login::logout(conn).await,
+        Command::Client { command } => command.run(conn).await,
+        Command::Keys { command } => command.run(conn).await,
+        Command::Keystore { command } => command.run(conn.output),
     };
     match r {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(h) = commands::hint_for(&e) {
+                eprintln!("hint: {h}");
+            }
             commands::exit_code_of(&e)
         }
     }

@@ -91,9 +91,19 @@ pub fn sample_artifact(version: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Serves `/health` for the staging check: 200 once staging has a release, 503 before.
-async fn health_server(staging_work: PathBuf) -> anyhow::Result<u16> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// It listens on the port of the last run when that is free (the pipeline, which names it,
+/// then stays unchanged), else on a new one, remembered in `port_file`.
+async fn health_server(staging_work: PathBuf, port_file: &std::path::Path) -> anyhow::Result<u16> {
+    let last = std::fs::read_to_string(port_file).ok().and_then(|s| s.trim().parse::<u16>().ok());
+    let listener = match last {
+        Some(p) => match tokio::net::TcpListener::bind(("127.0.0.1", p)).await {
+            Ok(l) => l,
+            Err(_) => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+        },
+        None => tokio::net::TcpListener::bind("127.0.0.1:0").await?,
+    };
     let port = listener.local_addr()?.port();
+    let _ = std::fs::write(port_file, port.to_string());
     let app = axum::Router::new().route(
         "/health",
         axum::routing::get(move || {
@@ -172,7 +182,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
     }
     println!("  agents         {}", AGENTS.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", "));
 
-    let port = health_server(staging_work).await?;
+    let port = health_server(staging_work, &qs.join("health-port")).await?;
     let applied = client.apply_yaml(&pipeline_yaml(port)).await?;
     println!(
         "  pipeline       {}: {} ({})",

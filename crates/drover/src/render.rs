@@ -158,3 +158,59 @@ impl Follower {
         format!("[{stage}]   | {}", l.line)
     }
 }
+
+/// A line of `drover logs`: time, stage and task, stream, text.
+pub fn log_line(l: &LogLine, d: &Deployment) -> String {
+    let stage = d.stages.get(l.stage_index).map(|s| s.name.as_str()).unwrap_or("?");
+    format!("{} [{stage} {}] {}: {}", l.ts, l.task_index + 1, l.stream, l.line)
+}
+
+pub fn operator_line(o: &drover_types::Operator) -> String {
+    let state = if o.disabled {
+        "disabled".to_string()
+    } else if let Some(t) = o.locked_until {
+        format!("locked until {t}")
+    } else {
+        "active".to_string()
+    };
+    format!("{:<20} {:<28} {:<24} {}", o.name, o.roles.join(","), o.email.as_deref().unwrap_or("-"), state)
+}
+
+pub fn client_line(c: &drover_types::Client) -> String {
+    let mut s =
+        format!("{:<24} {:<28} {}", c.client_id, c.roles.join(","), if c.disabled { "disabled" } else { "enabled" });
+    if let Some(t) = c.previous_secret_valid_until {
+        s.push_str(&format!("; previous secret valid until {t}"));
+    }
+    if let Some(t) = c.tokens_not_before {
+        s.push_str(&format!("; tokens before {t} revoked"));
+    }
+    s
+}
+
+/// The table of `drover deployments`.
+pub fn deployments(v: &[Deployment]) -> String {
+    let mut s =
+        format!("{:>6}  {:<20} {:<12} {:<18} {:<8} CREATED BY\n", "ID", "PIPELINE", "VERSION", "STATUS", "STAGE");
+    for d in v {
+        s.push_str(&format!(
+            "{:>6}  {:<20} {:<12} {:<18} {:<8} {}\n",
+            d.id,
+            d.pipeline,
+            d.version,
+            d.status.as_str(),
+            d.stage_index,
+            d.created_by
+        ));
+    }
+    s
+}
+
+/// The table of `drover artifact list`.
+pub fn artifacts(v: &[drover_types::Artifact]) -> String {
+    let mut s = format!("{:<20} {:<16} {:>12}  SHA256\n", "APPLICATION", "VERSION", "SIZE");
+    for a in v {
+        s.push_str(&format!("{:<20} {:<16} {:>12}  {}\n", a.application, a.version, a.size, a.sha256));
+    }
+    s
+}

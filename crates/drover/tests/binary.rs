@@ -190,6 +190,8 @@ fn quickstart_runs_end_to_end_and_again() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "run {run_no}: {text}\n{}", String::from_utf8_lossy(&out.stderr));
         assert!(text.contains(&format!("Deployment {run_no} completed")), "{text}");
+        let pipeline = if run_no == 1 { "(created)" } else { "(unchanged)" };
+        assert!(text.lines().any(|l| l.contains("pipeline") && l.contains(pipeline)), "run {run_no}: {text}");
         assert!(text.contains("smoke test passed"), "{text}");
     }
     let current = std::fs::read_link(data.join("quickstart/production-1/shop/current")).unwrap();
@@ -252,7 +254,7 @@ async fn cli_drives_deployments_with_reliable_exit_codes() {
     assert!(err.contains("taks") && err.contains("line 5"), "{err}");
     let wrong = dir.path().join("wrong");
     std::fs::write(&wrong, "not-the-password").unwrap();
-    assert_eq!(run(o.cli().arg("pipelines").arg("--password-file").arg(&wrong)).status.code(), Some(3));
+    assert_eq!(run(o.cli().arg("pipelines").arg("--login-password-file").arg(&wrong)).status.code(), Some(3));
     assert_eq!(run(o.cli().arg("pipelines").env_remove("DROVER_USER")).status.code(), Some(1));
     // The audit log saw all of it, and its chain holds.
     let out = run(o.cli().args(["audit", "verify"]));
@@ -829,4 +831,63 @@ async fn after_kill_9_of_an_agent_its_restart_ends_what_the_task_left_running() 
     std::fs::write(&flag, "").unwrap();
     c.act(id, drover_types::Action::Retry, None).await.unwrap();
     drover_testkit::wait_status(&c, id, DS::Completed).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_connection_options_anywhere_and_never_mixes_up_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = Orchestrator::start(dir.path(), &[]).await;
+    let _dev = o.agent("dev-1", "dev");
+    // Global options before the subcommand, or after it.
+    for args in
+        [vec!["-o", "json", "pipelines"], vec!["pipelines", "-o", "json"], vec!["--output", "json", "deployments"]]
+    {
+        let out = run(o.cli().args(&args));
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().is_array(), "{args:?}");
+    }
+    let out = run(o.cli().env_remove("DROVER_URL").args(["--url", &o.url(), "pipelines"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // `operators add --password-file F` with DROVER_USER set: F is the new operator's password,
+    // the caller's comes from DROVER_PASSWORD_FILE.
+    let newpw = dir.path().join("carol.pw");
+    std::fs::write(&newpw, "carol-password-123\n").unwrap();
+    let out = run(o.cli().args(["operators", "add", "carol", "--role", "viewer", "--password-file"]).arg(&newpw));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let carol = Client::new(
+        &o.url(),
+        Some(&o.ca()),
+        Credentials::Basic { user: "carol".into(), password: "carol-password-123".into() },
+    )
+    .unwrap();
+    carol.pipelines().await.unwrap();
+    // A client's new secret goes to the file, not to the terminal, unless --show.
+    let secret_file = dir.path().join("ci.secret");
+    let out = run(o.cli().args(["client", "create", "ci", "--role", "api", "--secret-out"]).arg(&secret_file));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(first.trim()), "the secret is not printed");
+    let out =
+        run(o.cli().args(["client", "regenerate-secret", "ci", "--grace", "1h", "--secret-out"]).arg(&secret_file));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    let second = std::fs::read_to_string(&secret_file).unwrap();
+    assert_ne!(first, second, "the file holds the new secret");
+    assert!(!text.contains(second.trim()), "{text}");
+    assert!(text.contains("give the new one") && text.contains("before then"), "{text}");
+    let out = run(o.cli().args(["client", "regenerate-secret", "ci", "--show", "--secret-out"]).arg(&secret_file));
+    let third = std::fs::read_to_string(&secret_file).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(third.trim()), "--show prints it");
+    // `logs` names each line's stage; `logs --follow` follows until the end.
+    let c = o.admin();
+    c.apply_yaml("application: l\nstages:\n  - name: build\n    environment: dev\n    tasks: [{type: run, command: \"sleep 1; echo one; echo two\"}]\n")
+        .await
+        .unwrap();
+    let id = c.deploy("l", "1").await.unwrap().id;
+    let out = run(o.cli().args(["logs", &id.to_string(), "--follow"]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("[build 1] stdout: one") && text.contains("[build 1] stdout: two"), "{text}");
+    let out = run(o.cli().args(["logs", &id.to_string()]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("[build 1] stdout: two"));
 }

@@ -1,0 +1,97 @@
+//! `agents`: list, register, remove.
+
+use super::*;
+
+#[derive(Subcommand, Debug)]
+pub enum AgentsCommand {
+    /// Register an agent; prints its secret once.
+    Add {
+        name: String,
+        #[arg(long)]
+        environment: String,
+        /// Write the secret to this file (mode 0600) instead of printing it.
+        #[arg(long)]
+        secret_out: Option<PathBuf>,
+        /// With --secret-out, print the secret as well.
+        #[arg(long, requires = "secret_out")]
+        show: bool,
+        /// The agent's public keys (from `drover agent-keygen`): it authenticates with
+        /// private_key_jwt and gets no secret.
+        #[arg(long, conflicts_with = "secret_out")]
+        jwks_file: Option<PathBuf>,
+    },
+    /// Remove an agent.
+    Remove { name: String },
+}
+
+pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> {
+    let c = client(conn).await?;
+    match cmd {
+        None => {
+            let v = c.agents().await?;
+            print(conn.output, &v, |v| {
+                let mut s = format!("{:<24} {:<16} {:<8} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE");
+                for a in v {
+                    let seen = a.last_seen_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
+                    s.push_str(&format!(
+                        "{:<24} {:<16} {:<8} {}\n",
+                        a.name,
+                        a.environment,
+                        if a.online { "yes" } else { "no" },
+                        seen
+                    ));
+                }
+                s
+            })
+        }
+        Some(AgentsCommand::Add { name, environment, secret_out, show, jwks_file }) => {
+            let jwks = match &jwks_file {
+                Some(f) => Some(
+                    serde_json::from_str(
+                        &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
+                    )
+                    .with_context(|| format!("{} is not JSON", f.display()))?,
+                ),
+                None => None,
+            };
+            let cred = c.register_agent(&drover_types::NewAgent { name, environment, jwks }).await?;
+            if let Some(p) = &secret_out {
+                write_private(p, &cred.secret)?;
+                if !show {
+                    return print(
+                        conn.output,
+                        &serde_json::json!({"name": cred.name, "environment": cred.environment, "secret_file": p}),
+                        |_| {
+                            format!(
+                                "agent {} registered for environment {}\nsecret written to {} (not printed; --show prints it)\nrun it with: drover agent --url URL --ca-cert CA --name {} --secret-file {} --work-dir DIR",
+                                cred.name,
+                                cred.environment,
+                                p.display(),
+                                cred.name,
+                                p.display()
+                            )
+                        },
+                    );
+                }
+            }
+            if cred.secret.is_empty() {
+                return print(conn.output, &cred, |c| {
+                    format!(
+                        "agent {} registered for environment {} (key authentication)\nrun it with: drover agent --url URL --ca-cert CA --name {} --key-file KEY --work-dir DIR",
+                        c.name, c.environment, c.name
+                    )
+                });
+            }
+            print(conn.output, &cred, |c| {
+                format!(
+                    "agent {} registered for environment {}\nsecret (shown once): {}\nrun it with: drover agent --url URL --ca-cert CA --name {} --secret-file FILE --work-dir DIR",
+                    c.name, c.environment, c.secret, c.name
+                )
+            })
+        }
+        Some(AgentsCommand::Remove { name }) => {
+            c.delete_agent(&name).await?;
+            print(conn.output, &serde_json::json!({"removed": name}), |_| format!("agent {name} removed"))
+        }
+    }
+}
