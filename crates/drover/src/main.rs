@@ -94,15 +94,27 @@ enum Command {
         /// Pipeline to run (default: the application's only pipeline, or the one named like it).
         #[arg(long)]
         pipeline: Option<String>,
-        /// Follow it until it ends (exit 0 only if it completed).
+        /// Follow it until it ends (exit 0 only if it completed), through every wait.
         #[arg(long)]
         follow: bool,
+        /// With --follow: stop (exit 0) once the deployment reaches this status, e.g.
+        /// pending_promotion or pending_input.
+        #[arg(long, requires = "follow", value_parser = parse_status)]
+        until: Option<drover_types::DeploymentStatus>,
     },
-    /// Show a deployment: stages, tasks, statuses; --follow streams it live with its logs.
+    /// Show a deployment: stages, tasks, statuses, what it waits for; --follow streams it live.
     Status {
         id: i64,
         #[arg(long)]
         follow: bool,
+        /// With --follow: stop (exit 0) once the deployment reaches this status.
+        #[arg(long, requires = "follow", value_parser = parse_status)]
+        until: Option<drover_types::DeploymentStatus>,
+    },
+    /// Is the orchestrator up? With --wait, wait that long for it (a script that just started it).
+    Health {
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<std::time::Duration>,
     },
     /// Show a deployment's log.
     Logs {
@@ -206,6 +218,13 @@ enum Command {
     },
 }
 
+fn parse_status(s: &str) -> Result<drover_types::DeploymentStatus, String> {
+    drover_types::DeploymentStatus::parse(s).ok_or_else(|| {
+        let all: Vec<&str> = drover_types::DeploymentStatus::ALL.iter().map(|s| s.as_str()).collect();
+        format!("unknown status {s:?}; one of {}", all.join(", "))
+    })
+}
+
 fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DROVER_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -240,10 +259,12 @@ async fn run(cli: Cli) -> u8 {
         Command::Agent(args) => commands::agent::run(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
         Command::Apply { file } => commands::pipelines::apply(conn, &file).await,
-        Command::Deploy { application, version, pipeline, follow } => {
+        Command::Deploy { application, version, pipeline, follow, until } => {
+            let follow = follow.then_some(until);
             commands::deployments::deploy(conn, &application, &version, pipeline.as_deref(), follow).await
         }
-        Command::Status { id, follow } => commands::deployments::status(conn, id, follow).await,
+        Command::Status { id, follow, until } => commands::deployments::status(conn, id, follow.then_some(until)).await,
+        Command::Health { wait } => commands::health(conn, wait).await,
         Command::Logs { id, follow } => commands::deployments::logs(conn, id, follow).await,
         Command::Approve(a) => a.run(conn, Action::Approve).await,
         Command::Reject(a) => a.run(conn, Action::Reject).await,

@@ -2,7 +2,14 @@
 
 use super::*;
 
-pub async fn deploy(conn: &Conn, app: &str, version: &str, pipeline: Option<&str>, follow: bool) -> anyhow::Result<u8> {
+/// `follow`: `Some(until)` to follow, stopping at `until` when given.
+pub async fn deploy(
+    conn: &Conn,
+    app: &str,
+    version: &str,
+    pipeline: Option<&str>,
+    follow: Option<Option<DeploymentStatus>>,
+) -> anyhow::Result<u8> {
     let c = client(conn).await?;
     let pipeline = match pipeline {
         Some(p) => p.to_string(),
@@ -23,21 +30,21 @@ pub async fn deploy(conn: &Conn, app: &str, version: &str, pipeline: Option<&str
         }
     };
     let d = c.deploy(&pipeline, version).await?;
-    if follow {
+    if let Some(until) = follow {
         if conn.output == Output::Text {
             println!("deployment {} of {} {} started", d.id, d.application, d.version);
         }
-        return follow_deployment(&c, conn.output, d.id).await;
+        return follow_deployment(&c, conn.output, d.id, until).await;
     }
     print(conn.output, &d, |d| {
         format!("deployment {} of {} {} on pipeline {}: {}", d.id, d.application, d.version, d.pipeline, d.status)
     })
 }
 
-pub async fn status(conn: &Conn, id: i64, follow: bool) -> anyhow::Result<u8> {
+pub async fn status(conn: &Conn, id: i64, follow: Option<Option<DeploymentStatus>>) -> anyhow::Result<u8> {
     let c = client(conn).await?;
-    if follow {
-        return follow_deployment(&c, conn.output, id).await;
+    if let Some(until) = follow {
+        return follow_deployment(&c, conn.output, id, until).await;
     }
     let d = c.deployment(id).await?;
     print(conn.output, &d, render::deployment)
@@ -47,7 +54,12 @@ pub async fn status(conn: &Conn, id: i64, follow: bool) -> anyhow::Result<u8> {
 /// promotion, approval, pause), saying what it waits for and what would continue it; exit 0
 /// only if it completed. The server ends a stream after an hour: it is followed on from the
 /// last log line seen.
-pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::Result<u8> {
+pub async fn follow_deployment(
+    c: &Client,
+    output: Output,
+    id: i64,
+    until: Option<DeploymentStatus>,
+) -> anyhow::Result<u8> {
     let mut r = render::Follower::default();
     // Known before the first event, so that replayed log lines show their stage.
     let mut last: Option<drover_types::Deployment> = c.deployment(id).await.ok();
@@ -74,7 +86,11 @@ pub async fn follow_deployment(c: &Client, output: Output, id: i64) -> anyhow::R
                     // In error it waits for an operator (retry, skip, abort): stop here, with
                     // the commands printed above.
                     let stop = d.status == DeploymentStatus::Error;
+                    let reached = until == Some(d.status);
                     last = Some(d);
+                    if reached {
+                        return Ok(exit::OK);
+                    }
                     if stop {
                         break 'streams;
                     }

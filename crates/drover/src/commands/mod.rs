@@ -169,3 +169,23 @@ pub fn write_private(p: &Path, content: &str) -> anyhow::Result<()> {
     writeln!(f, "{content}")?;
     Ok(())
 }
+
+/// `drover health [--wait D]`: the orchestrator answers `/healthz` (waiting up to D for it, and
+/// for its CA file to appear, when it was just started).
+pub async fn health(conn: &Conn, wait: Option<std::time::Duration>) -> anyhow::Result<u8> {
+    let deadline = std::time::Instant::now() + wait.unwrap_or_default();
+    loop {
+        let ca = ca_of(conn);
+        let ready = ca.as_deref().is_none_or(|p| p.exists());
+        let r = if ready { Client::new(&conn.url, ca.as_deref(), Credentials::None)?.health().await } else { Ok(()) };
+        match r {
+            Ok(()) if ready => {
+                println!("{} is up", conn.url);
+                return Ok(exit::OK);
+            }
+            Err(e) if std::time::Instant::now() >= deadline => return Err(e.into()),
+            _ if std::time::Instant::now() >= deadline => bail!("{} is not up: no CA file yet", conn.url),
+            _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+}
