@@ -214,3 +214,56 @@ pub fn artifacts(v: &[drover_types::Artifact]) -> String {
     }
     s
 }
+
+/// The table of `drover agents`.
+pub fn agents(v: &[drover_types::Agent]) -> String {
+    let mut s = format!("{:<24} {:<16} {:<8} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE");
+    for a in v {
+        let seen = a.last_seen_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
+        s.push_str(&format!(
+            "{:<24} {:<16} {:<8} {}\n",
+            a.name,
+            a.environment,
+            if a.online { "yes" } else { "no" },
+            seen
+        ));
+    }
+    s
+}
+
+/// The table of `drover keys list`.
+pub fn keys(v: &[drover_types::SigningKey]) -> String {
+    let mut s = format!("{:<18} {:<6} {:<8} {:<8} CREATED\n", "KID", "ALG", "ACTIVE", "IN JWKS");
+    for k in v {
+        s.push_str(&format!(
+            "{:<18} {:<6} {:<8} {:<8} {}{}\n",
+            k.kid,
+            k.alg,
+            if k.active { "yes" } else { "no" },
+            if k.in_jwks { "yes" } else { "no" },
+            k.created_at,
+            k.retired_at.map(|r| format!(" (retired {r})")).unwrap_or_default()
+        ));
+    }
+    s
+}
+
+/// The table of `drover operators`.
+pub fn operators(v: &[drover_types::Operator]) -> String {
+    let mut s = format!("{:<20} {:<28} {:<24} STATE\n", "NAME", "ROLES", "EMAIL");
+    for o in v {
+        s.push_str(&operator_line(o));
+        s.push('\n');
+    }
+    s
+}
+
+/// The table of `drover pipelines`.
+pub fn pipelines(v: &[drover_types::Pipeline]) -> String {
+    let mut s = format!("{:<24} {:<16} STAGES\n", "NAME", "APPLICATION");
+    for p in v {
+        let stages: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();
+        s.push_str(&format!("{:<24} {:<16} {}\n", p.name, p.application, stages.join(" → ")));
+    }
+    s
+}

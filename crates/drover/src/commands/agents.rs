@@ -29,20 +29,7 @@ pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> 
     match cmd {
         None => {
             let v = c.agents().await?;
-            print(conn.output, &v, |v| {
-                let mut s = format!("{:<24} {:<16} {:<8} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE");
-                for a in v {
-                    let seen = a.last_seen_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
-                    s.push_str(&format!(
-                        "{:<24} {:<16} {:<8} {}\n",
-                        a.name,
-                        a.environment,
-                        if a.online { "yes" } else { "no" },
-                        seen
-                    ));
-                }
-                s
-            })
+            print(conn.output, &v, |v| render::agents(v))
         }
         Some(AgentsCommand::Add { name, environment, secret_out, show, jwks_file }) => {
             let jwks = match &jwks_file {

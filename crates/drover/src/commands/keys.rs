@@ -32,21 +32,7 @@ pub async fn keys(conn: &Conn, cmd: KeysCommand) -> anyhow::Result<u8> {
     match cmd {
         KeysCommand::List => {
             let v = client(conn).await?.keys().await?;
-            print(conn.output, &v, |v| {
-                let mut s = format!("{:<18} {:<6} {:<8} {:<8} CREATED\n", "KID", "ALG", "ACTIVE", "IN JWKS");
-                for k in v {
-                    s.push_str(&format!(
-                        "{:<18} {:<6} {:<8} {:<8} {}{}\n",
-                        k.kid,
-                        k.alg,
-                        if k.active { "yes" } else { "no" },
-                        if k.in_jwks { "yes" } else { "no" },
-                        k.created_at,
-                        k.retired_at.map(|r| format!(" (retired {r})")).unwrap_or_default()
-                    ));
-                }
-                s
-            })
+            print(conn.output, &v, |v| render::keys(v))
         }
         KeysCommand::Rotate { alg } => {
             let v = client(conn).await?.rotate_key_to(alg.as_deref()).await?;

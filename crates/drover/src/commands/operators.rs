@@ -47,14 +47,7 @@ pub async fn run(conn: &Conn, cmd: Option<OperatorsCommand>) -> anyhow::Result<u
     let one = match cmd {
         None => {
             let v = c.operators().await?;
-            return print(conn.output, &v, |v| {
-                let mut s = format!("{:<20} {:<28} {:<24} STATE\n", "NAME", "ROLES", "EMAIL");
-                for o in v {
-                    s.push_str(&render::operator_line(o));
-                    s.push('\n');
-                }
-                s
-            });
+            return print(conn.output, &v, |v| render::operators(v));
         }
         Some(OperatorsCommand::Add { name, roles, email, password_file }) => {
             let password = password_file.as_deref().map(read_secret_file).transpose()?;

@@ -22,14 +22,7 @@ pub async fn apply(conn: &Conn, file: &Path) -> anyhow::Result<u8> {
 
 pub async fn list(conn: &Conn) -> anyhow::Result<u8> {
     let v = client(conn).await?.pipelines().await?;
-    print(conn.output, &v, |v| {
-        let mut s = format!("{:<24} {:<16} STAGES\n", "NAME", "APPLICATION");
-        for p in v {
-            let stages: Vec<_> = p.stages.iter().map(|s| s.name.as_str()).collect();
-            s.push_str(&format!("{:<24} {:<16} {}\n", p.name, p.application, stages.join(" → ")));
-        }
-        s
-    })
+    print(conn.output, &v, |v| render::pipelines(v))
 }
 
 #[derive(Subcommand, Debug)]
