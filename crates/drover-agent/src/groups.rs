@@ -1,7 +1,8 @@
 //! Process groups of running attempts. Each process an attempt starts (a `run` command, a
 //! hook) leads its own process group; the group is journaled — id, boot id, the leader's start
-//! time and session — in `WORK_DIR/.drover/attempts/<attempt>.group` (fsynced) before the task
-//! can do anything, and the record goes once the whole group has ended.
+//! time and session — in `WORK_DIR/.drover/attempts/<attempt>.group` (fsynced) right after the
+//! spawn (an agent killed in that instant leaves its group unjournaled), and the record goes
+//! once the whole group has ended. A process that leaves the group (`setsid`) escapes this.
 //!
 //! Ending a group: SIGTERM to the group, then SIGKILL to whatever is left after the grace.
 //! An agent restarted after a crash ends the groups its cut-off attempts left (`reap`), but
@@ -128,13 +129,19 @@ pub async fn end(pgid: i32, grace: Duration, why: &str) -> usize {
     alive
 }
 
-/// Is the journaled group still the one this agent started (and not a reused id)?
+/// Is the journaled group still the one this agent started (and not a reused id)? Never the
+/// agent's own group, nor init's or the kernel's, whatever a record says.
 fn still_ours(r: &GroupRecord) -> bool {
+    let me = std::process::id() as i32;
+    let own_group = nix::unistd::getpgrp().as_raw();
+    if r.pgid <= 1 || r.pgid == me || r.pgid == own_group {
+        return false;
+    }
     if boot_id().as_deref() != Some(r.boot_id.as_str()) {
         return false; // rebooted since: nothing of it survived
     }
     match stat(r.pgid) {
-        Some(leader) => leader.start == r.start && leader.pgrp == r.pgid,
+        Some(leader) => leader.start == r.start && leader.pgrp == r.pgid && leader.session == r.session,
         // Leader gone: while members live, the id cannot be given to a new process; members of
         // another group with that id would not share the session and start time.
         None => members(r.pgid).iter().any(|m| m.session == r.session && m.start >= r.start),
@@ -152,6 +159,8 @@ pub async fn reap(journal: &Path, grace: Duration) -> usize {
             continue;
         }
         let rec = std::fs::read_to_string(&path).ok().and_then(|s| GroupRecord::parse(&s));
+        // Forgotten first: a record that made this fail would not do it again at the next start.
+        forget(&path);
         if let Some(r) = rec
             && still_ours(&r)
         {
@@ -161,7 +170,6 @@ pub async fn reap(journal: &Path, grace: Duration) -> usize {
                 ended += 1;
             }
         }
-        forget(&path);
     }
     ended
 }
@@ -196,6 +204,12 @@ mod tests {
         assert!(!still_ours(&forged));
         let other_boot = GroupRecord { pgid: me.pid, boot_id: "another-boot".into(), start: me.start, session: 1 };
         assert!(!still_ours(&other_boot));
+        // Never the agent itself, its group, init or the kernel, even with matching facts.
+        let b = boot_id().unwrap();
+        for pgid in [0, 1, me.pid, me.pgrp] {
+            let r = GroupRecord { pgid, boot_id: b.clone(), start: me.start, session: me.session };
+            assert!(!still_ours(&r), "pgid {pgid}");
+        }
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("x.group"), forged.line()).unwrap();
         assert_eq!(reap(dir.path(), Duration::from_millis(10)).await, 0);

@@ -77,12 +77,13 @@ struct Agent {
 pub async fn run(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
     let journal = cfg.work_dir.join(".drover").join("attempts");
     std::fs::create_dir_all(&journal).map_err(|e| Error::WorkDir(cfg.work_dir.clone(), e))?;
-    prune_journal(&journal);
-    // Before anything is reported: end what attempts cut off by a crash left running.
+    // Before anything is reported (and before old records are pruned): end what attempts cut
+    // off by a crash left running.
     let ended = groups::reap(&journal, cfg.kill_grace).await;
     if ended > 0 {
         tracing::warn!(groups = ended, "ended the process groups of attempts cut off by the last stop");
     }
+    prune_journal(&journal);
     let client = Client::new(
         &cfg.url,
         cfg.ca_cert.as_deref(),

@@ -24,7 +24,14 @@ pub struct Locator {
     lines: std::collections::HashMap<String, usize>,
     /// Scalar values as written (unquoted), by path.
     values: std::collections::HashMap<String, String>,
+    /// Bytes of paths remembered (bounded: the document is the caller's).
+    bytes: usize,
 }
+
+/// Nesting and path bytes beyond which a document is not located further (a pipeline needs
+/// about 6 levels; serde_yaml refuses more than 128).
+const MAX_DEPTH: usize = 64;
+const MAX_PATH_BYTES: usize = 1 << 20;
 
 struct Frame {
     indent: isize,
@@ -55,13 +62,17 @@ impl Locator {
                 }
                 stack.pop();
             }
-            loc.entry(&mut stack, col, content.trim_end(), line);
+            if !loc.entry(&mut stack, col, content.trim_end(), line) {
+                break; // deeper or larger than any pipeline: what is known so far stays
+            }
         }
         loc
     }
 
-    fn entry(&mut self, stack: &mut Vec<Frame>, col: isize, content: &str, line: usize) {
-        if content == "-" || content.starts_with("- ") {
+    /// One line (`- - key: v` opens nested items, handled in a loop). False once the document
+    /// is deeper or larger than a pipeline can be: locating stops there.
+    fn entry(&mut self, stack: &mut Vec<Frame>, mut col: isize, mut content: &str, line: usize) -> bool {
+        while content == "-" || content.starts_with("- ") {
             while stack.len() > 1 {
                 let top = stack.last().expect("root");
                 if top.indent > col || (top.indent == col && top.is_item) {
@@ -73,22 +84,26 @@ impl Locator {
             let owner = stack.last_mut().expect("root");
             let path = format!("{}[{}]", owner.path, owner.next_item);
             owner.next_item += 1;
-            self.lines.entry(path.clone()).or_insert(line);
+            if !self.remember(&path, line) || stack.len() >= MAX_DEPTH {
+                return false;
+            }
             stack.push(Frame { indent: col, path, next_item: 0, is_item: true, scalar: false });
             let rest = content[1..].trim_start();
-            if !rest.is_empty() {
-                let inner = col + (content.len() - rest.len()) as isize;
-                self.entry(stack, inner, rest, line);
+            if rest.is_empty() {
+                return true;
             }
-            return;
+            col += (content.len() - rest.len()) as isize;
+            content = rest;
         }
-        let Some((key, value)) = split_key(content) else { return };
+        let Some((key, value)) = split_key(content) else { return true };
         while stack.len() > 1 && stack.last().expect("root").indent >= col {
             stack.pop();
         }
         let parent = &stack.last().expect("root").path;
         let path = if parent.is_empty() { key.to_string() } else { format!("{parent}.{key}") };
-        self.lines.entry(path.clone()).or_insert(line);
+        if !self.remember(&path, line) || stack.len() >= MAX_DEPTH {
+            return false;
+        }
         let value = value.trim();
         if !value.is_empty() {
             self.values.insert(path.clone(), value.trim_matches(|c| c == '"' || c == '\'').to_string());
@@ -98,6 +113,16 @@ impl Locator {
         } else if value.starts_with('|') || value.starts_with('>') {
             stack.push(Frame { indent: col, path, next_item: 0, is_item: false, scalar: true });
         }
+        true
+    }
+
+    fn remember(&mut self, path: &str, line: usize) -> bool {
+        self.bytes += path.len();
+        if self.bytes > MAX_PATH_BYTES {
+            return false;
+        }
+        self.lines.entry(path.to_string()).or_insert(line);
+        true
     }
 
     /// The line of `path`, or of the nearest enclosing key or item that is known.
@@ -324,6 +349,21 @@ stages:
         assert_eq!(e.to_string(), "stages[1].tasks[1].role: unknown role \"x\" at line 13");
         let free = l.locate(Error::Invalid("environment prod does not accept: x".into()));
         assert!(!free.to_string().contains("line"), "no path, no line: {free}");
+    }
+
+    #[test]
+    fn hostile_documents_are_located_in_bounded_work() {
+        // Nested items on one line, and very many keys: bounded depth and memory, no recursion.
+        let deep = format!("application: a\nstages:\n{}x\n", "- ".repeat(200_000));
+        let l = Locator::new(&deep);
+        assert!(l.lines.len() <= MAX_DEPTH + 2 && l.bytes <= MAX_PATH_BYTES, "{}", l.lines.len());
+        assert!(parse_yaml(&deep).is_err());
+        let wide: String = (0..200_000).map(|i| format!("k{i}: v\n")).collect();
+        let l = Locator::new(&wide);
+        assert!(l.bytes <= MAX_PATH_BYTES + 16);
+        let odd = "application: é\n  - ü: ß\n- - :\n-\n:\n'': x\n\u{2028}stages: [\n";
+        let _ = Locator::new(odd).locate(Error::Invalid("stages[0]: x".into()));
+        let _ = Locator::new(odd).refine("stages: field `ü` is not valid for a `é` task at line 1 column 1".into());
     }
 
     #[test]

@@ -80,6 +80,8 @@ pub struct Engine {
     changes: broadcast::Sender<i64>,
     /// Agent long polls held open now.
     polls: std::sync::atomic::AtomicUsize,
+    /// The same, per agent (an agent with an open poll has room for a task now).
+    polling: Mutex<HashMap<String, usize>>,
     /// A draining node hands out no new work (re-deliveries of what agents hold go on).
     draining: std::sync::atomic::AtomicBool,
     /// Woken when a drain ends, so held polls ask again at once.
@@ -102,6 +104,7 @@ impl Engine {
             kick_rx: Mutex::new(Some(kick_rx)),
             changes,
             polls: Default::default(),
+            polling: Default::default(),
             draining: Default::default(),
             resumed: Notify::new(),
         })
@@ -115,6 +118,11 @@ impl Engine {
     /// Agent long polls held open now.
     pub fn polls_waiting(&self) -> usize {
         self.polls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Has this agent a long poll open on this node now?
+    pub fn is_polling(&self, agent: &str) -> bool {
+        self.polling.lock().expect("poisoned").contains_key(agent)
     }
 
     pub fn draining(&self) -> bool {
@@ -203,13 +211,20 @@ impl Engine {
     async fn sweep(&self, requeue: bool) -> Result<()> {
         let now = Timestamp::now();
         for id in self.store.deployments_due(now).await? {
-            let (n, ended) = self
+            let r = self
                 .mutate(id, "system", |st, fx| {
                     let now = Timestamp::now();
                     Ok((machine::expire_leases(st, now), machine::expire_deadlines(st, now, fx)))
                 })
-                .await?
-                .1;
+                .await;
+            // One deployment that cannot be changed now does not hold up the others' deadlines.
+            let (n, ended) = match r {
+                Ok((_, r)) => r,
+                Err(e) => {
+                    tracing::warn!(deployment = id, error = %e, "expiring deadlines failed; next sweep");
+                    continue;
+                }
+            };
             if n > 0 {
                 tracing::warn!(deployment = id, attempts = n, "attempts lost: no heartbeat within the lease");
             }
@@ -543,6 +558,20 @@ impl Engine {
             }
         }
         let _waiting = Waiting(&self.polls);
+        *self.polling.lock().expect("poisoned").entry(agent.to_string()).or_default() += 1;
+        struct Polling<'a>(&'a Mutex<HashMap<String, usize>>, &'a str);
+        impl Drop for Polling<'_> {
+            fn drop(&mut self) {
+                let mut m = self.0.lock().expect("poisoned");
+                if let Some(n) = m.get_mut(self.1) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(self.1);
+                    }
+                }
+            }
+        }
+        let _polling = Polling(&self.polling, agent);
         if self.draining() {
             return Ok(self.held(deadline).await);
         }

@@ -108,6 +108,21 @@ pub struct Connections {
     refused: AtomicUsize,
 }
 
+/// The source a connection counts against: its IPv4 address, or the /64 of an IPv6 one (one
+/// host or site usually holds a whole /64; IPv4-mapped addresses count as IPv4).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+        v4 => v4,
+    }
+}
+
 /// Held while a connection is open; dropping it frees the slot.
 pub struct Slot {
     of: Arc<Connections>,
@@ -127,6 +142,7 @@ impl Connections {
 
     /// A slot for a connection from `ip`, or `None` when a cap is reached.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let ip = source_of(ip);
         let mut per = self.per_source.lock().expect("poisoned");
         let n = per.get(&ip).copied().unwrap_or(0);
         if n >= self.max_per_source || self.total.load(Ordering::Relaxed) >= self.max_total {
@@ -390,6 +406,24 @@ mod tests {
         assert!(!is_upload(&Method::PUT, "/api/v1/artifacts/shop/1.0/content"));
         assert!(!is_upload(&Method::PUT, "/api/v1/pipelines/x"));
         assert!(!is_upload(&Method::PUT, "/api/v1/artifacts/shop"));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let c = Connections::new(&LimitsConfig {
+            max_connections: 10,
+            max_connections_per_source: 2,
+            ..Default::default()
+        });
+        let a = c.admit("2001:db8:1:2::1".parse().unwrap()).unwrap();
+        let b = c.admit("2001:db8:1:2:ffff::9".parse().unwrap()).unwrap();
+        assert!(c.admit("2001:db8:1:2:abcd::7".parse().unwrap()).is_none(), "same /64");
+        let other = c.admit("2001:db8:1:3::1".parse().unwrap());
+        assert!(other.is_some(), "another /64");
+        let m1 = c.admit("::ffff:10.0.0.1".parse().unwrap()).unwrap();
+        let m2 = c.admit("10.0.0.1".parse().unwrap()).unwrap();
+        assert!(c.admit("10.0.0.1".parse().unwrap()).is_none(), "mapped IPv4 is IPv4");
+        drop((a, b, m1, m2));
     }
 
     #[test]

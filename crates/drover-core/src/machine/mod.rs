@@ -148,6 +148,9 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
                         return;
                     }
                     T::PendingInput => {
+                        if let (None, TaskSpec::Approval { timeout: Some(d), .. }) = (t.due_at, &t.spec) {
+                            t.due_at = Some(now.plus(d.0)); // resumed after a pause
+                        }
                         let msg = waiting_for_approval(t, &label);
                         st.deployment.status = D::PendingInput;
                         st.deployment.message = Some(msg);
@@ -346,7 +349,7 @@ pub fn expire_deadlines(st: &mut DeploymentState, now: Timestamp, fx: &mut Effec
             (T::Ready, s) if s.runs_on_agent() && status == D::InProgress => {
                 let limit = spec.stages.get(t.stage_index).map(|s| s.dispatch_timeout()).unwrap_or_default();
                 let msg = format!(
-                    "no agent of environment {} claimed {label} within {} (the stage's dispatch_timeout);                      start an agent for {} and retry, or skip or abort",
+                    "no agent of environment {} claimed {label} within {} (the stage's dispatch_timeout); start an agent for {} and retry, or skip or abort",
                     t.environment,
                     humantime::format_duration(limit),
                     t.environment
@@ -361,7 +364,7 @@ pub fn expire_deadlines(st: &mut DeploymentState, now: Timestamp, fx: &mut Effec
                 let limit = s.agent_timeout().unwrap_or_default();
                 let agent = t.agent.clone().unwrap_or_else(|| "?".into());
                 let msg = format!(
-                    "{label} ran past its timeout of {} on agent {agent} (attempt {}); the orchestrator                      stopped waiting at {due} and told the agent to stop",
+                    "{label} ran past its timeout of {} on agent {agent} (attempt {}); the orchestrator stopped waiting at {due} and told the agent to stop",
                     humantime::format_duration(limit),
                     t.attempt_id.as_deref().unwrap_or("?")
                 );
@@ -563,9 +566,10 @@ pub fn apply_action(
             }
             st.deployment.status = D::Paused;
             st.deployment.message = Some(format!("{PAUSED_BY}{}", actor.name));
-            // No agent may claim a task while paused: its dispatch timeout starts again on resume.
+            // No agent may claim a task, and nobody may decide an approval, while paused: their
+            // timeouts start again on resume.
             for t in st.tasks.iter_mut() {
-                if t.status == T::Ready && t.spec.runs_on_agent() {
+                if (t.status == T::Ready && t.spec.runs_on_agent()) || t.status == T::PendingInput {
                     t.due_at = None;
                 }
             }

@@ -578,6 +578,16 @@ fn an_undecided_approval_is_rejected_or_aborts_at_its_timeout() {
         assert!(!st.deployment.holds_stage, "the stage is free again");
         assert_eq!(st.tasks[1].status, T::Pending, "the next task never ran");
     }
+    // A pause stops an approval's clock; resume starts it again.
+    let mut st = state(vec![stage("dev", Progression::Automatic, vec![approval(Some(1000), None)])]);
+    let mut fx = Effects::default();
+    advance(&mut st, Timestamp(0), OPEN, &mut fx);
+    apply_action(&mut st, Action::Pause, &ADMIN, ActionInput::default(), Timestamp(500), &mut fx).unwrap();
+    assert_eq!(st.tasks[0].due_at, None);
+    assert!(expire_deadlines(&mut st, Timestamp(5000), &mut fx).is_empty());
+    apply_action(&mut st, Action::Resume, &ADMIN, ActionInput::default(), Timestamp(5000), &mut fx).unwrap();
+    advance(&mut st, Timestamp(5000), OPEN, &mut fx);
+    assert_eq!((st.deployment.status, st.tasks[0].due_at), (D::PendingInput, Some(Timestamp(6000))));
     // Without a timeout, an approval waits.
     let mut st = state(vec![stage("dev", Progression::Automatic, vec![approval(None, None)])]);
     let mut fx = Effects::default();

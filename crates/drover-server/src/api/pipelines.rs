@@ -13,11 +13,11 @@ use crate::service::pipelines;
 
 /// A pipeline spec from JSON, or from YAML when the content type says so (then with a
 /// locator, so that the service's errors about a key name its line too).
-fn spec_from_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<(PipelineSpec, Option<spec::Locator>)> {
+fn spec_from_body<'a>(headers: &HeaderMap, body: &'a [u8]) -> ApiResult<(PipelineSpec, Option<&'a str>)> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let text = std::str::from_utf8(body).map_err(|_| ApiError::bad_request("body is not UTF-8"))?;
     if ct.contains("yaml") {
-        Ok((spec::parse_yaml(text)?, Some(spec::Locator::new(text))))
+        Ok((spec::parse_yaml(text)?, Some(text)))
     } else {
         let spec: PipelineSpec = serde_json::from_str(text)
             .map_err(|e| ApiError::new(drover_types::ErrorCode::InvalidSpec, e.to_string()))?;
@@ -26,10 +26,11 @@ fn spec_from_body(headers: &HeaderMap, body: &[u8]) -> ApiResult<(PipelineSpec, 
     }
 }
 
-fn located(e: drover_core::Error, at: &Option<spec::Locator>) -> drover_core::Error {
-    match at {
-        Some(l) => l.locate(e),
-        None => e,
+/// The service's error, with the line of the key it names (the document is scanned only then).
+fn located(e: drover_core::Error, yaml: &Option<&str>) -> drover_core::Error {
+    match (yaml, &e) {
+        (Some(text), drover_core::Error::Invalid(_)) => spec::Locator::new(text).locate(e),
+        _ => e,
     }
 }
 

@@ -13,6 +13,9 @@ use super::Ctx;
 use super::environments::admits;
 use crate::engine::Acting;
 
+/// Deployments of one list answer that carry `waiting_for` (the newest that have not ended).
+const ANNOTATED_IN_LISTS: usize = 100;
+
 fn missing(id: i64) -> impl FnOnce() -> String {
     move || format!("deployment {id} not found")
 }
@@ -90,14 +93,18 @@ pub async fn list(
     let f = DeploymentFilter { pipeline, status, limit, applications };
     let list = c.state.store.list_deployments(&f).await?;
     let mut out = Vec::with_capacity(list.len());
+    let mut facts = super::waiting::Facts::default();
+    let mut annotated = 0;
     for d in list {
         let mut v = DeploymentState { deployment: d, tasks: Vec::new() }.to_view();
-        // Those that have not ended say why (from their full state).
+        // The newest that have not ended say why (from their full state); bounded per request.
         if !v.status.is_terminal()
+            && annotated < ANNOTATED_IN_LISTS
             && let Some(st) = c.state.store.load_deployment(v.id).await?
         {
+            annotated += 1;
             let mut full = st.to_view();
-            super::waiting::annotate(c, &st, &mut full).await?;
+            super::waiting::annotate_with(c, &st, &mut full, &mut facts).await?;
             v.waiting_for = full.waiting_for;
         }
         out.push(v);

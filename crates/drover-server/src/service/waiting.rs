@@ -22,11 +22,16 @@ const AGENTS_SHOWN: usize = 20;
 
 /// Fills `waiting_for` in the view of a deployment that has not ended, and in its tasks.
 pub async fn annotate(c: &Ctx<'_>, st: &DeploymentState, view: &mut Deployment) -> Result<()> {
+    annotate_with(c, st, view, &mut Facts::default()).await
+}
+
+/// [`annotate`], sharing what it looked up (agents, approvers) across the deployments of one
+/// request.
+pub async fn annotate_with(c: &Ctx<'_>, st: &DeploymentState, view: &mut Deployment, facts: &mut Facts) -> Result<()> {
     let d = &st.deployment;
     if d.status.is_terminal() {
         return Ok(());
     }
-    let mut facts = Facts::default();
     // Tasks first: the deployment's own reason is often its current task's.
     let current = st.current_task_index();
     let mut current_reason = None;
@@ -37,7 +42,7 @@ pub async fn annotate(c: &Ctx<'_>, st: &DeploymentState, view: &mut Deployment) 
         if t.status == T::Failed && d.status != D::Error {
             continue;
         }
-        let w = task_reason(c, st, i, &mut facts).await?;
+        let w = task_reason(c, st, i, facts).await?;
         if Some(i) == current {
             current_reason = w.clone();
         }
@@ -55,9 +60,11 @@ pub async fn annotate(c: &Ctx<'_>, st: &DeploymentState, view: &mut Deployment) 
     Ok(())
 }
 
+/// What one request looked up already.
 #[derive(Default)]
-struct Facts {
+pub struct Facts {
     agents: HashMap<String, WaitReason>,
+    approvers: HashMap<(String, Option<String>), usize>,
 }
 
 fn stage_name(d: &DeploymentRecord, s: usize) -> String {
@@ -132,7 +139,7 @@ async fn task_reason(c: &Ctx<'_>, st: &DeploymentState, i: usize, facts: &mut Fa
             if d.status == D::Paused {
                 return Ok(Some(paused(d)));
             }
-            approval(c, d, t, &label, &stage).await
+            approval(c, d, t, &label, &stage, facts).await
         }
         T::Failed => {
             let message = t.message.clone().unwrap_or_else(|| "failed".into());
@@ -147,20 +154,25 @@ async fn task_reason(c: &Ctx<'_>, st: &DeploymentState, i: usize, facts: &mut Fa
 }
 
 /// What serves an environment: nobody registered, nobody online, all busy, or someone free.
+/// Busy: an online agent holds attempts and has no poll open on this node (agents poll only
+/// with room for more); free: one has a poll open, or holds nothing (it polls again shortly).
 async fn agents(c: &Ctx<'_>, environment: &str) -> Result<WaitReason> {
     let registered: Vec<_> =
         c.state.store.list_agents().await?.into_iter().filter(|a| a.environment == environment).collect();
+    let online: Vec<_> = registered.iter().filter(|a| super::agents::is_online(c, a)).collect();
+    let mut free = online.iter().any(|a| c.state.engine.is_polling(&a.name));
     let mut seen = Vec::new();
     for a in registered.iter().take(AGENTS_SHOWN) {
-        let online = super::agents::is_online(c, a);
-        let running = if online { c.state.store.owned_attempts(&a.name).await?.len() } else { 0 };
-        seen.push(AgentSeen { name: a.name.clone(), online, last_seen_at: a.last_seen_at, running });
+        let on = online.iter().any(|o| o.name == a.name);
+        let running = if on { c.state.store.owned_attempts(&a.name).await?.len() } else { 0 };
+        free |= on && running == 0;
+        seen.push(AgentSeen { name: a.name.clone(), online: on, last_seen_at: a.last_seen_at, running });
     }
     let availability = if registered.is_empty() {
         AgentAvailability::NoneRegistered
-    } else if !seen.iter().any(|a| a.online) && registered.len() <= AGENTS_SHOWN {
+    } else if online.is_empty() {
         AgentAvailability::NoneOnline
-    } else if seen.iter().any(|a| a.online && a.running == 0) || registered.len() > AGENTS_SHOWN {
+    } else if free || online.len() > AGENTS_SHOWN {
         AgentAvailability::Available
     } else {
         AgentAvailability::AllBusy
@@ -202,7 +214,14 @@ fn agent_sentence(
     format!("{label} waits for an agent: {why}{by}")
 }
 
-async fn approval(c: &Ctx<'_>, d: &DeploymentRecord, t: &TaskRecord, label: &str, stage: &str) -> WaitingFor {
+async fn approval(
+    c: &Ctx<'_>,
+    d: &DeploymentRecord,
+    t: &TaskRecord,
+    label: &str,
+    stage: &str,
+    facts: &mut Facts,
+) -> WaitingFor {
     let TaskSpec::Approval { role, approvals, on_timeout, .. } = &t.spec else {
         return WaitingFor {
             sentence: format!("{label} waits for input"),
@@ -215,7 +234,15 @@ async fn approval(c: &Ctx<'_>, d: &DeploymentRecord, t: &TaskRecord, label: &str
     by.sort_unstable();
     by.dedup();
     let have = by.len() as u32;
-    let holders = approvers(c, &d.application, role.as_deref()).await;
+    let key = (d.application.clone(), role.clone());
+    let holders = match facts.approvers.get(&key) {
+        Some(n) => *n,
+        None => {
+            let n = approvers(c, &d.application, role.as_deref()).await;
+            facts.approvers.insert(key, n);
+            n
+        }
+    };
     let who = match role {
         Some(r) => format!("an operator with role {r} on {} ({holders} hold it)", d.application),
         None => format!("an operator with task.approve on {} ({holders} hold it)", d.application),

@@ -41,6 +41,9 @@ pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> 
                 ),
                 None => None,
             };
+            if let Some(p) = &secret_out {
+                check_writable(p)?;
+            }
             let cred = c.register_agent(&drover_types::NewAgent { name, environment, jwks }).await?;
             if let Some(p) = &secret_out {
                 write_private(p, &cred.secret)?;

@@ -80,6 +80,9 @@ pub async fn oauth_client(conn: &Conn, cmd: ClientCommand) -> anyhow::Result<u8>
                 bail!("give at least one --role (or --public for a client that only acts for operators)");
             }
             let n = drover_types::NewClient { name, roles, redirect_uris, public, jwks };
+            if let Some(p) = &secret_out {
+                check_writable(p)?;
+            }
             let mut s = client(conn).await?.register_client(&n).await?;
             let had_secret = !s.client_secret.is_empty();
             if had_secret {
@@ -122,6 +125,9 @@ pub async fn oauth_client(conn: &Conn, cmd: ClientCommand) -> anyhow::Result<u8>
             })
         }
         ClientCommand::RegenerateSecret { name, grace, secret_out, show } => {
+            if let Some(p) = &secret_out {
+                check_writable(p)?;
+            }
             let mut s = client(conn).await?.regenerate_client_secret(&name, grace.unwrap_or_default()).await?;
             show_secret(&s, &secret_out)?;
             let written = withhold(&mut s, &secret_out, show);

@@ -157,16 +157,40 @@ fn print<T: Serialize>(output: Output, value: &T, text: impl FnOnce(&T) -> Strin
     }
 }
 
+/// Writes a secret to `p`, mode 0600, replacing what is there (a file or a symlink: never
+/// written through) by renaming a new file over it.
 pub fn write_private(p: &Path, content: &str) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    let tmp = private_tmp(p);
+    let r = (|| -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+        writeln!(f, "{content}")?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, p)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", p.display()))
+}
+
+fn private_tmp(p: &Path) -> PathBuf {
+    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    p.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Can a secret be written to `p`? Checked before asking the orchestrator for it, so that a
+/// secret shown only once is not lost to a typo in the path.
+pub fn check_writable(p: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = private_tmp(p);
+    std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
-        .open(p)
-        .with_context(|| format!("writing {}", p.display()))?;
-    writeln!(f, "{content}")?;
+        .open(&tmp)
+        .with_context(|| format!("cannot write the secret to {}", p.display()))?;
+    let _ = std::fs::remove_file(&tmp);
     Ok(())
 }
 
