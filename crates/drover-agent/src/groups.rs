@@ -1,6 +1,6 @@
 //! Process groups of running attempts. Each process an attempt starts (a `run` command, a
 //! hook) leads its own process group; the group is journaled — id, boot id, the leader's start
-//! time and session — in `WORK_DIR/.drover/attempts/<attempt>.group` (fsynced) right after the
+//! time and session — in `WORK_DIR/.drover/attempts/<attempt>.group` right after the
 //! spawn (an agent killed in that instant leaves its group unjournaled), and the record goes
 //! once the whole group has ended. A process that leaves the group (`setsid`) escapes this.
 //!
@@ -86,18 +86,13 @@ pub fn record_path(journal: &Path, attempt: &str) -> PathBuf {
     journal.join(format!("{attempt}.group"))
 }
 
-/// Journals the group a just-started leader `pid` leads (durably: it is what a restarted agent
-/// reads).
+/// Journals the group a just-started leader `pid` leads. Not fsynced: the record matters only
+/// within this boot (an agent killed, even with -9, leaves the page cache; after a power loss
+/// the boot id differs and nothing of the group survived anyway).
 pub fn record(path: &Path, pid: i32) -> std::io::Result<GroupRecord> {
-    use std::io::Write;
     let me = stat(pid).ok_or_else(|| std::io::Error::other(format!("process {pid} is gone")))?;
     let r = GroupRecord { pgid: pid, boot_id: boot_id().unwrap_or_default(), start: me.start, session: me.session };
-    let mut f = std::fs::File::create(path)?;
-    f.write_all(r.line().as_bytes())?;
-    f.sync_data()?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    std::fs::write(path, r.line())?;
     Ok(r)
 }
 
@@ -105,9 +100,18 @@ pub fn forget(path: &Path) {
     let _ = std::fs::remove_file(path);
 }
 
+/// Does any process of the group exist (zombies included)? One syscall, no /proc scan.
+fn any_member(pgid: i32) -> bool {
+    pgid > 1 && killpg(Pid::from_raw(pgid), None).is_ok()
+}
+
 /// Ends a group: SIGTERM, then SIGKILL to what is left after `grace`. Returns how many
 /// processes it found alive when it began.
 pub async fn end(pgid: i32, grace: Duration, why: &str) -> usize {
+    // The common case — the task's process ended and left nothing — costs one syscall.
+    if !any_member(pgid) {
+        return 0;
+    }
     let alive = members(pgid).len();
     if alive == 0 {
         return 0;
@@ -116,7 +120,7 @@ pub async fn end(pgid: i32, grace: Duration, why: &str) -> usize {
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while tokio::time::Instant::now() < deadline {
-        if members(pgid).is_empty() {
+        if !any_member(pgid) || members(pgid).is_empty() {
             return alive;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -272,12 +272,27 @@ impl std::fmt::Display for BodyError {
 
 impl std::error::Error for BodyError {}
 
-/// A request body with an optional total deadline and an idle timeout (sizes: `Limited`, or
-/// the upload reader).
+/// A request body with a total deadline (API bodies) or an idle timeout (uploads); sizes:
+/// `Limited`, or the upload reader. The timer is made only when the body is not all there: a
+/// small request read in one go costs no timer at all.
 struct Bounded {
     inner: Body,
-    deadline: Option<(Pin<Box<Sleep>>, Duration)>,
-    idle: (Pin<Box<Sleep>>, Duration),
+    limit: Limit,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+#[derive(Clone, Copy)]
+enum Limit {
+    /// The whole body by then.
+    Total(tokio::time::Instant, Duration),
+    /// At most this long between frames; the last one came then.
+    Idle(Duration, tokio::time::Instant),
+}
+
+impl Bounded {
+    fn new(inner: Body, limit: Limit) -> Self {
+        Bounded { inner, limit, timer: None }
+    }
 }
 
 impl HttpBody for Bounded {
@@ -288,20 +303,33 @@ impl HttpBody for Bounded {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let idle = this.idle.1;
-                this.idle.0.as_mut().reset(tokio::time::Instant::now() + idle);
+                if let Limit::Idle(_, last) = &mut this.limit {
+                    *last = tokio::time::Instant::now();
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Inner(e)))),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                if let Some((d, total)) = &mut this.deadline
-                    && d.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Some(Err(BodyError::TimedOut(*total))));
-                }
-                if this.idle.0.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Some(Err(BodyError::Idle(this.idle.1))));
+                // Bounded: at most two rounds (a timer set before the last frame is moved once).
+                for _ in 0..2 {
+                    let due = match this.limit {
+                        Limit::Total(at, _) => at,
+                        Limit::Idle(d, last) => last + d,
+                    };
+                    let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    if timer.deadline() != due {
+                        timer.as_mut().reset(due);
+                    }
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    if tokio::time::Instant::now() >= due {
+                        return Poll::Ready(Some(Err(match this.limit {
+                            Limit::Total(_, d) => BodyError::TimedOut(d),
+                            Limit::Idle(d, _) => BodyError::Idle(d),
+                        })));
+                    }
                 }
                 Poll::Pending
             }
@@ -345,23 +373,18 @@ pub async fn bodies(State(s): State<AppState>, req: Request, next: Next) -> Resp
         resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
         return resp;
     }
-    let idle = Duration::from_secs(if upload { l.upload_idle_secs } else { l.body_timeout_secs });
-    let deadline = (!upload).then(|| {
-        let d = Duration::from_secs(l.body_timeout_secs);
-        (Box::pin(tokio::time::sleep(d)), d)
-    });
     let (parts, body) = req.into_parts();
     if body.is_end_stream() {
         return next.run(Request::from_parts(parts, body)).await;
     }
-    let idle = (Box::pin(tokio::time::sleep(idle)), idle);
+    let now = tokio::time::Instant::now();
     let body = if upload {
         // The upload's own reader stops at max_size with a message that says so.
-        Body::new(Bounded { inner: body, deadline, idle })
+        Body::new(Bounded::new(body, Limit::Idle(Duration::from_secs(l.upload_idle_secs), now)))
     } else {
         // `Limited` reports the overflow as the error axum's extractors answer with 413.
-        let bounded = Bounded { inner: body, deadline, idle };
-        Body::new(http_body_util::Limited::new(bounded, limit as usize))
+        let d = Duration::from_secs(l.body_timeout_secs);
+        Body::new(http_body_util::Limited::new(Bounded::new(body, Limit::Total(now + d, d)), limit as usize))
     };
     let resp = next.run(Request::from_parts(parts, body)).await;
     if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE

@@ -109,6 +109,7 @@ pub struct AgentSeen {
     pub name: String,
     pub online: bool,
     pub last_seen_at: Option<Timestamp>,
-    /// Attempts it holds now.
-    pub running: usize,
+    /// Attempts it holds now (looked up only when it decides between busy and free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<usize>,
 }

@@ -160,12 +160,13 @@ async fn agents(c: &Ctx<'_>, environment: &str) -> Result<WaitReason> {
     let registered: Vec<_> =
         c.state.store.list_agents().await?.into_iter().filter(|a| a.environment == environment).collect();
     let online: Vec<_> = registered.iter().filter(|a| super::agents::is_online(c, a)).collect();
+    // An open poll settles it at no cost; else what the online agents hold does.
     let mut free = online.iter().any(|a| c.state.engine.is_polling(&a.name));
     let mut seen = Vec::new();
     for a in registered.iter().take(AGENTS_SHOWN) {
         let on = online.iter().any(|o| o.name == a.name);
-        let running = if on { c.state.store.owned_attempts(&a.name).await?.len() } else { 0 };
-        free |= on && running == 0;
+        let running = if on && !free { Some(c.state.store.owned_attempts(&a.name).await?.len()) } else { None };
+        free |= running == Some(0);
         seen.push(AgentSeen { name: a.name.clone(), online: on, last_seen_at: a.last_seen_at, running });
     }
     let availability = if registered.is_empty() {
@@ -206,7 +207,7 @@ fn agent_sentence(
         ),
         AgentAvailability::AllBusy => format!(
             "every online agent of environment {env} is busy{}",
-            names(&|a| format!("{} running {}", a.name, a.running))
+            names(&|a| format!("{} running {}", a.name, a.running.unwrap_or_default()))
         ),
         AgentAvailability::Available => format!("an agent of environment {env} will claim it at its next poll"),
     };
