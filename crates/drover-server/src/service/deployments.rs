@@ -55,7 +55,7 @@ pub async fn start(c: &Ctx<'_>, req: NewDeployment) -> Result<Deployment> {
         format!("pipeline {} not found", req.pipeline)
     })?;
     refuse_closed_environments(c, &p.application, &p.stages).await?;
-    view(c, &s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?).await
+    Ok(s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?.to_view())
 }
 
 /// The wire view, with `waiting_for`.
