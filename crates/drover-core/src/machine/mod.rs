@@ -51,6 +51,18 @@ fn release(st: &mut DeploymentState, fx: &mut Effects) {
     }
 }
 
+/// Every task that has not ended (or failed) is aborted: no lease, no deadline.
+fn abort_open_tasks(st: &mut DeploymentState, now: Timestamp) {
+    for t in st.tasks.iter_mut() {
+        if matches!(t.status, T::Ready | T::InProgress | T::PendingInput | T::Failed) {
+            t.status = T::Aborted;
+            t.finished_at = Some(now);
+            t.lease_until = None;
+            t.due_at = None;
+        }
+    }
+}
+
 fn finish(st: &mut DeploymentState, status: D, now: Timestamp, fx: &mut Effects) {
     release(st, fx);
     st.deployment.status = status;
@@ -395,14 +407,7 @@ pub fn expire_deadlines(st: &mut DeploymentState, now: Timestamp, fx: &mut Effec
         }
     }
     if let Some(msg) = abort {
-        for t in st.tasks.iter_mut() {
-            if matches!(t.status, T::Ready | T::InProgress | T::PendingInput | T::Failed) {
-                t.status = T::Aborted;
-                t.finished_at = Some(now);
-                t.lease_until = None;
-                t.due_at = None;
-            }
-        }
+        abort_open_tasks(st, now);
         st.deployment.message = Some(msg);
         finish(st, D::Aborted, now, fx);
     }
@@ -548,14 +553,7 @@ pub fn apply_action(
             if status.is_terminal() {
                 return Err(bad());
             }
-            for t in st.tasks.iter_mut() {
-                if matches!(t.status, T::Ready | T::InProgress | T::PendingInput | T::Failed) {
-                    t.status = T::Aborted;
-                    t.finished_at = Some(now);
-                    t.lease_until = None;
-                    t.due_at = None;
-                }
-            }
+            abort_open_tasks(st, now);
             st.deployment.message =
                 Some(format!("aborted by {}{}", actor.name, reason.map(|r| format!(": {r}")).unwrap_or_default()));
             finish(st, D::Aborted, now, fx);
@@ -633,14 +631,7 @@ pub fn begin_rollback(st: &mut DeploymentState, rollback_id: i64, version: &str,
     if st.deployment.status.is_terminal() {
         return;
     }
-    for t in st.tasks.iter_mut() {
-        if matches!(t.status, T::Ready | T::InProgress | T::PendingInput | T::Failed) {
-            t.status = T::Aborted;
-            t.finished_at = Some(now);
-            t.lease_until = None;
-            t.due_at = None;
-        }
-    }
+    abort_open_tasks(st, now);
     release(st, fx);
     st.deployment.status = D::RollingBack;
     st.deployment.message = Some(format!("rolling back to version {version} (deployment {rollback_id})"));

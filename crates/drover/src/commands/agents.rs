@@ -32,15 +32,7 @@ pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> 
             print(conn.output, &v, |v| render::agents(v))
         }
         Some(AgentsCommand::Add { name, environment, secret_out, show, jwks_file }) => {
-            let jwks = match &jwks_file {
-                Some(f) => Some(
-                    serde_json::from_str(
-                        &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-                    )
-                    .with_context(|| format!("{} is not JSON", f.display()))?,
-                ),
-                None => None,
-            };
+            let jwks = jwks_file.as_deref().map(read_json_file).transpose()?;
             if let Some(p) = &secret_out {
                 check_writable(p)?;
             }

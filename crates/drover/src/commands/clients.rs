@@ -67,15 +67,7 @@ pub async fn oauth_client(conn: &Conn, cmd: ClientCommand) -> anyhow::Result<u8>
     };
     match cmd {
         ClientCommand::Create { name, roles, redirect_uris, public, jwks_file, secret_out, show } => {
-            let jwks = match &jwks_file {
-                Some(f) => Some(
-                    serde_json::from_str(
-                        &std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?,
-                    )
-                    .with_context(|| format!("{} is not JSON", f.display()))?,
-                ),
-                None => None,
-            };
+            let jwks = jwks_file.as_deref().map(read_json_file).transpose()?;
             if roles.is_empty() && !public {
                 bail!("give at least one --role (or --public for a client that only acts for operators)");
             }

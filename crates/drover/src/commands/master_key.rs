@@ -2,33 +2,28 @@
 
 use super::*;
 
+/// Where the secrets at rest are (the orchestrator's data dir and database).
+#[derive(Args, Debug)]
+pub struct Store {
+    #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
+    data_dir: PathBuf,
+    #[arg(long, env = "DROVER_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum MasterKeyCommand {
     /// Replace the master key and re-seal every stored secret with the new one. Run it while
     /// the orchestrator is stopped.
-    Rotate {
-        #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
-        data_dir: PathBuf,
-        #[arg(long, env = "DROVER_DATABASE_URL")]
-        database_url: Option<String>,
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Rotate(Store),
     /// Re-seal every stored secret under the current master key (after changing
     /// DROVER_MASTER_KEY by hand, with the old key in DROVER_MASTER_KEY_RETIRED).
-    Reseal {
-        #[arg(long, env = "DROVER_DATA_DIR", default_value = "./drover-data")]
-        data_dir: PathBuf,
-        #[arg(long, env = "DROVER_DATABASE_URL")]
-        database_url: Option<String>,
-        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
-        output: Output,
-    },
+    Reseal(Store),
 }
 
-pub async fn master_key(cmd: MasterKeyCommand) -> anyhow::Result<u8> {
+pub async fn master_key(output: Output, cmd: MasterKeyCommand) -> anyhow::Result<u8> {
     match cmd {
-        MasterKeyCommand::Reseal { data_dir, database_url, output } => {
+        MasterKeyCommand::Reseal(Store { data_dir, database_url }) => {
             let r = drover_server::reseal(&data_dir, database_url.as_deref()).await?;
             print(output, &r, |r| {
                 format!(
@@ -37,7 +32,7 @@ pub async fn master_key(cmd: MasterKeyCommand) -> anyhow::Result<u8> {
                 )
             })
         }
-        MasterKeyCommand::Rotate { data_dir, database_url, output } => {
+        MasterKeyCommand::Rotate(Store { data_dir, database_url }) => {
             let r = drover_server::rotate_master_key(&data_dir, database_url.as_deref()).await?;
             print(output, &r, |r| {
                 format!(
@@ -55,7 +50,7 @@ pub async fn master_key(cmd: MasterKeyCommand) -> anyhow::Result<u8> {
 }
 
 impl MasterKeyCommand {
-    pub async fn run(self, _conn: &Conn) -> anyhow::Result<u8> {
-        master_key(self).await
+    pub async fn run(self, conn: &Conn) -> anyhow::Result<u8> {
+        master_key(conn.output, self).await
     }
 }

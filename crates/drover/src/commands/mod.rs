@@ -85,6 +85,12 @@ pub fn read_secret_file(p: &Path) -> anyhow::Result<String> {
     Ok(s)
 }
 
+/// A JSON file (a JWKS for `--jwks-file`).
+pub fn read_json_file(p: &Path) -> anyhow::Result<serde_json::Value> {
+    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not JSON", p.display()))
+}
+
 /// Client credentials from DROVER_CLIENT_ID and DROVER_CLIENT_SECRET (or _SECRET_FILE).
 fn client_credentials_env() -> anyhow::Result<Option<(String, String)>> {
     let Ok(id) = std::env::var("DROVER_CLIENT_ID") else { return Ok(None) };
