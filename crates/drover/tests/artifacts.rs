@@ -122,6 +122,29 @@ async fn artifacts_have_a_size_limit_a_quota_and_can_be_deleted() -> anyhow::Res
     .await?;
     let e = s.client("dee", "deployer-password-1").delete_artifact("q", "1").await.unwrap_err();
     assert_eq!(e.status(), Some(403), "{e}");
+    // An app-admin of another application: q's versions do not exist for them (404), and
+    // nothing is deleted.
+    c.add_operator(&drover_types::NewOperator {
+        name: "oz".into(),
+        roles: vec![],
+        password: Some("other-admin-password".into()),
+        email: None,
+    })
+    .await?;
+    c.create_access_group(&drover_types::AccessGroup {
+        name: "other-admins".into(),
+        roles: vec!["app-admin".into()],
+        operators: vec!["oz".into()],
+        applications: vec!["other".into()],
+        ..Default::default()
+    })
+    .await?;
+    let e = s.client("oz", "other-admin-password").delete_artifact("q", "1").await.unwrap_err();
+    assert_eq!(e.status(), Some(404), "{e}");
+    assert!(c.artifacts(Some("q")).await?.iter().any(|a| a.version == "1"));
+    // Hostile names: refused, nothing reached the store.
+    let e = s.client("oz", "other-admin-password").delete_artifact("other", "..").await.unwrap_err();
+    assert!(matches!(e.status(), Some(400) | Some(404)), "{e}");
     // A version a deployment that has not ended uses cannot be deleted (no agent: it waits).
     c.apply_yaml("application: q\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: deploy}]\n").await?;
     let d = c.deploy("q", "1").await?;
