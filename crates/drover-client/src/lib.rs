@@ -308,6 +308,10 @@ impl Client {
         self.send(self.req(Method::POST, path).json(body).timeout(Duration::from_secs(60))).await
     }
 
+    async fn put<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+        self.send(self.req(Method::PUT, path).json(body).timeout(Duration::from_secs(60))).await
+    }
+
     async fn delete(&self, path: &str) -> Result<()> {
         Self::check(self.dispatch(self.req(Method::DELETE, path).timeout(Duration::from_secs(60))).await?).await?;
         Ok(())
@@ -367,7 +371,12 @@ impl Client {
         self.get("/api/v1/agents").await
     }
     pub async fn add_agent(&self, name: &str, environment: &str) -> Result<AgentCredentials> {
-        self.register_agent(&NewAgent { name: name.into(), environment: environment.into(), jwks: None }).await
+        let a = NewAgent { name: name.into(), environment: environment.into(), labels: Default::default(), jwks: None };
+        self.register_agent(&a).await
+    }
+    /// Replaces an agent's labels.
+    pub async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<Agent> {
+        self.put(&format!("/api/v1/agents/{name}/labels"), labels).await
     }
     pub async fn register_agent(&self, a: &NewAgent) -> Result<AgentCredentials> {
         self.post("/api/v1/agents", a).await

@@ -13,7 +13,7 @@ pub use model::{DeploymentRecord, DeploymentState, TaskRecord};
 pub use store::{Commit, CommitOutcome, Store};
 
 /// Errors of the domain, each with a stable public code (see [`Error::code`]).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
     NotFound(String),

@@ -32,6 +32,11 @@ pub struct TaskRecord {
     pub stage_index: usize,
     pub task_index: usize,
     pub environment: String,
+    /// Fleet stages: the agent this row is for (its attempts are this agent's only); `None` for
+    /// the task's own row, which on a fleet stage sums up the agents' rows.
+    pub target: Option<String>,
+    /// Fleet stages: the target's batch (0 first).
+    pub batch: Option<u32>,
     pub spec: TaskSpec,
     pub status: TaskStatus,
     pub attempt: u32,
@@ -60,6 +65,8 @@ impl TaskRecord {
             stage_index,
             task_index,
             environment: environment.to_string(),
+            target: None,
+            batch: None,
             spec,
             status: TaskStatus::Pending,
             attempt: 0,
@@ -79,7 +86,37 @@ impl TaskRecord {
 
     pub fn label(&self, spec: &PipelineSpec) -> String {
         let stage = spec.stages.get(self.stage_index).map(|s| s.name.as_str()).unwrap_or("?");
-        format!("task {} ({}) of stage {stage}", self.task_index + 1, self.spec.kind())
+        match &self.target {
+            Some(a) => format!("task {} ({}) of stage {stage} on agent {a}", self.task_index + 1, self.spec.kind()),
+            None => format!("task {} ({}) of stage {stage}", self.task_index + 1, self.spec.kind()),
+        }
+    }
+
+    /// The row's identity within its deployment.
+    pub fn key(&self) -> (usize, usize, Option<&str>) {
+        (self.stage_index, self.task_index, self.target.as_deref())
+    }
+
+    fn view(&self) -> TaskRun {
+        TaskRun {
+            index: self.task_index,
+            kind: self.spec.kind().to_string(),
+            spec: self.spec.clone(),
+            status: self.status,
+            attempt: self.attempt,
+            attempt_id: self.attempt_id.clone(),
+            agent: self.agent.clone().or_else(|| self.target.clone()),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+            exit_code: self.exit_code,
+            message: self.message.clone(),
+            decided_by: self.decided_by.clone(),
+            comment: self.comment.clone(),
+            approvals: self.approvals.clone(),
+            waiting_for: None,
+            targets: Vec::new(),
+            batch: self.batch.map(|b| b + 1),
+        }
     }
 }
 
@@ -106,14 +143,50 @@ impl DeploymentState {
         self.tasks.iter_mut().filter(move |t| t.stage_index == stage)
     }
 
+    /// A task's own row (not one of a fleet stage's per-agent rows).
     pub fn task_mut(&mut self, stage: usize, task: usize) -> Option<&mut TaskRecord> {
-        self.tasks.iter_mut().find(|t| t.stage_index == stage && t.task_index == task)
+        self.tasks.iter_mut().find(|t| t.stage_index == stage && t.task_index == task && t.target.is_none())
+    }
+
+    /// The row of a task for `target` (`None`: the task's own row).
+    pub fn row_mut(&mut self, stage: usize, task: usize, target: Option<&str>) -> Option<&mut TaskRecord> {
+        self.tasks.iter_mut().find(|t| t.key() == (stage, task, target))
     }
 
     /// The first task of the current stage that has not been passed (completed or skipped).
     pub fn current_task_index(&self) -> Option<usize> {
         let s = self.deployment.stage_index;
-        self.tasks.iter().position(|t| t.stage_index == s && !t.status.is_passed())
+        self.tasks.iter().position(|t| t.stage_index == s && t.target.is_none() && !t.status.is_passed())
+    }
+
+    /// What a commit writes to go from `old` to `self`: (rows that changed, rows that are new).
+    pub fn row_changes(&self, old: &DeploymentState) -> (Vec<TaskRecord>, Vec<TaskRecord>) {
+        let (mut changed, mut added) = (Vec::new(), Vec::new());
+        let aligned = old.tasks.len() == self.tasks.len();
+        for (k, t) in self.tasks.iter().enumerate() {
+            let before = match old.tasks.get(k) {
+                Some(o) if aligned && o.key() == t.key() => Some(o),
+                _ => old.tasks.iter().find(|o| o.key() == t.key()),
+            };
+            match before {
+                Some(o) if o == t => {}
+                Some(_) => changed.push(t.clone()),
+                None => added.push(t.clone()),
+            }
+        }
+        (changed, added)
+    }
+
+    /// Keeps rows in their stored order: (stage, task, target), a task's own row first.
+    pub fn sort_rows(&mut self) {
+        self.tasks.sort_by(|a, b| {
+            (a.stage_index, a.task_index, a.target.is_some(), &a.target).cmp(&(
+                b.stage_index,
+                b.task_index,
+                b.target.is_some(),
+                &b.target,
+            ))
+        });
     }
 
     pub fn to_view(&self) -> Deployment {
@@ -124,34 +197,30 @@ impl DeploymentState {
             .iter()
             .enumerate()
             .map(|(si, st)| {
-                let tasks: Vec<TaskRun> = self
-                    .tasks
-                    .iter()
-                    .filter(|t| t.stage_index == si)
-                    .map(|t| TaskRun {
-                        index: t.task_index,
-                        kind: t.spec.kind().to_string(),
-                        spec: t.spec.clone(),
-                        status: t.status,
-                        attempt: t.attempt,
-                        attempt_id: t.attempt_id.clone(),
-                        agent: t.agent.clone(),
-                        started_at: t.started_at,
-                        finished_at: t.finished_at,
-                        exit_code: t.exit_code,
-                        message: t.message.clone(),
-                        decided_by: t.decided_by.clone(),
-                        comment: t.comment.clone(),
-                        approvals: t.approvals.clone(),
-                        waiting_for: None,
-                    })
-                    .collect();
+                let mut tasks: Vec<TaskRun> = Vec::new();
+                let mut failed_agents: Vec<String> = Vec::new();
+                for t in self.tasks.iter().filter(|t| t.stage_index == si) {
+                    match &t.target {
+                        None => tasks.push(t.view()),
+                        Some(agent) => {
+                            if t.status == TaskStatus::Failed && !failed_agents.contains(agent) {
+                                failed_agents.push(agent.clone());
+                            }
+                            if let Some(own) = tasks.last_mut().filter(|o| o.index == t.task_index) {
+                                own.targets.push(t.view());
+                            }
+                        }
+                    }
+                }
+                failed_agents.sort();
                 let status = stage_status(&tasks, si, d);
                 StageRun {
                     name: st.name.clone(),
                     environment: st.environment.clone(),
                     progression: st.progression,
                     status,
+                    targets: st.targets,
+                    failed_agents,
                     tasks,
                 }
             })

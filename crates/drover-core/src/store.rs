@@ -17,6 +17,8 @@ pub struct AgentRecord {
     pub secret_hash: String,
     pub created_at: Timestamp,
     pub last_seen_at: Option<Timestamp>,
+    /// Set by administrators; fleet stages select agents by them.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -92,11 +94,33 @@ pub struct Commit {
     pub expected_version: i64,
     pub deployment: DeploymentRecord,
     pub changed_tasks: Vec<TaskRecord>,
+    /// Rows the change added (a fleet stage's rows per agent, when it starts).
+    pub new_tasks: Vec<TaskRecord>,
     pub events: Vec<NewEvent>,
-    /// Log lines to append with the change: (stage, task, time, stream, line).
-    pub logs: Vec<(usize, usize, Timestamp, String, String)>,
+    /// Log lines to append with the change.
+    pub logs: Vec<NewLog>,
     pub acquire_stage: Option<usize>,
     pub release_stage: Option<usize>,
+}
+
+/// A task row of a deployment: `target` is the agent of a fleet stage's row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRef {
+    pub deployment_id: i64,
+    pub stage: usize,
+    pub task: usize,
+    pub target: Option<String>,
+}
+
+/// A log line to append: the task it belongs to, the agent that printed it (fleet stages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLog {
+    pub stage: usize,
+    pub task: usize,
+    pub agent: Option<String>,
+    pub ts: Timestamp,
+    pub stream: String,
+    pub line: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +192,8 @@ pub trait AgentStore: Send + Sync {
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     async fn delete_agent(&self, name: &str) -> Result<bool>;
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()>;
+    /// Replaces an agent's labels; false when there is no such agent.
+    async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool>;
 }
 
 #[async_trait]
@@ -239,12 +265,13 @@ pub trait DeploymentStore: Send + Sync {
     }
     /// The oldest queued deployment of every (pipeline, stage) that has one.
     async fn queue_heads(&self) -> Result<Vec<i64>>;
-    /// Ready agent tasks of an environment, oldest deployment first: (deployment, stage, task).
-    async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>>;
+    /// Ready agent tasks of an environment that `agent` may claim (any agent's, or a fleet
+    /// stage's row for this agent), oldest deployment first.
+    async fn claimable_tasks(&self, environment: &str, agent: &str, limit: u32) -> Result<Vec<TaskRef>>;
     /// In-progress attempts owned by an agent: (deployment id, attempt id).
     async fn owned_attempts(&self, agent: &str) -> Result<Vec<(i64, String)>>;
-    /// Where an attempt belongs: (deployment id, stage index, task index).
-    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<(i64, usize, usize)>>;
+    /// The task row an attempt belongs to.
+    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<TaskRef>>;
     /// Extends the lease of an in-progress attempt owned by `agent`; false when it is no longer
     /// in progress (aborted, lost, or not that agent's).
     async fn heartbeat(&self, attempt_id: &str, agent: &str, lease_until: Timestamp) -> Result<bool>;
@@ -257,13 +284,7 @@ pub trait DeploymentStore: Send + Sync {
     /// The newest completed deployment of the pipeline with an id below `below`, with a version
     /// other than `not_version`.
     async fn last_completed(&self, pipeline: &str, below: i64, not_version: &str) -> Result<Option<DeploymentRecord>>;
-    async fn append_logs(
-        &self,
-        deployment_id: i64,
-        stage: usize,
-        task: usize,
-        lines: &[(Timestamp, String, String)],
-    ) -> Result<()>;
+    async fn append_logs(&self, deployment_id: i64, lines: &[NewLog]) -> Result<()>;
     async fn logs(&self, deployment_id: i64, after: i64, limit: u32) -> Result<Vec<LogLine>>;
     async fn events(&self, deployment_id: i64) -> Result<Vec<DeploymentEvent>>;
 }

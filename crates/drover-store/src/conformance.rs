@@ -8,7 +8,8 @@ use std::time::Duration;
 use drover_core::machine::{self, Effects, NewEvent, Timing};
 use drover_core::model::DeploymentRecord;
 use drover_core::store::{
-    AgentRecord, ArtifactDelete, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, OperatorRecord,
+    AgentRecord, ArtifactDelete, ArtifactInsert, Commit, CommitOutcome, DeploymentFilter, NewLog, OperatorRecord,
+    TaskRef,
 };
 use drover_core::{Error, Store};
 use drover_types::{
@@ -30,6 +31,7 @@ pub const CHECKS: &[&str] = &[
     "concurrent_commits_one_wins",
     "stage_lock_is_exclusive",
     "claims_heartbeats_and_leases",
+    "fleet_rows_belong_to_their_agents",
     "logs_and_events",
     "audit_log_is_a_chain",
     "audit_batches_keep_the_chain",
@@ -47,10 +49,11 @@ fn spec(stages: usize) -> PipelineSpec {
                 name: format!("s{i}"),
                 environment: format!("env{i}"),
                 progression: Progression::Automatic,
-                dispatch_timeout: None,
                 tasks: vec![TaskSpec::Run { command: CommandSpec::Shell("true".into()), timeout: None }],
+                ..Default::default()
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -93,13 +96,14 @@ async fn commit_of(
     new: drover_core::DeploymentState,
     fx: Effects,
 ) -> CommitOutcome {
-    let changed = new.tasks.iter().zip(&old.tasks).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
+    let (changed, added) = new.row_changes(old);
     let events = machine::diff_events(Some(old), &new, "test");
     store
         .commit(&Commit {
             expected_version: old.deployment.row_version,
             deployment: new.deployment,
             changed_tasks: changed,
+            new_tasks: added,
             events,
             logs: vec![],
             acquire_stage: fx.acquire_stage,
@@ -145,8 +149,14 @@ pub async fn agents_and_operators(s: Arc<dyn Store>) {
         secret_hash: "ab".repeat(32),
         created_at: Timestamp(1),
         last_seen_at: None,
+        labels: BTreeMap::from([("region".into(), "eu".into())]),
     };
     s.insert_agent(&a).await.unwrap();
+    assert_eq!(s.get_agent("a1").await.unwrap().unwrap().labels, a.labels);
+    let relabelled = BTreeMap::from([("region".into(), "us".into()), ("tier".into(), "web".into())]);
+    assert!(s.set_agent_labels("a1", &relabelled).await.unwrap());
+    assert!(!s.set_agent_labels("nobody", &relabelled).await.unwrap());
+    assert_eq!(s.list_agents().await.unwrap()[0].labels, relabelled);
     assert!(matches!(s.insert_agent(&a).await, Err(Error::Conflict(_))));
     s.touch_agent("a1", Timestamp(77)).await.unwrap();
     assert_eq!(s.get_agent("a1").await.unwrap().unwrap().last_seen_at, Some(Timestamp(77)));
@@ -368,6 +378,7 @@ pub async fn stage_lock_is_exclusive(s: Arc<dyn Store>) {
         &mut new,
         0,
         0,
+        None,
         "ag",
         "att-a",
         Timestamp(3000),
@@ -391,16 +402,18 @@ pub async fn stage_lock_is_exclusive(s: Arc<dyn Store>) {
 pub async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
     let sp = spec(1);
     let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
-    assert!(s.claimable_tasks("env0", 10).await.unwrap().is_empty(), "pending tasks are not claimable");
+    assert!(s.claimable_tasks("env0", "agent-1", 10).await.unwrap().is_empty(), "pending tasks are not claimable");
     step(&s, id).await;
-    assert_eq!(s.claimable_tasks("env0", 10).await.unwrap(), vec![(id, 0, 0)]);
-    assert!(s.claimable_tasks("env1", 10).await.unwrap().is_empty());
+    let own = TaskRef { deployment_id: id, stage: 0, task: 0, target: None };
+    assert_eq!(s.claimable_tasks("env0", "agent-1", 10).await.unwrap(), vec![own.clone()]);
+    assert!(s.claimable_tasks("env1", "agent-1", 10).await.unwrap().is_empty());
     let old = s.load_deployment(id).await.unwrap().unwrap();
     let mut new = old.clone();
     machine::claim(
         &mut new,
         0,
         0,
+        None,
         "agent-1",
         "att-1",
         Timestamp(5000),
@@ -408,9 +421,9 @@ pub async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
     )
     .unwrap();
     assert_eq!(commit_of(&s, &old, new, Effects::default()).await, CommitOutcome::Committed);
-    assert!(s.claimable_tasks("env0", 10).await.unwrap().is_empty());
+    assert!(s.claimable_tasks("env0", "agent-1", 10).await.unwrap().is_empty());
     assert_eq!(s.owned_attempts("agent-1").await.unwrap(), vec![(id, "att-1".to_string())]);
-    assert_eq!(s.attempt_task("att-1").await.unwrap(), Some((id, 0, 0)));
+    assert_eq!(s.attempt_task("att-1").await.unwrap(), Some(own));
     assert_eq!(s.attempt_task("att-x").await.unwrap(), None);
     assert!(s.heartbeat("att-1", "agent-1", Timestamp(6000)).await.unwrap());
     assert!(!s.heartbeat("att-1", "agent-2", Timestamp(6000)).await.unwrap(), "only the owner heartbeats");
@@ -421,17 +434,80 @@ pub async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
     assert!(s.deployments_due(Timestamp(8000)).await.unwrap().is_empty());
 }
 
+/// A fleet stage adds a row per agent when it starts: each is claimable by its agent only,
+/// keeps its batch, and loads in (stage, task, target) order.
+pub async fn fleet_rows_belong_to_their_agents(s: Arc<dyn Store>) {
+    let mut sp = spec(1);
+    sp.stages[0].targets = drover_types::Targets::Rolling;
+    sp.stages[0].batch = Some(drover_types::BatchSize::Agents(2));
+    let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
+    let old = s.load_deployment(id).await.unwrap().unwrap();
+    let mut new = old.clone();
+    struct Gate;
+    impl machine::StageGate for Gate {
+        fn can_enter(&self, _: i64, _: usize) -> bool {
+            true
+        }
+        fn agents(&self, _: &str) -> Option<Vec<(String, BTreeMap<String, String>)>> {
+            Some(["web-b", "web-a", "Web-c"].iter().map(|n| (n.to_string(), BTreeMap::new())).collect())
+        }
+    }
+    let mut fx = Effects::default();
+    machine::advance(&mut new, Timestamp(2000), &Gate, &mut fx);
+    let (_, added) = new.row_changes(&old);
+    assert_eq!(added.len(), 3);
+    assert_eq!(commit_of(&s, &old, new.clone(), fx).await, CommitOutcome::Committed);
+    let loaded = s.load_deployment(id).await.unwrap().unwrap();
+    let keys: Vec<_> = loaded.tasks.iter().map(|t| (t.target.clone(), t.batch, t.status)).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (None, None, TaskStatus::InProgress),
+            (Some("Web-c".into()), Some(0), TaskStatus::Ready),
+            (Some("web-a".into()), Some(0), TaskStatus::Ready),
+            (Some("web-b".into()), Some(1), TaskStatus::Pending),
+        ]
+    );
+    let row = |a: &str| TaskRef { deployment_id: id, stage: 0, task: 0, target: Some(a.into()) };
+    assert_eq!(s.claimable_tasks("env0", "web-a", 10).await.unwrap(), vec![row("web-a")]);
+    assert!(s.claimable_tasks("env0", "web-b", 10).await.unwrap().is_empty(), "batch 2 waits");
+    assert!(s.claimable_tasks("env0", "intruder", 10).await.unwrap().is_empty());
+    let old = loaded;
+    let mut new = old.clone();
+    let t = Timing::new(Duration::from_secs(5), Duration::from_secs(60));
+    assert!(machine::claim(&mut new, 0, 0, Some("web-a"), "Web-c", "x", Timestamp(2100), t).is_err());
+    machine::claim(&mut new, 0, 0, Some("web-a"), "web-a", "att-a", Timestamp(2100), t).unwrap();
+    assert_eq!(commit_of(&s, &old, new, Effects::default()).await, CommitOutcome::Committed);
+    assert_eq!(s.attempt_task("att-a").await.unwrap(), Some(row("web-a")));
+    assert_eq!(s.owned_attempts("web-a").await.unwrap(), vec![(id, "att-a".to_string())]);
+    assert!(s.heartbeat("att-a", "web-a", Timestamp(3000)).await.unwrap());
+    assert!(!s.heartbeat("att-a", "Web-c", Timestamp(3000)).await.unwrap());
+    let st = s.load_deployment(id).await.unwrap().unwrap();
+    assert_eq!(st.tasks[2].status, TaskStatus::InProgress);
+    assert_eq!(st.tasks[2].agent.as_deref(), Some("web-a"));
+}
+
 pub async fn logs_and_events(s: Arc<dyn Store>) {
     let sp = spec(1);
     let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
     step(&s, id).await;
-    let lines: Vec<_> = (0..5).map(|i| (Timestamp(i), "stdout".to_string(), format!("line {i} ✓"))).collect();
-    s.append_logs(id, 0, 0, &lines).await.unwrap();
+    let lines: Vec<_> = (0..5)
+        .map(|i| NewLog {
+            stage: 0,
+            task: 0,
+            agent: (i == 4).then(|| "web-1".to_string()),
+            ts: Timestamp(i),
+            stream: "stdout".to_string(),
+            line: format!("line {i} ✓"),
+        })
+        .collect();
+    s.append_logs(id, &lines).await.unwrap();
     let page = s.logs(id, 0, 3).await.unwrap();
     assert_eq!(page.len(), 3);
     assert_eq!(page[0].line, "line 0 ✓");
     let rest = s.logs(id, page[2].id, 100).await.unwrap();
     assert_eq!(rest.len(), 2);
+    assert_eq!((rest[0].agent.as_deref(), rest[1].agent.as_deref()), (None, Some("web-1")));
     let ev = s.events(id).await.unwrap();
     assert_eq!(ev[0].kind, "deployment.created");
     assert!(ev.iter().any(|e| e.kind == "deployment.status" && e.detail["to"] == "in_progress"));

@@ -27,6 +27,7 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/sqlite/0006_scope_and_approvals.sql")),
     (7, include_str!("../migrations/sqlite/0007_artifact_retention.sql")),
     (8, include_str!("../migrations/sqlite/0008_deadlines.sql")),
+    (9, include_str!("../migrations/sqlite/0009_fleets.sql")),
 ];
 pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -37,6 +38,7 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../migrations/postgres/0006_scope_and_approvals.sql")),
     (7, include_str!("../migrations/postgres/0007_artifact_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_deadlines.sql")),
+    (9, include_str!("../migrations/postgres/0009_fleets.sql")),
 ];
 
 pub(crate) fn json_err(e: serde_json::Error) -> Error {

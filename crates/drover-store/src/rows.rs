@@ -4,7 +4,7 @@
 use drover_core::Result;
 use drover_core::audit::{AuditEntry, NewAuditEntry};
 use drover_core::model::{DeploymentRecord, TaskRecord};
-use drover_core::store::{AgentRecord, ClientRecord, OperatorRecord, SigningKeyRecord};
+use drover_core::store::{AgentRecord, ClientRecord, OperatorRecord, SigningKeyRecord, TaskRef};
 use drover_types::{Artifact, DeploymentEvent, Environment, EnvironmentKind, LogLine, Pipeline, Timestamp};
 
 use crate::{json_err, list_from, opt_ts, status_of, task_status_of};
@@ -46,6 +46,7 @@ pub(crate) fn agent(r: &impl Row) -> Result<AgentRecord> {
         secret_hash: r.text("secret_hash")?,
         created_at: r.ts("created_at")?,
         last_seen_at: r.opt_ts("last_seen_at")?,
+        labels: serde_json::from_str(&r.text("labels")?).map_err(json_err)?,
     })
 }
 
@@ -109,6 +110,8 @@ pub(crate) fn task(r: &impl Row) -> Result<TaskRecord> {
         stage_index: r.int("stage_index")? as usize,
         task_index: r.int("task_index")? as usize,
         environment: r.text("environment")?,
+        target: Some(r.text("target")?).filter(|t| !t.is_empty()),
+        batch: r.opt_int("batch")?.map(|b| b as u32),
         spec: r.json("spec")?,
         status: task_status_of(&r.text("status")?)?,
         attempt: r.int("attempt")? as u32,
@@ -131,9 +134,14 @@ pub(crate) fn stage_pair(r: &impl Row) -> Result<(usize, i64)> {
     Ok((r.int("stage_index")? as usize, r.int("deployment_id")?))
 }
 
-/// (deployment, stage, task) of a task run.
-pub(crate) fn task_ref(r: &impl Row) -> Result<(i64, usize, usize)> {
-    Ok((r.int("deployment_id")?, r.int("stage_index")? as usize, r.int("task_index")? as usize))
+/// A task row's identity.
+pub(crate) fn task_ref(r: &impl Row) -> Result<TaskRef> {
+    Ok(TaskRef {
+        deployment_id: r.int("deployment_id")?,
+        stage: r.int("stage_index")? as usize,
+        task: r.int("task_index")? as usize,
+        target: Some(r.text("target")?).filter(|t| !t.is_empty()),
+    })
 }
 
 pub(crate) fn log_line(r: &impl Row) -> Result<LogLine> {
@@ -141,6 +149,7 @@ pub(crate) fn log_line(r: &impl Row) -> Result<LogLine> {
         id: r.int("id")?,
         stage_index: r.int("stage_index")? as usize,
         task_index: r.int("task_index")? as usize,
+        agent: r.opt_text("agent")?,
         ts: r.ts("ts")?,
         stream: r.text("stream")?,
         line: r.text("line")?,

@@ -16,8 +16,9 @@ pub const ENV_DELETE: &str = "DELETE FROM environments WHERE name = $1";
 
 // ---- agents ---------------------------------------------------------------------------------
 
-pub const AGENT_INSERT: &str =
-    "INSERT INTO agents (name, environment, secret_hash, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5)";
+pub const AGENT_INSERT: &str = "INSERT INTO agents (name, environment, secret_hash, created_at, last_seen_at, labels) \
+     VALUES ($1, $2, $3, $4, $5, $6)";
+pub const AGENT_SET_LABELS: &str = "UPDATE agents SET labels = $1 WHERE name = $2";
 pub const AGENT_GET: &str = "SELECT * FROM agents WHERE name = $1";
 pub const AGENT_LIST: &str = "SELECT * FROM agents ORDER BY name";
 pub const AGENT_DELETE: &str = "DELETE FROM agents WHERE name = $1";
@@ -73,7 +74,7 @@ pub const PIPELINE_DELETE: &str = "DELETE FROM pipelines WHERE name = $1";
 const DEPLOYMENT_COLS: &str = "id, pipeline, application, version, status, stage_index, holds_stage, message, \
      created_by, created_at, updated_at, finished_at, rollback_of, spec, row_version";
 const TASK_COLS: &str = "deployment_id, stage_index, task_index, environment, spec, status, attempt, attempt_id, \
-     agent, lease_until, due_at, started_at, finished_at, exit_code, message, decided_by, comment, approvals";
+     agent, lease_until, due_at, started_at, finished_at, exit_code, message, decided_by, comment, approvals, target, batch";
 
 pub const DEPLOYMENT_INSERT: &str = "INSERT INTO deployments (pipeline, application, version, status, stage_index, \
      holds_stage, message, created_by, created_at, updated_at, finished_at, rollback_of, spec, row_version) \
@@ -82,8 +83,11 @@ pub const TASK_INSERT: &str = "INSERT INTO task_runs (deployment_id, stage_index
      spec, status, attempt) VALUES ($1, $2, $3, $4, $5, $6, $7, 0)";
 pub const EVENT_INSERT: &str =
     "INSERT INTO deployment_events (deployment_id, ts, kind, actor, detail) VALUES ($1, $2, $3, $4, $5)";
-pub const LOG_INSERT: &str = "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line) \
-     VALUES ($1, $2, $3, $4, $5, $6)";
+/// A fleet stage's row for one agent, added when the stage starts.
+pub const TASK_INSERT_TARGET: &str = "INSERT INTO task_runs (deployment_id, stage_index, task_index, environment, \
+     on_agent, spec, status, attempt, target, batch) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9)";
+pub const LOG_INSERT: &str = "INSERT INTO task_logs (deployment_id, stage_index, task_index, ts, stream, line, agent) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 pub fn deployment_get() -> &'static str {
     static S: std::sync::LazyLock<String> =
@@ -92,7 +96,7 @@ pub fn deployment_get() -> &'static str {
 }
 pub fn tasks_of() -> &'static str {
     static S: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!("SELECT {TASK_COLS} FROM task_runs WHERE deployment_id = $1 ORDER BY stage_index, task_index")
+        format!("SELECT {TASK_COLS} FROM task_runs WHERE deployment_id = $1 ORDER BY stage_index, task_index, target")
     });
     &S
 }
@@ -134,7 +138,7 @@ pub const DEPLOYMENT_UPDATE: &str = "UPDATE deployments SET status = $1, stage_i
      message = $4, updated_at = $5, finished_at = $6, row_version = $7 WHERE id = $8 AND row_version = $9";
 pub const TASK_UPDATE: &str = "UPDATE task_runs SET status = $1, attempt = $2, attempt_id = $3, agent = $4, \
      lease_until = $5, due_at = $6, started_at = $7, finished_at = $8, exit_code = $9, message = $10, decided_by = $11, \
-     comment = $12, approvals = $13 WHERE deployment_id = $14 AND stage_index = $15 AND task_index = $16";
+     comment = $12, approvals = $13 WHERE deployment_id = $14 AND stage_index = $15 AND task_index = $16 AND target = $17";
 pub const STAGE_RELEASE: &str =
     "DELETE FROM stage_locks WHERE pipeline = $1 AND stage_index = $2 AND deployment_id = $3";
 pub const STAGE_ACQUIRE: &str =
@@ -147,11 +151,13 @@ pub const QUEUE_HEADS: &str =
     "SELECT MIN(id) AS id FROM deployments WHERE status = 'queued' GROUP BY pipeline, stage_index ORDER BY 1";
 pub const ACTIVE_IDS: &str =
     "SELECT id FROM deployments WHERE status NOT IN ('completed', 'aborted', 'failed') ORDER BY id";
-pub const CLAIMABLE: &str = "SELECT deployment_id, stage_index, task_index FROM task_runs \
-     WHERE status = 'ready' AND on_agent = 1 AND environment = $1 ORDER BY deployment_id LIMIT $2";
+pub const CLAIMABLE: &str = "SELECT deployment_id, stage_index, task_index, target FROM task_runs \
+     WHERE status = 'ready' AND on_agent = 1 AND environment = $1 AND (target = '' OR target = $2) \
+     ORDER BY deployment_id LIMIT $3";
 pub const OWNED_ATTEMPTS: &str = "SELECT deployment_id, attempt_id FROM task_runs \
      WHERE status = 'in_progress' AND agent = $1 AND attempt_id IS NOT NULL";
-pub const ATTEMPT_TASK: &str = "SELECT deployment_id, stage_index, task_index FROM task_runs WHERE attempt_id = $1";
+pub const ATTEMPT_TASK: &str =
+    "SELECT deployment_id, stage_index, task_index, target FROM task_runs WHERE attempt_id = $1";
 pub const HEARTBEAT: &str =
     "UPDATE task_runs SET lease_until = $1 WHERE attempt_id = $2 AND agent = $3 AND status = 'in_progress'";
 pub const EXTEND_LEASES: &str = "UPDATE task_runs SET lease_until = $1 \
@@ -167,7 +173,7 @@ pub const DUE: &str = "SELECT deployment_id FROM task_runs WHERE status = 'in_pr
      AND status IN ('ready', 'in_progress', 'pending_input') ORDER BY 1";
 pub const PENDING_PROMOTION_BEFORE: &str = "SELECT id FROM deployments WHERE pipeline = $1 \
      AND status = 'pending_promotion' AND stage_index = $2 AND id < $3 ORDER BY id";
-pub const LOGS: &str = "SELECT id, stage_index, task_index, ts, stream, line FROM task_logs \
+pub const LOGS: &str = "SELECT id, stage_index, task_index, ts, stream, line, agent FROM task_logs \
      WHERE deployment_id = $1 AND id > $2 ORDER BY id LIMIT $3";
 pub const EVENTS: &str =
     "SELECT id, deployment_id, ts, kind, actor, detail FROM deployment_events WHERE deployment_id = $1 ORDER BY id";

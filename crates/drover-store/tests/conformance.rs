@@ -47,6 +47,7 @@ checks!(
     concurrent_commits_one_wins,
     stage_lock_is_exclusive,
     claims_heartbeats_and_leases,
+    fleet_rows_belong_to_their_agents,
     logs_and_events,
     audit_log_is_a_chain,
     audit_batches_keep_the_chain,

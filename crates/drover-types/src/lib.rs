@@ -14,7 +14,9 @@ pub mod pipeline;
 pub mod waiting;
 
 pub use error::ErrorCode;
-pub use pipeline::{CommandSpec, DurationSpec, OnTimeout, PipelineSpec, Progression, StageSpec, TaskSpec};
+pub use pipeline::{
+    AgentSelector, BatchSize, CommandSpec, DurationSpec, OnTimeout, PipelineSpec, Progression, StageSpec, Targets, TaskSpec,
+};
 pub use waiting::{AgentAvailability, AgentSeen, WaitReason, WaitingFor};
 
 /// Milliseconds since the Unix epoch; serialized as RFC 3339 (UTC, millisecond precision).
@@ -190,12 +192,17 @@ pub struct Agent {
     pub last_seen_at: Option<Timestamp>,
     /// `online` when the agent was seen within the heartbeat timeout.
     pub online: bool,
+    /// Set by administrators; fleet stages select agents by them (`agents: {labels: ...}`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewAgent {
     pub name: String,
     pub environment: String,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Public keys (a JWKS) for `private_key_jwt`: the agent then gets no secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<serde_json::Value>,
@@ -289,6 +296,12 @@ pub struct StageRun {
     pub progression: Progression,
     /// Derived: `pending`, `in_progress`, `completed`, `failed`, `skipped`...
     pub status: String,
+    /// `one`, `all` or `rolling`.
+    #[serde(default, skip_serializing_if = "Targets::is_one")]
+    pub targets: Targets,
+    /// Fleet stages: the agents whose attempts failed (tolerated up to `max_failures`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_agents: Vec<String>,
     pub tasks: Vec<TaskRun>,
 }
 
@@ -315,6 +328,11 @@ pub struct TaskRun {
     /// Why it has not ended yet (tasks of the deployment's current stage and the next ones).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<WaitingFor>,
+    /// Fleet stages: the task on each selected agent (`agent`, its `batch` from 1), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TaskRun>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u32>,
 }
 
 /// One decision on an approval task.
@@ -337,6 +355,9 @@ pub struct LogLine {
     pub id: i64,
     pub stage_index: usize,
     pub task_index: usize,
+    /// The agent that printed it, on fleet stages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     pub ts: Timestamp,
     pub stream: String,
     pub line: String,

@@ -3,17 +3,22 @@
 //! Tasks deserialize through a flat [`RawTask`] so that the YAML parser keeps line numbers in
 //! its errors (an internally tagged enum would buffer the mapping and lose them).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSpec {
     pub application: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pipeline: Option<String>,
+    /// Settings every stage sees (`${NAME}` in task fields, environment variables of `run`
+    /// tasks and hooks); an environment's and a stage's own override them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
     pub stages: Vec<StageSpec>,
 }
 
@@ -23,7 +28,7 @@ impl PipelineSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageSpec {
     pub name: String,
@@ -33,8 +38,132 @@ pub struct StageSpec {
     /// How long a task for an agent may wait to be claimed before it fails (default 15m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatch_timeout: Option<DurationSpec>,
+    /// Which agents of the environment run the stage's agent tasks (default `one`).
+    #[serde(default, skip_serializing_if = "Targets::is_one")]
+    pub targets: Targets,
+    /// `rolling`: how many agents at a time (a number, or a percentage like `25%`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchSize>,
+    /// `all` and `rolling`: how many agents may fail before the stage stops (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
+    /// `all` and `rolling`: only the environment's agents with these labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agents: Option<AgentSelector>,
+    /// This stage's settings: they override the environment's and the pipeline's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
     #[serde(default)]
     pub tasks: Vec<TaskSpec>,
+}
+
+/// Which agents of a stage's environment run its agent tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Targets {
+    /// One agent of the environment (whichever claims it first).
+    #[default]
+    One,
+    /// Every selected agent at once.
+    All,
+    /// Every selected agent, `batch` at a time.
+    Rolling,
+}
+
+impl Targets {
+    pub fn is_one(&self) -> bool {
+        *self == Targets::One
+    }
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Targets::One => "one",
+            Targets::All => "all",
+            Targets::Rolling => "rolling",
+        }
+    }
+}
+
+/// A rolling stage's batch: a number of agents, or a percentage of the selected ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchSize {
+    Agents(u32),
+    Percent(u32),
+}
+
+impl BatchSize {
+    /// Agents per batch out of `n` selected (at least 1; a percentage rounds up).
+    pub fn of(&self, n: usize) -> usize {
+        match *self {
+            BatchSize::Agents(k) => (k as usize).max(1),
+            BatchSize::Percent(p) => (n * p as usize).div_ceil(100).max(1),
+        }
+    }
+}
+
+impl fmt::Display for BatchSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BatchSize::Agents(n) => write!(f, "{n}"),
+            BatchSize::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl Serialize for BatchSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            BatchSize::Agents(n) => s.serialize_u32(*n),
+            BatchSize::Percent(_) => s.collect_str(self),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        let bad = |what: &str| {
+            serde::de::Error::custom(format!(
+                "invalid batch {what}; write a number of agents (2) or a percentage (25%) above 0"
+            ))
+        };
+        match Raw::deserialize(d)? {
+            Raw::N(n) if (1..=100_000).contains(&n) => Ok(BatchSize::Agents(n as u32)),
+            Raw::N(n) => Err(bad(&n.to_string())),
+            Raw::S(s) => {
+                let t = s.trim();
+                if let Some(p) = t.strip_suffix('%')
+                    && let Ok(p) = p.trim().parse::<u32>()
+                    && (1..=100).contains(&p)
+                {
+                    return Ok(BatchSize::Percent(p));
+                }
+                match t.parse::<u32>() {
+                    Ok(n) if (1..=100_000).contains(&n) => Ok(BatchSize::Agents(n)),
+                    _ => Err(bad(&format!("{s:?}"))),
+                }
+            }
+        }
+    }
+}
+
+/// Which of the environment's agents a fleet stage selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSelector {
+    /// Every one of these must be among the agent's labels, with this value.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl AgentSelector {
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.labels.iter().all(|(k, v)| labels.get(k) == Some(v))
+    }
 }
 
 /// A stage's dispatch timeout when it sets none.
@@ -45,6 +174,21 @@ pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(3600);
 
 impl StageSpec {
+    /// Does each agent task become one attempt per selected agent?
+    pub fn is_fleet(&self) -> bool {
+        self.targets != Targets::One
+    }
+    /// Agents per batch out of `n` selected: all of them unless `rolling`.
+    pub fn batch_size(&self, n: usize) -> usize {
+        match (self.targets, self.batch) {
+            (Targets::Rolling, Some(b)) => b.of(n),
+            (Targets::Rolling, None) => 1,
+            _ => n.max(1),
+        }
+    }
+    pub fn max_failures(&self) -> usize {
+        self.max_failures.unwrap_or(0) as usize
+    }
     pub fn dispatch_timeout(&self) -> Duration {
         self.dispatch_timeout.map(|d| d.0).unwrap_or(DEFAULT_DISPATCH_TIMEOUT)
     }

@@ -22,6 +22,7 @@ async fn agent_with_a_key_runs_tasks_and_names_the_operator(b: Backend) -> anyho
         .register_agent(&drover_types::NewAgent {
             name: "keyed".into(),
             environment: "dev".into(),
+            labels: Default::default(),
             jwks: Some(json!({"keys": [key.public_jwk()]})),
         })
         .await?;

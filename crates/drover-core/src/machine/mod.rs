@@ -2,6 +2,7 @@
 //! side effects it needs (stage lock, agents to wake); the engine commits the result atomically
 //! together with the events derived from the difference ([`diff_events`]).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_types::agent::Outcome;
@@ -28,6 +29,11 @@ pub struct Effects {
 pub trait StageGate {
     /// May this deployment enter `stage` now (stage free, nobody older waiting for it)?
     fn can_enter(&self, deployment_id: i64, stage: usize) -> bool;
+    /// The registered agents of `environment` with their labels, for a fleet stage that
+    /// chooses its targets; `None` when not known here (the machine then waits).
+    fn agents(&self, _environment: &str) -> Option<Vec<(String, BTreeMap<String, String>)>> {
+        None
+    }
 }
 
 impl<F: Fn(i64, usize) -> bool> StageGate for F {
@@ -105,6 +111,12 @@ pub fn advance(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGate, f
                     st.deployment.status = D::Queued;
                     continue;
                 };
+                if st.deployment.spec.stages[s].is_fleet() && st.tasks[i].spec.runs_on_agent() {
+                    match fleet::step(st, now, gate) {
+                        fleet::Step::Passed => continue,
+                        fleet::Step::Wait | fleet::Step::Stopped => return,
+                    }
+                }
                 let label = st.tasks[i].label(&st.deployment.spec);
                 let dispatch = st.deployment.spec.stages[s].dispatch_timeout();
                 let t = &mut st.tasks[i];
@@ -218,6 +230,7 @@ pub fn claim(
     st: &mut DeploymentState,
     stage: usize,
     task: usize,
+    target: Option<&str>,
     agent: &str,
     attempt_id: &str,
     now: Timestamp,
@@ -226,11 +239,17 @@ pub fn claim(
     let Timing { lease, grace } = timing;
     let current = st.current_task_index();
     let in_progress = st.deployment.status == D::InProgress && st.deployment.stage_index == stage;
-    let Some(t) = st.task_mut(stage, task) else {
+    let fleet = st.deployment.spec.stages.get(stage).is_some_and(|s| s.is_fleet());
+    let Some(t) = st.row_mut(stage, task, target) else {
         return Err(Error::NotFound("no such task".into()));
     };
+    // A fleet stage's attempts are its agents' own; the others' go to any agent of the environment.
+    let whose = match target {
+        Some(a) => a == agent,
+        None => !fleet,
+    };
     let is_current = current.is_some();
-    if !in_progress || !is_current || t.status != T::Ready || !t.spec.runs_on_agent() {
+    if !in_progress || !is_current || !whose || t.status != T::Ready || !t.spec.runs_on_agent() {
         return Err(Error::InvalidState("task is not ready for an agent".into()));
     }
     t.status = T::InProgress;
@@ -360,12 +379,18 @@ pub fn expire_deadlines(st: &mut DeploymentState, now: Timestamp, fx: &mut Effec
         match (t.status, &t.spec) {
             (T::Ready, s) if s.runs_on_agent() && status == D::InProgress => {
                 let limit = spec.stages.get(t.stage_index).map(|s| s.dispatch_timeout()).unwrap_or_default();
-                let msg = format!(
-                    "no agent of environment {} claimed {label} within {} (the stage's dispatch_timeout); start an agent for {} and retry, or skip or abort",
-                    t.environment,
-                    humantime::format_duration(limit),
-                    t.environment
-                );
+                let msg = match &t.target {
+                    Some(a) => format!(
+                        "agent {a} did not claim {label} within {} (the stage's dispatch_timeout); is it running? Retry, or skip or abort",
+                        humantime::format_duration(limit)
+                    ),
+                    None => format!(
+                        "no agent of environment {} claimed {label} within {} (the stage's dispatch_timeout); start an agent for {} and retry, or skip or abort",
+                        t.environment,
+                        humantime::format_duration(limit),
+                        t.environment
+                    ),
+                };
                 t.status = T::Failed;
                 t.message = Some(msg.clone());
                 t.finished_at = Some(now);
@@ -586,10 +611,17 @@ pub fn apply_action(
                 return Err(bad());
             }
             let i = st.current_task_index().ok_or_else(bad)?;
-            let t = &mut st.tasks[i];
-            if t.status != T::Failed {
+            if st.tasks[i].status != T::Failed {
                 return Err(bad());
             }
+            let s = st.deployment.stage_index;
+            if st.deployment.spec.stages[s].is_fleet() && st.tasks[i].spec.runs_on_agent() {
+                fleet::retry_or_skip(st, i, action == Action::Skip, actor.name, reason, now);
+                st.deployment.status = D::InProgress;
+                st.deployment.message = None;
+                return Ok(());
+            }
+            let t = &mut st.tasks[i];
             if action == Action::Retry {
                 t.status = T::Ready;
                 t.due_at = None;
@@ -663,9 +695,12 @@ pub fn diff_events(old: Option<&DeploymentState>, new: &DeploymentState, actor: 
             }),
         });
     }
-    for t in &new.tasks {
-        let before =
-            old.and_then(|o| o.tasks.iter().find(|x| x.stage_index == t.stage_index && x.task_index == t.task_index));
+    let same_rows = old.is_some_and(|o| o.tasks.len() == new.tasks.len());
+    for (k, t) in new.tasks.iter().enumerate() {
+        let before = old.and_then(|o| match o.tasks.get(k) {
+            Some(x) if same_rows && x.key() == t.key() => Some(x),
+            _ => o.tasks.iter().find(|x| x.key() == t.key()),
+        });
         let votes_before = before.map(|b| b.approvals.len()).unwrap_or(0);
         for v in t.approvals.iter().skip(votes_before) {
             out.push(NewEvent {
@@ -688,6 +723,7 @@ pub fn diff_events(old: Option<&DeploymentState>, new: &DeploymentState, actor: 
                 detail: json!({
                     "stage_index": t.stage_index,
                     "task_index": t.task_index,
+                    "target": t.target,
                     "type": t.spec.kind(),
                     "from": before.map(|b| b.status.as_str()),
                     "to": t.status.as_str(),
@@ -701,5 +737,10 @@ pub fn diff_events(old: Option<&DeploymentState>, new: &DeploymentState, actor: 
     out
 }
 
+mod fleet;
+pub use fleet::{failures as fleet_failures, segment, select};
+
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod fleet_tests;

@@ -21,6 +21,14 @@ pub async fn create(call: Call, ApiJson(a): ApiJson<NewAgent>) -> ApiResult<(Sta
     Ok((StatusCode::CREATED, Json(agents::create(&call.ctx(), a).await?)))
 }
 
+pub async fn set_labels(
+    call: Call,
+    Path(name): Path<String>,
+    ApiJson(labels): ApiJson<std::collections::BTreeMap<String, String>>,
+) -> ApiResult<Json<Agent>> {
+    Ok(Json(agents::set_labels(&call.ctx(), &name, labels).await?))
+}
+
 pub async fn delete(call: Call, Path(name): Path<String>) -> ApiResult<StatusCode> {
     agents::delete(&call.ctx(), &name).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -1,6 +1,7 @@
 //! Agents: global objects (`agent.read`, `agent.manage`). Registering an agent is the only way
 //! to give a client the `agent` role.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use drover_core::rbac::{AGENT_ROLE, Privilege};
@@ -21,7 +22,49 @@ pub(crate) fn is_online(c: &Ctx<'_>, a: &AgentRecord) -> bool {
 
 fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
     let online = is_online(c, &a);
-    Agent { name: a.name, environment: a.environment, created_at: a.created_at, last_seen_at: a.last_seen_at, online }
+    Agent {
+        name: a.name,
+        environment: a.environment,
+        created_at: a.created_at,
+        last_seen_at: a.last_seen_at,
+        online,
+        labels: a.labels,
+    }
+}
+
+/// Most labels an agent may have.
+pub const MAX_LABELS: usize = 32;
+
+/// Label keys are names (`region`, `example.com/tier`); values are short printable text.
+pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
+    if labels.len() > MAX_LABELS {
+        return Err(Error::BadRequest(format!("at most {MAX_LABELS} labels, got {}", labels.len())));
+    }
+    for (k, v) in labels {
+        let key_ok = (1..=63).contains(&k.len())
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !key_ok {
+            return Err(Error::BadRequest(format!(
+                "label key {k:?} must be 1 to 63 letters, digits, '.', '_', '-' or '/'"
+            )));
+        }
+        if v.len() > 253 || v.chars().any(|c| c.is_control()) {
+            return Err(Error::BadRequest(format!("label {k}: the value must be at most 253 printable characters")));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces an agent's labels (`agent.manage`). Fleet stages that have started keep the agents
+/// they chose.
+pub async fn set_labels(c: &Ctx<'_>, name: &str, labels: BTreeMap<String, String>) -> Result<Agent> {
+    c.require(Privilege::AgentManage)?;
+    validate_labels(&labels)?;
+    if !c.state.store.set_agent_labels(name, &labels).await? {
+        return Err(Error::NotFound(format!("agent {name} not found")));
+    }
+    tracing::info!(agent = %name, by = %c.label(), "agent labels set");
+    get(c, name).await
 }
 
 /// `agent.read` or `system.observe` (the SysOps view of the same list).
@@ -43,6 +86,7 @@ pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
     let s = c.state;
     validate_name("agent", &a.name)?;
     validate_name("environment", &a.environment)?;
+    validate_labels(&a.labels)?;
     if s.store.get_operator(&a.name).await?.is_some() {
         return Err(Error::Conflict(format!("{} is an operator's name; agents need names of their own", a.name)));
     }
@@ -89,6 +133,7 @@ pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
         secret_hash: hash,
         created_at: now,
         last_seen_at: None,
+        labels: a.labels.clone(),
     };
     if let Err(e) = s.store.insert_agent(&record).await {
         let _ = s.store.delete_client(&a.name).await;

@@ -73,7 +73,8 @@ pub async fn queues(c: &Ctx<'_>) -> Result<Value> {
     let s = c.state;
     let mut out = Vec::new();
     for e in s.store.list_environments().await? {
-        let ready = s.store.claimable_tasks(&e.name, 10_000).await?.len();
+        // Tasks any agent of the environment may claim (not a fleet stage's per-agent rows).
+        let ready = s.store.claimable_tasks(&e.name, "", 10_000).await?.len();
         out.push(json!({"environment": e.name, "ready_tasks": ready}));
     }
     let mut by_status: HashMap<&str, usize> = HashMap::new();

@@ -17,6 +17,7 @@ impl AgentStore for PgStore {
             .bind(&a.secret_hash)
             .bind(a.created_at.0)
             .bind(a.last_seen_at.map(|t| t.0))
+            .bind(serde_json::to_string(&a.labels).map_err(crate::json_err)?)
             .execute(&self.pool())
             .await;
         match r {
@@ -44,5 +45,11 @@ impl AgentStore for PgStore {
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()> {
         sqlx::query(sql::AGENT_TOUCH).bind(at.0).bind(name).execute(&self.pool()).await.map_err(db_err)?;
         Ok(())
+    }
+
+    async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
+        let labels = serde_json::to_string(labels).map_err(crate::json_err)?;
+        let r = sqlx::query(sql::AGENT_SET_LABELS).bind(labels).bind(name).execute(&self.pool()).await.map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
     }
 }

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use drover_core::Result;
 use drover_core::machine::NewEvent;
 use drover_core::model::{DeploymentRecord, DeploymentState};
-use drover_core::store::{Commit, CommitOutcome, DeploymentFilter, DeploymentStore};
+use drover_core::store::{Commit, CommitOutcome, DeploymentFilter, DeploymentStore, NewLog, TaskRef};
 use drover_types::{DeploymentEvent, LogLine, Timestamp};
 
 use super::{PgStore, db_err};
@@ -29,6 +29,21 @@ fn events_insert(n: usize) -> String {
         ));
     }
     s
+}
+
+async fn insert_log(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, id: i64, l: &NewLog) -> Result<()> {
+    sqlx::query(sql::LOG_INSERT)
+        .bind(id)
+        .bind(l.stage as i64)
+        .bind(l.task as i64)
+        .bind(l.ts.0)
+        .bind(&l.stream)
+        .bind(&l.line)
+        .bind(&l.agent)
+        .execute(&mut **tx)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 fn pairs(rows: Vec<(i64, i64)>) -> Vec<(usize, i64)> {
@@ -89,7 +104,9 @@ impl DeploymentStore for PgStore {
         let deployment = rows::deployment(&row)?;
         let rows = sqlx::query(sql::tasks_of()).bind(id).fetch_all(&mut *conn).await.map_err(db_err)?;
         let tasks = rows.iter().map(rows::task).collect::<Result<Vec<_>>>()?;
-        Ok(Some(DeploymentState { deployment, tasks }))
+        let mut st = DeploymentState { deployment, tasks };
+        st.sort_rows(); // by bytes, whatever the database's collation
+        Ok(Some(st))
     }
 
     async fn commit(&self, c: &Commit) -> Result<CommitOutcome> {
@@ -159,6 +176,22 @@ impl DeploymentStore for PgStore {
                 .bind(t.deployment_id)
                 .bind(t.stage_index as i64)
                 .bind(t.task_index as i64)
+                .bind(t.target.as_deref().unwrap_or(""))
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        }
+        for t in &c.new_tasks {
+            sqlx::query(sql::TASK_INSERT_TARGET)
+                .bind(t.deployment_id)
+                .bind(t.stage_index as i64)
+                .bind(t.task_index as i64)
+                .bind(&t.environment)
+                .bind(t.spec.runs_on_agent() as i64)
+                .bind(serde_json::to_string(&t.spec).map_err(json_err)?)
+                .bind(t.status.as_str())
+                .bind(t.target.as_deref().unwrap_or(""))
+                .bind(t.batch.map(|b| b as i64))
                 .execute(&mut *tx)
                 .await
                 .map_err(db_err)?;
@@ -171,17 +204,8 @@ impl DeploymentStore for PgStore {
             }
             q.execute(&mut *tx).await.map_err(db_err)?;
         }
-        for (stage, task, ts, stream, line) in &c.logs {
-            sqlx::query(sql::LOG_INSERT)
-                .bind(d.id)
-                .bind(*stage as i64)
-                .bind(*task as i64)
-                .bind(ts.0)
-                .bind(stream)
-                .bind(line)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        for l in &c.logs {
+            insert_log(&mut tx, d.id, l).await?;
         }
         tx.commit().await.map_err(db_err)?;
         Ok(CommitOutcome::Committed)
@@ -217,9 +241,10 @@ impl DeploymentStore for PgStore {
         sqlx::query_scalar(sql::QUEUE_HEADS).fetch_all(&self.pool()).await.map_err(db_err)
     }
 
-    async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>> {
+    async fn claimable_tasks(&self, environment: &str, agent: &str, limit: u32) -> Result<Vec<TaskRef>> {
         let rows = sqlx::query(sql::CLAIMABLE)
             .bind(environment)
+            .bind(agent)
             .bind(limit as i64)
             .fetch_all(&self.pool())
             .await
@@ -231,7 +256,7 @@ impl DeploymentStore for PgStore {
         sqlx::query_as(sql::OWNED_ATTEMPTS).bind(agent).fetch_all(&self.pool()).await.map_err(db_err)
     }
 
-    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<(i64, usize, usize)>> {
+    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<TaskRef>> {
         let row = sqlx::query(sql::ATTEMPT_TASK).bind(attempt_id).fetch_optional(&self.pool()).await.map_err(db_err)?;
         row.as_ref().map(rows::task_ref).transpose()
     }
@@ -278,28 +303,13 @@ impl DeploymentStore for PgStore {
         row.as_ref().map(rows::deployment).transpose()
     }
 
-    async fn append_logs(
-        &self,
-        deployment_id: i64,
-        stage: usize,
-        task: usize,
-        lines: &[(Timestamp, String, String)],
-    ) -> Result<()> {
+    async fn append_logs(&self, deployment_id: i64, lines: &[NewLog]) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool().begin().await.map_err(db_err)?;
-        for (ts, stream, line) in lines {
-            sqlx::query(sql::LOG_INSERT)
-                .bind(deployment_id)
-                .bind(stage as i64)
-                .bind(task as i64)
-                .bind(ts.0)
-                .bind(stream)
-                .bind(line)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
+        for l in lines {
+            insert_log(&mut tx, deployment_id, l).await?;
         }
         tx.commit().await.map_err(db_err)
     }

@@ -13,9 +13,17 @@ use crate::{rows, sql};
 impl AgentStore for SqliteStore {
     async fn insert_agent(&self, a: &AgentRecord) -> Result<()> {
         let a = a.clone();
+        let labels = serde_json::to_string(&a.labels).map_err(crate::json_err)?;
         self.write(move |c| {
             let r = c.prepare_cached(sql::AGENT_INSERT).and_then(|mut s| {
-                s.execute(params![a.name, a.environment, a.secret_hash, a.created_at.0, a.last_seen_at.map(|t| t.0)])
+                s.execute(params![
+                    a.name,
+                    a.environment,
+                    a.secret_hash,
+                    a.created_at.0,
+                    a.last_seen_at.map(|t| t.0),
+                    labels
+                ])
             });
             match r {
                 Ok(_) => Ok(()),
@@ -43,5 +51,10 @@ impl AgentStore for SqliteStore {
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()> {
         let name = name.to_string();
         self.write(move |c| exec(c, sql::AGENT_TOUCH, params![at.0, name]).map(|_| ())).await
+    }
+
+    async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
+        let (name, labels) = (name.to_string(), serde_json::to_string(labels).map_err(crate::json_err)?);
+        self.write(move |c| Ok(exec(c, sql::AGENT_SET_LABELS, params![labels, name])? == 1)).await
     }
 }

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use drover_core::Result;
 use drover_core::machine::NewEvent;
 use drover_core::model::{DeploymentRecord, DeploymentState};
-use drover_core::store::{Commit, CommitOutcome, DeploymentFilter, DeploymentStore};
+use drover_core::store::{Commit, CommitOutcome, DeploymentFilter, DeploymentStore, NewLog, TaskRef};
 use drover_types::{DeploymentEvent, LogLine, Timestamp};
 use rusqlite::{Connection, params};
 
@@ -14,6 +14,11 @@ use crate::{json_err, list_to, rows, sql};
 
 fn insert_event(c: &Connection, id: i64, ts: Timestamp, ev: &NewEvent) -> Result<()> {
     exec(c, sql::EVENT_INSERT, params![id, ts.0, ev.kind, ev.actor, ev.detail.to_string()]).map(|_| ())
+}
+
+fn insert_log(c: &Connection, id: i64, l: &NewLog) -> Result<()> {
+    let p = params![id, l.stage as i64, l.task as i64, l.ts.0, l.stream, l.line, l.agent];
+    exec(c, sql::LOG_INSERT, p).map(|_| ())
 }
 
 fn int_of(r: &rusqlite::Row<'_>, i: usize) -> Result<i64> {
@@ -74,7 +79,9 @@ impl DeploymentStore for SqliteStore {
                 return Ok(None);
             };
             let tasks = all(c, sql::tasks_of(), [id], |r| rows::task(r))?;
-            Ok(Some(DeploymentState { deployment, tasks }))
+            let mut st = DeploymentState { deployment, tasks };
+            st.sort_rows();
+            Ok(Some(st))
         })
         .await
     }
@@ -83,6 +90,8 @@ impl DeploymentStore for SqliteStore {
         let c = c.clone();
         let approvals: Vec<Option<String>> =
             c.changed_tasks.iter().map(|t| list_to(&t.approvals)).collect::<Result<_>>()?;
+        let new_specs: Vec<String> =
+            c.new_tasks.iter().map(|t| serde_json::to_string(&t.spec).map_err(json_err)).collect::<Result<_>>()?;
         self.write(move |conn| {
             let d = &c.deployment;
             let tx = conn.transaction().map_err(err)?;
@@ -128,15 +137,30 @@ impl DeploymentStore for SqliteStore {
                     approvals,
                     t.deployment_id,
                     t.stage_index as i64,
-                    t.task_index as i64
+                    t.task_index as i64,
+                    t.target.as_deref().unwrap_or("")
                 ];
                 exec(&tx, sql::TASK_UPDATE, p)?;
+            }
+            for (t, spec) in c.new_tasks.iter().zip(&new_specs) {
+                let p = params![
+                    t.deployment_id,
+                    t.stage_index as i64,
+                    t.task_index as i64,
+                    t.environment,
+                    t.spec.runs_on_agent() as i64,
+                    spec,
+                    t.status.as_str(),
+                    t.target.as_deref().unwrap_or(""),
+                    t.batch.map(|b| b as i64)
+                ];
+                exec(&tx, sql::TASK_INSERT_TARGET, p)?;
             }
             for ev in &c.events {
                 insert_event(&tx, d.id, d.updated_at, ev)?;
             }
-            for (stage, task, ts, stream, line) in &c.logs {
-                exec(&tx, sql::LOG_INSERT, params![d.id, *stage as i64, *task as i64, ts.0, stream, line])?;
+            for l in &c.logs {
+                insert_log(&tx, d.id, l)?;
             }
             tx.commit().map_err(err)?;
             Ok(CommitOutcome::Committed)
@@ -183,9 +207,9 @@ impl DeploymentStore for SqliteStore {
         self.read(|c| all(c, sql::QUEUE_HEADS, [], |r| int_of(r, 0))).await
     }
 
-    async fn claimable_tasks(&self, environment: &str, limit: u32) -> Result<Vec<(i64, usize, usize)>> {
-        let env = environment.to_string();
-        self.read(move |c| all(c, sql::CLAIMABLE, params![env, limit as i64], |r| rows::task_ref(r))).await
+    async fn claimable_tasks(&self, environment: &str, agent: &str, limit: u32) -> Result<Vec<TaskRef>> {
+        let (env, agent) = (environment.to_string(), agent.to_string());
+        self.read(move |c| all(c, sql::CLAIMABLE, params![env, agent, limit as i64], |r| rows::task_ref(r))).await
     }
 
     async fn owned_attempts(&self, agent: &str) -> Result<Vec<(i64, String)>> {
@@ -196,7 +220,7 @@ impl DeploymentStore for SqliteStore {
         .await
     }
 
-    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<(i64, usize, usize)>> {
+    async fn attempt_task(&self, attempt_id: &str) -> Result<Option<TaskRef>> {
         let a = attempt_id.to_string();
         self.read(move |c| one(c, sql::ATTEMPT_TASK, [a], |r| rows::task_ref(r))).await
     }
@@ -231,21 +255,15 @@ impl DeploymentStore for SqliteStore {
             .await
     }
 
-    async fn append_logs(
-        &self,
-        deployment_id: i64,
-        stage: usize,
-        task: usize,
-        lines: &[(Timestamp, String, String)],
-    ) -> Result<()> {
+    async fn append_logs(&self, deployment_id: i64, lines: &[NewLog]) -> Result<()> {
         if lines.is_empty() {
             return Ok(());
         }
         let lines = lines.to_vec();
         self.write(move |c| {
             let tx = c.transaction().map_err(err)?;
-            for (ts, stream, line) in &lines {
-                exec(&tx, sql::LOG_INSERT, params![deployment_id, stage as i64, task as i64, ts.0, stream, line])?;
+            for l in &lines {
+                insert_log(&tx, deployment_id, l)?;
             }
             tx.commit().map_err(err)
         })

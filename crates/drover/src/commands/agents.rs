@@ -1,4 +1,4 @@
-//! `agents`: list, register, remove.
+//! `agents`: list, register, label, remove.
 
 use super::*;
 
@@ -9,6 +9,9 @@ pub enum AgentsCommand {
         name: String,
         #[arg(long)]
         environment: String,
+        /// A label (KEY=VALUE, repeatable): fleet stages select agents by them.
+        #[arg(long = "label", value_parser = parse_label)]
+        labels: Vec<(String, String)>,
         /// Write the secret to this file (mode 0600) instead of printing it.
         #[arg(long)]
         secret_out: Option<PathBuf>,
@@ -20,8 +23,22 @@ pub enum AgentsCommand {
         #[arg(long, conflicts_with = "secret_out")]
         jwks_file: Option<PathBuf>,
     },
+    /// Replace an agent's labels (none given: remove them all).
+    Label {
+        name: String,
+        /// KEY=VALUE, repeatable.
+        #[arg(value_parser = parse_label)]
+        labels: Vec<(String, String)>,
+    },
     /// Remove an agent.
     Remove { name: String },
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
 }
 
 pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> {
@@ -31,12 +48,20 @@ pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> 
             let v = c.agents().await?;
             print(conn.output, &v, |v| render::agents(v))
         }
-        Some(AgentsCommand::Add { name, environment, secret_out, show, jwks_file }) => {
+        Some(AgentsCommand::Label { name, labels }) => {
+            let a = c.set_agent_labels(&name, &labels.into_iter().collect()).await?;
+            print(conn.output, &a, |a| {
+                let l: Vec<String> = a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("agent {} labels: {}", a.name, if l.is_empty() { "(none)".into() } else { l.join(", ") })
+            })
+        }
+        Some(AgentsCommand::Add { name, environment, labels, secret_out, show, jwks_file }) => {
             let jwks = jwks_file.as_deref().map(read_json_file).transpose()?;
             if let Some(p) = &secret_out {
                 check_writable(p)?;
             }
-            let cred = c.register_agent(&drover_types::NewAgent { name, environment, jwks }).await?;
+            let labels = labels.into_iter().collect();
+            let cred = c.register_agent(&drover_types::NewAgent { name, environment, labels, jwks }).await?;
             if let Some(p) = &secret_out {
                 write_private(p, &cred.secret)?;
                 if !show {

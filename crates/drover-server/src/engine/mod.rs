@@ -8,14 +8,16 @@
 //! active deployment, so a restarted orchestrator resumes where it stopped.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use drover_core::machine::{self, ActionInput, Actor, Effects, NewEvent, ResultStatus};
+mod attempts;
+mod batch;
+
+use drover_core::machine::{self, ActionInput, Actor, Effects, NewEvent};
 use drover_core::model::{DeploymentRecord, DeploymentState};
-use drover_core::store::CommitOutcome;
+use drover_core::store::{CommitOutcome, NewLog};
 use drover_core::{Commit, Error, Result, Store};
-use drover_types::agent::{ArtifactRef, Assignment, AttemptResult};
 use drover_types::{Action, DeploymentStatus, PipelineSpec, TaskSpec, TaskStatus, Timestamp};
 use serde_json::json;
 use tokio::sync::{Notify, broadcast, mpsc};
@@ -66,6 +68,9 @@ pub struct WebhookCall {
 }
 
 pub struct Engine {
+    me: Weak<Engine>,
+    /// Agent operations waiting to be applied, per deployment (see `batch`).
+    queued: Mutex<HashMap<i64, Vec<batch::Queued>>>,
     calls: mpsc::UnboundedSender<WebhookCall>,
     call_rx: Mutex<Option<mpsc::UnboundedReceiver<WebhookCall>>>,
     store: Arc<dyn Store>,
@@ -93,7 +98,9 @@ impl Engine {
         let (kicks, kick_rx) = mpsc::unbounded_channel();
         let (changes, _) = broadcast::channel(4096);
         let (calls, call_rx) = mpsc::unbounded_channel();
-        Arc::new(Engine {
+        Arc::new_cyclic(|me| Engine {
+            me: me.clone(),
+            queued: Default::default(),
             calls,
             call_rx: Mutex::new(Some(call_rx)),
             store,
@@ -258,18 +265,18 @@ impl Engine {
         &self,
         id: i64,
         actor: &str,
-        f: impl FnMut(&mut DeploymentState, &mut Effects) -> Result<R>,
+        mut f: impl FnMut(&mut DeploymentState, &mut Effects) -> Result<R>,
     ) -> Result<(DeploymentState, R)> {
-        self.mutate_with_logs(id, actor, &[], f).await
+        self.mutate_with_logs(id, actor, |st, fx| Ok((f(st, fx)?, Vec::new()))).await
     }
 
-    /// [`Engine::mutate`], appending log lines in the same commit when it changes anything.
+    /// [`Engine::mutate`] where the change also returns log lines to append in the same commit
+    /// (when it changes anything).
     async fn mutate_with_logs<R>(
         &self,
         id: i64,
         actor: &str,
-        logs: &[(usize, usize, Timestamp, String, String)],
-        mut f: impl FnMut(&mut DeploymentState, &mut Effects) -> Result<R>,
+        mut f: impl FnMut(&mut DeploymentState, &mut Effects) -> Result<(R, Vec<NewLog>)>,
     ) -> Result<(DeploymentState, R)> {
         for _ in 0..MAX_COMMIT_RETRIES {
             let old = self
@@ -279,28 +286,27 @@ impl Engine {
                 .ok_or_else(|| Error::NotFound(format!("deployment {id} not found")))?;
             let mut new = old.clone();
             let mut fx = Effects::default();
-            let r = f(&mut new, &mut fx)?;
+            let (r, logs) = f(&mut new, &mut fx)?;
             let now = Timestamp::now();
             // Try without looking at the pipeline's stage locks first; only when the machine
             // asks to enter a stage, fetch them and step again.
             let mut trial = new.clone();
             let mut trial_fx = fx.clone();
-            let asked = std::cell::Cell::new(false);
-            machine::advance(
-                &mut trial,
-                now,
-                &|_: i64, _: usize| {
-                    asked.set(true);
-                    false
-                },
-                &mut trial_fx,
-            );
-            if asked.get() {
-                let (locks, queued) = self.store.stage_gate(&new.deployment.pipeline).await?;
-                let gate = move |me: i64, s: usize| {
-                    locks.iter().all(|(ls, holder)| *ls != s || *holder == me)
-                        && queued.iter().all(|(qs, oldest)| *qs != s || *oldest >= me)
+            let asked = Asked::default();
+            machine::advance(&mut trial, now, &asked, &mut trial_fx);
+            if asked.stage.get() || asked.agents.get() {
+                let (locks, queued) = if asked.stage.get() {
+                    self.store.stage_gate(&new.deployment.pipeline).await?
+                } else {
+                    Default::default()
                 };
+                // A fleet stage about to choose its agents: one lookup, for every stage.
+                let agents = if asked.agents.get() || enters_fleet(&trial) {
+                    Some(self.store.list_agents().await?)
+                } else {
+                    None
+                };
+                let gate = Gate { locks, queued, agents };
                 machine::advance(&mut new, now, &gate, &mut fx);
             } else {
                 new = trial;
@@ -310,15 +316,15 @@ impl Engine {
                 return Ok((new, r));
             }
             new.deployment.updated_at = now;
-            let changed_tasks =
-                new.tasks.iter().zip(&old.tasks).filter(|(a, b)| a != b).map(|(a, _)| a.clone()).collect();
+            let (changed_tasks, new_tasks) = new.row_changes(&old);
             let events = machine::diff_events(Some(&old), &new, actor);
             let commit = Commit {
                 expected_version: old.deployment.row_version,
                 deployment: new.deployment.clone(),
                 changed_tasks,
+                new_tasks,
                 events,
-                logs: logs.to_vec(),
+                logs,
                 acquire_stage: fx.acquire_stage,
                 release_stage: fx.release_stage,
             };
@@ -338,19 +344,21 @@ impl Engine {
     }
 
     async fn after_commit(&self, old: &DeploymentState, new: &DeploymentState, fx: &Effects) {
+        let (changed, added) = new.row_changes(old);
         let mut envs = HashSet::new();
-        for (t, before) in new.tasks.iter().zip(&old.tasks) {
-            if t.status == TaskStatus::Ready && before.status != TaskStatus::Ready && t.spec.runs_on_agent() {
+        for t in changed.iter().chain(&added) {
+            if t.status == TaskStatus::Ready && t.spec.runs_on_agent() {
                 envs.insert(t.environment.clone());
             }
         }
         for e in envs {
             self.waker(&e).notify_waiters();
         }
-        for (t, before) in new.tasks.iter().zip(&old.tasks) {
+        for t in &changed {
+            let before = old.tasks.iter().find(|o| o.key() == t.key());
             if matches!(t.spec, TaskSpec::Webhook { .. })
                 && t.status == TaskStatus::InProgress
-                && t.attempt_id != before.attempt_id
+                && before.is_some_and(|b| t.attempt_id != b.attempt_id)
                 && let Some(attempt_id) = &t.attempt_id
             {
                 let d = &new.deployment;
@@ -407,6 +415,7 @@ impl Engine {
             application: p.application.clone(),
             pipeline: Some(p.name.clone()),
             stages: p.stages.clone(),
+            ..Default::default()
         };
         // Approvals that do not say whether the starter may approve: not in production.
         for stage in &mut spec.stages {
@@ -525,218 +534,48 @@ impl Engine {
         .await?;
         self.step(rid).await
     }
+}
 
-    /// An agent's long poll: re-delivers attempts it owns but did not list as running, else
-    /// claims up to `capacity` ready tasks of its environment, waiting up to `wait`.
-    pub async fn poll(
-        &self,
-        agent: &str,
-        environment: &str,
-        running: &[String],
-        capacity: u32,
-        wait: Duration,
-    ) -> Result<Vec<Assignment>> {
-        let mut out = Vec::new();
-        for (dep, attempt) in self.store.owned_attempts(agent).await? {
-            if !running.contains(&attempt)
-                && let Some(st) = self.store.load_deployment(dep).await?
-                && let Some(a) = self.assignment(&st, &attempt).await?
-            {
-                tracing::info!(agent, attempt, "re-delivering an attempt the agent did not report");
-                out.push(a);
-            }
-        }
-        if !out.is_empty() || capacity == 0 {
-            return Ok(out);
-        }
-        let deadline = tokio::time::Instant::now() + wait.min(MAX_POLL_WAIT);
-        self.polls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-        }
-        let _waiting = Waiting(&self.polls);
-        *self.polling.lock().expect("poisoned").entry(agent.to_string()).or_default() += 1;
-        struct Polling<'a>(&'a Mutex<HashMap<String, usize>>, &'a str);
-        impl Drop for Polling<'_> {
-            fn drop(&mut self) {
-                let mut m = self.0.lock().expect("poisoned");
-                if let Some(n) = m.get_mut(self.1) {
-                    *n -= 1;
-                    if *n == 0 {
-                        m.remove(self.1);
-                    }
-                }
-            }
-        }
-        let _polling = Polling(&self.polling, agent);
-        if self.draining() {
-            return Ok(self.held(deadline).await);
-        }
-        let notify = self.waker(environment);
-        loop {
-            let notified = notify.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.draining() {
-                return Ok(self.held(deadline).await);
-            }
-            let got = self.claim(agent, environment, capacity).await?;
-            if !got.is_empty() {
-                return Ok(got);
-            }
-            tokio::select! {
-                _ = &mut notified => continue,
-                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
-            }
-        }
-    }
+/// The gate of a trial step: it records what the machine asked for and says no.
+#[derive(Default)]
+struct Asked {
+    stage: std::cell::Cell<bool>,
+    agents: std::cell::Cell<bool>,
+}
 
-    /// A poll on a draining node: held until its deadline or the end of the drain (the agent
-    /// would ask again at once), handing out nothing.
-    async fn held(&self, deadline: tokio::time::Instant) -> Vec<Assignment> {
-        let resumed = self.resumed.notified();
-        tokio::pin!(resumed);
-        resumed.as_mut().enable();
-        if self.draining() {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
-                _ = &mut resumed => {}
-            }
-        }
-        Vec::new()
+impl machine::StageGate for Asked {
+    fn can_enter(&self, _: i64, _: usize) -> bool {
+        self.stage.set(true);
+        false
     }
+    fn agents(&self, _: &str) -> Option<Vec<(String, std::collections::BTreeMap<String, String>)>> {
+        self.agents.set(true);
+        None
+    }
+}
 
-    async fn claim(&self, agent: &str, environment: &str, capacity: u32) -> Result<Vec<Assignment>> {
-        let mut out = Vec::new();
-        for (dep, stage, task) in self.store.claimable_tasks(environment, capacity.saturating_mul(2)).await? {
-            if out.len() as u32 >= capacity {
-                break;
-            }
-            let attempt_id = hex::encode(rand::random::<[u8; 16]>());
-            let (lease, grace) = (self.lease, self.timeout_grace);
-            let r = self
-                .mutate(dep, &format!("agent:{agent}"), |st, _| {
-                    machine::claim(
-                        st,
-                        stage,
-                        task,
-                        agent,
-                        &attempt_id,
-                        Timestamp::now(),
-                        machine::Timing::new(lease, grace),
-                    )
-                })
-                .await;
-            match r {
-                Ok((st, ())) => {
-                    if let Some(a) = self.assignment(&st, &attempt_id).await? {
-                        out.push(a);
-                    }
-                }
-                Err(Error::InvalidState(_)) | Err(Error::NotFound(_)) | Err(Error::Conflict(_)) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
-    }
+/// The pipeline's stage locks and queue heads, and the registered agents, as the store has them.
+struct Gate {
+    locks: Vec<(usize, i64)>,
+    queued: Vec<(usize, i64)>,
+    /// `None`: not looked up (the machine then waits).
+    agents: Option<Vec<drover_core::store::AgentRecord>>,
+}
 
-    async fn assignment(&self, st: &DeploymentState, attempt_id: &str) -> Result<Option<Assignment>> {
-        let Some(t) = st.tasks.iter().find(|t| t.attempt_id.as_deref() == Some(attempt_id)) else {
-            return Ok(None);
-        };
-        let d = &st.deployment;
-        let artifact = if matches!(t.spec, TaskSpec::Deploy {}) {
-            self.store
-                .get_artifact(&d.application, &d.version)
-                .await?
-                .map(|a| ArtifactRef { sha256: a.sha256, size: a.size })
-        } else {
-            None
-        };
-        Ok(Some(Assignment {
-            attempt_id: attempt_id.to_string(),
-            deployment_id: d.id,
-            stage_index: t.stage_index,
-            stage: d.spec.stages.get(t.stage_index).map(|s| s.name.clone()).unwrap_or_default(),
-            task_index: t.task_index,
-            application: d.application.clone(),
-            version: d.version.clone(),
-            environment: t.environment.clone(),
-            spec: t.spec.clone(),
-            artifact,
-            started_by: d.created_by.clone(),
-        }))
+impl machine::StageGate for Gate {
+    fn can_enter(&self, me: i64, s: usize) -> bool {
+        self.locks.iter().all(|(ls, holder)| *ls != s || *holder == me)
+            && self.queued.iter().all(|(qs, oldest)| *qs != s || *oldest >= me)
     }
+    fn agents(&self, environment: &str) -> Option<Vec<(String, std::collections::BTreeMap<String, String>)>> {
+        let agents = self.agents.as_ref()?;
+        Some(agents.iter().filter(|a| a.environment == environment).map(|a| (a.name.clone(), a.labels.clone())).collect())
+    }
+}
 
-    /// An agent's credentials stopped working: its in-flight attempts end in `error` now, with
-    /// the reason, instead of waiting for their leases to run out.
-    pub async fn cut_off_agent(&self, agent: &str, why: &str) -> Result<usize> {
-        let mut n = 0;
-        let mut seen = std::collections::HashSet::new();
-        for (dep, _) in self.store.owned_attempts(agent).await? {
-            if !seen.insert(dep) {
-                continue;
-            }
-            n += self
-                .mutate(dep, "system", |st, _| Ok(machine::fail_agent_attempts(st, agent, why, Timestamp::now())))
-                .await?
-                .1;
-        }
-        if n > 0 {
-            tracing::warn!(agent, attempts = n, reason = why, "agent cut off: its running attempts failed");
-        }
-        Ok(n)
-    }
-
-    /// A heartbeat with log lines; returns false when the attempt should stop.
-    pub async fn attempt_events(
-        &self,
-        agent: &str,
-        attempt_id: &str,
-        logs: &[(Timestamp, String, String)],
-    ) -> Result<bool> {
-        let Some((dep, stage, task)) = self.store.attempt_task(attempt_id).await? else {
-            return Ok(false);
-        };
-        let alive = self.store.heartbeat(attempt_id, agent, Timestamp::now().plus(self.lease)).await?;
-        if alive && !logs.is_empty() {
-            self.store.append_logs(dep, stage, task, logs).await?;
-            let _ = self.changes.send(dep);
-        }
-        Ok(alive)
-    }
-
-    /// Records an attempt's result (idempotent per attempt).
-    pub async fn attempt_result(&self, agent: &str, attempt_id: &str, result: AttemptResult) -> Result<ResultStatus> {
-        let Some((dep, stage, task)) = self.store.attempt_task(attempt_id).await? else {
-            return Ok(ResultStatus::Stale);
-        };
-        let now = Timestamp::now();
-        // With the result, in the same commit: a follower sees the output with the status change.
-        let logs: Vec<_> = result.logs.iter().map(|l| (stage, task, now, l.stream.clone(), l.line.clone())).collect();
-        let (_, status) = self
-            .mutate_with_logs(dep, &format!("agent:{agent}"), &logs, |st, _| {
-                let owner = st
-                    .tasks
-                    .iter()
-                    .find(|t| t.attempt_id.as_deref() == Some(attempt_id))
-                    .and_then(|t| t.agent.as_deref());
-                if owner != Some(agent) {
-                    return Err(Error::Forbidden("this attempt belongs to another agent".into()));
-                }
-                machine::record_result(
-                    st,
-                    attempt_id,
-                    result.outcome,
-                    result.exit_code,
-                    result.message.clone(),
-                    Timestamp::now(),
-                )
-            })
-            .await?;
-        Ok(status)
-    }
+/// Did a trial step stop before entering a fleet stage? (Then the step that enters it needs the
+/// agents as well as the stage locks.)
+fn enters_fleet(trial: &DeploymentState) -> bool {
+    let d = &trial.deployment;
+    d.status == DeploymentStatus::Queued && d.spec.stages.get(d.stage_index).is_some_and(|s| s.is_fleet())
 }
