@@ -80,7 +80,7 @@ pub async fn run_task(
                 CommandSpec::Exec(v) => v.clone(),
             };
             let t = timeout.map(|d| d.0).unwrap_or(DEFAULT_RUN_TIMEOUT);
-            run_process(&argv, &cwd, &env_for(a, &cwd), t, &log, cancel, contain).await
+            run_process(&argv, &cwd, &env_for(cfg, a, &cwd), t, &log, cancel, contain).await
         }
         TaskSpec::Deploy {} => deploy(cfg, client, a, &app_dir, &log, cancel, contain).await,
         TaskSpec::HttpCheck { url, expect_status, timeout } => {
@@ -96,8 +96,9 @@ fn current_dir(app_dir: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(&cur).ok().filter(|p| p.is_dir())
 }
 
-fn env_for(a: &Assignment, release_dir: &Path) -> Vec<(String, String)> {
+fn env_for(cfg: &crate::AgentConfig, a: &Assignment, release_dir: &Path) -> Vec<(String, String)> {
     vec![
+        ("DROVER_AGENT".into(), cfg.name.clone()),
         ("DROVER_APPLICATION".into(), a.application.clone()),
         ("DROVER_VERSION".into(), a.version.clone()),
         ("DROVER_DEPLOYMENT_ID".into(), a.deployment_id.to_string()),
@@ -294,7 +295,7 @@ async fn deploy(
         let _ = tokio::fs::remove_dir_all(&staging).await;
         return fail(format!("moving the release into place: {e}"));
     }
-    let env = env_for(a, &release);
+    let env = env_for(cfg, a, &release);
     let hooks = crate::unpack::hook(&release, "pre-deploy")
         .and_then(|pre| Ok((pre, crate::unpack::hook(&release, "post-deploy")?)));
     let (pre, post) = match hooks {

@@ -375,7 +375,11 @@ impl Client {
         self.register_agent(&a).await
     }
     /// Replaces an agent's labels.
-    pub async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<Agent> {
+    pub async fn set_agent_labels(
+        &self,
+        name: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Agent> {
         self.put(&format!("/api/v1/agents/{name}/labels"), labels).await
     }
     pub async fn register_agent(&self, a: &NewAgent) -> Result<AgentCredentials> {

@@ -242,6 +242,30 @@ pub fn validate(spec: &PipelineSpec) -> Result<()> {
         if s.tasks.is_empty() {
             return Err(Error::Invalid(format!("stages[{i}].tasks: stage {:?} has no tasks", s.name)));
         }
+        validate_targets(i, s)?;
+    }
+    Ok(())
+}
+
+/// Most labels a fleet stage's agent selector may name.
+pub const MAX_SELECTOR_LABELS: usize = 32;
+
+fn validate_targets(i: usize, s: &drover_types::StageSpec) -> Result<()> {
+    use drover_types::Targets;
+    let bad = |key: &str, why: &str| Err(Error::Invalid(format!("stages[{i}].{key}: {why}")));
+    if s.batch.is_some() && s.targets != Targets::Rolling {
+        return bad("batch", "only a rolling stage has batches (targets: rolling)");
+    }
+    if s.max_failures.is_some() && !s.is_fleet() {
+        return bad("max_failures", "needs targets: all or rolling (a stage with one target stops at its failure)");
+    }
+    if let Some(sel) = &s.agents {
+        if !s.is_fleet() {
+            return bad("agents", "selecting agents needs targets: all or rolling");
+        }
+        if sel.labels.len() > MAX_SELECTOR_LABELS {
+            return bad("agents", &format!("at most {MAX_SELECTOR_LABELS} labels"));
+        }
     }
     Ok(())
 }
@@ -364,6 +388,41 @@ stages:
         let odd = "application: é\n  - ü: ß\n- - :\n-\n:\n'': x\n\u{2028}stages: [\n";
         let _ = Locator::new(odd).locate(Error::Invalid("stages[0]: x".into()));
         let _ = Locator::new(odd).refine("stages: field `ü` is not valid for a `é` task at line 1 column 1".into());
+    }
+
+    #[test]
+    fn fleet_settings_belong_to_fleet_stages() {
+        let stage = |extra: &str| {
+            format!(
+                "application: a\nstages:\n  - name: prod\n    environment: prod\n{extra}    tasks: [{{type: deploy}}]\n"
+            )
+        };
+        // (settings, the error says (empty: valid), at line)
+        let cases: &[(&str, &str, usize)] = &[
+            ("    targets: rolling\n    batch: 2\n    max_failures: 1\n", "", 0),
+            ("    targets: rolling\n    batch: 25%\n", "", 0),
+            ("    targets: all\n    agents: {labels: {region: eu}}\n", "", 0),
+            ("    targets: all\n    batch: 2\n", "stages[0].batch: only a rolling stage has batches", 6),
+            ("    max_failures: 1\n", "stages[0].max_failures: needs targets", 5),
+            ("    agents: {labels: {region: eu}}\n", "stages[0].agents: selecting agents needs targets", 5),
+            ("    targets: rolling\n    batch: 0\n", "invalid batch \"0\"", 6),
+            ("    targets: rolling\n    batch: 101%\n", "invalid batch", 6),
+            ("    targets: rolling\n    batch: two\n", "invalid batch", 6),
+            ("    targets: some\n", "unknown variant `some`", 5),
+            ("    targets: all\n    agents: {region: eu}\n", "unknown field `region`", 6),
+        ];
+        for (extra, want, line) in cases {
+            let r = parse_yaml(&stage(extra));
+            if want.is_empty() {
+                r.unwrap_or_else(|e| panic!("{extra}: {e}"));
+                continue;
+            }
+            let err = r.map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(want), "{extra}: {err}");
+            assert!(err.contains(&format!("at line {line}")), "{extra}: want line {line}: {err}");
+        }
+        let s = parse_yaml(&stage("    targets: rolling\n    batch: 25%\n")).unwrap();
+        assert_eq!(s.stages[0].batch_size(10), 3);
     }
 
     #[test]

@@ -376,9 +376,7 @@ pub async fn stage_lock_is_exclusive(s: Arc<dyn Store>) {
     let mut fx = Effects::default();
     machine::claim(
         &mut new,
-        0,
-        0,
-        None,
+        (0, 0, None),
         "ag",
         "att-a",
         Timestamp(3000),
@@ -411,9 +409,7 @@ pub async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
     let mut new = old.clone();
     machine::claim(
         &mut new,
-        0,
-        0,
-        None,
+        (0, 0, None),
         "agent-1",
         "att-1",
         Timestamp(5000),
@@ -475,8 +471,8 @@ pub async fn fleet_rows_belong_to_their_agents(s: Arc<dyn Store>) {
     let old = loaded;
     let mut new = old.clone();
     let t = Timing::new(Duration::from_secs(5), Duration::from_secs(60));
-    assert!(machine::claim(&mut new, 0, 0, Some("web-a"), "Web-c", "x", Timestamp(2100), t).is_err());
-    machine::claim(&mut new, 0, 0, Some("web-a"), "web-a", "att-a", Timestamp(2100), t).unwrap();
+    assert!(machine::claim(&mut new, (0, 0, Some("web-a")), "Web-c", "x", Timestamp(2100), t).is_err());
+    machine::claim(&mut new, (0, 0, Some("web-a")), "web-a", "att-a", Timestamp(2100), t).unwrap();
     assert_eq!(commit_of(&s, &old, new, Effects::default()).await, CommitOutcome::Committed);
     assert_eq!(s.attempt_task("att-a").await.unwrap(), Some(row("web-a")));
     assert_eq!(s.owned_attempts("web-a").await.unwrap(), vec![(id, "att-a".to_string())]);

@@ -43,7 +43,7 @@ pub struct TestServer {
     pub ca: PathBuf,
     pub admin_password: String,
     pg_schema: Option<String>,
-    agents: Vec<(watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
+    agents: Vec<(String, watch::Sender<bool>, tokio::task::JoinHandle<()>)>,
 }
 
 impl TestServer {
@@ -130,6 +130,25 @@ impl TestServer {
         Ok(work)
     }
 
+    /// Registers an agent with labels and runs it in-process; returns its work dir.
+    pub async fn labelled_agent(
+        &mut self,
+        name: &str,
+        environment: &str,
+        labels: &[(&str, &str)],
+    ) -> anyhow::Result<PathBuf> {
+        let a = drover_types::NewAgent {
+            name: name.into(),
+            environment: environment.into(),
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            jwks: None,
+        };
+        let cred = self.admin().register_agent(&a).await?;
+        let work = self.dir.path().join("agents").join(name);
+        self.run_agent(name, &cred.secret, &work, 4)?;
+        Ok(work)
+    }
+
     pub fn run_agent(&mut self, name: &str, secret: &str, work: &Path, capacity: u32) -> anyhow::Result<()> {
         self.run_agent_with(name, drover_client::ClientAuth::Secret(secret.into()), work, capacity)
     }
@@ -158,12 +177,12 @@ impl TestServer {
                 eprintln!("agent stopped: {e}");
             }
         });
-        self.agents.push((tx, h));
+        self.agents.push((name.to_string(), tx, h));
         Ok(())
     }
 
     pub async fn stop_agents(&mut self) {
-        for (tx, h) in self.agents.drain(..) {
+        for (_, tx, h) in self.agents.drain(..) {
             let _ = tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
         }

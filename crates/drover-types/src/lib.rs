@@ -15,7 +15,8 @@ pub mod waiting;
 
 pub use error::ErrorCode;
 pub use pipeline::{
-    AgentSelector, BatchSize, CommandSpec, DurationSpec, OnTimeout, PipelineSpec, Progression, StageSpec, Targets, TaskSpec,
+    AgentSelector, BatchSize, CommandSpec, DurationSpec, OnTimeout, PipelineSpec, Progression, StageSpec, Targets,
+    TaskSpec,
 };
 pub use waiting::{AgentAvailability, AgentSeen, WaitReason, WaitingFor};
 

@@ -133,7 +133,7 @@ impl<'de> Deserialize<'de> for BatchSize {
         };
         match Raw::deserialize(d)? {
             Raw::N(n) if (1..=100_000).contains(&n) => Ok(BatchSize::Agents(n as u32)),
-            Raw::N(n) => Err(bad(&n.to_string())),
+            Raw::N(n) => Err(bad(&format!("\"{n}\""))),
             Raw::S(s) => {
                 let t = s.trim();
                 if let Some(p) = t.strip_suffix('%')

@@ -89,6 +89,33 @@ pub enum WaitReason {
     Rollback {
         deployment: i64,
     },
+    /// A task of a fleet stage (`targets: all | rolling`): where its agents are.
+    Fleet {
+        stage: String,
+        task_index: usize,
+        /// The batch that runs now (from 1) and how many there are.
+        batch: u32,
+        batches: u32,
+        /// Agents running the task now.
+        running: Vec<String>,
+        /// Agents whose attempt is ready and not claimed yet.
+        unclaimed: Vec<String>,
+        /// Agents of later batches that have not started the task.
+        waiting: usize,
+        /// Agents whose attempt failed, and how many may.
+        failed: Vec<String>,
+        max_failures: u32,
+    },
+    /// A fleet stage's attempt for one agent that the agent has not claimed yet.
+    Claim {
+        agent: String,
+        /// Seen within the heartbeat timeout.
+        online: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen_at: Option<Timestamp>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadline: Option<Timestamp>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

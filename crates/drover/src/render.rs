@@ -64,8 +64,9 @@ pub fn deployment(d: &Deployment) -> String {
         }
     }
     for st in &d.stages {
+        let targets = if st.targets.is_one() { String::new() } else { format!(", {} agents", st.targets.as_str()) };
         s.push_str(
-            &format!("  stage {} ({}, {:?}): {}\n", st.name, st.environment, st.progression, st.status)
+            &format!("  stage {} ({}, {:?}{targets}): {}\n", st.name, st.environment, st.progression, st.status)
                 .replace("Automatic", "automatic")
                 .replace("Manual", "manual"),
         );
@@ -77,6 +78,17 @@ pub fn deployment(d: &Deployment) -> String {
                 for line in m.lines().take(12) {
                     s.push_str(&format!("       {line}\n"));
                 }
+            }
+            // A fleet stage: one line per agent (the first 50; the rest counted).
+            for r in t.targets.iter().take(50) {
+                let agent = r.agent.as_deref().unwrap_or("?");
+                let batch = r.batch.map(|b| format!("batch {b}")).unwrap_or_default();
+                let why =
+                    r.message.as_deref().and_then(|m| m.lines().next()).map(|m| format!("  {m}")).unwrap_or_default();
+                s.push_str(&format!("       {agent:<24} {batch:<9} {}{why}\n", r.status));
+            }
+            if t.targets.len() > 50 {
+                s.push_str(&format!("       ... and {} more agents\n", t.targets.len() - 50));
             }
         }
     }

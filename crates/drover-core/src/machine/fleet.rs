@@ -85,7 +85,11 @@ fn members(st: &DeploymentState, s: usize) -> Vec<Member> {
             continue;
         }
         if let Some(a) = &t.target {
-            let m = by.entry(a).or_insert_with(|| Member { name: a.clone(), batch: t.batch.unwrap_or(0), rows: Vec::new() });
+            let m = by.entry(a).or_insert_with(|| Member {
+                name: a.clone(),
+                batch: t.batch.unwrap_or(0),
+                rows: Vec::new(),
+            });
             m.rows.push(k);
         }
     }
@@ -102,7 +106,12 @@ pub fn failures(st: &DeploymentState, s: usize) -> Vec<(String, String)> {
             && !out.iter().any(|(n, _)| n == a)
         {
             let why = t.message.clone().or_else(|| t.exit_code.map(|c| format!("exit code {c}")));
-            let what = format!("task {} ({}){}", t.task_index + 1, t.spec.kind(), why.map(|w| format!(": {w}")).unwrap_or_default());
+            let what = format!(
+                "task {} ({}){}",
+                t.task_index + 1,
+                t.spec.kind(),
+                why.map(|w| format!(": {w}")).unwrap_or_default()
+            );
             out.push((a.clone(), what));
         }
     }
@@ -258,11 +267,19 @@ fn stage_name(st: &DeploymentState, s: usize) -> String {
 
 /// Retry (`skip == false`) or skip the failed agents' tasks of the current segment; the task's
 /// own row goes back to `in_progress`. Returns how many agents' tasks it changed.
-pub(super) fn retry_or_skip(st: &mut DeploymentState, current: usize, skip: bool, by: &str, reason: Option<String>, now: Timestamp) -> usize {
+pub(super) fn retry_or_skip(
+    st: &mut DeploymentState,
+    current: usize,
+    skip: bool,
+    by: &str,
+    reason: Option<String>,
+    now: Timestamp,
+) -> usize {
     let s = st.deployment.stage_index;
     let (a, b) = segment(&st.deployment.spec.stages[s], st.tasks[current].task_index);
     let mut n = 0;
-    for t in st.tasks.iter_mut().filter(|t| t.stage_index == s && t.target.is_some() && (a..b).contains(&t.task_index)) {
+    for t in st.tasks.iter_mut().filter(|t| t.stage_index == s && t.target.is_some() && (a..b).contains(&t.task_index))
+    {
         if t.status != T::Failed {
             continue;
         }

@@ -84,7 +84,7 @@ fn finish_ready(st: &mut DeploymentState, gate: &dyn StageGate, failing: &[&str]
     let mut names = Vec::new();
     for (ti, agent) in &rows {
         let id = format!("{agent}-{ti}-{now}");
-        claim(st, 0, *ti, Some(agent), agent, &id, Timestamp(now), T10).unwrap();
+        claim(st, (0, *ti, Some(agent)), agent, &id, Timestamp(now), T10).unwrap();
         let outcome = if failing.contains(&agent.as_str()) { Outcome::Failed } else { Outcome::Completed };
         record_result(st, &id, outcome, Some(if outcome == Outcome::Failed { 1 } else { 0 }), None, Timestamp(now))
             .unwrap();
@@ -197,7 +197,9 @@ fn failures_within_the_threshold_complete_the_stage_and_skip_the_failed_agents_r
         }
         assert_eq!(st.deployment.status, want, "{targets:?} max {max:?} failing {failing:?}");
         if want == D::Completed {
-            for t in st.tasks.iter().filter(|t| t.task_index == 1 && failing.contains(&t.target.as_deref().unwrap_or(""))) {
+            for t in
+                st.tasks.iter().filter(|t| t.task_index == 1 && failing.contains(&t.target.as_deref().unwrap_or("")))
+            {
                 assert_eq!(t.status, T::Skipped, "{t:?}");
             }
             let view = st.to_view();
@@ -210,7 +212,8 @@ fn failures_within_the_threshold_complete_the_stage_and_skip_the_failed_agents_r
 
 #[test]
 fn orchestrator_tasks_run_once_after_the_whole_fleet() {
-    let approval = TaskSpec::Approval { role: None, approvals: None, allow_self_approval: None, timeout: None, on_timeout: None };
+    let approval =
+        TaskSpec::Approval { role: None, approvals: None, allow_self_approval: None, timeout: None, on_timeout: None };
     let mut st = state(stage(Targets::Rolling, Some(BatchSize::Agents(2)), None, vec![run("a"), approval, run("b")]));
     let gate = fleet(3);
     step(&mut st, &gate, 0);
@@ -237,7 +240,7 @@ fn an_agent_that_goes_away_fails_its_attempt_by_its_lease() {
     let gate = fleet(3);
     step(&mut st, &gate, 0);
     for (ti, agent) in ready(&st) {
-        claim(&mut st, 0, ti, Some(&agent), &agent, &format!("x-{agent}"), Timestamp(1), T10).unwrap();
+        claim(&mut st, (0, ti, Some(&agent)), &agent, &format!("x-{agent}"), Timestamp(1), T10).unwrap();
     }
     record_result(&mut st, "x-a1", Outcome::Completed, Some(0), None, Timestamp(2)).unwrap();
     record_result(&mut st, "x-a3", Outcome::Completed, Some(0), None, Timestamp(2)).unwrap();
@@ -259,18 +262,25 @@ fn the_agent_set_is_fixed_when_the_stage_starts_and_attempts_are_their_agents_ow
     step(&mut st, &fleet(3), 1);
     assert_eq!(ready(&st), vec![(0, "a1".into()), (0, "a2".into())]);
     // Another agent cannot take a1's attempt, nor the task's own row.
-    assert!(claim(&mut st, 0, 0, Some("a1"), "a2", "x", Timestamp(1), T10).is_err());
-    assert!(claim(&mut st, 0, 0, None, "a2", "x", Timestamp(1), T10).is_err());
-    assert!(claim(&mut st, 0, 0, Some("a3"), "a3", "x", Timestamp(1), T10).is_err());
-    claim(&mut st, 0, 0, Some("a1"), "a1", "x", Timestamp(1), T10).unwrap();
-    assert!(claim(&mut st, 0, 0, Some("a1"), "a1", "y", Timestamp(1), T10).is_err(), "never twice");
+    assert!(claim(&mut st, (0, 0, Some("a1")), "a2", "x", Timestamp(1), T10).is_err());
+    assert!(claim(&mut st, (0, 0, None), "a2", "x", Timestamp(1), T10).is_err());
+    assert!(claim(&mut st, (0, 0, Some("a3")), "a3", "x", Timestamp(1), T10).is_err());
+    claim(&mut st, (0, 0, Some("a1")), "a1", "x", Timestamp(1), T10).unwrap();
+    assert!(claim(&mut st, (0, 0, Some("a1")), "a1", "y", Timestamp(1), T10).is_err(), "never twice");
 }
 
 #[test]
 fn labels_select_agents_and_no_match_is_an_error_that_retry_reconsiders() {
-    let labelled = |n: &str, region: &str| (n.to_string(), BTreeMap::from([("region".to_string(), region.to_string())]));
-    let gate = Fleet(vec![labelled("eu-1", "eu"), labelled("us-1", "us"), labelled("eu-2", "eu"), ("bare".into(), BTreeMap::new())]);
-    let table: &[(&[(&str, &str)], &[&str])] = &[
+    let labelled =
+        |n: &str, region: &str| (n.to_string(), BTreeMap::from([("region".to_string(), region.to_string())]));
+    let gate = Fleet(vec![
+        labelled("eu-1", "eu"),
+        labelled("us-1", "us"),
+        labelled("eu-2", "eu"),
+        ("bare".into(), BTreeMap::new()),
+    ]);
+    type Labels = &'static [(&'static str, &'static str)];
+    let table: &[(Labels, &[&str])] = &[
         (&[], &["bare", "eu-1", "eu-2", "us-1"]),
         (&[("region", "eu")], &["eu-1", "eu-2"]),
         (&[("region", "ap")], &[]),
@@ -304,8 +314,7 @@ fn skip_applies_to_the_failed_agents_task_and_they_go_on() {
     finish_ready(&mut st, &gate, &["a2"], 1);
     finish_ready(&mut st, &gate, &[], 2);
     assert_eq!(st.deployment.status, D::Error);
-    apply_action(&mut st, Action::Skip, &ADMIN, ActionInput::default(), Timestamp(3), &mut Effects::default())
-        .unwrap();
+    apply_action(&mut st, Action::Skip, &ADMIN, ActionInput::default(), Timestamp(3), &mut Effects::default()).unwrap();
     step(&mut st, &gate, 3);
     assert_eq!(ready(&st), vec![(1, "a2".into())], "a2 goes on with its next task");
     finish_ready(&mut st, &gate, &[], 4);
@@ -321,7 +330,7 @@ fn an_unclaimed_attempt_fails_at_the_dispatch_timeout_naming_its_agent() {
     let mut st = state(s);
     let gate = fleet(2);
     step(&mut st, &gate, 0);
-    claim(&mut st, 0, 0, Some("a1"), "a1", "x", Timestamp(1), T10).unwrap();
+    claim(&mut st, (0, 0, Some("a1")), "a1", "x", Timestamp(1), T10).unwrap();
     record_result(&mut st, "x", Outcome::Completed, Some(0), None, Timestamp(2)).unwrap();
     let ended = expire_deadlines(&mut st, Timestamp(6000), &mut Effects::default());
     assert_eq!(ended.len(), 1);
@@ -338,7 +347,7 @@ fn pause_stops_the_dispatch_clock_of_every_agents_row_and_abort_ends_them() {
     let mut fx = Effects::default();
     apply_action(&mut st, Action::Pause, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
     assert!(st.tasks.iter().all(|t| t.due_at.is_none()));
-    assert!(claim(&mut st, 0, 0, Some("a1"), "a1", "x", Timestamp(1), T10).is_err());
+    assert!(claim(&mut st, (0, 0, Some("a1")), "a1", "x", Timestamp(1), T10).is_err());
     apply_action(&mut st, Action::Resume, &ADMIN, ActionInput::default(), Timestamp(2), &mut fx).unwrap();
     step(&mut st, &gate, 2);
     assert!(st.tasks.iter().filter(|t| t.status == T::Ready).all(|t| t.due_at.is_some()));

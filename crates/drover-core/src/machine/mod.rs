@@ -226,17 +226,17 @@ impl Timing {
 }
 
 /// Hands the current task to an agent as a new attempt.
+/// `at` is the row: (stage, task, the fleet agent it is for).
 pub fn claim(
     st: &mut DeploymentState,
-    stage: usize,
-    task: usize,
-    target: Option<&str>,
+    at: (usize, usize, Option<&str>),
     agent: &str,
     attempt_id: &str,
     now: Timestamp,
     timing: Timing,
 ) -> Result<()> {
     let Timing { lease, grace } = timing;
+    let (stage, task, target) = at;
     let current = st.current_task_index();
     let in_progress = st.deployment.status == D::InProgress && st.deployment.stage_index == stage;
     let fleet = st.deployment.spec.stages.get(stage).is_some_and(|s| s.is_fleet());
@@ -741,6 +741,6 @@ mod fleet;
 pub use fleet::{failures as fleet_failures, segment, select};
 
 #[cfg(test)]
-mod tests;
-#[cfg(test)]
 mod fleet_tests;
+#[cfg(test)]
+mod tests;

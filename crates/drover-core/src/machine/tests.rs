@@ -46,7 +46,8 @@ fn complete_current(st: &mut DeploymentState, id: &str) {
     let s = st.deployment.stage_index;
     let i = st.current_task_index().unwrap();
     let ti = st.tasks[i].task_index;
-    claim(st, s, ti, None, "a1", id, Timestamp(1), Timing::new(Duration::from_secs(10), Duration::from_secs(60))).unwrap();
+    claim(st, (s, ti, None), "a1", id, Timestamp(1), Timing::new(Duration::from_secs(10), Duration::from_secs(60)))
+        .unwrap();
     assert_eq!(record_result(st, id, Outcome::Completed, Some(0), None, Timestamp(2)).unwrap(), ResultStatus::Recorded);
 }
 
@@ -85,8 +86,15 @@ fn failure_goes_to_error_then_retry_makes_a_new_attempt() {
     let mut st = state(vec![stage("dev", Progression::Automatic, vec![run()])]);
     let mut fx = Effects::default();
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
-    claim(&mut st, 0, 0, None, "a1", "x1", Timestamp(1), Timing::new(Duration::from_secs(5), Duration::from_secs(60)))
-        .unwrap();
+    claim(
+        &mut st,
+        (0, 0, None),
+        "a1",
+        "x1",
+        Timestamp(1),
+        Timing::new(Duration::from_secs(5), Duration::from_secs(60)),
+    )
+    .unwrap();
     record_result(&mut st, "x1", Outcome::Failed, Some(3), Some("boom".into()), Timestamp(2)).unwrap();
     advance(&mut st, Timestamp(2), OPEN, &mut fx);
     assert_eq!(st.deployment.status, D::Error);
@@ -103,8 +111,15 @@ fn failure_goes_to_error_then_retry_makes_a_new_attempt() {
     apply_action(&mut st, Action::Retry, &ADMIN, ActionInput::default(), Timestamp(4), &mut fx).unwrap();
     advance(&mut st, Timestamp(4), OPEN, &mut fx);
     assert_eq!(st.tasks[0].status, T::Ready);
-    claim(&mut st, 0, 0, None, "a1", "x2", Timestamp(5), Timing::new(Duration::from_secs(5), Duration::from_secs(60)))
-        .unwrap();
+    claim(
+        &mut st,
+        (0, 0, None),
+        "a1",
+        "x2",
+        Timestamp(5),
+        Timing::new(Duration::from_secs(5), Duration::from_secs(60)),
+    )
+    .unwrap();
     assert_eq!(st.tasks[0].attempt, 2);
     assert_eq!(
         record_result(&mut st, "x1", Outcome::Completed, None, None, Timestamp(6)).unwrap(),
@@ -119,9 +134,7 @@ fn lost_heartbeats_name_agent_and_task() {
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
     claim(
         &mut st,
-        0,
-        0,
-        None,
+        (0, 0, None),
         "agent-7",
         "x1",
         Timestamp(1),
@@ -204,8 +217,15 @@ fn reject_fails_and_abort_is_final() {
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
     apply_action(&mut st, Action::Pause, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
     assert!(
-        claim(&mut st, 0, 0, None, "a", "x", Timestamp(1), Timing::new(Duration::from_secs(1), Duration::from_secs(60)))
-            .is_err()
+        claim(
+            &mut st,
+            (0, 0, None),
+            "a",
+            "x",
+            Timestamp(1),
+            Timing::new(Duration::from_secs(1), Duration::from_secs(60))
+        )
+        .is_err()
     );
     apply_action(&mut st, Action::Resume, &ADMIN, ActionInput::default(), Timestamp(1), &mut fx).unwrap();
     assert_eq!(st.deployment.status, D::InProgress);
@@ -267,8 +287,15 @@ fn gated(setup: Setup) -> DeploymentState {
         return st;
     }
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
-    claim(&mut st, 0, 0, None, "a1", "x1", Timestamp(1), Timing::new(Duration::from_secs(10), Duration::from_secs(60)))
-        .unwrap();
+    claim(
+        &mut st,
+        (0, 0, None),
+        "a1",
+        "x1",
+        Timestamp(1),
+        Timing::new(Duration::from_secs(10), Duration::from_secs(60)),
+    )
+    .unwrap();
     match setup {
         Setup::RunningTask => return st,
         Setup::Paused => {
@@ -527,8 +554,15 @@ fn an_unclaimed_task_fails_at_its_stage_dispatch_timeout_naming_the_environment(
     apply_action(&mut st, Action::Retry, &ADMIN, ActionInput::default(), Timestamp(4000), &mut fx).unwrap();
     advance(&mut st, Timestamp(4000), OPEN, &mut fx);
     assert_eq!(st.tasks[0].due_at, Some(Timestamp(5000)));
-    claim(&mut st, 0, 0, None, "a1", "x1", Timestamp(4500), Timing::new(Duration::from_secs(5), Duration::from_secs(60)))
-        .unwrap();
+    claim(
+        &mut st,
+        (0, 0, None),
+        "a1",
+        "x1",
+        Timestamp(4500),
+        Timing::new(Duration::from_secs(5), Duration::from_secs(60)),
+    )
+    .unwrap();
     assert_eq!(st.tasks[0].due_at, Some(Timestamp(4500 + 3_660_000)), "1h default run timeout + 60s grace");
 }
 
@@ -541,8 +575,15 @@ fn a_task_past_its_timeout_and_the_grace_fails_on_the_orchestrator() {
     let mut st = state(vec![stage("dev", Progression::Automatic, vec![t])]);
     let mut fx = Effects::default();
     advance(&mut st, Timestamp(0), OPEN, &mut fx);
-    claim(&mut st, 0, 0, None, "a1", "x1", Timestamp(100), Timing::new(Duration::from_secs(30), Duration::from_secs(1)))
-        .unwrap();
+    claim(
+        &mut st,
+        (0, 0, None),
+        "a1",
+        "x1",
+        Timestamp(100),
+        Timing::new(Duration::from_secs(30), Duration::from_secs(1)),
+    )
+    .unwrap();
     assert_eq!(st.tasks[0].due_at, Some(Timestamp(3100)));
     // Heartbeats keep the lease alive; the deadline still passes.
     assert!(expire_deadlines(&mut st, Timestamp(3099), &mut fx).is_empty());

@@ -206,7 +206,13 @@ impl Engine {
         let Some(r) = self.store.attempt_task(attempt_id).await? else {
             return Ok(ResultStatus::Stale);
         };
-        let op = Op::Result { agent: agent.to_string(), attempt_id: attempt_id.to_string(), stage: r.stage, task: r.task, result };
+        let op = Op::Result {
+            agent: agent.to_string(),
+            attempt_id: attempt_id.to_string(),
+            stage: r.stage,
+            task: r.task,
+            result,
+        };
         match self.apply_op(r.deployment_id, op).await? {
             Done::Recorded(status) => Ok(status),
             Done::Claimed(_) => Err(Error::Store("a result was answered as a claim".into())),

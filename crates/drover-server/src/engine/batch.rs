@@ -104,9 +104,7 @@ impl Engine {
                         out.push(match op {
                             Op::Claim { stage, task, target, agent, attempt_id } => machine::claim(
                                 st,
-                                *stage,
-                                *task,
-                                target.as_deref(),
+                                (*stage, *task, target.as_deref()),
                                 agent,
                                 attempt_id,
                                 now,

@@ -569,7 +569,13 @@ impl machine::StageGate for Gate {
     }
     fn agents(&self, environment: &str) -> Option<Vec<(String, std::collections::BTreeMap<String, String>)>> {
         let agents = self.agents.as_ref()?;
-        Some(agents.iter().filter(|a| a.environment == environment).map(|a| (a.name.clone(), a.labels.clone())).collect())
+        Some(
+            agents
+                .iter()
+                .filter(|a| a.environment == environment)
+                .map(|a| (a.name.clone(), a.labels.clone()))
+                .collect(),
+        )
     }
 }
 

@@ -39,6 +39,15 @@ pub async fn annotate_with(c: &Ctx<'_>, st: &DeploymentState, view: &mut Deploym
         if matches!(t.status, T::Completed | T::Skipped | T::Rejected | T::Aborted) {
             continue;
         }
+        if t.target.is_some() {
+            if let Some(w) = target_reason(c, st, t, facts).await?
+                && let Some(own) = view.stages.get_mut(t.stage_index).and_then(|s| s.tasks.get_mut(t.task_index))
+                && let Some(run) = own.targets.iter_mut().find(|r| r.agent == t.target)
+            {
+                run.waiting_for = Some(w);
+            }
+            continue;
+        }
         if t.status == T::Failed && d.status != D::Error {
             continue;
         }
@@ -65,6 +74,114 @@ pub async fn annotate_with(c: &Ctx<'_>, st: &DeploymentState, view: &mut Deploym
 pub struct Facts {
     agents: HashMap<String, WaitReason>,
     approvers: HashMap<(String, Option<String>), usize>,
+    registered: Option<Vec<drover_core::store::AgentRecord>>,
+}
+
+/// A fleet stage's task: its batch, who runs it, who has not claimed it, who failed.
+fn fleet_reason(st: &DeploymentState, t: &TaskRecord, label: &str) -> WaitingFor {
+    let d = &st.deployment;
+    let spec = d.spec.stages.get(t.stage_index);
+    let rows: Vec<&TaskRecord> = st
+        .tasks
+        .iter()
+        .filter(|r| r.stage_index == t.stage_index && r.task_index == t.task_index && r.target.is_some())
+        .collect();
+    let name = |r: &&TaskRecord| r.target.clone().unwrap_or_default();
+    let running: Vec<String> = rows.iter().filter(|r| r.status == T::InProgress).map(name).collect();
+    let unclaimed: Vec<String> = rows.iter().filter(|r| r.status == T::Ready).map(name).collect();
+    let failed: Vec<String> = machine::fleet_failures(st, t.stage_index).into_iter().map(|(n, _)| n).collect();
+    let waiting = rows.iter().filter(|r| r.status == T::Pending && !failed.contains(&name(r))).count();
+    let batches = rows.iter().filter_map(|r| r.batch).max().map(|b| b + 1).unwrap_or(1);
+    let batch = rows.iter().filter(|r| !r.status.is_passed() && r.status != T::Failed).filter_map(|r| r.batch).min();
+    let batch = batch.map(|b| b + 1).unwrap_or(batches);
+    let max_failures = spec.map(|s| s.max_failures()).unwrap_or(0) as u32;
+    let shown = |v: &[String]| {
+        let mut s = v.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        if v.len() > 10 {
+            s.push_str(&format!(" and {} more", v.len() - 10));
+        }
+        s
+    };
+    let mut parts = vec![format!("batch {batch} of {batches}")];
+    if !running.is_empty() {
+        parts.push(format!("running on {}", shown(&running)));
+    }
+    if !unclaimed.is_empty() {
+        parts.push(format!("not yet claimed by {}", shown(&unclaimed)));
+    }
+    if waiting > 0 {
+        parts.push(format!("{waiting} agents wait for later batches"));
+    }
+    if !failed.is_empty() {
+        parts.push(format!("failed on {} (max_failures {max_failures})", shown(&failed)));
+    }
+    WaitingFor {
+        sentence: format!("{label}: {}", parts.join("; ")),
+        reason: WaitReason::Fleet {
+            stage: stage_name(d, t.stage_index),
+            task_index: t.task_index,
+            batch,
+            batches,
+            running,
+            unclaimed,
+            waiting,
+            failed,
+            max_failures,
+        },
+    }
+}
+
+/// A fleet stage's row for one agent: running, or not claimed yet by that agent.
+async fn target_reason(
+    c: &Ctx<'_>,
+    st: &DeploymentState,
+    t: &TaskRecord,
+    facts: &mut Facts,
+) -> Result<Option<WaitingFor>> {
+    let label = t.label(&st.deployment.spec);
+    let agent = t.target.clone().unwrap_or_default();
+    Ok(Some(match t.status {
+        T::Ready if st.deployment.status == D::Paused => paused(&st.deployment),
+        T::Ready => {
+            if facts.registered.is_none() {
+                facts.registered = Some(c.state.store.list_agents().await?);
+            }
+            let known = facts.registered.as_ref().and_then(|v| v.iter().find(|a| a.name == agent));
+            let online = known.is_some_and(|a| super::agents::is_online(c, a));
+            let last_seen_at = known.and_then(|a| a.last_seen_at);
+            let state = match (known, online, last_seen_at) {
+                (None, _, _) => "it is no longer registered".to_string(),
+                (Some(_), true, _) => "it claims it at its next poll".to_string(),
+                (Some(_), false, Some(at)) => format!("it is offline, last seen {at}"),
+                (Some(_), false, None) => "it has never been seen".to_string(),
+            };
+            let by = t.due_at.map(|d| format!("; it fails if not claimed by {d}")).unwrap_or_default();
+            WaitingFor {
+                sentence: format!("{label} waits for agent {agent}: {state}{by}"),
+                reason: WaitReason::Claim { agent, online, last_seen_at, deadline: t.due_at },
+            }
+        }
+        T::InProgress => {
+            let by = t.due_at.map(|due| format!("; the orchestrator fails it if it has not ended by {due}"));
+            WaitingFor {
+                sentence: format!("{label} is running{}", by.unwrap_or_default()),
+                reason: WaitReason::Running { agent, attempt_id: t.attempt_id.clone(), deadline: t.due_at },
+            }
+        }
+        T::Failed if st.deployment.status == D::Error => {
+            let message = t.message.clone().unwrap_or_else(|| "failed".into());
+            WaitingFor {
+                sentence: format!("{label} failed: {message}"),
+                reason: WaitReason::Error {
+                    stage: stage_name(&st.deployment, t.stage_index),
+                    task_index: t.task_index,
+                    message,
+                    actions: vec![Action::Retry, Action::Skip, Action::Abort],
+                },
+            }
+        }
+        _ => return Ok(None),
+    }))
 }
 
 fn stage_name(d: &DeploymentRecord, s: usize) -> String {
@@ -85,10 +202,17 @@ async fn task_reason(c: &Ctx<'_>, st: &DeploymentState, i: usize, facts: &mut Fa
     let t = &st.tasks[i];
     let label = t.label(&d.spec);
     let stage = stage_name(d, t.stage_index);
+    let fleet = d.spec.stages.get(t.stage_index).is_some_and(|s| s.is_fleet()) && t.spec.runs_on_agent();
+    if fleet && t.status == T::InProgress {
+        if d.status == D::Paused {
+            return Ok(Some(paused(d)));
+        }
+        return Ok(Some(fleet_reason(st, t, &label)));
+    }
     Ok(Some(match t.status {
         T::Pending => {
             // The task before it, in this stage or the one before.
-            let Some(prev) = i.checked_sub(1).map(|p| &st.tasks[p]) else {
+            let Some(prev) = st.tasks[..i].iter().rev().find(|p| p.target.is_none()) else {
                 return Ok(None);
             };
             let prev_label = prev.label(&d.spec);

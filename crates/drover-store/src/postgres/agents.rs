@@ -49,7 +49,8 @@ impl AgentStore for PgStore {
 
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
         let labels = serde_json::to_string(labels).map_err(crate::json_err)?;
-        let r = sqlx::query(sql::AGENT_SET_LABELS).bind(labels).bind(name).execute(&self.pool()).await.map_err(db_err)?;
+        let r =
+            sqlx::query(sql::AGENT_SET_LABELS).bind(labels).bind(name).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 }
