@@ -5,14 +5,14 @@
 //! time (the orchestrator's created_at → finished_at), the dispatch latency of the first task
 //! (created_at → its started_at), and the orchestrator's peak RSS.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use drover_client::{Client, Credentials};
+use drover_client::Client;
 use drover_types::DeploymentStatus;
+use pipeline_throughput::{peak_rss_mib, percentile, spawn};
 
 #[derive(Parser)]
 struct Args {
@@ -41,45 +41,6 @@ struct Args {
     /// Append the figures to this file.
     #[arg(long)]
     results: Option<PathBuf>,
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(bin: &Path, args: &[&str], log: &Path) -> anyhow::Result<Proc> {
-    let f = std::fs::File::create(log)?;
-    let child = Command::new(bin)
-        .args(args)
-        .stdout(f.try_clone()?)
-        .stderr(f)
-        .stdin(Stdio::null())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    Ok(Proc(child))
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = s
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
 }
 
 /// Starts `count` deployments at `rate`/s round-robin over `apps` applications; waits until all
@@ -136,31 +97,8 @@ async fn run(
 async fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let dir = tempfile::tempdir()?;
-    let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let url = format!("https://127.0.0.1:{port}");
-    let listen = format!("127.0.0.1:{port}");
-    let serve = spawn(
-        &a.bin,
-        &["serve", "--data-dir", data.to_str().unwrap(), "--listen", &listen],
-        &dir.path().join("serve.log"),
-    )?;
-    let ca = data.join("tls/ca.pem");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if ca.exists()
-            && let Ok(c) = Client::new(&url, Some(&ca), Credentials::None)
-            && c.health().await.is_ok()
-        {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("orchestrator did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let pw = std::fs::read_to_string(data.join("initial-admin-password"))?.trim().to_string();
-    let admin = Client::new(&url, Some(&ca), Credentials::Basic { user: "admin".into(), password: pw })?;
+    let o = pipeline_throughput::Orchestrator::start(&a.bin, dir.path()).await?;
+    let (serve, url, ca, admin) = (o.proc, o.url, o.ca, o.admin);
     let stages = ["s1", "s2", "s3", "s4"];
     let n_agents = a.agents.clamp(1, 4);
     let mut agents = Vec::new();
