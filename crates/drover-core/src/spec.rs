@@ -231,6 +231,10 @@ pub fn validate(spec: &PipelineSpec) -> Result<()> {
     if spec.stages.is_empty() {
         return Err(Error::Invalid("stages: a pipeline needs at least one stage".into()));
     }
+    // Accepted by the parser for the next step of issue 10; refused until they take effect.
+    if !spec.variables.is_empty() || spec.stages.iter().any(|s| !s.variables.is_empty()) {
+        return Err(Error::Invalid("variables: pipeline and stage variables are not supported yet".into()));
+    }
     let mut seen = HashSet::new();
     for (i, s) in spec.stages.iter().enumerate() {
         validate_name("stage", &s.name).map_err(|e| Error::Invalid(format!("stages[{i}].name: {e}")))?;
