@@ -92,6 +92,18 @@ impl TaskRecord {
         }
     }
 
+    /// Ready for a new attempt (retry): the last attempt's outcome is cleared, its count kept.
+    pub fn reset_for_retry(&mut self) {
+        self.status = TaskStatus::Ready;
+        self.due_at = None;
+        self.attempt_id = None;
+        self.agent = None;
+        self.exit_code = None;
+        self.message = None;
+        self.started_at = None;
+        self.finished_at = None;
+    }
+
     /// The row's identity within its deployment.
     pub fn key(&self) -> (usize, usize, Option<&str>) {
         (self.stage_index, self.task_index, self.target.as_deref())

@@ -141,13 +141,7 @@ pub(super) fn step(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGat
                 stage.environment
             );
             let label = st.tasks[current].label(&st.deployment.spec);
-            let t = &mut st.tasks[current];
-            t.status = T::Failed;
-            t.message = Some(msg.clone());
-            t.finished_at = Some(now);
-            st.deployment.status = drover_types::DeploymentStatus::Error;
-            st.deployment.message = Some(format!("{label} failed: {msg}"));
-            return Step::Stopped;
+            return stop(st, current, msg.clone(), format!("{label} failed: {msg}"), now);
         }
         let stage = stage.clone();
         expand(st, s, &stage, &selected);
@@ -234,13 +228,8 @@ pub(super) fn step(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGat
             names.join("; ")
         );
         let label = st.tasks[current].label(&st.deployment.spec);
-        let t = &mut st.tasks[current];
-        t.status = T::Failed;
-        t.message = Some(msg.clone());
-        t.finished_at = Some(now);
-        st.deployment.status = drover_types::DeploymentStatus::Error;
-        st.deployment.message = Some(format!("stage {} stopped at {label}: {msg}", stage_name(st, s)));
-        return Step::Stopped;
+        let whole = format!("stage {} stopped at {label}: {msg}", stage_name(st, s));
+        return stop(st, current, msg, whole, now);
     }
     // The task rows sum up their agents' rows.
     let mut started: BTreeMap<usize, Timestamp> = BTreeMap::new();
@@ -259,6 +248,17 @@ pub(super) fn step(st: &mut DeploymentState, now: Timestamp, gate: &dyn StageGat
         }
     }
     Step::Wait
+}
+
+/// The task's own row fails with `msg`; the deployment goes to `error` saying `whole`.
+fn stop(st: &mut DeploymentState, current: usize, msg: String, whole: String, now: Timestamp) -> Step {
+    let t = &mut st.tasks[current];
+    t.status = T::Failed;
+    t.message = Some(msg);
+    t.finished_at = Some(now);
+    st.deployment.status = drover_types::DeploymentStatus::Error;
+    st.deployment.message = Some(whole);
+    Step::Stopped
 }
 
 fn stage_name(st: &DeploymentState, s: usize) -> String {
@@ -290,14 +290,7 @@ pub(super) fn retry_or_skip(
             t.comment = reason.clone();
             t.finished_at = Some(now);
         } else {
-            t.status = T::Ready;
-            t.due_at = None;
-            t.attempt_id = None;
-            t.agent = None;
-            t.exit_code = None;
-            t.message = None;
-            t.started_at = None;
-            t.finished_at = None;
+            t.reset_for_retry();
         }
     }
     let has_targets = st.tasks.iter().any(|t| t.stage_index == s && t.target.is_some());

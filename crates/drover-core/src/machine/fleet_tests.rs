@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{DeploymentRecord, DeploymentState};
-use drover_types::{AgentSelector, BatchSize, CommandSpec, PipelineSpec, StageSpec, Targets};
+use crate::model::DeploymentState;
+use drover_types::{AgentSelector, BatchSize, CommandSpec, StageSpec, Targets};
 
 struct Fleet(Vec<(String, BTreeMap<String, String>)>);
 
@@ -26,27 +26,7 @@ fn run(cmd: &str) -> TaskSpec {
 }
 
 fn state(stage: StageSpec) -> DeploymentState {
-    let spec = PipelineSpec { application: "app".into(), stages: vec![stage], ..Default::default() };
-    DeploymentState {
-        tasks: DeploymentState::new_tasks(1, &spec),
-        deployment: DeploymentRecord {
-            id: 1,
-            pipeline: "app".into(),
-            application: "app".into(),
-            version: "1".into(),
-            status: D::Queued,
-            stage_index: 0,
-            holds_stage: false,
-            message: None,
-            created_by: "admin".into(),
-            created_at: Timestamp(0),
-            updated_at: Timestamp(0),
-            finished_at: None,
-            rollback_of: None,
-            spec,
-            row_version: 0,
-        },
-    }
+    super::tests::state(vec![stage])
 }
 
 fn stage(targets: Targets, batch: Option<BatchSize>, max_failures: Option<u32>, tasks: Vec<TaskSpec>) -> StageSpec {

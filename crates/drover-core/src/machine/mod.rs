@@ -623,14 +623,7 @@ pub fn apply_action(
             }
             let t = &mut st.tasks[i];
             if action == Action::Retry {
-                t.status = T::Ready;
-                t.due_at = None;
-                t.attempt_id = None;
-                t.agent = None;
-                t.exit_code = None;
-                t.message = None;
-                t.started_at = None;
-                t.finished_at = None;
+                t.reset_for_retry();
             } else {
                 t.status = T::Skipped;
                 t.decided_by = Some(actor.name.to_string());

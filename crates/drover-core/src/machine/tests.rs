@@ -3,7 +3,7 @@ use super::*;
 use crate::model::{DeploymentRecord, DeploymentState};
 use drover_types::{CommandSpec, DurationSpec, PipelineSpec, StageSpec};
 
-fn state(stages: Vec<StageSpec>) -> DeploymentState {
+pub(super) fn state(stages: Vec<StageSpec>) -> DeploymentState {
     let spec = PipelineSpec { application: "app".into(), pipeline: None, stages, ..Default::default() };
     DeploymentState {
         tasks: DeploymentState::new_tasks(1, &spec),
