@@ -96,8 +96,10 @@ fn current_dir(app_dir: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(&cur).ok().filter(|p| p.is_dir())
 }
 
+/// The stage's variables, then Drover's own (which a variable cannot be named).
 fn env_for(cfg: &crate::AgentConfig, a: &Assignment, release_dir: &Path) -> Vec<(String, String)> {
-    vec![
+    let own = a.variables.0.iter().map(|(k, v)| (k.clone(), v.clone()));
+    own.chain([
         ("DROVER_AGENT".into(), cfg.name.clone()),
         ("DROVER_APPLICATION".into(), a.application.clone()),
         ("DROVER_VERSION".into(), a.version.clone()),
@@ -107,7 +109,8 @@ fn env_for(cfg: &crate::AgentConfig, a: &Assignment, release_dir: &Path) -> Vec<
         ("DROVER_ATTEMPT_ID".into(), a.attempt_id.clone()),
         ("DROVER_RELEASE_DIR".into(), release_dir.display().to_string()),
         ("DROVER_STARTED_BY".into(), a.started_by.clone()),
-    ]
+    ])
+    .collect()
 }
 
 /// Runs a process in its own process group (journaled); streams its output; on timeout or

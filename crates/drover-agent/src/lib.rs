@@ -279,11 +279,17 @@ impl Agent {
 
     /// Runs the task with a log/heartbeat pump beside it.
     async fn execute(self: &Arc<Self>, a: &Assignment) -> AttemptResult {
+        // The attempt's secrets never leave this agent in what it sends back (the orchestrator
+        // masks again, with every secret it knows).
+        let masker = Arc::new(drover_core::vars::Masker::new(
+            a.secret.iter().filter_map(|n| a.variables.0.get(n)).map(String::as_str),
+        ));
         let (log_tx, mut log_rx) = mpsc::channel::<LogEntry>(1024);
         let (cancel_tx, cancel_rx) = watch::channel(false);
         let pump = {
             let me = self.clone();
             let attempt = a.attempt_id.clone();
+            let masker = masker.clone();
             tokio::spawn(async move {
                 let mut buf: Vec<LogEntry> = Vec::new();
                 // The claim started the lease; the first heartbeat is due one interval later.
@@ -297,7 +303,12 @@ impl Agent {
                     };
                     let closed = tokio::select! {
                         l = log_rx.recv() => match l {
-                            Some(l) => { buf.push(l); if buf.len() < 500 { continue } false }
+                            Some(mut l) => {
+                                masker.mask_string(&mut l.line);
+                                buf.push(l);
+                                if buf.len() < 500 { continue }
+                                false
+                            }
                             None => true,
                         },
                         _ = tokio::time::sleep_until(flush_at) => false,
@@ -341,7 +352,11 @@ impl Agent {
             },
         };
         let rest = pump.await.unwrap_or_default();
-        AttemptResult { outcome: outcome.outcome, exit_code: outcome.exit_code, message: outcome.message, logs: rest }
+        let mut message = outcome.message;
+        if let Some(m) = &mut message {
+            masker.mask_string(m);
+        }
+        AttemptResult { outcome: outcome.outcome, exit_code: outcome.exit_code, message, logs: rest }
     }
 
     /// Reports a result, retrying while the orchestrator is away.

@@ -4,6 +4,23 @@
 use super::*;
 
 impl Client {
+    // ---- environments' variables ----
+
+    pub async fn variables(&self, environment: &str) -> Result<Vec<drover_types::Variable>> {
+        self.get(&format!("/api/v1/environments/{environment}/variables")).await
+    }
+    pub async fn set_variable(
+        &self,
+        environment: &str,
+        name: &str,
+        v: &drover_types::SetVariable,
+    ) -> Result<drover_types::Variable> {
+        self.put(&format!("/api/v1/environments/{environment}/variables/{name}"), v).await
+    }
+    pub async fn delete_variable(&self, environment: &str, name: &str) -> Result<()> {
+        self.delete(&format!("/api/v1/environments/{environment}/variables/{name}")).await
+    }
+
     // ---- signing keys ----
 
     pub async fn keys(&self) -> Result<Vec<drover_types::SigningKey>> {

@@ -8,6 +8,7 @@ pub mod model;
 pub mod rbac;
 pub mod spec;
 pub mod store;
+pub mod vars;
 
 pub use model::{DeploymentRecord, DeploymentState, TaskRecord};
 pub use store::{Commit, CommitOutcome, Store};

@@ -55,6 +55,8 @@ privileges! {
     RoleManage => "role.manage", Global,
     KeystoreManage => "keystore.manage", Global,
     AuthProfileManage => "auth-profile.manage", Global,
+    VariableRead => "variable.read", Global,
+    VariableManage => "variable.manage", Global,
     AuditRead => "audit.read", Global,
     SystemObserve => "system.observe", Global,
     SystemManage => "system.manage", Global,

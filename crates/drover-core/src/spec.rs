@@ -187,7 +187,7 @@ impl Locator {
             return Error::Invalid(msg);
         }
         let path = msg.split(": ").next().unwrap_or("");
-        let looks_like_path = !path.is_empty() && path.chars().all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c));
+        let looks_like_path = !path.is_empty() && !path.contains(char::is_whitespace);
         match self.line_of(path).filter(|_| looks_like_path) {
             Some(l) => Error::Invalid(format!("{msg} at line {l}")),
             None => Error::Invalid(msg),
@@ -231,10 +231,7 @@ pub fn validate(spec: &PipelineSpec) -> Result<()> {
     if spec.stages.is_empty() {
         return Err(Error::Invalid("stages: a pipeline needs at least one stage".into()));
     }
-    // Accepted by the parser for the next step of issue 10; refused until they take effect.
-    if !spec.variables.is_empty() || spec.stages.iter().any(|s| !s.variables.is_empty()) {
-        return Err(Error::Invalid("variables: pipeline and stage variables are not supported yet".into()));
-    }
+    crate::vars::validate_map("variables", &spec.variables).map_err(Error::Invalid)?;
     let mut seen = HashSet::new();
     for (i, s) in spec.stages.iter().enumerate() {
         validate_name("stage", &s.name).map_err(|e| Error::Invalid(format!("stages[{i}].name: {e}")))?;
@@ -247,8 +244,24 @@ pub fn validate(spec: &PipelineSpec) -> Result<()> {
             return Err(Error::Invalid(format!("stages[{i}].tasks: stage {:?} has no tasks", s.name)));
         }
         validate_targets(i, s)?;
+        crate::vars::validate_map(&format!("stages[{i}].variables"), &s.variables).map_err(Error::Invalid)?;
+        for (j, t) in s.tasks.iter().enumerate() {
+            crate::vars::task_references(t).map_err(|e| Error::Invalid(format!("stages[{i}].tasks[{j}].{e}")))?;
+            if let drover_types::TaskSpec::Webhook { url, .. } = t
+                && authority(url).contains('$')
+            {
+                return Err(Error::Invalid(format!(
+                    "stages[{i}].tasks[{j}].url: the scheme, host and port of a webhook cannot be variables (the orchestrator's outbound policy checks them when the pipeline is applied)"
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// The `host:port` of a URL (empty when it has no `scheme://`).
+pub fn authority(url: &str) -> &str {
+    url.split_once("://").map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or("")).unwrap_or("")
 }
 
 /// Most labels a fleet stage's agent selector may name.
@@ -427,6 +440,35 @@ stages:
         }
         let s = parse_yaml(&stage("    targets: rolling\n    batch: 25%\n")).unwrap();
         assert_eq!(s.stages[0].batch_size(10), 3);
+    }
+
+    #[test]
+    fn variables_are_checked_with_their_lines() {
+        let doc = |vars: &str, command: &str| {
+            format!(
+                "application: a\nvariables:\n  GREETING: hello\n{vars}stages:\n  - name: dev\n    environment: dev\n    variables:\n      TARGET: world\n    tasks:\n      - type: run\n        command: {command}\n      - type: webhook\n        url: https://ci.example/job/${{GREETING}}\n"
+            )
+        };
+        parse_yaml(&doc("", "echo ${GREETING} ${TARGET} $${HOME}")).unwrap();
+        // (extra pipeline variables, command, the error says, at line)
+        let cases: &[(&str, &str, &str, usize)] = &[
+            ("  1BAD: x\n", "echo", "variables.1BAD: invalid variable name", 4),
+            ("  DROVER_AGENT: x\n", "echo", "names starting with DROVER_ are Drover's own", 4),
+            ("", "echo ${TARGET", "stages[0].tasks[0].command: an unclosed ${", 11),
+            ("", "echo ${A:-x}", "is not a variable reference", 11),
+        ];
+        for (vars, command, want, line) in cases {
+            let err = parse_yaml(&doc(vars, command)).map(|_| ()).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+            assert!(err.ends_with(&format!("at line {line}")), "{want}: want line {line}: {err}");
+        }
+        let host = doc("", "echo").replace("https://ci.example/job/${GREETING}", "https://${HOST}/job");
+        let err = parse_yaml(&host).unwrap_err().to_string();
+        assert!(
+            err.contains("stages[0].tasks[1].url: the scheme, host and port of a webhook cannot be variables"),
+            "{err}"
+        );
+        assert!(err.ends_with("at line 13"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod profiles;
 pub mod secrets;
 pub mod service;
 mod sse;
+pub mod variables;
 
 pub use engine::Engine;
 
@@ -118,7 +119,9 @@ pub struct Inner {
     pub listen: String,
     /// The token issuer (`iss`): the orchestrator's public URL.
     pub issuer: String,
-    pub keys: oauth::keys::KeyRing,
+    pub keys: Arc<oauth::keys::KeyRing>,
+    /// Environments' variables, plain and secret.
+    pub variables: Arc<variables::Variables>,
     /// Custom roles and access groups.
     pub principals: access::Principals,
     /// Authentication profiles (their token caches) for calls to external systems.
@@ -191,11 +194,13 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
     let initial_admin_password = bootstrap::admin(store.as_ref(), &cfg.data_dir).await?;
     let master_path = master_key_path(&cfg.data_dir);
     let master = oauth::keys::MasterKey::configured(&master_path)?;
-    let keys = oauth::keys::KeyRing::load(store.as_ref(), master).await?;
+    let keys = Arc::new(oauth::keys::KeyRing::load(store.as_ref(), master).await?);
+    let variables = Arc::new(variables::Variables::new(store.clone(), keys.clone()));
     bootstrap::cli_client(store.as_ref()).await?;
     bootstrap::agent_clients(store.as_ref()).await?;
     let principals = access::Principals::load(store.as_ref()).await?;
     let engine = Engine::new(store.clone(), cfg.heartbeat_timeout, cfg.task_timeout_grace);
+    engine.use_variables(variables.clone());
     let listener = TcpListener::bind(cfg.listen).await.map_err(|e| StartError::Listen(cfg.listen, e))?;
     let addr = listener.local_addr().map_err(|e| StartError::Listen(cfg.listen, e))?;
     let (shutdown, rx) = watch::channel(false);
@@ -216,6 +221,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         listen: addr.to_string(),
         issuer: cfg.public_url.clone().unwrap_or_else(|| format!("https://{addr}")),
         keys,
+        variables,
         principals,
         profiles: profiles::Profiles::default(),
         audit_sink,
@@ -321,6 +327,8 @@ pub struct MasterKeyRotation {
     pub new_id: String,
     pub signing_keys: usize,
     pub profile_secrets: usize,
+    /// Secret variables re-sealed.
+    pub variable_secrets: usize,
     /// Audit chain and checkpoint keys re-sealed.
     pub audit_keys: usize,
     /// The old key, kept until every value is re-sealed; delete it once no backup needs it.
@@ -346,18 +354,27 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
     }
     let old = oauth::keys::MasterKey::load_or_create(&path)?;
     let new = oauth::keys::MasterKey::rotate_file(&path)?;
-    let (signing_keys, profile_secrets, audit_keys) = reseal_with(data_dir, database_url, &new).await?;
+    let (signing_keys, profile_secrets, variable_secrets, audit_keys) =
+        reseal_with(data_dir, database_url, &new).await?;
     let retired_file = path.with_file_name(format!(
         "{}.retired-{}",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("master.key"),
         old.id()
     ));
-    tracing::info!(old = old.id(), new = new.id(), signing_keys, profile_secrets, "master key rotated");
+    tracing::info!(
+        old = old.id(),
+        new = new.id(),
+        signing_keys,
+        profile_secrets,
+        variable_secrets,
+        "master key rotated"
+    );
     Ok(MasterKeyRotation {
         old_id: old.id().into(),
         new_id: new.id().into(),
         signing_keys,
         profile_secrets,
+        variable_secrets,
         audit_keys,
         retired_file: Some(retired_file),
     })
@@ -368,12 +385,14 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
 /// or the `.retired-<id>` files beside the key file).
 pub async fn reseal(data_dir: &Path, database_url: Option<&str>) -> Result<MasterKeyRotation, StartError> {
     let key = oauth::keys::MasterKey::configured(&master_key_path(data_dir))?;
-    let (signing_keys, profile_secrets, audit_keys) = reseal_with(data_dir, database_url, &key).await?;
+    let (signing_keys, profile_secrets, variable_secrets, audit_keys) =
+        reseal_with(data_dir, database_url, &key).await?;
     Ok(MasterKeyRotation {
         old_id: String::new(),
         new_id: key.id().into(),
         signing_keys,
         profile_secrets,
+        variable_secrets,
         audit_keys,
         retired_file: None,
     })
@@ -383,14 +402,15 @@ async fn reseal_with(
     data_dir: &Path,
     database_url: Option<&str>,
     key: &oauth::keys::MasterKey,
-) -> Result<(usize, usize, usize), StartError> {
+) -> Result<(usize, usize, usize, usize), StartError> {
     let url =
         database_url.map(String::from).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("drover.db").display()));
     let store = drover_store::open(&url).await?;
     let signing_keys = oauth::keys::reseal_signing_keys(store.as_ref(), key).await?;
     let profile_secrets = profiles::Profiles::reseal_all(store.as_ref(), key, key).await?;
+    let variable_secrets = variables::Variables::reseal_all(store.as_ref(), key, key).await?;
     let audit_keys = audit_chain::reseal(data_dir, key)?;
-    Ok((signing_keys, profile_secrets, audit_keys))
+    Ok((signing_keys, profile_secrets, variable_secrets, audit_keys))
 }
 
 /// Accepts TCP connections within the caps, completes the TLS handshake (bounded), and serves

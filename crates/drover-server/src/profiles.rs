@@ -232,7 +232,11 @@ impl Profiles {
 
     /// Makes a webhook task's call; the outcome goes back to the engine as the attempt result.
     pub async fn run_webhook(&self, s: &AppState, call: &WebhookCall) -> AttemptResult {
-        let TaskSpec::Webhook { url, method, auth_profile, expect_status, body, timeout } = &call.spec else {
+        let spec = match &call.spec {
+            Ok(s) => s,
+            Err(e) => return failed(e.clone(), vec![]),
+        };
+        let TaskSpec::Webhook { url, method, auth_profile, expect_status, body, timeout } = spec else {
             return failed("not a webhook task".into(), vec![]);
         };
         let fill = |t: &str| {
@@ -295,7 +299,9 @@ impl Profiles {
                 Ok(r) => r.status().as_u16(),
                 Err(e) => {
                     let f = crate::outbound::failure(&target, &e);
-                    tracing::warn!(deployment = call.deployment_id, detail = %f.detail, "webhook call failed");
+                    // The URL may hold a secret variable: masked here as in the task's log.
+                    let masker = s.variables.snapshot().await.map(|v| v.masker.clone()).unwrap_or_default();
+                    tracing::warn!(deployment = call.deployment_id, detail = %masker.mask(&f.detail), "webhook call failed");
                     return failed(format!("{method} {}", f.shown), logs);
                 }
             };
@@ -353,10 +359,15 @@ async fn connect(
         None
     };
     let list = if profile_list { p.map(|p| p.allowed_urls.as_slice()) } else { None };
-    s.outbound.client(url, list, tls, limit).await.map_err(|r| {
-        tracing::warn!(detail = %r.detail, "outbound call refused: {}", r.shown);
-        r.shown
-    })
+    let refused = s.outbound.client(url, list, tls, limit).await;
+    match refused {
+        Ok(c) => Ok(c),
+        Err(r) => {
+            let masker = s.variables.snapshot().await.map(|v| v.masker.clone()).unwrap_or_default();
+            tracing::warn!(detail = %masker.mask(&r.detail), "outbound call refused: {}", masker.mask(&r.shown));
+            Err(masker.mask(&r.shown).into_owned())
+        }
+    }
 }
 
 /// Runs the webhook calls the engine hands over, each with its own deadline.

@@ -280,14 +280,17 @@ pub async fn pipelines_upsert(s: Arc<dyn Store>) {
     let p = Pipeline {
         name: "app-pipe".into(),
         application: "app".into(),
+        variables: [("A".to_string(), "1".to_string())].into(),
         stages: sp.stages.clone(),
         created_at: Timestamp(1),
         updated_at: Timestamp(1),
     };
     s.put_pipeline(&p).await.unwrap();
-    let p2 = Pipeline { stages: spec(3).stages, updated_at: Timestamp(2), ..p.clone() };
+    assert_eq!(s.get_pipeline("app-pipe").await.unwrap().unwrap().variables, p.variables);
+    let p2 = Pipeline { stages: spec(3).stages, updated_at: Timestamp(2), variables: Default::default(), ..p.clone() };
     s.put_pipeline(&p2).await.unwrap();
     let got = s.get_pipeline("app-pipe").await.unwrap().unwrap();
+    assert!(got.variables.is_empty(), "replaced with the rest");
     assert_eq!(got.stages.len(), 3);
     assert_eq!(got.created_at, Timestamp(1));
     assert_eq!(got.updated_at, Timestamp(2));

@@ -28,6 +28,7 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/sqlite/0007_artifact_retention.sql")),
     (8, include_str!("../migrations/sqlite/0008_deadlines.sql")),
     (9, include_str!("../migrations/sqlite/0009_fleets.sql")),
+    (10, include_str!("../migrations/sqlite/0010_variables.sql")),
 ];
 pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -39,6 +40,7 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../migrations/postgres/0007_artifact_retention.sql")),
     (8, include_str!("../migrations/postgres/0008_deadlines.sql")),
     (9, include_str!("../migrations/postgres/0009_fleets.sql")),
+    (10, include_str!("../migrations/postgres/0010_variables.sql")),
 ];
 
 pub(crate) fn json_err(e: serde_json::Error) -> Error {

@@ -78,6 +78,7 @@ pub(crate) fn pipeline(r: &impl Row) -> Result<Pipeline> {
     Ok(Pipeline {
         name: r.text("name")?,
         application: r.text("application")?,
+        variables: r.json("variables")?,
         stages: r.json("stages")?,
         created_at: r.ts("created_at")?,
         updated_at: r.ts("updated_at")?,

@@ -62,9 +62,9 @@ pub const ARTIFACT_PROTECTED: &str = "SELECT DISTINCT d.version FROM deployments
      AND (d.status NOT IN ('completed', 'aborted', 'failed') OR d.id >= COALESCE((SELECT MAX(c.id) \
      FROM deployments c WHERE c.pipeline = d.pipeline AND c.status = 'completed'), 0))";
 pub const ARTIFACT_DIGESTS: &str = "SELECT DISTINCT sha256 FROM artifacts";
-pub const PIPELINE_PUT: &str = "INSERT INTO pipelines (name, application, stages, created_at, updated_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (name) DO UPDATE SET application = excluded.application, \
-     stages = excluded.stages, updated_at = excluded.updated_at";
+pub const PIPELINE_PUT: &str = "INSERT INTO pipelines (name, application, stages, created_at, updated_at, variables) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO UPDATE SET application = excluded.application, \
+     stages = excluded.stages, updated_at = excluded.updated_at, variables = excluded.variables";
 pub const PIPELINE_GET: &str = "SELECT * FROM pipelines WHERE name = $1";
 pub const PIPELINE_LIST: &str = "SELECT * FROM pipelines ORDER BY name";
 pub const PIPELINE_DELETE: &str = "DELETE FROM pipelines WHERE name = $1";

@@ -40,6 +40,30 @@ pub struct Assignment {
     pub artifact: Option<ArtifactRef>,
     /// The operator or client that started the deployment.
     pub started_by: String,
+    /// Environment variables for `run` tasks and hooks: the stage's variables (plain ones, and
+    /// the secret ones this task refers to).
+    #[serde(default, skip_serializing_if = "TaskVariables::is_empty")]
+    pub variables: TaskVariables,
+    /// Which of `variables` are secret: the agent masks their values in what it sends back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret: Vec<String>,
+}
+
+/// An attempt's variables. Its `Debug` shows the names only: values may be secret.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskVariables(pub std::collections::BTreeMap<String, String>);
+
+impl TaskVariables {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for TaskVariables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

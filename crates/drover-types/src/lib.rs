@@ -234,6 +234,9 @@ pub struct Artifact {
 pub struct Pipeline {
     pub name: String,
     pub application: String,
+    /// The pipeline's own variables (`variables:` at its top level).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub variables: std::collections::BTreeMap<String, String>,
     pub stages: Vec<StageSpec>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -498,6 +501,36 @@ pub struct RegenerateSecret {
     /// Seconds the previous secret keeps working (0: none).
     #[serde(default)]
     pub grace_secs: u64,
+}
+
+/// An environment's variable (`GET /api/v1/environments/{env}/variables`). A secret one's value
+/// is never returned: `has_value` says it is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variable {
+    pub environment: String,
+    pub name: String,
+    pub secret: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub has_value: bool,
+    pub updated_at: Timestamp,
+    pub updated_by: String,
+}
+
+/// `PUT /api/v1/environments/{env}/variables/{name}`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVariable {
+    pub value: String,
+    #[serde(default)]
+    pub secret: bool,
+}
+
+impl std::fmt::Debug for SetVariable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = if self.secret { "***" } else { self.value.as_str() };
+        f.debug_struct("SetVariable").field("value", &value).field("secret", &self.secret).finish()
+    }
 }
 
 /// An authentication profile: credentials the orchestrator uses to call external systems.

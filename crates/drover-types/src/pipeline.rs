@@ -400,7 +400,8 @@ impl TryFrom<RawTask> for TaskSpec {
             }
             "http-check" => {
                 let url = r.url.ok_or_else(|| missing("url"))?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                // A check's whole base URL may be a variable (checked again once substituted).
+                if !(url.starts_with("http://") || url.starts_with("https://") || url.starts_with("${")) {
                     return Err(format!("field `url` must be an http:// or https:// URL, got {url:?}"));
                 }
                 TaskSpec::HttpCheck { url, expect_status: r.expect_status.unwrap_or(200), timeout: r.timeout }

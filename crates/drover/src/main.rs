@@ -148,6 +148,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<commands::EnvironmentsCommand>,
     },
+    /// An environment's variables: list, set (plain or --secret), delete.
+    Variables {
+        #[command(subcommand)]
+        command: commands::VariablesCommand,
+    },
     /// List deployments, newest first.
     Deployments {
         #[arg(long)]
@@ -281,6 +286,7 @@ async fn run(cli: Cli) -> u8 {
             commands::deployments::list(conn, pipeline.as_deref(), status.as_deref(), limit).await
         }
         Command::Agents { command } => commands::agents::run(conn, command).await,
+        Command::Variables { command } => commands::variables::run(conn, command).await,
         Command::System { command } => command.run(conn).await,
         Command::Artifact { command } => command.run(conn).await,
         Command::Audit { command } => command.run(conn).await,

@@ -17,6 +17,7 @@ mod operators;
 mod pipelines;
 mod profiles;
 mod system;
+mod variables;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
@@ -73,6 +74,9 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, GET "/api/v1/environments/{name}" => environments::get, PipelineRead);
     let r = route!(r, PUT "/api/v1/environments/{name}" => environments::put, EnvironmentManage);
     let r = route!(r, DELETE "/api/v1/environments/{name}" => environments::delete, EnvironmentManage);
+    let r = route!(r, GET "/api/v1/environments/{name}/variables" => variables::list, VariableRead);
+    let r = route!(r, PUT "/api/v1/environments/{name}/variables/{variable}" => variables::put, VariableManage);
+    let r = route!(r, DELETE "/api/v1/environments/{name}/variables/{variable}" => variables::delete, VariableManage);
     let r = route!(r, GET "/api/v1/agents" => agents::list, AgentRead);
     let r = route!(r, POST "/api/v1/agents" => agents::create, AgentManage);
     let r = route!(r, GET "/api/v1/agents/{name}" => agents::get, AgentRead);

@@ -10,7 +10,7 @@ use drover_core::machine::{self, ResultStatus};
 use drover_core::model::DeploymentState;
 use drover_core::store::NewLog;
 use drover_core::{Error, Result};
-use drover_types::agent::{ArtifactRef, Assignment, AttemptResult};
+use drover_types::agent::{ArtifactRef, Assignment, AttemptResult, Outcome};
 use drover_types::{TaskSpec, Timestamp};
 
 use super::batch::{Done, Op};
@@ -129,6 +129,21 @@ impl Engine {
             return Ok(None);
         };
         let d = &st.deployment;
+        let resolved = match self.resolve_task(st, t).await {
+            Ok(r) => r,
+            Err(Error::Invalid(why)) => {
+                // A variable went away (or cannot be opened) since the deployment started: the
+                // attempt fails with the reason instead of running with a hole in it.
+                tracing::warn!(deployment = d.id, attempt = attempt_id, reason = %why, "attempt failed: its variables");
+                let now = Timestamp::now();
+                self.mutate(d.id, "system", |st, _| {
+                    machine::record_result(st, attempt_id, Outcome::Failed, None, Some(why.clone()), now).map(|_| ())
+                })
+                .await?;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
         let artifact = if matches!(t.spec, TaskSpec::Deploy {}) {
             self.store
                 .get_artifact(&d.application, &d.version)
@@ -146,9 +161,11 @@ impl Engine {
             application: d.application.clone(),
             version: d.version.clone(),
             environment: t.environment.clone(),
-            spec: t.spec.clone(),
+            spec: resolved.spec,
             artifact,
             started_by: d.created_by.clone(),
+            variables: resolved.variables,
+            secret: resolved.secret,
         }))
     }
 
@@ -184,6 +201,7 @@ impl Engine {
         };
         let alive = self.store.heartbeat(attempt_id, agent, Timestamp::now().plus(self.lease)).await?;
         if alive && !logs.is_empty() {
+            let snap = self.masker().await?;
             let lines: Vec<NewLog> = logs
                 .iter()
                 .map(|(ts, stream, line)| NewLog {
@@ -192,7 +210,7 @@ impl Engine {
                     agent: r.target.clone(),
                     ts: *ts,
                     stream: stream.clone(),
-                    line: line.clone(),
+                    line: snap.masker.mask(line).into_owned(),
                 })
                 .collect();
             self.store.append_logs(r.deployment_id, &lines).await?;

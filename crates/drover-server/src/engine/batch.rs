@@ -95,6 +95,16 @@ impl Engine {
                 _ => "agents".to_string(),
             };
             let (lease, grace) = (self.lease, self.timeout_grace);
+            let snap = match self.masker().await {
+                Ok(s) => s,
+                Err(e) => {
+                    for q in batch {
+                        let _ = q.reply.send(Err(e.clone()));
+                    }
+                    continue;
+                }
+            };
+            let masker = &snap.masker;
             let r = self
                 .mutate_with_logs(dep, &actor, |st, _| {
                     let now = Timestamp::now();
@@ -122,7 +132,7 @@ impl Engine {
                                         attempt_id,
                                         result.outcome,
                                         result.exit_code,
-                                        result.message.clone(),
+                                        result.message.as_deref().map(|m| masker.mask(m).into_owned()),
                                         now,
                                     );
                                     // With the result, in the same commit: a follower sees the
@@ -134,7 +144,7 @@ impl Engine {
                                             agent: target.clone(),
                                             ts: now,
                                             stream: l.stream.clone(),
-                                            line: l.line.clone(),
+                                            line: masker.mask(&l.line).into_owned(),
                                         }));
                                     }
                                     r.map(Done::Recorded)

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 mod attempts;
 mod batch;
+mod vars;
 
 use drover_core::machine::{self, ActionInput, Actor, Effects, NewEvent};
 use drover_core::model::{DeploymentRecord, DeploymentState};
@@ -60,7 +61,8 @@ impl Acting {
 pub struct WebhookCall {
     pub deployment_id: i64,
     pub attempt_id: String,
-    pub spec: TaskSpec,
+    /// The task with its variables filled in, or why they could not be.
+    pub spec: std::result::Result<TaskSpec, String>,
     pub application: String,
     pub version: String,
     pub environment: String,
@@ -91,6 +93,8 @@ pub struct Engine {
     draining: std::sync::atomic::AtomicBool,
     /// Woken when a drain ends, so held polls ask again at once.
     resumed: Notify,
+    /// Environments' variables (none in engine-only tests).
+    variables: std::sync::OnceLock<Arc<crate::variables::Variables>>,
 }
 
 impl Engine {
@@ -114,6 +118,7 @@ impl Engine {
             polling: Default::default(),
             draining: Default::default(),
             resumed: Notify::new(),
+            variables: Default::default(),
         })
     }
 
@@ -362,10 +367,11 @@ impl Engine {
                 && let Some(attempt_id) = &t.attempt_id
             {
                 let d = &new.deployment;
+                let spec = self.resolve_task(new, t).await.map(|r| r.spec).map_err(|e| e.to_string());
                 let _ = self.calls.send(WebhookCall {
                     deployment_id: d.id,
                     attempt_id: attempt_id.clone(),
-                    spec: t.spec.clone(),
+                    spec,
                     application: d.application.clone(),
                     version: d.version.clone(),
                     environment: t.environment.clone(),
@@ -414,8 +420,8 @@ impl Engine {
         let mut spec = PipelineSpec {
             application: p.application.clone(),
             pipeline: Some(p.name.clone()),
+            variables: p.variables.clone(),
             stages: p.stages.clone(),
-            ..Default::default()
         };
         // Approvals that do not say whether the starter may approve: not in production.
         for stage in &mut spec.stages {
@@ -433,6 +439,7 @@ impl Engine {
                 }
             }
         }
+        self.resolve_at_start(&mut spec).await?;
         let needs_artifact = spec.stages.iter().any(|s| s.tasks.iter().any(|t| matches!(t, TaskSpec::Deploy {})));
         if needs_artifact && self.store.get_artifact(&p.application, version).await?.is_none() {
             return Err(Error::NotFound(format!(

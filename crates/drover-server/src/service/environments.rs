@@ -96,7 +96,14 @@ pub async fn delete(c: &Ctx<'_>, name: &str) -> Result<()> {
     if s.store.list_agents().await?.iter().any(|a| a.environment == name) {
         return Err(Error::Conflict(format!("environment {name} still has agents; remove them first")));
     }
-    if s.store.delete_environment(name).await? { Ok(()) } else { Err(not_found(name)) }
+    if !s.store.delete_environment(name).await? {
+        return Err(not_found(name));
+    }
+    let n = s.variables.delete_all(name).await?;
+    if n > 0 {
+        tracing::info!(environment = name, variables = n, "the environment's variables were deleted with it");
+    }
+    Ok(())
 }
 
 /// Whether `application` may target environment `e`.

@@ -24,6 +24,7 @@ pub mod operators;
 pub mod pipelines;
 pub mod profiles;
 pub mod system;
+pub mod variables;
 pub mod waiting;
 
 use drover_core::rbac::{Principal, Privilege};

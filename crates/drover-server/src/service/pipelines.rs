@@ -50,6 +50,7 @@ pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
         c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(&name))?;
     }
     references_exist(c, &spec).await?;
+    variables_resolve(c, &spec).await?;
     outbound_calls_allowed(c, &spec).await?;
     // Every environment first: missing ones need environment.manage, existing ones must admit
     // the application. Nothing is written until all of it holds.
@@ -87,11 +88,14 @@ pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
         }
     }
     let (outcome, pipeline) = match existing {
-        Some(p) if p.application == spec.application && p.stages == spec.stages => ("unchanged", p),
+        Some(p) if p.application == spec.application && p.stages == spec.stages && p.variables == spec.variables => {
+            ("unchanged", p)
+        }
         other => {
             let p = Pipeline {
                 name: name.clone(),
                 application: spec.application.clone(),
+                variables: spec.variables.clone(),
                 stages: spec.stages.clone(),
                 created_at: other.as_ref().map(|o| o.created_at).unwrap_or(now),
                 updated_at: now,
@@ -137,6 +141,45 @@ async fn references_exist(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
                     )));
                 }
                 _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every `${NAME}` must be a variable of the pipeline, the stage or the stage's environment; a
+/// secret one only where the environment lists the application (not "every application").
+async fn variables_resolve(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
+    use crate::variables::Value;
+    let snap = c.state.variables.snapshot().await?;
+    for (i, st) in spec.stages.iter().enumerate() {
+        let env = snap.of(&st.environment);
+        for (j, t) in st.tasks.iter().enumerate() {
+            let refs = drover_core::vars::task_references(t)
+                .map_err(|e| Error::Invalid(format!("stages[{i}].tasks[{j}].{e}")))?;
+            for (key, name) in refs {
+                if st.variables.contains_key(name) {
+                    continue;
+                }
+                match env.get(name) {
+                    Some(Value::Secret(_)) => {
+                        let e = c.state.store.get_environment(&st.environment).await?;
+                        if !e.is_some_and(|e| e.applications.contains(&spec.application)) {
+                            return Err(Error::Forbidden(format!(
+                                "stages[{i}].tasks[{j}].{key}: ${{{name}}} is a secret variable of environment {}, which does not list application {} (an administrator can allow it: drover environments set {} --application {})",
+                                st.environment, spec.application, st.environment, spec.application
+                            )));
+                        }
+                    }
+                    Some(Value::Plain(_)) => {}
+                    None if spec.variables.contains_key(name) => {}
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "stages[{i}].tasks[{j}].{key}: unknown variable ${{{name}}}; define it under variables: (the pipeline's or the stage's) or for environment {} (drover variables set {} {name} VALUE); write $${{ for a literal ${{",
+                            st.environment, st.environment
+                        )));
+                    }
+                }
             }
         }
     }

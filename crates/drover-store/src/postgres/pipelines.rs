@@ -24,6 +24,7 @@ impl PipelineStore for PgStore {
             .bind(serde_json::to_string(&p.stages).map_err(json_err)?)
             .bind(p.created_at.0)
             .bind(p.updated_at.0)
+            .bind(serde_json::to_string(&p.variables).map_err(json_err)?)
             .execute(&mut *tx)
             .await
             .map_err(db_err)?;

@@ -14,10 +14,11 @@ impl PipelineStore for SqliteStore {
     async fn put_pipeline(&self, p: &Pipeline) -> Result<()> {
         let p = p.clone();
         let stages = serde_json::to_string(&p.stages).map_err(json_err)?;
+        let vars = serde_json::to_string(&p.variables).map_err(json_err)?;
         self.write(move |c| {
             let tx = c.transaction().map_err(err)?;
             exec(&tx, sql::APPLICATION_ENSURE, params![p.application, p.created_at.0])?;
-            exec(&tx, sql::PIPELINE_PUT, params![p.name, p.application, stages, p.created_at.0, p.updated_at.0])?;
+            exec(&tx, sql::PIPELINE_PUT, params![p.name, p.application, stages, p.created_at.0, p.updated_at.0, vars])?;
             tx.commit().map_err(err)
         })
         .await

@@ -28,6 +28,7 @@ pub mod master_key;
 pub mod operators;
 pub mod pipelines;
 pub mod system;
+pub mod variables;
 
 pub use access::{AccessGroupsCommand, RolesCommand};
 pub use agent::AgentArgs;
@@ -42,6 +43,7 @@ pub use master_key::MasterKeyCommand;
 pub use operators::OperatorsCommand;
 pub use pipelines::EnvironmentsCommand;
 pub use system::SystemCommand;
+pub use variables::VariablesCommand;
 
 /// Whether this command authenticated with a `drover login` session (so that a refusal can
 /// say what to do).

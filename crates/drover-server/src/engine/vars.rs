@@ -1,0 +1,150 @@
+//! Variables in the engine: resolved when a deployment starts (the plain values of every stage
+//! are fixed in the deployment's copy of the pipeline, as each stage sees them), secret ones
+//! looked up when an attempt is handed out (only those its task refers to), and every log line,
+//! task message and webhook result masked before it is stored.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use drover_core::model::{DeploymentState, TaskRecord};
+use drover_core::vars::{self, Masker};
+use drover_core::{Error, Result};
+use drover_types::agent::TaskVariables;
+use drover_types::{PipelineSpec, TaskSpec};
+
+use super::Engine;
+use crate::variables::{Snapshot, Value, Variables};
+
+/// What an attempt gets: its task with references replaced, and its environment variables.
+pub(super) struct Resolved {
+    pub spec: TaskSpec,
+    pub variables: TaskVariables,
+    pub secret: Vec<String>,
+}
+
+impl Engine {
+    /// Environments' variables come from here (set once, when the orchestrator starts).
+    pub fn use_variables(&self, v: Arc<Variables>) {
+        let _ = self.variables.set(v);
+    }
+
+    async fn snapshot(&self) -> Result<Arc<Snapshot>> {
+        match self.variables.get() {
+            Some(v) => v.snapshot().await,
+            None => Ok(Arc::new(Snapshot::default())),
+        }
+    }
+
+    /// The masker of every secret variable (a secret of any environment is masked anywhere).
+    pub(super) async fn masker(&self) -> Result<Arc<Snapshot>> {
+        self.snapshot().await
+    }
+
+    /// Checks that every reference of every stage resolves, and fixes each stage's plain
+    /// variables (pipeline < environment < stage) in `spec`. Secret ones stay names: their
+    /// values are read when an attempt needs them, and only if the environment lists the
+    /// application explicitly.
+    pub(super) async fn resolve_at_start(&self, spec: &mut PipelineSpec) -> Result<()> {
+        let uses_any = !spec.variables.is_empty()
+            || spec.stages.iter().any(|s| {
+                !s.variables.is_empty() || s.tasks.iter().any(|t| vars::task_references(t).is_ok_and(|r| !r.is_empty()))
+            });
+        let snap = self.snapshot().await?;
+        if !uses_any && snap.by_environment.is_empty() {
+            return Ok(());
+        }
+        let pipeline: BTreeMap<String, Value> =
+            spec.variables.iter().map(|(k, v)| (k.clone(), Value::Plain(v.clone()))).collect();
+        for stage in &mut spec.stages {
+            let own: BTreeMap<String, Value> =
+                stage.variables.iter().map(|(k, v)| (k.clone(), Value::Plain(v.clone()))).collect();
+            let merged = vars::merge(&pipeline, &snap.of(&stage.environment), &own);
+            let mut secret_used = false;
+            for (j, t) in stage.tasks.iter().enumerate() {
+                let refs = vars::task_references(t)
+                    .map_err(|e| Error::Invalid(format!("stage {} task {}: {e}", stage.name, j + 1)))?;
+                for (key, name) in refs {
+                    match merged.get(name) {
+                        None => {
+                            return Err(Error::Invalid(format!(
+                                "stage {} task {} ({}): {key} refers to ${{{name}}}, which is not defined for environment {} (the pipeline's, the stage's or the environment's variables)",
+                                stage.name,
+                                j + 1,
+                                t.kind(),
+                                stage.environment
+                            )));
+                        }
+                        Some(Value::Secret(_)) => secret_used = true,
+                        Some(Value::Plain(_)) => {}
+                    }
+                }
+            }
+            if secret_used {
+                let env = self.store.get_environment(&stage.environment).await?;
+                if !env.as_ref().is_some_and(|e| e.applications.contains(&spec.application)) {
+                    return Err(Error::Forbidden(format!(
+                        "stage {} uses secret variables of environment {}, which does not list application {}; an administrator must allow it (drover environments set {} --application {})",
+                        stage.name, stage.environment, spec.application, stage.environment, spec.application
+                    )));
+                }
+            }
+            stage.variables = merged
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    Value::Plain(v) => Some((k, v)),
+                    Value::Secret(_) => None,
+                })
+                .collect();
+        }
+        Ok(())
+    }
+
+    /// The task of `t` as its attempt runs it; the error says which variable is missing.
+    pub(super) async fn resolve_task(&self, st: &DeploymentState, t: &TaskRecord) -> Result<Resolved> {
+        let plain = st.deployment.spec.stages.get(t.stage_index).map(|s| s.variables.clone()).unwrap_or_default();
+        let refs = vars::task_references(&t.spec).map_err(Error::Invalid)?;
+        let mut secret = Vec::new();
+        let mut values = plain.clone();
+        let needs_lookup = refs.iter().any(|(_, n)| !plain.contains_key(*n));
+        if needs_lookup {
+            let env = self.snapshot().await?.of(&t.environment);
+            for (_, name) in &refs {
+                if plain.contains_key(*name) {
+                    continue;
+                }
+                match env.get(*name) {
+                    Some(Value::Secret(Some(v))) => {
+                        values.insert(name.to_string(), v.clone());
+                        secret.push(name.to_string());
+                    }
+                    Some(Value::Plain(v)) => {
+                        values.insert(name.to_string(), v.clone());
+                    }
+                    Some(Value::Secret(None)) => {
+                        return Err(Error::Invalid(format!(
+                            "secret variable {name} of environment {} cannot be opened (see the orchestrator log)",
+                            t.environment
+                        )));
+                    }
+                    None => {
+                        return Err(Error::Invalid(format!(
+                            "variable {name} of environment {} was deleted after the deployment started; set it again and retry the task",
+                            t.environment
+                        )));
+                    }
+                }
+            }
+        }
+        let spec = vars::substitute_task(&t.spec, |n| values.get(n).cloned()).map_err(Error::Invalid)?;
+        if let TaskSpec::HttpCheck { url, .. } = &spec
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            let shown =
+                Masker::new(secret.iter().filter_map(|n| values.get(n)).map(String::as_str)).mask(url).into_owned();
+            return Err(Error::Invalid(format!(
+                "the check's url is not an http:// or https:// URL once its variables are filled in: {shown:?}"
+            )));
+        }
+        Ok(Resolved { spec, variables: TaskVariables(values), secret })
+    }
+}
