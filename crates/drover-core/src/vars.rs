@@ -163,12 +163,20 @@ pub fn task_references(t: &TaskSpec) -> Result<Vec<(&'static str, &str)>, String
 }
 
 /// The task with its references replaced; errors start with the key.
+///
+/// A command run by the shell keeps `${NAME}` as written (after checking that NAME is
+/// defined): every variable is in the process environment, so the shell expands it, with the
+/// shell's quoting — a value with quotes, `$` or `;` in it cannot change the command, and a
+/// secret does not appear in the command line other processes can read. `$${` still becomes
+/// `${`. Everywhere else (a command given as a list, URLs, bodies) the value is put in place.
 pub fn substitute_task(t: &TaskSpec, mut value: impl FnMut(&str) -> Option<String>) -> Result<TaskSpec, String> {
     let mut sub = |key: &str, s: &str| substitute(s, &mut value).map_err(|e| format!("{key}: {e}"));
     Ok(match t {
         TaskSpec::Run { command, timeout } => TaskSpec::Run {
             command: match command {
-                CommandSpec::Shell(s) => CommandSpec::Shell(sub("command", s)?),
+                CommandSpec::Shell(s) => CommandSpec::Shell(
+                    substitute(s, |n| value(n).map(|_| format!("${{{n}}}"))).map_err(|e| format!("command: {e}"))?,
+                ),
                 CommandSpec::Exec(v) => {
                     CommandSpec::Exec(v.iter().map(|s| sub("command", s)).collect::<Result<_, _>>()?)
                 }
@@ -381,6 +389,15 @@ mod tests {
         assert_eq!(e, "url: unknown variable ${JOB}");
         let run = TaskSpec::Run { command: CommandSpec::Exec(vec!["echo".into(), "${X".into()]), timeout: None };
         assert!(task_references(&run).unwrap_err().starts_with("command: an unclosed"));
+        // A list is not run by a shell: values go in place. A shell expands them itself.
+        let exec = TaskSpec::Run { command: CommandSpec::Exec(vec!["echo".into(), "${X}".into()]), timeout: None };
+        let got = substitute_task(&exec, |_| Some("a\"; rm -rf /".into())).unwrap();
+        assert_eq!(fields(&got), vec![("command", "echo"), ("command", "a\"; rm -rf /")]);
+        let shell =
+            TaskSpec::Run { command: CommandSpec::Shell("echo \"${X}\" $${i} ${DROVER_AGENT}".into()), timeout: None };
+        let got = substitute_task(&shell, |_| Some("a\"; rm -rf /".into())).unwrap();
+        assert_eq!(fields(&got), vec![("command", "echo \"${X}\" ${i} ${DROVER_AGENT}")]);
+        assert_eq!(substitute_task(&shell, |_| None).unwrap_err(), "command: unknown variable ${X}");
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub struct Environment {
     pub created_at: Timestamp,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct NewEnvironment {
     pub name: String,
     #[serde(default)]
