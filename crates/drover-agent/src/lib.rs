@@ -258,6 +258,7 @@ impl Agent {
                         me.freed.notify_one();
                         return;
                     }
+                    tracing::debug!(attempt = %a.attempt_id, variables = ?a.variables, secret = ?a.secret, "the attempt's variables");
                     tracing::info!(
                         attempt = %a.attempt_id, deployment = a.deployment_id, stage = %a.stage,
                         task = %a.spec.kind(), application = %a.application, version = %a.version,

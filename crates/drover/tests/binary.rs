@@ -629,6 +629,9 @@ async fn master_key_rotation_reseals_every_secret() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 201);
+    admin.create_environment(&drover_types::NewEnvironment { name: "dev".into(), ..Default::default() }).await.unwrap();
+    let token = drover_types::SetVariable { value: "rotated-secret-1".into(), secret: true };
+    admin.set_variable("dev", "TOKEN", &token).await.unwrap();
     let out = run(o.cli().args(["client", "show", "ci", "--output", "json"]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -644,6 +647,7 @@ async fn master_key_rotation_reseals_every_secret() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((r["signing_keys"].as_u64(), r["profile_secrets"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(r["variable_secrets"].as_u64(), Some(1));
     assert_ne!(r["old_id"], r["new_id"]);
     assert_ne!(std::fs::read_to_string(&master).unwrap(), before);
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&master).unwrap().permissions());
@@ -659,6 +663,13 @@ async fn master_key_rotation_reseals_every_secret() {
         Client::new(&o.url(), Some(&o.ca()), Credentials::Bearer(tok["access_token"].as_str().unwrap().into()))
             .unwrap();
     bearer.pipelines().await.unwrap();
+    // The secret variable opens under the new key (applying a pipeline reads every variable).
+    o.admin()
+        .apply_yaml("application: r\nstages: [{name: dev, environment: dev, tasks: [{type: wait, duration: 1s}]}]\n")
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!log.contains("cannot be opened"), "{log}");
     // Nothing sealed under the old key remains in the database.
     let db = rusqlite::Connection::open(dir.path().join("data/drover.db")).unwrap();
     let old_id = r["old_id"].as_str().unwrap();
@@ -890,4 +901,72 @@ async fn the_cli_takes_connection_options_anywhere_and_never_mixes_up_passwords(
     assert!(text.contains("[build 1] stdout: one") && text.contains("[build 1] stdout: two"), "{text}");
     let out = run(o.cli().args(["logs", &id.to_string()]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[build 1] stdout: two"));
+}
+
+/// The secret of the test below; it must never be in a log file, in any form.
+const LOG_SECRET: &str = "Tr4ce-level/secret value";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_the_log_files_at_trace_level() {
+    use base64::Engine as _;
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let trace = ("DROVER_LOG".to_string(), "trace".to_string());
+    let mut o = Orchestrator { dir: dir.path().into(), port: free_port(), proc: None, extra: vec![], env: vec![trace] };
+    o.restart().await;
+    let out = run(o.cli().args(["environments", "set", "dev", "--application", "sec"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // A secret is never an argument; from standard input it is taken (all of it, one trailing
+    // newline off).
+    let out = run(o.cli().args(["variables", "set", "dev", "TOKEN", "an-argument", "--secret"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not taken from an argument"));
+    let mut set = o.cli();
+    set.args(["variables", "set", "dev", "TOKEN", "--secret"]).stdin(Stdio::piped()).stdout(Stdio::null());
+    let mut set = set.spawn().unwrap();
+    set.stdin.take().unwrap().write_all(format!("{LOG_SECRET}\n").as_bytes()).unwrap();
+    assert!(set.wait().unwrap().success());
+    let out = run(o.cli().args(["variables", "set", "dev", "GREETING", "hello"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8_lossy(&run(o.cli().args(["variables", "list", "dev"])).stdout).to_string();
+    assert!(listed.contains("GREETING=hello") && listed.contains("TOKEN  (secret, set by admin)"), "{listed}");
+
+    let out = run(o
+        .cli()
+        .args(["agents", "add", "dev-1", "--environment", "dev", "--secret-out"])
+        .arg(dir.path().join("dev-1.secret")));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut agent = o.start_agent_cmd("dev-1");
+    agent.env("DROVER_LOG", "trace");
+    let _agent = Proc::spawn(agent, &dir.path().join("dev-1.log"));
+    let c = o.admin();
+    c.apply_yaml(
+        "application: sec\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: run\n        command: |\n          \
+         echo \"${GREETING}, token ${TOKEN}\"\n          printf '%s' \"$TOKEN\" | base64\n      - type: run\n        \
+         command: [\"sh\", \"-c\", \"echo as an argument: $1\", \"sh\", \"${TOKEN}\"]\n",
+    )
+    .await
+    .unwrap();
+    let id = c.deploy("sec", "1").await.unwrap().id;
+    let d = &wait_all(&c, &[id], Duration::from_secs(60), |s| s.is_terminal()).await[0];
+    assert_eq!(d.status, DS::Completed, "{d:#?}");
+    let out = run(o.cli().args(["logs", &id.to_string()]));
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(shown.contains("stdout: hello, token ***") && shown.contains("stdout: as an argument: ***"), "{shown}");
+    let b64 = base64::engine::general_purpose::STANDARD.encode(LOG_SECRET);
+    let forms = [LOG_SECRET.to_string(), b64.trim_end_matches('=').to_string()];
+    for form in &forms {
+        assert!(!shown.contains(form.as_str()), "the CLI shows {form:?}: {shown}");
+    }
+    // Stop both, so every line is written, then read what they logged at the most verbose level.
+    drop(_agent);
+    o.kill();
+    // (Each logs the attempt's variables at debug level: their names.)
+    for (file, debug_line) in [("serve.log", "attempt handed out"), ("dev-1.log", "the attempt's variables")] {
+        let log = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        assert!(log.contains(debug_line) && log.contains("TOKEN"), "{file} is at the most verbose level: {log}");
+        for form in &forms {
+            assert!(!log.contains(form.as_str()), "{file} holds {form:?}");
+        }
+    }
 }

@@ -144,6 +144,8 @@ impl Engine {
             }
             Err(e) => return Err(e),
         };
+        // The variables' names only (their Debug): values may be secret.
+        tracing::debug!(deployment = d.id, attempt = attempt_id, task = t.spec.kind(), variables = ?resolved.variables, secret = ?resolved.secret, "attempt handed out");
         let artifact = if matches!(t.spec, TaskSpec::Deploy {}) {
             self.store
                 .get_artifact(&d.application, &d.version)
