@@ -167,14 +167,18 @@ impl Follower {
 
     pub fn log_line(&self, l: &LogLine, d: Option<&Deployment>) -> String {
         let stage = d.and_then(|d| d.stages.get(l.stage_index)).map(|s| s.name.as_str()).unwrap_or("?");
-        format!("[{stage}]   | {}", l.line)
+        match &l.agent {
+            Some(a) => format!("[{stage} {a}]   | {}", l.line),
+            None => format!("[{stage}]   | {}", l.line),
+        }
     }
 }
 
-/// A line of `drover logs`: time, stage and task, stream, text.
+/// A line of `drover logs`: time, stage and task (and the agent, on a fleet stage), stream, text.
 pub fn log_line(l: &LogLine, d: &Deployment) -> String {
     let stage = d.stages.get(l.stage_index).map(|s| s.name.as_str()).unwrap_or("?");
-    format!("{} [{stage} {}] {}: {}", l.ts, l.task_index + 1, l.stream, l.line)
+    let agent = l.agent.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
+    format!("{} [{stage} {}{agent}] {}: {}", l.ts, l.task_index + 1, l.stream, l.line)
 }
 
 pub fn operator_line(o: &drover_types::Operator) -> String {

@@ -60,6 +60,19 @@ async fn rolling_stops_past_max_failures_and_retry_reruns_only_the_failed(b: Bac
     let logs = c.logs(d.id, 0).await?;
     let line = logs.lines.iter().find(|l| l.line.contains("failing on web-2")).expect("web-2's output");
     assert_eq!(line.agent.as_deref(), Some("web-2"));
+    // `drover logs` names the agent of each line of a fleet stage.
+    let pw = s.data_dir().join("admin.pw");
+    std::fs::write(&pw, &s.admin_password)?;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args(["logs", &d.id.to_string()])
+        .env("DROVER_URL", &s.url)
+        .env("DROVER_CA_CERT", &s.ca)
+        .env("DROVER_USER", "admin")
+        .env("DROVER_PASSWORD_FILE", &pw)
+        .env_remove("DROVER_PASSWORD")
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("[prod 1 web-2] stdout: failing on web-2"), "{text}");
     assert!(logs.lines.iter().all(|l| !l.line.contains("web-5")), "web-5 ran nothing");
 
     // Retry: only web-2 and web-3 run again; then the last batch.

@@ -21,9 +21,12 @@ async fn precedence_and_errors_at_apply_and_start(b: Backend) -> anyhow::Result<
     // A value with quotes and a `;` does not change the shell command it is used in.
     c.set_variable("dev", "TRICKY", &plain("a\"; echo INJECTED; \"")).await?;
     c.set_variable("dev", "ONLY_ENV", &plain("e")).await?;
+    // A secret the task does not refer to is not handed to it (and dev, open to every
+    // application, could not give it to this one).
+    c.set_variable("dev", "UNUSED_SECRET", &SetVariable { value: "not-for-you".into(), secret: true }).await?;
     let pipeline = "application: vars\nvariables:\n  A: pipeline\n  B: pipeline\n  C: pipeline\nstages:\n  - name: dev\n    \
                     environment: dev\n    variables:\n      C: stage\n    tasks:\n      - type: run\n        command: \
-                    'echo \"A=${A} B=${B} C=${C} env=$C tricky=${TRICKY} only=${ONLY_ENV} escaped=$${HOME:+set}\"'\n";
+                    'echo \"A=${A} B=${B} C=${C} env=$C tricky=${TRICKY} only=${ONLY_ENV} unused=[$UNUSED_SECRET] escaped=$${HOME:+set}\"'\n";
     c.apply_yaml(pipeline).await?;
     let d = c.deploy("vars", "1").await?;
     let d = wait_status(&c, d.id, DS::Completed).await?;
@@ -31,7 +34,7 @@ async fn precedence_and_errors_at_apply_and_start(b: Backend) -> anyhow::Result<
     let out: Vec<&str> = logs.lines.iter().filter(|l| l.stream == "stdout").map(|l| l.line.as_str()).collect();
     assert_eq!(
         out,
-        ["A=pipeline B=environment C=stage env=stage tricky=a\"; echo INJECTED; \" only=e escaped=set"],
+        ["A=pipeline B=environment C=stage env=stage tricky=a\"; echo INJECTED; \" only=e unused=[] escaped=set"],
         "stage > environment > pipeline; values are environment variables too"
     );
 
