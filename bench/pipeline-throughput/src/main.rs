@@ -41,7 +41,15 @@ struct Args {
     /// Append the figures to this file.
     #[arg(long)]
     results: Option<PathBuf>,
+    /// What each task prints: `none` (`true`, the default), `plain` (two lines through `sh`,
+    /// one with a token in it), `secret` (the same, the token a secret variable of the
+    /// environment: masking's cost is `secret` against `plain`).
+    #[arg(long, default_value = "none", value_parser = ["none", "plain", "secret"])]
+    output: String,
 }
+
+/// The token the tasks print (`--output plain|secret`).
+const TOKEN: &str = "tok-0123456789abcdef";
 
 /// Starts `count` deployments at `rate`/s round-robin over `apps` applications; waits until all
 /// are final; returns them.
@@ -128,13 +136,30 @@ async fn main() -> anyhow::Result<()> {
             &dir.path().join(format!("{name}.log")),
         )?);
     }
+    if a.output == "secret" {
+        // Secrets need environments that list the applications.
+        let applications: Vec<String> = (0..a.apps).map(|i| format!("app{i}")).collect();
+        for env in &stages[..n_agents] {
+            let e = drover_types::NewEnvironment {
+                name: env.to_string(),
+                applications: applications.clone(),
+                ..Default::default()
+            };
+            admin.create_environment(&e).await?;
+            let v = drover_types::SetVariable { value: TOKEN.into(), secret: true };
+            admin.set_variable(env, "TOKEN", &v).await?;
+        }
+    }
+    let task = match a.output.as_str() {
+        "plain" => format!("[{{type: run, command: \"echo deploying with {TOKEN}; echo done\"}}]"),
+        "secret" => "[{type: run, command: \"echo deploying with ${TOKEN}; echo done\"}]".to_string(),
+        _ => "[{type: run, command: [\"true\"]}]".to_string(),
+    };
     for i in 0..a.apps {
         let mut yaml = format!("application: app{i}\nstages:\n");
         for (k, s) in stages.iter().enumerate() {
             let env = stages[k % n_agents];
-            yaml.push_str(&format!(
-                "  - name: {s}\n    environment: {env}\n    tasks: [{{type: run, command: [\"true\"]}}]\n"
-            ));
+            yaml.push_str(&format!("  - name: {s}\n    environment: {env}\n    tasks: {task}\n"));
         }
         admin.apply_yaml(&yaml).await?;
     }
@@ -152,12 +177,13 @@ async fn main() -> anyhow::Result<()> {
     e2e.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let rss = peak_rss_mib(serve.0.id());
     let report = format!(
-        "pipeline-throughput: {} deployments x 4 stages x 1 no-op run task; {} agent(s) (capacity {}), {} applications, started at {}/s, SQLite\n\
+        "pipeline-throughput: {} deployments x 4 stages x 1 run task (output: {}); {} agent(s) (capacity {}), {} applications, started at {}/s, SQLite\n\
          deployments/s: {:.1}\n\
          end-to-end ms: p50 {:.0}, p99 {:.0}, max {:.0}\n\
          first-task dispatch ms: p50 {:.0}, p99 {:.0}\n\
          orchestrator peak RSS: {:.1} MiB\n",
         done.len(),
+        a.output,
         n_agents,
         a.capacity,
         a.apps,

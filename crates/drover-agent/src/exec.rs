@@ -434,7 +434,8 @@ async fn http_check(
                 return ok(format!("GET {url} answered {}", r.status()));
             }
             Ok(r) => format!("answered {}", r.status()),
-            Err(e) => format!("failed: {e}"),
+            // Without the URL: reqwest writes it re-encoded, a form the masker may not know.
+            Err(e) => format!("failed: {}", e.without_url()),
         };
         log.line("agent", format!("GET {url} {last}; expecting {expect}")).await;
         tokio::select! {

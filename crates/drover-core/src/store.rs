@@ -110,6 +110,8 @@ pub struct TaskRef {
     pub stage: usize,
     pub task: usize,
     pub target: Option<String>,
+    /// The task's environment (its secrets are the ones masked in its output).
+    pub environment: String,
 }
 
 /// A log line to append: the task it belongs to, the agent that printed it (fleet stages).

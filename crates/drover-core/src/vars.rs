@@ -20,6 +20,9 @@ pub const MAX_NAME: usize = 64;
 pub const MAX_VALUE_BYTES: usize = 16 * 1024;
 /// Most variables in one map (a pipeline's, a stage's, an environment's).
 pub const MAX_VARIABLES: usize = 256;
+/// Most bytes (names and values) in one map: a stage's variables, all of them together, stay
+/// far below what a process environment may hold.
+pub const MAX_MAP_BYTES: usize = 64 * 1024;
 /// Shorter secrets are refused: masking `ab` would mask half of every log.
 pub const MIN_SECRET_CHARS: usize = 4;
 /// What a secret's value is replaced by.
@@ -55,6 +58,9 @@ pub fn validate_value(name: &str, value: &str) -> Result<(), String> {
 pub fn validate_map(key: &str, vars: &BTreeMap<String, String>) -> Result<(), String> {
     if vars.len() > MAX_VARIABLES {
         return Err(format!("{key}: at most {MAX_VARIABLES} variables"));
+    }
+    if vars.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > MAX_MAP_BYTES {
+        return Err(format!("{key}: the variables come to more than {} KiB", MAX_MAP_BYTES / 1024));
     }
     for (k, v) in vars {
         validate_name(k).map_err(|e| format!("{key}.{k}: {e}"))?;
@@ -212,12 +218,33 @@ pub fn merge<V: Clone>(
 }
 
 /// Replaces secret values, and the forms a command may print them in (base64 at each of the
-/// three alignments, standard and URL-safe; percent-encoded), by [`MASK`]. A secret of several
-/// lines is also masked line by line (a log line is one line).
-#[derive(Debug, Clone, Default)]
+/// three alignments, standard and URL-safe, also wrapped at 64 and 76 columns; percent-encoded),
+/// by [`MASK`]. A secret of several lines is also masked line by line (a log line is one line).
+/// One pass over a line finds every form (Aho-Corasick, leftmost-longest).
+#[derive(Clone, Default)]
 pub struct Masker {
-    /// Longest first: a longer form is replaced before a shorter one inside it.
-    needles: Vec<String>,
+    finder: Option<aho_corasick::AhoCorasick>,
+    forms: usize,
+}
+
+/// Its forms are the secrets: `Debug` shows how many.
+impl std::fmt::Debug for Masker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Masker({} forms)", self.forms)
+    }
+}
+
+/// Checks a secret's value: it, and each of its lines that is not blank, must be long enough
+/// to be masked.
+pub fn validate_secret(name: &str, value: &str) -> Result<(), String> {
+    let short = value.trim().chars().count() < MIN_SECRET_CHARS
+        || value.lines().map(str::trim).any(|l| !l.is_empty() && l.chars().count() < MIN_SECRET_CHARS);
+    if short {
+        return Err(format!(
+            "variable {name}: a secret (and each line of it) needs at least {MIN_SECRET_CHARS} characters besides spaces (a shorter one could not be masked in logs)"
+        ));
+    }
+    Ok(())
 }
 
 impl Masker {
@@ -225,12 +252,13 @@ impl Masker {
         let mut needles = Vec::new();
         for s in secrets {
             let mut parts = vec![s];
-            if s.contains('\n') {
-                parts.extend(s.lines().map(|l| l.trim_end_matches('\r')));
+            if s.contains('\n') || s.trim() != s {
+                parts.push(s.trim());
+                parts.extend(s.lines().map(str::trim));
             }
             for p in parts {
-                if p.chars().count() < MIN_SECRET_CHARS {
-                    continue;
+                if p.trim().chars().count() < MIN_SECRET_CHARS {
+                    continue; // blank or too short: it would mask what is not secret
                 }
                 needles.push(p.to_string());
                 for k in 0..3 {
@@ -243,6 +271,19 @@ impl Masker {
                         needles.push(b);
                     }
                 }
+                // `base64` wraps at 76 columns, PEM at 64: each whole line of the encoding.
+                let whole = base64_at(p.as_bytes(), 0);
+                for width in [64, 76] {
+                    if whole.len() > width {
+                        let bytes = whole.as_bytes();
+                        needles.extend(
+                            bytes
+                                .chunks(width)
+                                .filter(|c| c.len() >= MIN_SECRET_CHARS)
+                                .map(|c| String::from_utf8_lossy(c).into_owned()),
+                        );
+                    }
+                }
                 for upper in [true, false] {
                     for plus in [false, true] {
                         let e = percent_encode(p, upper, plus);
@@ -253,24 +294,34 @@ impl Masker {
                 }
             }
         }
-        needles.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        needles.sort();
         needles.dedup();
-        Masker { needles }
+        let forms = needles.len();
+        let finder = (!needles.is_empty()).then(|| {
+            aho_corasick::AhoCorasick::builder()
+                .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+                .build(&needles)
+                .expect("a few thousand literal forms")
+        });
+        Masker { finder, forms }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.needles.is_empty()
+        self.finder.is_none()
     }
 
     /// `line` with every secret form replaced (borrowed when there is none).
     pub fn mask<'a>(&self, line: &'a str) -> Cow<'a, str> {
-        let mut out = Cow::Borrowed(line);
-        for n in &self.needles {
-            if out.contains(n.as_str()) {
-                out = Cow::Owned(out.replace(n.as_str(), MASK));
-            }
+        let Some(f) = &self.finder else { return Cow::Borrowed(line) };
+        if !f.is_match(line) {
+            return Cow::Borrowed(line);
         }
-        out
+        let mut out = String::with_capacity(line.len());
+        f.replace_all_with(line, &mut out, |_, _, dst| {
+            dst.push_str(MASK);
+            true
+        });
+        Cow::Owned(out)
     }
 
     /// Masks in place.
@@ -452,5 +503,34 @@ mod tests {
         assert!(!m.mask(&encoded).contains(&encoded[..12]), "{}", m.mask(&encoded));
         assert!(matches!(Masker::default().mask("x"), Cow::Borrowed(_)));
         assert!(Masker::new(["ab"]).is_empty(), "too short: nothing to mask");
+        // Blank lines of a secret are not forms: indentation stays.
+        let m = Masker::new(["first-line\n        \nsecond-line"]);
+        assert_eq!(m.mask("        indented"), "        indented");
+        assert_eq!(m.mask("  second-line  "), "  ***  ");
+        assert!(!format!("{m:?}").contains("first"), "{m:?}");
+    }
+
+    #[test]
+    fn wrapped_base64_is_masked_line_by_line() {
+        let secret: String = (0..120).map(|i| char::from(b'!' + (i * 7 % 90) as u8)).collect();
+        let m = Masker::new([secret.as_str()]);
+        let encoded = reference_base64(secret.as_bytes());
+        for width in [64, 76] {
+            let lines: Vec<&str> = encoded.as_bytes().chunks(width).map(|c| std::str::from_utf8(c).unwrap()).collect();
+            assert!(lines.len() >= 3, "{width}");
+            for l in &lines[..lines.len() - 1] {
+                assert_eq!(m.mask(l), MASK, "width {width}: {l}");
+            }
+        }
+    }
+
+    #[test]
+    fn secrets_too_short_to_mask_are_refused() {
+        for ok in ["abcd", "  abcd  ", "-----BEGIN-----\nAAAA\n\n-----END-----\n"] {
+            validate_secret("S", ok).unwrap_or_else(|e| panic!("{ok:?}: {e}"));
+        }
+        for bad in ["abc", "abc\n", "    ", "long-enough\nab\nlong-enough"] {
+            assert!(validate_secret("S", bad).unwrap_err().contains("at least 4"), "{bad:?}");
+        }
     }
 }

@@ -299,9 +299,13 @@ impl Profiles {
                 Ok(r) => r.status().as_u16(),
                 Err(e) => {
                     let f = crate::outbound::failure(&target, &e);
-                    // The URL may hold a secret variable: masked here as in the task's log.
-                    let masker = s.variables.snapshot().await.map(|v| v.masker.clone()).unwrap_or_default();
-                    tracing::warn!(deployment = call.deployment_id, detail = %masker.mask(&f.detail), "webhook call failed");
+                    // The URL may hold a secret variable: without the masker, no detail.
+                    match s.variables.snapshot().await {
+                        Ok(v) => {
+                            tracing::warn!(deployment = call.deployment_id, detail = %v.all().mask(&f.detail), "webhook call failed")
+                        }
+                        Err(_) => tracing::warn!(deployment = call.deployment_id, "webhook call failed"),
+                    }
                     return failed(format!("{method} {}", f.shown), logs);
                 }
             };
@@ -362,11 +366,18 @@ async fn connect(
     let refused = s.outbound.client(url, list, tls, limit).await;
     match refused {
         Ok(c) => Ok(c),
-        Err(r) => {
-            let masker = s.variables.snapshot().await.map(|v| v.masker.clone()).unwrap_or_default();
-            tracing::warn!(detail = %masker.mask(&r.detail), "outbound call refused: {}", masker.mask(&r.shown));
-            Err(masker.mask(&r.shown).into_owned())
-        }
+        Err(r) => match s.variables.snapshot().await {
+            Ok(v) => {
+                let m = v.all();
+                tracing::warn!(detail = %m.mask(&r.detail), "outbound call refused: {}", m.mask(&r.shown));
+                Err(m.mask(&r.shown).into_owned())
+            }
+            // A URL may hold a secret variable: without the masker, say only that it failed.
+            Err(_) => {
+                tracing::warn!("outbound call refused (details withheld: the variables cannot be read)");
+                Err("the call was refused".into())
+            }
+        },
     }
 }
 

@@ -75,16 +75,29 @@ impl std::fmt::Debug for Value {
     }
 }
 
-/// Every variable, by environment; and the masker of every secret.
+/// Every variable, by environment; and each environment's masker (of its secrets).
 #[derive(Default)]
 pub struct Snapshot {
     pub by_environment: HashMap<String, BTreeMap<String, Value>>,
-    pub masker: Masker,
+    maskers: HashMap<String, Masker>,
+    /// Of every secret of every environment: for the orchestrator's own log lines.
+    all: Masker,
 }
+
+static NO_SECRETS: std::sync::LazyLock<Masker> = std::sync::LazyLock::new(Masker::default);
 
 impl Snapshot {
     pub fn of(&self, environment: &str) -> BTreeMap<String, Value> {
         self.by_environment.get(environment).cloned().unwrap_or_default()
+    }
+    /// What a task of `environment` prints is masked with that environment's secrets (only
+    /// those: masking another environment's would tell its value to whoever guesses it).
+    pub fn masker(&self, environment: &str) -> &Masker {
+        self.maskers.get(environment).unwrap_or(&NO_SECRETS)
+    }
+    /// Every secret: for what the orchestrator itself logs.
+    pub fn all(&self) -> &Masker {
+        &self.all
     }
 }
 
@@ -107,7 +120,7 @@ impl Variables {
             return Ok(s.clone());
         }
         let mut snap = Snapshot::default();
-        let mut secrets = Vec::new();
+        let mut secrets: HashMap<String, Vec<String>> = HashMap::new();
         for (k, body, _) in self.store.record_list(KIND).await? {
             let Ok(st) = serde_json::from_str::<Stored>(&body) else {
                 tracing::error!(variable = %k, "a stored variable cannot be read; ignoring it");
@@ -117,7 +130,7 @@ impl Variables {
                 (Some(v), _) if !st.secret => Value::Plain(v.clone()),
                 (_, Some(sealed)) => match self.open(&st.environment, &st.name, sealed) {
                     Ok(v) => {
-                        secrets.push(v.clone());
+                        secrets.entry(st.environment.clone()).or_default().push(v.clone());
                         Value::Secret(Some(v))
                     }
                     Err(e) => {
@@ -129,7 +142,9 @@ impl Variables {
             };
             snap.by_environment.entry(st.environment.clone()).or_default().insert(st.name.clone(), value);
         }
-        snap.masker = Masker::new(secrets.iter().map(String::as_str));
+        snap.all = Masker::new(secrets.values().flatten().map(String::as_str));
+        snap.maskers =
+            secrets.iter().map(|(env, v)| (env.clone(), Masker::new(v.iter().map(String::as_str)))).collect();
         let snap = Arc::new(snap);
         *self.cached.lock().expect("poisoned") = Some((Instant::now(), snap.clone()));
         Ok(snap)
@@ -159,6 +174,23 @@ impl Variables {
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// Bytes (names and values, secret ones included) of an environment's variables but `except`.
+    pub async fn bytes(&self, environment: &str, except: &str) -> Result<usize> {
+        let snap = self.snapshot().await?;
+        Ok(snap
+            .of(environment)
+            .iter()
+            .filter(|(k, _)| k.as_str() != except)
+            .map(|(k, v)| {
+                k.len()
+                    + match v {
+                        Value::Plain(v) | Value::Secret(Some(v)) => v.len(),
+                        Value::Secret(None) => 0,
+                    }
+            })
+            .sum())
     }
 
     /// Creates or replaces a variable (checked by the caller); a secret value is sealed.

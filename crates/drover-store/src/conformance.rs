@@ -405,7 +405,7 @@ pub async fn claims_heartbeats_and_leases(s: Arc<dyn Store>) {
     let id = s.create_deployment(&record(&sp), &created()).await.unwrap();
     assert!(s.claimable_tasks("env0", "agent-1", 10).await.unwrap().is_empty(), "pending tasks are not claimable");
     step(&s, id).await;
-    let own = TaskRef { deployment_id: id, stage: 0, task: 0, target: None };
+    let own = TaskRef { deployment_id: id, stage: 0, task: 0, target: None, environment: "env0".into() };
     assert_eq!(s.claimable_tasks("env0", "agent-1", 10).await.unwrap(), vec![own.clone()]);
     assert!(s.claimable_tasks("env1", "agent-1", 10).await.unwrap().is_empty());
     let old = s.load_deployment(id).await.unwrap().unwrap();
@@ -467,7 +467,8 @@ pub async fn fleet_rows_belong_to_their_agents(s: Arc<dyn Store>) {
             (Some("web-b".into()), Some(1), TaskStatus::Pending),
         ]
     );
-    let row = |a: &str| TaskRef { deployment_id: id, stage: 0, task: 0, target: Some(a.into()) };
+    let row =
+        |a: &str| TaskRef { deployment_id: id, stage: 0, task: 0, target: Some(a.into()), environment: "env0".into() };
     assert_eq!(s.claimable_tasks("env0", "web-a", 10).await.unwrap(), vec![row("web-a")]);
     assert!(s.claimable_tasks("env0", "web-b", 10).await.unwrap().is_empty(), "batch 2 waits");
     assert!(s.claimable_tasks("env0", "intruder", 10).await.unwrap().is_empty());

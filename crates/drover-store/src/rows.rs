@@ -142,6 +142,7 @@ pub(crate) fn task_ref(r: &impl Row) -> Result<TaskRef> {
         stage: r.int("stage_index")? as usize,
         task: r.int("task_index")? as usize,
         target: Some(r.text("target")?).filter(|t| !t.is_empty()),
+        environment: r.text("environment")?,
     })
 }
 

@@ -151,13 +151,13 @@ pub const QUEUE_HEADS: &str =
     "SELECT MIN(id) AS id FROM deployments WHERE status = 'queued' GROUP BY pipeline, stage_index ORDER BY 1";
 pub const ACTIVE_IDS: &str =
     "SELECT id FROM deployments WHERE status NOT IN ('completed', 'aborted', 'failed') ORDER BY id";
-pub const CLAIMABLE: &str = "SELECT deployment_id, stage_index, task_index, target FROM task_runs \
+pub const CLAIMABLE: &str = "SELECT deployment_id, stage_index, task_index, target, environment FROM task_runs \
      WHERE status = 'ready' AND on_agent = 1 AND environment = $1 AND (target = '' OR target = $2) \
      ORDER BY deployment_id LIMIT $3";
 pub const OWNED_ATTEMPTS: &str = "SELECT deployment_id, attempt_id FROM task_runs \
      WHERE status = 'in_progress' AND agent = $1 AND attempt_id IS NOT NULL";
 pub const ATTEMPT_TASK: &str =
-    "SELECT deployment_id, stage_index, task_index, target FROM task_runs WHERE attempt_id = $1";
+    "SELECT deployment_id, stage_index, task_index, target, environment FROM task_runs WHERE attempt_id = $1";
 pub const HEARTBEAT: &str =
     "UPDATE task_runs SET lease_until = $1 WHERE attempt_id = $2 AND agent = $3 AND status = 'in_progress'";
 pub const EXTEND_LEASES: &str = "UPDATE task_runs SET lease_until = $1 \

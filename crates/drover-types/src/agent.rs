@@ -24,8 +24,9 @@ pub struct PollResponse {
     pub heartbeat_interval_ms: u64,
 }
 
-/// One attempt at one task, handed to exactly one agent.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// One attempt at one task, handed to exactly one agent. Its `Debug` leaves out the task's
+/// fields (their variables are filled in) and the variables' values.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Assignment {
     pub attempt_id: String,
     pub deployment_id: i64,
@@ -47,6 +48,23 @@ pub struct Assignment {
     /// Which of `variables` are secret: the agent masks their values in what it sends back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret: Vec<String>,
+}
+
+impl std::fmt::Debug for Assignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assignment")
+            .field("attempt_id", &self.attempt_id)
+            .field("deployment_id", &self.deployment_id)
+            .field("stage", &self.stage)
+            .field("task_index", &self.task_index)
+            .field("task", &self.spec.kind())
+            .field("application", &self.application)
+            .field("version", &self.version)
+            .field("environment", &self.environment)
+            .field("variables", &self.variables)
+            .field("secret", &self.secret)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An attempt's variables. Its `Debug` shows the names only: values may be secret.

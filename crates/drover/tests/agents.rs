@@ -7,7 +7,8 @@ use serde_json::json;
 
 drover_testkit::on_both_backends!(
     agent_with_a_key_runs_tasks_and_names_the_operator,
-    cut_off_agents_fail_their_task_clearly
+    cut_off_agents_fail_their_task_clearly,
+    hostile_labels_are_refused_and_change_nothing
 );
 
 const SLOW: &str = "application: slow\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"sleep 30\", timeout: 60s}]\n";
@@ -134,6 +135,63 @@ async fn abort_ends_the_whole_process_group_term_then_kill() -> anyhow::Result<(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(started.iter().all(|p| !running(*p)), "{started:?} outlived the aborted task");
+    s.shutdown().await;
+    Ok(())
+}
+
+async fn hostile_labels_are_refused_and_change_nothing(b: Backend) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    let s = TestServer::start(b).await?;
+    let admin = s.admin();
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    };
+    let good = labels(&[("region", "eu"), ("k8s.io/zone", "eu-1a")]);
+    let mut new =
+        drover_types::NewAgent { name: "web-1".into(), environment: "prod".into(), labels: good.clone(), jwks: None };
+    admin.register_agent(&new).await?;
+    let many: BTreeMap<String, String> = (0..33).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    let long_key = "k".repeat(64);
+    let long_value = "v".repeat(254);
+    let hostile: Vec<(&str, BTreeMap<String, String>)> = vec![
+        ("33 labels", many),
+        ("an empty key", labels(&[("", "v")])),
+        ("a key with a space", labels(&[("re gion", "eu")])),
+        ("a key of 64 characters", labels(&[(&long_key, "v")])),
+        ("a non-ASCII key", labels(&[("régión", "eu")])),
+        ("a key with a quote", labels(&[("a\"b", "eu")])),
+        ("a value with a newline", labels(&[("region", "eu\nus")])),
+        ("a value with NUL", labels(&[("region", "eu\0")])),
+        ("a value of 254 characters", labels(&[("region", &long_value)])),
+    ];
+    for (what, l) in &hostile {
+        let e = admin.set_agent_labels("web-1", l).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{what}: {e}");
+        new.name = "web-2".into();
+        new.labels = l.clone();
+        let e = admin.register_agent(&new).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "registering with {what}: {e}");
+    }
+    let agents = admin.agents().await?;
+    assert_eq!(agents.len(), 1, "nothing registered: {agents:?}");
+    assert_eq!(agents[0].labels, good, "the labels are unchanged");
+    assert_eq!(admin.set_agent_labels("nobody", &good).await.unwrap_err().status(), Some(404));
+    // agent.manage is global: an app-admin of an application cannot relabel agents.
+    admin
+        .add_operator(&drover_types::NewOperator {
+            name: "ann".into(),
+            roles: vec!["app-admin".into()],
+            password: Some("app-admin-password".into()),
+            email: None,
+        })
+        .await?;
+    let e = s.client("ann", "app-admin-password").set_agent_labels("web-1", &labels(&[("region", "us")])).await;
+    assert_eq!(e.unwrap_err().status(), Some(403));
+    assert_eq!(admin.agents().await?[0].labels, good);
+    // Within the bounds, labels are replaced as a whole (none: removed).
+    admin.set_agent_labels("web-1", &labels(&[("region", &"v".repeat(253))])).await?;
+    admin.set_agent_labels("web-1", &BTreeMap::new()).await?;
+    assert!(admin.agents().await?[0].labels.is_empty());
     s.shutdown().await;
     Ok(())
 }

@@ -940,19 +940,25 @@ async fn secrets_stay_out_of_the_log_files_at_trace_level() {
     agent.env("DROVER_LOG", "trace");
     let _agent = Proc::spawn(agent, &dir.path().join("dev-1.log"));
     let c = o.admin();
-    c.apply_yaml(
-        "application: sec\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: run\n        command: |\n          \
-         echo \"${GREETING}, token ${TOKEN}\"\n          printf '%s' \"$TOKEN\" | base64\n      - type: run\n        \
-         command: [\"sh\", \"-c\", \"echo as an argument: $1\", \"sh\", \"${TOKEN}\"]\n",
-    )
-    .await
-    .unwrap();
+    let doc = "application: sec\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: run\n        command: |\n          \
+               echo \"${GREETING}, token ${TOKEN}\"\n          printf '%s' \"$TOKEN\" | base64\n          \
+               sh -c 'echo \"from a child: $TOKEN\"'\n";
+    // As an argument a secret would be in the agent host's process list: refused.
+    let as_argument =
+        format!("{doc}      - type: run\n        command: [\"sh\", \"-c\", \"echo $1\", \"sh\", \"${{TOKEN}}\"]\n");
+    let e = c.apply_yaml(&as_argument).await.unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("stages[0].tasks[1].command: a secret variable cannot be used in a command given as a list"),
+        "{e}"
+    );
+    c.apply_yaml(doc).await.unwrap();
     let id = c.deploy("sec", "1").await.unwrap().id;
     let d = &wait_all(&c, &[id], Duration::from_secs(60), |s| s.is_terminal()).await[0];
     assert_eq!(d.status, DS::Completed, "{d:#?}");
     let out = run(o.cli().args(["logs", &id.to_string()]));
     let shown = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(shown.contains("stdout: hello, token ***") && shown.contains("stdout: as an argument: ***"), "{shown}");
+    assert!(shown.contains("stdout: hello, token ***") && shown.contains("stdout: from a child: ***"), "{shown}");
     let b64 = base64::engine::general_purpose::STANDARD.encode(LOG_SECRET);
     let forms = [LOG_SECRET.to_string(), b64.trim_end_matches('=').to_string()];
     for form in &forms {

@@ -78,6 +78,19 @@ async fn a_database_outage_is_503_with_the_same_token_and_heals() {
     let ci = admin.create_client("ci", &["api".into()]).await.unwrap();
     let t = s.anonymous().client_credentials_token("ci", &ci.client_secret, None).await.unwrap();
     let token = t["access_token"].as_str().unwrap().to_string();
+    // An operations client with a token, so that its calls reach the handlers in the outage.
+    let ops = admin.create_client("ops", &["release-admin".into()]).await.unwrap();
+    let t = s.anonymous().client_credentials_token("ops", &ops.client_secret, None).await.unwrap();
+    let ops = drover_client::Client::new(
+        &s.url,
+        Some(&s.ca),
+        drover_client::Credentials::Bearer(t["access_token"].as_str().unwrap().into()),
+    )
+    .unwrap();
+    admin.create_environment(&drover_types::NewEnvironment { name: "dev".into(), ..Default::default() }).await.unwrap();
+    admin.add_agent("web-1", "dev").await.unwrap();
+    let secret = drover_types::SetVariable { value: "outage-secret".into(), secret: true };
+    let labels: std::collections::BTreeMap<String, String> = [("region".to_string(), "eu".to_string())].into();
     let c = http(&s);
     let get = |auth: &'static str| {
         let rb = c.get(format!("{}/api/v1/pipelines", s.url));
@@ -106,6 +119,10 @@ async fn a_database_outage_is_503_with_the_same_token_and_heals() {
         .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.json::<serde_json::Value>().await.unwrap()["error"], "temporarily_unavailable");
+    // Variables and labels: 503, nothing half-done.
+    assert_eq!(ops.variables("dev").await.unwrap_err().status(), Some(503));
+    assert_eq!(ops.set_variable("dev", "TOKEN", &secret).await.unwrap_err().status(), Some(503));
+    assert_eq!(ops.set_agent_labels("web-1", &labels).await.unwrap_err().status(), Some(503));
     // The client library reports the code the CLI turns into exit code 9.
     let e = admin.pipelines().await.unwrap_err();
     assert_eq!(e.code(), Some(drover_types::ErrorCode::Unavailable));
@@ -122,6 +139,10 @@ async fn a_database_outage_is_503_with_the_same_token_and_heals() {
     }
     assert!(healed, "the orchestrator reconnects by itself");
     assert_eq!(get("basic").await.status(), 200);
+    assert!(ops.variables("dev").await.unwrap().is_empty(), "the refused set left nothing");
+    ops.set_variable("dev", "TOKEN", &secret).await.unwrap();
+    assert!(ops.variables("dev").await.unwrap()[0].has_value);
+    assert_eq!(ops.set_agent_labels("web-1", &labels).await.unwrap().labels, labels);
     // No authentication failure was recorded for the outage.
     let failed = admin.audit(None, Some("auth.failed"), None, None).await.unwrap();
     assert!(failed.is_empty(), "{failed:?}");

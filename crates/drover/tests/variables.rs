@@ -168,6 +168,28 @@ async fn secrets_are_write_only_and_masked(b: Backend) -> anyhow::Result<()> {
         }
     }
     assert!(streamed.contains("failing with ***"), "the stream carries the masked lines: {streamed}");
+
+    // prod stops listing shop: a retry gets no secret, and says why.
+    c.put_environment(&NewEnvironment {
+        name: "prod".into(),
+        applications: vec!["other".into()],
+        ..Default::default()
+    })
+    .await?;
+    c.act(d.id, drover_types::Action::Retry, None).await?;
+    let d = wait_status(&c, d.id, DS::Error).await?;
+    let m = d.message.clone().unwrap_or_default();
+    assert!(m.contains("environment prod no longer lists application shop"), "{m}");
+    assert_eq!(c.logs(d.id, 0).await?.lines.len(), lines.len(), "the retry ran nothing");
+
+    // Another environment's output is masked with its own secrets only: printing guesses of
+    // prod's secret in dev does not tell which one is right.
+    s.agent("dev-1", "dev").await?;
+    c.apply_yaml("application: guess\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: run\n        command: \"echo 'guess: Pa55/w0rd+with spaces&more'\"\n").await?;
+    let g = c.deploy("guess", "1").await?;
+    wait_status(&c, g.id, DS::Completed).await?;
+    let out = c.logs(g.id, 0).await?;
+    assert!(out.lines.iter().any(|l| l.line == format!("guess: {SECRET}")), "{:?}", out.lines);
     s.shutdown().await;
     Ok(())
 }

@@ -212,7 +212,7 @@ impl Engine {
                     agent: r.target.clone(),
                     ts: *ts,
                     stream: stream.clone(),
-                    line: snap.masker.mask(line).into_owned(),
+                    line: snap.masker(&r.environment).mask(line).into_owned(),
                 })
                 .collect();
             self.store.append_logs(r.deployment_id, &lines).await?;

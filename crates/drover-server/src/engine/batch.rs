@@ -104,7 +104,6 @@ impl Engine {
                     continue;
                 }
             };
-            let masker = &snap.masker;
             let r = self
                 .mutate_with_logs(dep, &actor, |st, _| {
                     let now = Timestamp::now();
@@ -124,6 +123,8 @@ impl Engine {
                             Op::Result { agent, attempt_id, stage, task, result } => {
                                 let row = st.tasks.iter().find(|t| t.attempt_id.as_deref() == Some(attempt_id));
                                 let target = row.and_then(|t| t.target.clone());
+                                // The task's environment's secrets (an unknown attempt records nothing).
+                                let masker = snap.masker(row.map(|t| t.environment.as_str()).unwrap_or(""));
                                 if row.and_then(|t| t.agent.as_deref()) != Some(agent.as_str()) {
                                     Err(Error::Forbidden("this attempt belongs to another agent".into()))
                                 } else {

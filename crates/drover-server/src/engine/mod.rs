@@ -15,6 +15,8 @@ mod attempts;
 mod batch;
 mod vars;
 
+pub use vars::refuse_secret_in_a_list;
+
 use drover_core::machine::{self, ActionInput, Actor, Effects, NewEvent};
 use drover_core::model::{DeploymentRecord, DeploymentState};
 use drover_core::store::{CommitOutcome, NewLog};
@@ -56,8 +58,9 @@ impl Acting {
     }
 }
 
-/// A webhook task the orchestrator must call (after the commit that started it).
-#[derive(Debug, Clone)]
+/// A webhook task the orchestrator must call (after the commit that started it). No `Debug`:
+/// its task has its variables, secret ones included, filled in.
+#[derive(Clone)]
 pub struct WebhookCall {
     pub deployment_id: i64,
     pub attempt_id: String,

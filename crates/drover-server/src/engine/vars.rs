@@ -15,6 +15,19 @@ use drover_types::{PipelineSpec, TaskSpec};
 use super::Engine;
 use crate::variables::{Snapshot, Value, Variables};
 
+/// Most bytes of plain variables one deployment keeps (every stage's values, as it started).
+const MAX_STORED_BYTES: usize = 1 << 20;
+
+/// A secret in a command given as a list would be an argument, readable by every user of the
+/// agent's host in its process list: only the shell form (which reads it from the environment)
+/// may use one. `Ok` for every other task.
+pub fn refuse_secret_in_a_list(t: &TaskSpec) -> std::result::Result<(), String> {
+    if let TaskSpec::Run { command: drover_types::CommandSpec::Exec(_), .. } = t {
+        return Err("command: a secret variable cannot be used in a command given as a list (it would be an argument, visible in the process list); write the command as a string, where the shell reads it from the environment".into());
+    }
+    Ok(())
+}
+
 /// What an attempt gets: its task with references replaced, and its environment variables.
 pub(super) struct Resolved {
     pub spec: TaskSpec,
@@ -35,7 +48,7 @@ impl Engine {
         }
     }
 
-    /// The masker of every secret variable (a secret of any environment is masked anywhere).
+    /// The variables, with each environment's masker.
     pub(super) async fn masker(&self) -> Result<Arc<Snapshot>> {
         self.snapshot().await
     }
@@ -55,6 +68,7 @@ impl Engine {
         }
         let pipeline: BTreeMap<String, Value> =
             spec.variables.iter().map(|(k, v)| (k.clone(), Value::Plain(v.clone()))).collect();
+        let mut stored = 0;
         for stage in &mut spec.stages {
             let own: BTreeMap<String, Value> =
                 stage.variables.iter().map(|(k, v)| (k.clone(), Value::Plain(v.clone()))).collect();
@@ -74,7 +88,11 @@ impl Engine {
                                 stage.environment
                             )));
                         }
-                        Some(Value::Secret(_)) => secret_used = true,
+                        Some(Value::Secret(_)) => {
+                            secret_used = true;
+                            refuse_secret_in_a_list(t)
+                                .map_err(|e| Error::Invalid(format!("stage {} task {}: {e}", stage.name, j + 1)))?;
+                        }
                         Some(Value::Plain(_)) => {}
                     }
                 }
@@ -95,6 +113,13 @@ impl Engine {
                     Value::Secret(_) => None,
                 })
                 .collect();
+            stored += stage.variables.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            if stored > MAX_STORED_BYTES {
+                return Err(Error::Invalid(format!(
+                    "the stages' variables come to more than {} KiB for one deployment (each stage keeps its values); use fewer or smaller variables",
+                    MAX_STORED_BYTES / 1024
+                )));
+            }
         }
         Ok(())
     }
@@ -134,6 +159,19 @@ impl Engine {
                     }
                 }
             }
+        }
+        if !secret.is_empty() {
+            // The environment must still list the application (it may have changed since the
+            // start: a retry days later, an approval that waited).
+            let listed = self.store.get_environment(&t.environment).await?;
+            let app = &st.deployment.application;
+            if !listed.is_some_and(|e| e.applications.contains(app)) {
+                return Err(Error::Invalid(format!(
+                    "environment {} no longer lists application {app}: its secret variables are not handed out",
+                    t.environment
+                )));
+            }
+            refuse_secret_in_a_list(&t.spec).map_err(Error::Invalid)?;
         }
         let spec = vars::substitute_task(&t.spec, |n| values.get(n).cloned()).map_err(Error::Invalid)?;
         if let TaskSpec::HttpCheck { url, .. } = &spec

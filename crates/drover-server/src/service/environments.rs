@@ -66,6 +66,9 @@ pub async fn create(c: &Ctx<'_>, e: NewEnvironment) -> Result<Environment> {
     if !c.state.store.insert_environment(&env).await? {
         return Err(Error::Conflict(format!("environment {} exists already", env.name)));
     }
+    // Left over by a variable set while an environment of this name was being deleted: a new
+    // environment never inherits them.
+    c.state.variables.delete_all(&env.name).await?;
     Ok(env)
 }
 
@@ -96,14 +99,12 @@ pub async fn delete(c: &Ctx<'_>, name: &str) -> Result<()> {
     if s.store.list_agents().await?.iter().any(|a| a.environment == name) {
         return Err(Error::Conflict(format!("environment {name} still has agents; remove them first")));
     }
-    if !s.store.delete_environment(name).await? {
-        return Err(not_found(name));
-    }
+    // Its variables first: an environment created later with this name starts without them.
     let n = s.variables.delete_all(name).await?;
     if n > 0 {
         tracing::info!(environment = name, variables = n, "the environment's variables were deleted with it");
     }
-    Ok(())
+    if s.store.delete_environment(name).await? { Ok(()) } else { Err(not_found(name)) }
 }
 
 /// Whether `application` may target environment `e`.

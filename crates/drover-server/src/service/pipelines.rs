@@ -84,6 +84,7 @@ pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
             created_at: now,
         };
         if s.store.insert_environment(&e).await? {
+            s.variables.delete_all(&env).await?; // never inherited from an earlier one
             created_envs.push(env);
         }
     }
@@ -163,6 +164,8 @@ async fn variables_resolve(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
                 }
                 match env.get(name) {
                     Some(Value::Secret(_)) => {
+                        crate::engine::refuse_secret_in_a_list(t)
+                            .map_err(|e| Error::Invalid(format!("stages[{i}].tasks[{j}].{e}")))?;
                         let e = c.state.store.get_environment(&st.environment).await?;
                         if !e.is_some_and(|e| e.applications.contains(&spec.application)) {
                             return Err(Error::Forbidden(format!(

@@ -4,7 +4,7 @@
 //! environment listing that application (checked at apply and when a deployment starts).
 
 use drover_core::rbac::Privilege;
-use drover_core::vars::{self, MIN_SECRET_CHARS};
+use drover_core::vars::{self, MAX_MAP_BYTES, MAX_VARIABLES};
 use drover_core::{Error, Result};
 use drover_types::{SetVariable, Variable};
 
@@ -27,12 +27,23 @@ pub async fn set(c: &Ctx<'_>, env: &str, name: &str, v: SetVariable) -> Result<V
     c.require(Privilege::VariableManage)?;
     vars::validate_name(name).map_err(Error::BadRequest)?;
     vars::validate_value(name, &v.value).map_err(Error::BadRequest)?;
-    if v.secret && v.value.chars().count() < MIN_SECRET_CHARS {
-        return Err(Error::BadRequest(format!(
-            "variable {name}: a secret needs at least {MIN_SECRET_CHARS} characters (a shorter one could not be masked in logs)"
-        )));
+    if v.secret {
+        vars::validate_secret(name, &v.value).map_err(Error::BadRequest)?;
     }
     environment_exists(c, env).await?;
+    // The environment's variables together stay within a map's bounds (they all go into the
+    // environment of every run task there).
+    let others: Vec<Variable> = c.state.variables.list(env).await?.into_iter().filter(|x| x.name != name).collect();
+    if others.len() >= MAX_VARIABLES {
+        return Err(Error::BadRequest(format!("environment {env} has {MAX_VARIABLES} variables already")));
+    }
+    let bytes = c.state.variables.bytes(env, name).await? + name.len() + v.value.len();
+    if bytes > MAX_MAP_BYTES {
+        return Err(Error::BadRequest(format!(
+            "environment {env}'s variables would come to more than {} KiB",
+            MAX_MAP_BYTES / 1024
+        )));
+    }
     let out = c.state.variables.put(env, name, &v.value, v.secret, &c.label()).await?;
     tracing::info!(environment = env, variable = name, secret = v.secret, by = %c.label(), "variable set");
     Ok(out)
