@@ -145,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
                 applications: applications.clone(),
                 ..Default::default()
             };
-            admin.create_environment(&e).await?;
+            admin.put_environment(&e).await?;
             let v = drover_types::SetVariable { value: TOKEN.into(), secret: true };
             admin.set_variable(env, "TOKEN", &v).await?;
         }

@@ -82,6 +82,8 @@ pub struct Snapshot {
     maskers: HashMap<String, Masker>,
     /// Of every secret of every environment: for the orchestrator's own log lines.
     all: Masker,
+    /// The applications each environment lists (as of the snapshot).
+    applications: HashMap<String, Vec<String>>,
 }
 
 static NO_SECRETS: std::sync::LazyLock<Masker> = std::sync::LazyLock::new(Masker::default);
@@ -98,6 +100,10 @@ impl Snapshot {
     /// Every secret: for what the orchestrator itself logs.
     pub fn all(&self) -> &Masker {
         &self.all
+    }
+    /// Does `environment` list `application` explicitly (the condition for its secrets)?
+    pub fn lists(&self, environment: &str, application: &str) -> bool {
+        self.applications.get(environment).is_some_and(|a| a.iter().any(|x| x == application))
     }
 }
 
@@ -142,6 +148,8 @@ impl Variables {
             };
             snap.by_environment.entry(st.environment.clone()).or_default().insert(st.name.clone(), value);
         }
+        snap.applications =
+            self.store.list_environments().await?.into_iter().map(|e| (e.name, e.applications)).collect();
         snap.all = Masker::new(secrets.values().flatten().map(String::as_str));
         snap.maskers =
             secrets.iter().map(|(env, v)| (env.clone(), Masker::new(v.iter().map(String::as_str)))).collect();

@@ -52,6 +52,18 @@ async fn precedence_and_errors_at_apply_and_start(b: Backend) -> anyhow::Result<
     }
     let e = c.set_variable("nowhere", "A", &plain("x")).await.unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
+    // An environment's variables are bounded together (they all go into every task's
+    // environment): 16 KiB values, 64 KiB in all.
+    let big = "v".repeat(16 * 1024);
+    c.create_environment(&NewEnvironment { name: "big".into(), ..Default::default() }).await?;
+    for i in 0..3 {
+        c.set_variable("big", &format!("BIG_{i}"), &plain(&big)).await?;
+    }
+    let e = c.set_variable("big", "BIG_3", &plain(&big)).await.unwrap_err();
+    assert!(e.status() == Some(400) && e.to_string().contains("more than 64 KiB"), "{e}");
+    assert_eq!(c.set_variable("big", "BIG_0", &plain(&big)).await?.name, "BIG_0", "replacing one fits");
+    assert_eq!(c.set_variable("big", "LONG", &plain(&format!("{big}v"))).await.unwrap_err().status(), Some(400));
+    assert_eq!(c.variables("big").await?.len(), 3);
     // Deleted after apply: the next start says which variable is missing.
     // (B is the pipeline's again without the environment's.)
     c.delete_variable("dev", "B").await?;

@@ -98,8 +98,8 @@ impl Engine {
                 }
             }
             if secret_used {
-                let env = self.store.get_environment(&stage.environment).await?;
-                if !env.as_ref().is_some_and(|e| e.applications.contains(&spec.application)) {
+                // The snapshot's lists (fresh after a change on this node, else within 1 s).
+                if !snap.lists(&stage.environment, &spec.application) {
                     return Err(Error::Forbidden(format!(
                         "stage {} uses secret variables of environment {}, which does not list application {}; an administrator must allow it (drover environments set {} --application {})",
                         stage.name, stage.environment, spec.application, stage.environment, spec.application
@@ -131,8 +131,9 @@ impl Engine {
         let mut secret = Vec::new();
         let mut values = plain.clone();
         let needs_lookup = refs.iter().any(|(_, n)| !plain.contains_key(*n));
-        if needs_lookup {
-            let env = self.snapshot().await?.of(&t.environment);
+        let snap = if needs_lookup { Some(self.snapshot().await?) } else { None };
+        if let Some(snap) = &snap {
+            let env = snap.of(&t.environment);
             for (_, name) in &refs {
                 if plain.contains_key(*name) {
                     continue;
@@ -160,12 +161,11 @@ impl Engine {
                 }
             }
         }
-        if !secret.is_empty() {
+        if let Some(snap) = snap.as_ref().filter(|_| !secret.is_empty()) {
             // The environment must still list the application (it may have changed since the
-            // start: a retry days later, an approval that waited).
-            let listed = self.store.get_environment(&t.environment).await?;
+            // start: a retry days later, an approval that waited; seen within a second).
             let app = &st.deployment.application;
-            if !listed.is_some_and(|e| e.applications.contains(app)) {
+            if !snap.lists(&t.environment, app) {
                 return Err(Error::Invalid(format!(
                     "environment {} no longer lists application {app}: its secret variables are not handed out",
                     t.environment

@@ -86,6 +86,7 @@ pub async fn update(c: &Ctx<'_>, name: &str, e: NewEnvironment) -> Result<Enviro
     if !c.state.store.update_environment(&env).await? {
         return Err(not_found(name));
     }
+    c.state.variables.changed(); // which applications may use its secrets
     Ok(env)
 }
 

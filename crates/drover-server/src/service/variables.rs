@@ -1,7 +1,8 @@
 //! Environments' variables: listing needs `variable.read`, setting and deleting
 //! `variable.manage` (both global). A secret's value is write-only. Using a secret in a
 //! pipeline needs `pipeline.manage` on the pipeline's application (checked at apply) and the
-//! environment listing that application (checked at apply and when a deployment starts).
+//! environment listing that application (checked at apply, when a deployment starts and for
+//! every attempt that gets a secret: `engine/vars.rs`).
 
 use drover_core::rbac::Privilege;
 use drover_core::vars::{self, MAX_MAP_BYTES, MAX_VARIABLES};
