@@ -281,7 +281,7 @@ impl Agent {
     /// Runs the task with a log/heartbeat pump beside it.
     async fn execute(self: &Arc<Self>, a: &Assignment) -> AttemptResult {
         // The attempt's secrets never leave this agent in what it sends back (the orchestrator
-        // masks again, with every secret it knows).
+        // masks again, with every secret of the task's environment).
         let masker = Arc::new(drover_core::vars::Masker::new(
             a.secret.iter().filter_map(|n| a.variables.0.get(n)).map(String::as_str),
         ));
