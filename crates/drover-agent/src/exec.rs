@@ -159,8 +159,24 @@ async fn run_process(
         let tx = log.0.clone();
         let tail = tail_tx.clone();
         readers.push(tokio::spawn(async move {
-            let mut lines = BufReader::new(pipe).lines();
-            while let Ok(Some(l)) = lines.next_line().await {
+            // Bytes up to each newline, not UTF-8 lines: output that is not UTF-8 is shown with
+            // replacement characters (a `lines()` reader would stop at it, and the process
+            // would then block on a full pipe until its timeout).
+            let mut reader = BufReader::new(pipe);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if buf.last() == Some(&b'\n') {
+                    buf.pop();
+                    if buf.last() == Some(&b'\r') {
+                        buf.pop();
+                    }
+                }
+                let l = String::from_utf8_lossy(&buf).into_owned();
                 let _ = tail.send(l.clone());
                 let _ = tx.send(LogEntry { stream: name.into(), line: l }).await;
             }

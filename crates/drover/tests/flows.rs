@@ -532,3 +532,34 @@ async fn http_check_passes_and_fails(b: Backend) -> anyhow::Result<()> {
     s.shutdown().await;
     Ok(())
 }
+
+/// A line that is not UTF-8 is logged with replacement characters and the output after it is
+/// still read: 20,000 more lines (over a pipe's buffer) and the task ends on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_that_is_not_utf8_does_not_stop_the_reading() -> anyhow::Result<()> {
+    let mut s = TestServer::start(Backend::Sqlite).await?;
+    let c = s.admin();
+    s.agent("dev-1", "dev").await?;
+    c.apply_yaml(
+        "application: bytes\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: run\n        \
+         timeout: 60s\n        command: \"printf 'bad \\\\377 byte\\\\n'; seq 1 20000; echo done-reading\"\n",
+    )
+    .await?;
+    let d = c.deploy("bytes", "1").await?;
+    let d = wait_status(&c, d.id, DS::Completed).await?;
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = c.logs(d.id, after).await?;
+        if page.lines.is_empty() {
+            break;
+        }
+        after = page.next;
+        lines.extend(page.lines.into_iter().filter(|l| l.stream == "stdout").map(|l| l.line));
+    }
+    assert_eq!(lines.first().map(String::as_str), Some("bad \u{FFFD} byte"), "{:?}", lines.first());
+    assert_eq!(lines.last().map(String::as_str), Some("done-reading"));
+    assert_eq!(lines.len(), 20_002);
+    s.shutdown().await;
+    Ok(())
+}
