@@ -299,13 +299,8 @@ impl Profiles {
                 Ok(r) => r.status().as_u16(),
                 Err(e) => {
                     let f = crate::outbound::failure(&target, &e);
-                    // The URL may hold a secret variable: without the masker, no detail.
-                    match s.variables.snapshot().await {
-                        Ok(v) => {
-                            tracing::warn!(deployment = call.deployment_id, detail = %v.all().mask(&f.detail), "webhook call failed")
-                        }
-                        Err(_) => tracing::warn!(deployment = call.deployment_id, "webhook call failed"),
-                    }
+                    let detail = masked(s, &f.detail).await;
+                    tracing::warn!(deployment = call.deployment_id, detail = %detail.unwrap_or_default(), "webhook call failed");
                     return failed(format!("{method} {}", f.shown), logs);
                 }
             };
@@ -363,22 +358,19 @@ async fn connect(
         None
     };
     let list = if profile_list { p.map(|p| p.allowed_urls.as_slice()) } else { None };
-    let refused = s.outbound.client(url, list, tls, limit).await;
-    match refused {
-        Ok(c) => Ok(c),
-        Err(r) => match s.variables.snapshot().await {
-            Ok(v) => {
-                let m = v.all();
-                tracing::warn!(detail = %m.mask(&r.detail), "outbound call refused: {}", m.mask(&r.shown));
-                Err(m.mask(&r.shown).into_owned())
-            }
-            // A URL may hold a secret variable: without the masker, say only that it failed.
-            Err(_) => {
-                tracing::warn!("outbound call refused (details withheld: the variables cannot be read)");
-                Err("the call was refused".into())
-            }
-        },
-    }
+    let r = match s.outbound.client(url, list, tls, limit).await {
+        Ok(c) => return Ok(c),
+        Err(r) => r,
+    };
+    let (detail, shown) = (masked(s, &r.detail).await, masked(s, &r.shown).await);
+    tracing::warn!(detail = %detail.unwrap_or_default(), "outbound call refused: {}", shown.as_deref().unwrap_or("(details withheld)"));
+    Err(shown.unwrap_or_else(|| "the call was refused".into()))
+}
+
+/// `text` (a URL may hold a secret variable) with every secret masked; `None` when the
+/// variables cannot be read: then it is not shown at all.
+async fn masked(s: &AppState, text: &str) -> Option<String> {
+    s.variables.snapshot().await.ok().map(|v| v.all().mask(text).into_owned())
 }
 
 /// Runs the webhook calls the engine hands over, each with its own deadline.

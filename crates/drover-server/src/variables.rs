@@ -184,13 +184,14 @@ impl Variables {
         Ok(out)
     }
 
-    /// Bytes (names and values, secret ones included) of an environment's variables but `except`.
-    pub async fn bytes(&self, environment: &str, except: &str) -> Result<usize> {
+    /// How many variables an environment has besides `except`, and their bytes (names and
+    /// values, secret ones included).
+    pub async fn besides(&self, environment: &str, except: &str) -> Result<(usize, usize)> {
         let snap = self.snapshot().await?;
-        Ok(snap
-            .of(environment)
+        let others: Vec<(&String, &Value)> =
+            snap.by_environment.get(environment).into_iter().flatten().filter(|(k, _)| k.as_str() != except).collect();
+        let bytes = others
             .iter()
-            .filter(|(k, _)| k.as_str() != except)
             .map(|(k, v)| {
                 k.len()
                     + match v {
@@ -198,7 +199,8 @@ impl Variables {
                         Value::Secret(None) => 0,
                     }
             })
-            .sum())
+            .sum();
+        Ok((others.len(), bytes))
     }
 
     /// Creates or replaces a variable (checked by the caller); a secret value is sealed.

@@ -203,7 +203,7 @@ impl Engine {
         };
         let alive = self.store.heartbeat(attempt_id, agent, Timestamp::now().plus(self.lease)).await?;
         if alive && !logs.is_empty() {
-            let snap = self.masker().await?;
+            let snap = self.snapshot().await?;
             let lines: Vec<NewLog> = logs
                 .iter()
                 .map(|(ts, stream, line)| NewLog {

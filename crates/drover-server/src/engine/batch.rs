@@ -95,7 +95,7 @@ impl Engine {
                 _ => "agents".to_string(),
             };
             let (lease, grace) = (self.lease, self.timeout_grace);
-            let snap = match self.masker().await {
+            let snap = match self.snapshot().await {
                 Ok(s) => s,
                 Err(e) => {
                     for q in batch {

@@ -15,7 +15,7 @@ mod attempts;
 mod batch;
 mod vars;
 
-pub use vars::refuse_secret_in_a_list;
+pub use vars::{check_references, refuse_secret_in_a_list, stage_scope};
 
 use drover_core::machine::{self, ActionInput, Actor, Effects, NewEvent};
 use drover_core::model::{DeploymentRecord, DeploymentState};

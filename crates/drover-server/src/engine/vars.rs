@@ -10,7 +10,7 @@ use drover_core::model::{DeploymentState, TaskRecord};
 use drover_core::vars::{self, Masker};
 use drover_core::{Error, Result};
 use drover_types::agent::TaskVariables;
-use drover_types::{PipelineSpec, TaskSpec};
+use drover_types::{PipelineSpec, StageSpec, TaskSpec};
 
 use super::Engine;
 use crate::variables::{Snapshot, Value, Variables};
@@ -28,6 +28,56 @@ pub fn refuse_secret_in_a_list(t: &TaskSpec) -> std::result::Result<(), String> 
     Ok(())
 }
 
+/// What stage tasks may refer to: the pipeline's variables, overridden by the environment's,
+/// overridden by the stage's own.
+pub fn stage_scope(
+    pipeline: &BTreeMap<String, String>,
+    environment: &BTreeMap<String, Value>,
+    stage: &StageSpec,
+) -> BTreeMap<String, Value> {
+    let plain = |m: &BTreeMap<String, String>| -> BTreeMap<String, Value> {
+        m.iter().map(|(k, v)| (k.clone(), Value::Plain(v.clone()))).collect()
+    };
+    vars::merge(&plain(pipeline), environment, &plain(&stage.variables))
+}
+
+/// Every reference of stage `i`'s tasks must be in its scope; a secret one only in a command
+/// the shell runs, and only where the environment lists `application` (not "every
+/// application"). Errors start with the key's path, so that an applied document gets its line.
+/// The same check when a pipeline is applied and when a deployment starts.
+pub fn check_references(
+    i: usize,
+    stage: &StageSpec,
+    scope: &BTreeMap<String, Value>,
+    snap: &Snapshot,
+    application: &str,
+) -> Result<()> {
+    for (j, t) in stage.tasks.iter().enumerate() {
+        let at = |e: String| format!("stages[{i}].tasks[{j}].{e}");
+        for (key, name) in vars::task_references(t).map_err(|e| Error::Invalid(at(e)))? {
+            match scope.get(name) {
+                None => {
+                    return Err(Error::Invalid(at(format!(
+                        "{key}: unknown variable ${{{name}}}, which is not defined for environment {env}; define it under variables: (the pipeline's or the stage's) or for the environment (drover variables set {env} {name} VALUE); write $${{ for a literal ${{",
+                        env = stage.environment
+                    ))));
+                }
+                Some(Value::Secret(_)) => {
+                    refuse_secret_in_a_list(t).map_err(|e| Error::Invalid(at(e)))?;
+                    if !snap.lists(&stage.environment, application) {
+                        return Err(Error::Forbidden(at(format!(
+                            "{key}: ${{{name}}} is a secret variable of environment {env}, which does not list application {application} (an administrator can allow it: drover environments set {env} --application {application})",
+                            env = stage.environment
+                        ))));
+                    }
+                }
+                Some(Value::Plain(_)) => {}
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What an attempt gets: its task with references replaced, and its environment variables.
 pub(super) struct Resolved {
     pub spec: TaskSpec,
@@ -41,85 +91,39 @@ impl Engine {
         let _ = self.variables.set(v);
     }
 
-    async fn snapshot(&self) -> Result<Arc<Snapshot>> {
+    /// The variables as of at most a second ago (none without [`Self::use_variables`]).
+    pub(super) async fn snapshot(&self) -> Result<Arc<Snapshot>> {
         match self.variables.get() {
             Some(v) => v.snapshot().await,
             None => Ok(Arc::new(Snapshot::default())),
         }
     }
 
-    /// The variables, with each environment's masker.
-    pub(super) async fn masker(&self) -> Result<Arc<Snapshot>> {
-        self.snapshot().await
-    }
-
-    /// Checks that every reference of every stage resolves, and fixes each stage's plain
-    /// variables (pipeline < environment < stage) in `spec`. Secret ones stay names: their
-    /// values are read when an attempt needs them, and only if the environment lists the
-    /// application explicitly.
+    /// Checks every stage's references (as at apply: [`check_references`]) and fixes each
+    /// stage's plain variables (pipeline < environment < stage) in `spec`. Secret ones stay
+    /// names: their values are read when an attempt needs them.
     pub(super) async fn resolve_at_start(&self, spec: &mut PipelineSpec) -> Result<()> {
-        let uses_any = !spec.variables.is_empty()
-            || spec.stages.iter().any(|s| {
-                !s.variables.is_empty() || s.tasks.iter().any(|t| vars::task_references(t).is_ok_and(|r| !r.is_empty()))
-            });
         let snap = self.snapshot().await?;
-        if !uses_any && snap.by_environment.is_empty() {
-            return Ok(());
-        }
-        let pipeline: BTreeMap<String, Value> =
-            spec.variables.iter().map(|(k, v)| (k.clone(), Value::Plain(v.clone()))).collect();
         let mut stored = 0;
-        for stage in &mut spec.stages {
-            let own: BTreeMap<String, Value> =
-                stage.variables.iter().map(|(k, v)| (k.clone(), Value::Plain(v.clone()))).collect();
-            let merged = vars::merge(&pipeline, &snap.of(&stage.environment), &own);
-            let mut secret_used = false;
-            for (j, t) in stage.tasks.iter().enumerate() {
-                let refs = vars::task_references(t)
-                    .map_err(|e| Error::Invalid(format!("stage {} task {}: {e}", stage.name, j + 1)))?;
-                for (key, name) in refs {
-                    match merged.get(name) {
-                        None => {
-                            return Err(Error::Invalid(format!(
-                                "stage {} task {} ({}): {key} refers to ${{{name}}}, which is not defined for environment {} (the pipeline's, the stage's or the environment's variables)",
-                                stage.name,
-                                j + 1,
-                                t.kind(),
-                                stage.environment
-                            )));
-                        }
-                        Some(Value::Secret(_)) => {
-                            secret_used = true;
-                            refuse_secret_in_a_list(t)
-                                .map_err(|e| Error::Invalid(format!("stage {} task {}: {e}", stage.name, j + 1)))?;
-                        }
-                        Some(Value::Plain(_)) => {}
-                    }
-                }
-            }
-            if secret_used {
-                // The snapshot's lists (fresh after a change on this node, else within 1 s).
-                if !snap.lists(&stage.environment, &spec.application) {
-                    return Err(Error::Forbidden(format!(
-                        "stage {} uses secret variables of environment {}, which does not list application {}; an administrator must allow it (drover environments set {} --application {})",
-                        stage.name, stage.environment, spec.application, stage.environment, spec.application
-                    )));
-                }
-            }
-            stage.variables = merged
+        for i in 0..spec.stages.len() {
+            let stage = &spec.stages[i];
+            let scope = stage_scope(&spec.variables, &snap.of(&stage.environment), stage);
+            check_references(i, stage, &scope, &snap, &spec.application)?;
+            let plain: BTreeMap<String, String> = scope
                 .into_iter()
                 .filter_map(|(k, v)| match v {
                     Value::Plain(v) => Some((k, v)),
                     Value::Secret(_) => None,
                 })
                 .collect();
-            stored += stage.variables.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+            stored += plain.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
             if stored > MAX_STORED_BYTES {
                 return Err(Error::Invalid(format!(
                     "the stages' variables come to more than {} KiB for one deployment (each stage keeps its values); use fewer or smaller variables",
                     MAX_STORED_BYTES / 1024
                 )));
             }
+            spec.stages[i].variables = plain;
         }
         Ok(())
     }

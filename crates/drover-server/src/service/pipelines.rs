@@ -148,43 +148,14 @@ async fn references_exist(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
     Ok(())
 }
 
-/// Every `${NAME}` must be a variable of the pipeline, the stage or the stage's environment; a
-/// secret one only where the environment lists the application (not "every application").
+/// Every `${NAME}` must be a variable of the pipeline, the stage or the stage's environment,
+/// a secret one only where it may be used ([`crate::engine::check_references`], checked again
+/// when a deployment starts).
 async fn variables_resolve(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
-    use crate::variables::Value;
     let snap = c.state.variables.snapshot().await?;
     for (i, st) in spec.stages.iter().enumerate() {
-        let env = snap.of(&st.environment);
-        for (j, t) in st.tasks.iter().enumerate() {
-            let refs = drover_core::vars::task_references(t)
-                .map_err(|e| Error::Invalid(format!("stages[{i}].tasks[{j}].{e}")))?;
-            for (key, name) in refs {
-                if st.variables.contains_key(name) {
-                    continue;
-                }
-                match env.get(name) {
-                    Some(Value::Secret(_)) => {
-                        crate::engine::refuse_secret_in_a_list(t)
-                            .map_err(|e| Error::Invalid(format!("stages[{i}].tasks[{j}].{e}")))?;
-                        let e = c.state.store.get_environment(&st.environment).await?;
-                        if !e.is_some_and(|e| e.applications.contains(&spec.application)) {
-                            return Err(Error::Forbidden(format!(
-                                "stages[{i}].tasks[{j}].{key}: ${{{name}}} is a secret variable of environment {}, which does not list application {} (an administrator can allow it: drover environments set {} --application {})",
-                                st.environment, spec.application, st.environment, spec.application
-                            )));
-                        }
-                    }
-                    Some(Value::Plain(_)) => {}
-                    None if spec.variables.contains_key(name) => {}
-                    None => {
-                        return Err(Error::Invalid(format!(
-                            "stages[{i}].tasks[{j}].{key}: unknown variable ${{{name}}}; define it under variables: (the pipeline's or the stage's) or for environment {} (drover variables set {} {name} VALUE); write $${{ for a literal ${{",
-                            st.environment, st.environment
-                        )));
-                    }
-                }
-            }
-        }
+        let scope = crate::engine::stage_scope(&spec.variables, &snap.of(&st.environment), st);
+        crate::engine::check_references(i, st, &scope, &snap, &spec.application)?;
     }
     Ok(())
 }

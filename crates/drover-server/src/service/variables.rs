@@ -34,12 +34,11 @@ pub async fn set(c: &Ctx<'_>, env: &str, name: &str, v: SetVariable) -> Result<V
     environment_exists(c, env).await?;
     // The environment's variables together stay within a map's bounds (they all go into the
     // environment of every run task there).
-    let others: Vec<Variable> = c.state.variables.list(env).await?.into_iter().filter(|x| x.name != name).collect();
-    if others.len() >= MAX_VARIABLES {
+    let (others, bytes) = c.state.variables.besides(env, name).await?;
+    if others >= MAX_VARIABLES {
         return Err(Error::BadRequest(format!("environment {env} has {MAX_VARIABLES} variables already")));
     }
-    let bytes = c.state.variables.bytes(env, name).await? + name.len() + v.value.len();
-    if bytes > MAX_MAP_BYTES {
+    if bytes + name.len() + v.value.len() > MAX_MAP_BYTES {
         return Err(Error::BadRequest(format!(
             "environment {env}'s variables would come to more than {} KiB",
             MAX_MAP_BYTES / 1024
