@@ -152,6 +152,8 @@ pub struct DeploymentFilter {
     pub limit: Option<u32>,
     /// Only deployments of these applications (`None`: of every application).
     pub applications: Option<Vec<String>>,
+    /// Only deployments with a smaller id (the next page, newest first).
+    pub before: Option<i64>,
 }
 
 /// Outcome of inserting an artifact record.

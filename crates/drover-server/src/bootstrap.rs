@@ -109,6 +109,37 @@ pub(crate) async fn cli_client(store: &dyn Store) -> Result<(), StartError> {
     }
 }
 
+/// Registers the portal's client (`drover-portal`), public, with `ISSUER/portal/callback` as a
+/// redirect URI (kept beside those of other nodes' issuers, the newest eight).
+pub(crate) async fn portal_client(store: &dyn Store, issuer: &str) -> Result<(), StartError> {
+    let callback = format!("{issuer}/portal/callback");
+    match store.get_client(crate::oauth::PORTAL_CLIENT).await? {
+        Some(c) if c.metadata.redirect_uris.contains(&callback) => Ok(()),
+        Some(mut c) => {
+            c.metadata.redirect_uris.push(callback);
+            let n = c.metadata.redirect_uris.len();
+            c.metadata.redirect_uris.drain(..n.saturating_sub(8));
+            c.metadata.public = true;
+            store.update_client(&c).await?;
+            Ok(())
+        }
+        None => {
+            let c = ClientRecord {
+                client_id: crate::oauth::PORTAL_CLIENT.into(),
+                secret_hash: String::new(),
+                roles: Vec::new(),
+                created_at: Timestamp::now(),
+                metadata: ClientMetadata { redirect_uris: vec![callback], public: true, ..Default::default() },
+                ..Default::default()
+            };
+            match store.insert_client(&c).await {
+                Ok(()) | Err(drover_core::Error::Conflict(_)) => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
 /// Agents registered before agents became OAuth 2.0 clients get their client registration,
 /// with the secret they already hold.
 pub(crate) async fn agent_clients(store: &dyn Store) -> Result<(), StartError> {

@@ -31,7 +31,9 @@ pub mod limits;
 pub mod nodes;
 pub mod oauth;
 pub mod outbound;
+pub mod portal;
 pub mod profiles;
+mod request;
 pub mod secrets;
 pub mod service;
 mod sse;
@@ -230,6 +232,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
         cors: cfg.cors.clone(),
         verified: oauth::VerifiedTokens::default(),
     }));
+    bootstrap::portal_client(store.as_ref(), &state.issuer).await?;
     let _ = std::fs::write(cfg.data_dir.join("orchestrator.addr"), addr.to_string());
     let app = router(state.clone());
     let mut tasks = vec![audit_writer];
@@ -308,6 +311,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(oauth::routes())
         .merge(api)
+        .merge(portal::routes(state.clone()))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::policy))
         .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes as usize))
@@ -331,6 +335,8 @@ pub struct MasterKeyRotation {
     pub variable_secrets: usize,
     /// Audit chain and checkpoint keys re-sealed.
     pub audit_keys: usize,
+    /// Portal sessions re-sealed.
+    pub portal_sessions: usize,
     /// The old key, kept until every value is re-sealed; delete it once no backup needs it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retired_file: Option<PathBuf>,
@@ -354,7 +360,7 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
     }
     let old = oauth::keys::MasterKey::load_or_create(&path)?;
     let new = oauth::keys::MasterKey::rotate_file(&path)?;
-    let (signing_keys, profile_secrets, variable_secrets, audit_keys) =
+    let (signing_keys, profile_secrets, variable_secrets, audit_keys, portal_sessions) =
         reseal_with(data_dir, database_url, &new).await?;
     let retired_file = path.with_file_name(format!(
         "{}.retired-{}",
@@ -376,6 +382,7 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
         profile_secrets,
         variable_secrets,
         audit_keys,
+        portal_sessions,
         retired_file: Some(retired_file),
     })
 }
@@ -385,7 +392,7 @@ pub async fn rotate_master_key(data_dir: &Path, database_url: Option<&str>) -> R
 /// or the `.retired-<id>` files beside the key file).
 pub async fn reseal(data_dir: &Path, database_url: Option<&str>) -> Result<MasterKeyRotation, StartError> {
     let key = oauth::keys::MasterKey::configured(&master_key_path(data_dir))?;
-    let (signing_keys, profile_secrets, variable_secrets, audit_keys) =
+    let (signing_keys, profile_secrets, variable_secrets, audit_keys, portal_sessions) =
         reseal_with(data_dir, database_url, &key).await?;
     Ok(MasterKeyRotation {
         old_id: String::new(),
@@ -394,6 +401,7 @@ pub async fn reseal(data_dir: &Path, database_url: Option<&str>) -> Result<Maste
         profile_secrets,
         variable_secrets,
         audit_keys,
+        portal_sessions,
         retired_file: None,
     })
 }
@@ -402,15 +410,16 @@ async fn reseal_with(
     data_dir: &Path,
     database_url: Option<&str>,
     key: &oauth::keys::MasterKey,
-) -> Result<(usize, usize, usize, usize), StartError> {
+) -> Result<(usize, usize, usize, usize, usize), StartError> {
     let url =
         database_url.map(String::from).unwrap_or_else(|| format!("sqlite://{}", data_dir.join("drover.db").display()));
     let store = drover_store::open(&url).await?;
     let signing_keys = oauth::keys::reseal_signing_keys(store.as_ref(), key).await?;
     let profile_secrets = profiles::Profiles::reseal_all(store.as_ref(), key, key).await?;
     let variable_secrets = variables::Variables::reseal_all(store.as_ref(), key, key).await?;
+    let portal_sessions = portal::session::reseal_all(store.as_ref(), key, key).await?;
     let audit_keys = audit_chain::reseal(data_dir, key)?;
-    Ok((signing_keys, profile_secrets, variable_secrets, audit_keys))
+    Ok((signing_keys, profile_secrets, variable_secrets, audit_keys, portal_sessions))
 }
 
 /// Accepts TCP connections within the caps, completes the TLS handshake (bounded), and serves

@@ -326,6 +326,10 @@ pub async fn deployment_round_trip(s: Arc<dyn Store>) {
     assert_eq!(s.list_deployments(&scoped(vec!["app", "x"])).await.unwrap().len(), 1);
     assert!(s.list_deployments(&scoped(vec!["other"])).await.unwrap().is_empty());
     assert!(s.list_deployments(&scoped(vec![])).await.unwrap().is_empty(), "no application: nothing");
+    // Paging: `before` is an exclusive cursor on the id, newest first.
+    let page = |before| DeploymentFilter { before: Some(before), ..Default::default() };
+    assert_eq!(s.list_deployments(&page(id + 1)).await.unwrap().len(), 1);
+    assert!(s.list_deployments(&page(id)).await.unwrap().is_empty(), "before is exclusive");
     // Approval decisions survive a commit and a load.
     let old = s.load_deployment(id).await.unwrap().unwrap();
     let mut new = old.clone();

@@ -106,7 +106,8 @@ pub fn deployment_list_sqlite() -> &'static str {
     static S: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         format!(
             "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE ($1 IS NULL OR pipeline = $1) AND ($2 IS NULL OR status = $2) \
-             AND ($3 IS NULL OR application IN (SELECT value FROM json_each($3))) ORDER BY id DESC LIMIT $4"
+             AND ($3 IS NULL OR application IN (SELECT value FROM json_each($3))) AND ($4 IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5"
         )
     });
     &S
@@ -116,7 +117,7 @@ pub fn deployment_list_pg() -> &'static str {
         format!(
             "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE ($1 IS NULL OR pipeline = $1) AND ($2 IS NULL OR status = $2) \
              AND (CAST($3 AS TEXT) IS NULL OR application IN (SELECT jsonb_array_elements_text(CAST($3 AS JSONB)))) \
-             ORDER BY id DESC LIMIT $4"
+             AND (CAST($4 AS BIGINT) IS NULL OR id < $4) ORDER BY id DESC LIMIT $5"
         )
     });
     &S

@@ -10,6 +10,8 @@ use drover_client::{Client, Credentials};
 use drover_types::{Deployment, DeploymentStatus};
 use tokio::sync::watch;
 
+pub mod browser;
+
 /// Generates, for each `async fn name(Backend) -> anyhow::Result<()>`, a module `name` with a
 /// `sqlite` and a `postgres` test.
 #[macro_export]
@@ -186,6 +188,32 @@ impl TestServer {
             let _ = tx.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
         }
+    }
+
+    /// Stops the orchestrator and starts it again on the same data dir, database and address
+    /// (the issuer stays the same, so tokens and portal sessions carry over).
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        let running = self.running.take().context("not running")?;
+        let addr = running.addr;
+        running.shutdown().await;
+        let mut cfg = drover_server::Config::new(self.data_dir());
+        cfg.listen = addr;
+        cfg.database_url = self.pg_url();
+        let mut last = None;
+        // The port is free again once the old listener's task has ended: a few tries.
+        for _ in 0..50 {
+            match drover_server::start(cfg.clone()).await {
+                Ok(r) => {
+                    self.running = Some(r);
+                    return Ok(());
+                }
+                Err(e) => {
+                    last = Some(e);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+        Err(last.map(anyhow::Error::from).unwrap_or_else(|| anyhow::anyhow!("restart failed")))
     }
 
     pub async fn shutdown(mut self) {

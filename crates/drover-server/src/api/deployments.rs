@@ -20,6 +20,8 @@ pub struct DeploymentQuery {
     pipeline: Option<String>,
     status: Option<String>,
     limit: Option<u32>,
+    /// The next page: deployments with a smaller id.
+    before: Option<i64>,
 }
 
 pub async fn list(call: Call, Query(q): Query<DeploymentQuery>) -> ApiResult<Json<Vec<Deployment>>> {
@@ -29,7 +31,7 @@ pub async fn list(call: Call, Query(q): Query<DeploymentQuery>) -> ApiResult<Jso
             Some(DeploymentStatus::parse(x).ok_or_else(|| ApiError::bad_request(format!("unknown status {x:?}")))?)
         }
     };
-    Ok(Json(deployments::list(&call.ctx(), q.pipeline, status, q.limit).await?))
+    Ok(Json(deployments::list(&call.ctx(), q.pipeline, status, q.limit, q.before).await?))
 }
 
 pub async fn get(call: Call, Path(id): Path<String>) -> ApiResult<Json<Deployment>> {

@@ -4,22 +4,20 @@
 //! layer then checks the target's application) → the handler. It audits failed and fresh
 //! sign-ins, denials, and every state-changing `/api/v1` call with its status.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::extract::{Request, State};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use drover_core::audit::NewAuditEntry;
 use drover_core::rbac::{Principal, PrincipalKind, Privilege};
-use drover_types::Timestamp;
 use serde_json::json;
 
 use crate::AppState;
 use crate::auth::{LOCKOUT_FOR, LOCKOUT_THRESHOLD};
 use crate::error::ApiError;
 use crate::oauth::Refused;
+use crate::request::{Facts, outcome, with_request_id};
 use drover_types::ErrorCode;
 
 /// The route's declared privilege, checked by [`require`].
@@ -27,40 +25,6 @@ use drover_types::ErrorCode;
 pub struct Guard {
     pub state: AppState,
     pub privilege: Privilege,
-}
-
-/// Request facts for the audit log.
-struct Ctx {
-    request_id: String,
-    peer: Option<SocketAddr>,
-    method: axum::http::Method,
-    route: String,
-    path: String,
-}
-
-impl Ctx {
-    fn source(&self) -> String {
-        self.peer.map(|p| p.to_string()).unwrap_or_default()
-    }
-    fn entry(
-        &self,
-        principal: &str,
-        action: String,
-        target: String,
-        outcome: &str,
-        detail: serde_json::Value,
-    ) -> NewAuditEntry {
-        NewAuditEntry {
-            ts: Timestamp::now(),
-            principal: principal.to_string(),
-            action,
-            target,
-            outcome: outcome.to_string(),
-            source: self.source(),
-            request_id: self.request_id.clone(),
-            detail,
-        }
-    }
 }
 
 /// Appends an entry and waits until it is durable; false when it could not be written.
@@ -78,13 +42,6 @@ fn audited(method: &axum::http::Method, route: &str) -> bool {
         || route.ends_with("/content")
         || route.ends_with("/logs")
         || route.ends_with("/audit/export")
-}
-
-fn with_request_id(mut resp: Response, id: &str) -> Response {
-    if let Ok(v) = HeaderValue::from_str(id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
 }
 
 fn unavailable() -> Response {
@@ -105,13 +62,7 @@ fn parse_basic(req: &Request) -> Option<(String, String)> {
 
 /// Middleware: authenticate, then authorize against the route's privilege.
 pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    let ctx = Ctx {
-        request_id: hex::encode(rand::random::<[u8; 8]>()),
-        peer: req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0),
-        method: req.method().clone(),
-        route: req.extensions().get::<MatchedPath>().map(|m| m.as_str().to_string()).unwrap_or_default(),
-        path: req.uri().path().to_string(),
-    };
+    let ctx = Facts::of(&req);
     let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -179,7 +130,7 @@ pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Respon
 }
 
 /// The request is authenticated: check the privilege, run it, audit it.
-async fn authorized(g: Guard, ctx: Ctx, principal: Principal, mut req: Request, next: Next) -> Response {
+async fn authorized(g: Guard, ctx: Facts, principal: Principal, mut req: Request, next: Next) -> Response {
     let who = principal.audit_label();
     if !principal.may_call(g.privilege) {
         tracing::warn!(principal = %principal.label(), privilege = %g.privilege, path = %ctx.path, "permission denied");
@@ -202,13 +153,7 @@ async fn authorized(g: Guard, ctx: Ctx, principal: Principal, mut req: Request, 
     let resp = next.run(req).await;
     if audited {
         let status = resp.status();
-        let outcome = if status.is_success() {
-            "success"
-        } else if status == StatusCode::FORBIDDEN {
-            "denied"
-        } else {
-            "failure"
-        };
+        let outcome = outcome(status);
         let e = ctx.entry(
             &who,
             format!("{} {}", ctx.method, ctx.route),

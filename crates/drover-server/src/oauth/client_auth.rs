@@ -32,6 +32,27 @@ pub struct TokenForm {
     pub(crate) device_code: Option<String>,
 }
 
+impl TokenForm {
+    /// The exchange of an authorization code, for a client inside the orchestrator (the portal).
+    pub(crate) fn for_code(code: &str, redirect_uri: &str, verifier: &str) -> Self {
+        TokenForm {
+            grant_type: Some("authorization_code".into()),
+            code: Some(code.into()),
+            redirect_uri: Some(redirect_uri.into()),
+            code_verifier: Some(verifier.into()),
+            ..Default::default()
+        }
+    }
+    /// A refresh, for a client inside the orchestrator (the portal).
+    pub(crate) fn for_refresh(refresh_token: &str) -> Self {
+        TokenForm {
+            grant_type: Some("refresh_token".into()),
+            refresh_token: Some(refresh_token.into()),
+            ..Default::default()
+        }
+    }
+}
+
 pub(crate) type FormInput = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;
 
 /// The form, and the client that authenticated with it: the preamble of every endpoint here.
@@ -206,6 +227,8 @@ async fn authenticate_client(
     let now = Timestamp::now();
     let why = match (client, how) {
         (None, _) => "unknown client",
+        // The portal's client exists only inside the orchestrator.
+        (Some(c), _) if c.client_id == super::PORTAL_CLIENT => "the portal's client is not usable from outside",
         (Some(c), _) if c.disabled => "client disabled",
         (Some(c), Presented::Secret { secret, .. }) if !c.metadata.public && secret_matches(&c, &secret, now) => {
             return Ok(c);

@@ -47,6 +47,9 @@ pub const ASSERTION_MAX_LIFETIME: Duration = Duration::from_secs(300);
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// The CLI's public client, created on first start.
 pub const CLI_CLIENT: &str = "drover-cli";
+/// The portal's client, created on start: used only inside the orchestrator (its codes are
+/// exchanged in-process by `portal::signin`), refused at the token endpoint.
+pub const PORTAL_CLIENT: &str = "drover-portal";
 
 /// The operator on whose behalf a client acts (`act`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

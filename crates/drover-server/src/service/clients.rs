@@ -186,8 +186,8 @@ pub async fn delete(c: &Ctx<'_>, id: &str) -> Result<()> {
     let s = c.state;
     let client = load(c, id).await?;
     may_change(c, &client)?;
-    if id == crate::oauth::CLI_CLIENT {
-        return Err(Error::Conflict(format!("{id} is the CLI's built-in client; disable it instead")));
+    if id == crate::oauth::CLI_CLIENT || id == crate::oauth::PORTAL_CLIENT {
+        return Err(Error::Conflict(format!("{id} is a built-in client; disable it instead")));
     }
     if s.store.delete_client(id).await? {
         // A group naming the id would hand its grants to the next client of that name.

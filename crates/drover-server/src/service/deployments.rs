@@ -33,6 +33,49 @@ pub fn privilege_of(action: Action) -> Privilege {
     }
 }
 
+/// The actions the caller may take on the deployment now, for a page to offer: those its
+/// status allows (the machine's rules), with the privilege on its application, and for an
+/// approval the role it asks for (and not the starter's own approval where that is refused).
+/// A hint only: every action is checked again when it is taken ([`act`]).
+pub fn available_actions(c: &Ctx<'_>, d: &Deployment) -> Vec<Action> {
+    use DeploymentStatus as D;
+    let by_status: &[Action] = match d.status {
+        D::Queued | D::InProgress => &[Action::Pause, Action::Abort],
+        D::PendingInput => &[Action::Approve, Action::Reject, Action::Pause, Action::Abort],
+        D::Paused => &[Action::Resume, Action::Abort],
+        D::PendingPromotion => &[Action::Promote, Action::Rollback, Action::Abort],
+        D::Error => &[Action::Retry, Action::Skip, Action::Rollback, Action::Abort],
+        D::Completed | D::Failed => &[Action::Rollback],
+        D::RollingBack | D::Aborted => &[],
+    };
+    let approval = d
+        .stages
+        .get(d.stage_index)
+        .and_then(|st| st.tasks.iter().find(|t| t.status == drover_types::TaskStatus::PendingInput))
+        .and_then(|t| match &t.spec {
+            drover_types::TaskSpec::Approval { role, allow_self_approval, .. } => {
+                Some((role.clone(), *allow_self_approval, t.approvals.clone()))
+            }
+            _ => None,
+        });
+    let me = c.label();
+    let roles = c.caller.roles_on(&d.application);
+    by_status
+        .iter()
+        .copied()
+        .filter(|a| c.caller.can(privilege_of(*a), &d.application))
+        .filter(|a| match (a, &approval) {
+            (Action::Approve | Action::Reject, None) => false,
+            (Action::Approve | Action::Reject, Some((role, self_ok, votes))) => {
+                role.as_ref().is_none_or(|r| roles.contains(r))
+                    && !(*a == Action::Approve && *self_ok == Some(false) && d.created_by == me)
+                    && !votes.iter().any(|v| v.by == me && !v.overridden)
+            }
+            _ => true,
+        })
+        .collect()
+}
+
 /// A deployment the caller may read, or "not found".
 async fn visible(c: &Ctx<'_>, id: i64) -> Result<DeploymentState> {
     c.state
@@ -85,12 +128,13 @@ pub async fn list(
     pipeline: Option<String>,
     status: Option<DeploymentStatus>,
     limit: Option<u32>,
+    before: Option<i64>,
 ) -> Result<Vec<Deployment>> {
     let applications = match c.caller.applications_with(Privilege::PipelineRead) {
         Applications::All => None,
         Applications::Only(apps) => Some(apps),
     };
-    let f = DeploymentFilter { pipeline, status, limit, applications };
+    let f = DeploymentFilter { pipeline, status, limit, applications, before };
     let list = c.state.store.list_deployments(&f).await?;
     let mut out = Vec::with_capacity(list.len());
     let mut facts = super::waiting::Facts::default();

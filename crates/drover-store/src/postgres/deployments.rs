@@ -216,6 +216,7 @@ impl DeploymentStore for PgStore {
             .bind(f.pipeline.as_deref())
             .bind(f.status.map(|s| s.as_str()))
             .bind(f.applications.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string()))
+            .bind(f.before)
             .bind(f.limit.unwrap_or(100).min(10_000) as i64)
             .fetch_all(&self.pool())
             .await

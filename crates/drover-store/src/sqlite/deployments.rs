@@ -172,8 +172,11 @@ impl DeploymentStore for SqliteStore {
         let limit = f.limit.unwrap_or(100).min(10_000) as i64;
         let (pipeline, status) = (f.pipeline.clone(), f.status.map(|s| s.as_str()));
         let apps = f.applications.as_ref().map(|a| serde_json::Value::from(a.clone()).to_string());
+        let before = f.before;
         self.read(move |c| {
-            all(c, sql::deployment_list_sqlite(), params![pipeline, status, apps, limit], |r| rows::deployment(r))
+            all(c, sql::deployment_list_sqlite(), params![pipeline, status, apps, before, limit], |r| {
+                rows::deployment(r)
+            })
         })
         .await
     }

@@ -27,8 +27,8 @@ pub async fn master_key(output: Output, cmd: MasterKeyCommand) -> anyhow::Result
             let r = drover_server::reseal(&data_dir, database_url.as_deref()).await?;
             print(output, &r, |r| {
                 format!(
-                    "{} signing keys, {} profile secrets and {} secret variables re-sealed under master key {}",
-                    r.signing_keys, r.profile_secrets, r.variable_secrets, r.new_id
+                    "{} signing keys, {} profile secrets, {} secret variables and {} portal sessions re-sealed under master key {}",
+                    r.signing_keys, r.profile_secrets, r.variable_secrets, r.portal_sessions, r.new_id
                 )
             })
         }
@@ -36,13 +36,15 @@ pub async fn master_key(output: Output, cmd: MasterKeyCommand) -> anyhow::Result
             let r = drover_server::rotate_master_key(&data_dir, database_url.as_deref()).await?;
             print(output, &r, |r| {
                 format!(
-                    "master key {} replaced by {}: {} signing keys, {} profile secrets and {} secret variables re-sealed\n\
+                    "master key {} replaced by {}: {} signing keys, {} profile secrets, {} secret variables and {} portal \
+                     sessions re-sealed\n\
                      the old key is kept as {}; delete it once no backup needs it",
                     r.old_id,
                     r.new_id,
                     r.signing_keys,
                     r.profile_secrets,
                     r.variable_secrets,
+                    r.portal_sessions,
                     r.retired_file.as_deref().map(|p| p.display().to_string()).unwrap_or_default()
                 )
             })

@@ -43,7 +43,7 @@ fn csrf_token(headers: &HeaderMap) -> String {
         .unwrap_or_else(crate::secrets::new_secret)
 }
 
-fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()

@@ -1,0 +1,179 @@
+//! The guard every portal page runs through (registered by `Pages::add`): origin (posts), the
+//! session cookie → session → the operator's principal, the synchronizer CSRF token (posts),
+//! the page's declared need, then the page. Like the API guard it records every state change
+//! before it is made (a change whose entry cannot be written is not made: 503) and its outcome
+//! after, as the signed-in operator (`operator:NAME via client:drover-portal`).
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use drover_core::rbac::Privilege;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use super::error_page;
+use super::session::{self, Loaded};
+use crate::AppState;
+use crate::oauth::pages::cookie;
+use crate::request::{Facts, outcome, with_request_id};
+
+/// What a page needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// Any signed-in operator (the page shows what they may see).
+    SignedIn,
+    /// The privilege, held globally or on some application (the service layer checks the
+    /// application of what the page touches).
+    Privilege(Privilege),
+}
+
+#[derive(Clone)]
+pub struct PageGuard {
+    pub state: AppState,
+    pub need: Need,
+}
+
+/// The form field every post carries.
+pub const CSRF_FIELD: &str = "csrf_token";
+/// A portal form is small; anything larger is refused before it is parsed.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The issuer's origin (`https://host:port`), which every browser post must come from.
+fn origin_of(issuer: &str) -> Option<String> {
+    url::Url::parse(issuer).ok().map(|u| u.origin().ascii_serialization())
+}
+
+/// A post from a page of ours. Browsers say where a request comes from in `Sec-Fetch-Site`
+/// (`same-origin` for our own forms); with `Referrer-Policy: no-referrer` their `Origin` on a
+/// form post is `null`, so `Origin` decides only for a browser that sends no `Sec-Fetch-Site`,
+/// and must then be the issuer's origin.
+fn same_origin(s: &AppState, h: &HeaderMap) -> bool {
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin" || site == "none";
+    }
+    match h.get(header::ORIGIN).map(|v| v.to_str().unwrap_or("")) {
+        None => true,
+        Some(o) => origin_of(&s.issuer).is_some_and(|mine| mine == o),
+    }
+}
+
+/// Not signed in (or no longer): a page read goes to sign-in and comes back; a post is refused
+/// (it is never replayed after sign-in).
+fn sign_in_first(post: bool, facts: &Facts, query: Option<&str>) -> Response {
+    if post {
+        return error_page(
+            StatusCode::UNAUTHORIZED,
+            "Signed out",
+            "Your session has ended, so nothing was changed. Sign in again and repeat what you did.",
+        );
+    }
+    let next = match query {
+        Some(q) => format!("{}?{q}", facts.path),
+        None => facts.path.clone(),
+    };
+    let q = serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+    Redirect::to(&format!("/portal/signin?{q}")).into_response()
+}
+
+async fn audit(s: &AppState, e: drover_core::audit::NewAuditEntry) -> bool {
+    s.audit_sink.record(e).await.is_ok()
+}
+
+/// Middleware: session, CSRF, need; audit of posts.
+pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Response {
+    let facts = Facts::of(&req);
+    let s = &g.state;
+    let post = req.method() == Method::POST;
+    if post && !same_origin(s, req.headers()) {
+        let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        tracing::warn!(path = %facts.path, origin = %origin, "portal: cross-site post refused");
+        let detail = json!({"route": facts.route, "origin": origin});
+        audit(s, facts.entry("anonymous", "portal.cross_site".into(), facts.path.clone(), "denied", detail)).await;
+        let resp = error_page(StatusCode::FORBIDDEN, "Not allowed", "This form was not sent from a Drover page.");
+        return with_request_id(resp, &facts.request_id);
+    }
+    let query = req.uri().query().map(String::from);
+    let Some(id) = cookie(req.headers(), session::COOKIE) else {
+        return with_request_id(sign_in_first(post, &facts, query.as_deref()), &facts.request_id);
+    };
+    let (sess, principal) = match session::load(s, &id).await {
+        Loaded::Active(sess, p) => (sess, p),
+        Loaded::Ended(why) => {
+            tracing::debug!(reason = why, "portal: no live session");
+            return with_request_id(sign_in_first(post, &facts, query.as_deref()), &facts.request_id);
+        }
+        Loaded::Unavailable => {
+            let resp = error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again in a moment",
+                "The orchestrator cannot reach its database. You are still signed in; reload this page shortly.",
+            );
+            return with_request_id(resp, &facts.request_id);
+        }
+    };
+    let who = principal.audit_label();
+    let mut req = if post {
+        let (parts, body) = req.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+            let resp = error_page(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "This form is larger than a portal form can be.");
+            return with_request_id(resp, &facts.request_id);
+        };
+        let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
+            .ok()
+            .and_then(|v| v.into_iter().find(|(k, _)| k == CSRF_FIELD).map(|(_, v)| v));
+        if !token.is_some_and(|t| bool::from(t.as_bytes().ct_eq(sess.csrf.as_bytes()))) {
+            tracing::warn!(principal = %who, path = %facts.path, "portal: post without this session's CSRF token refused");
+            let detail = json!({"route": facts.route, "reason": "missing or wrong CSRF token"});
+            audit(s, facts.entry(&who, "portal.csrf_refused".into(), facts.path.clone(), "denied", detail)).await;
+            let resp = error_page(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                "This form expired or was not sent from this session's page. Reload the page and try again.",
+            );
+            return with_request_id(resp, &facts.request_id);
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        req
+    };
+    if let Need::Privilege(p) = g.need
+        && !principal.may_call(p)
+    {
+        tracing::warn!(principal = %principal.label(), privilege = %p, path = %facts.path, "portal: permission denied");
+        let detail = json!({"privilege": p.as_str(), "route": format!("{} {}", facts.method, facts.route)});
+        audit(s, facts.entry(&who, "permission.denied".into(), facts.path.clone(), "denied", detail)).await;
+        let resp = error_page(StatusCode::FORBIDDEN, "Not allowed", &format!("This needs the privilege {p}."));
+        return with_request_id(resp, &facts.request_id);
+    }
+    let action = format!("{} {}", facts.method, facts.route);
+    if post && !audit(s, facts.entry(&who, action.clone(), facts.path.clone(), "started", json!({}))).await {
+        let resp = error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again in a moment",
+            "The audit log cannot be written, so nothing was changed.",
+        );
+        return with_request_id(resp, &facts.request_id);
+    }
+    req.extensions_mut().insert((principal, sess));
+    let resp = next.run(req).await;
+    if post {
+        let status = resp.status();
+        let detail = json!({"status": status.as_u16()});
+        audit(s, facts.entry(&who, action, facts.path.clone(), outcome(status), detail)).await;
+    }
+    with_request_id(resp, &facts.request_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_origin_of_an_issuer() {
+        assert_eq!(origin_of("https://127.0.0.1:8443").as_deref(), Some("https://127.0.0.1:8443"));
+        assert_eq!(origin_of("https://drover.example.com/").as_deref(), Some("https://drover.example.com"));
+        assert_eq!(origin_of("https://drover.example.com:443").as_deref(), Some("https://drover.example.com"));
+    }
+}

@@ -1,0 +1,619 @@
+//! The portal's pages: thin like the API's handlers (extract, call the service layer as the
+//! signed-in operator, render a template), plus the view models the templates read.
+
+use askama::Template;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use drover_core::rbac::Privilege;
+use drover_core::store::AuditFilter;
+use drover_types::{
+    Action, ActionRequest, Deployment, DeploymentStatus, NewDeployment, TaskRun, TaskSpec, Timestamp,
+};
+use serde::Deserialize;
+
+use super::{Viewer, assets, render, service_error};
+use crate::AppState;
+use crate::service::{self, deployments};
+
+/// Pipelines per dashboard page; deployments per pipeline page.
+pub const PIPELINES_PER_PAGE: usize = 25;
+pub const DEPLOYMENTS_PER_PAGE: u32 = 50;
+
+/// What every signed-in page shows around its content.
+pub struct Chrome {
+    pub title: String,
+    pub operator: String,
+    pub csrf: String,
+    pub css: &'static str,
+    pub js: &'static str,
+    pub audit: bool,
+}
+
+fn chrome(v: &Viewer, title: impl Into<String>) -> Chrome {
+    Chrome {
+        title: title.into(),
+        operator: v.session.operator.clone(),
+        csrf: v.session.csrf.clone(),
+        css: assets::css(),
+        js: assets::js(),
+        audit: v.principal.holds_globally(Privilege::AuditRead),
+    }
+}
+
+/// `2026-12-03 11:30:05` (UTC).
+pub fn when(t: Timestamp) -> String {
+    let s = t.to_string();
+    s.get(..19).map(|x| x.replace('T', " ")).unwrap_or(s)
+}
+
+fn when_opt(t: Option<Timestamp>) -> String {
+    t.map(when).unwrap_or_default()
+}
+
+#[derive(Template)]
+#[template(path = "portal/error.html")]
+pub struct ErrorPage<'a> {
+    pub title: &'a str,
+    pub message: &'a str,
+    pub status: u16,
+    pub css: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "portal/signed_out.html")]
+pub struct SignedOut {
+    pub css: &'static str,
+}
+
+/// A deployment in a list or a column.
+pub struct Card {
+    pub id: i64,
+    pub pipeline: String,
+    pub version: String,
+    pub status: &'static str,
+    pub stage: String,
+    pub waiting: String,
+    pub message: String,
+    pub created_by: String,
+    pub updated: String,
+}
+
+fn card(d: &Deployment, stage_names: &[String]) -> Card {
+    Card {
+        id: d.id,
+        pipeline: d.pipeline.clone(),
+        version: d.version.clone(),
+        status: d.status.as_str(),
+        stage: stage_names.get(d.stage_index).cloned().unwrap_or_default(),
+        waiting: d.waiting_for.as_ref().map(|w| w.sentence.clone()).unwrap_or_default(),
+        message: d.message.clone().unwrap_or_default(),
+        created_by: d.created_by.clone(),
+        updated: when(d.updated_at),
+    }
+}
+
+pub struct StageCell {
+    pub stage: String,
+    pub environment: String,
+    pub last: Option<Card>,
+    /// The last deployment went past this stage.
+    pub passed: bool,
+}
+
+pub struct PipelineRow {
+    pub name: String,
+    pub application: String,
+    pub stages: Vec<StageCell>,
+}
+
+pub struct Waiting {
+    pub card: Card,
+    pub actions: Vec<&'static str>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/dashboard.html")]
+pub struct Dashboard {
+    pub chrome: Chrome,
+    pub pipelines: Vec<PipelineRow>,
+    pub waiting: Vec<Waiting>,
+    pub page: usize,
+    pub pages: usize,
+    pub total: usize,
+}
+
+#[derive(Deserialize, Default)]
+pub struct PageQuery {
+    page: Option<usize>,
+}
+
+/// `GET /portal/`: pipelines with the last deployment per stage; what waits for this operator.
+pub async fn dashboard(v: Viewer, Query(q): Query<PageQuery>) -> Response {
+    let c = v.ctx();
+    let all = match service::pipelines::list(&c).await {
+        Ok(p) => p,
+        Err(e) => return service_error(e),
+    };
+    let total = all.len();
+    let pages = total.div_ceil(PIPELINES_PER_PAGE).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, pages);
+    let mut rows = Vec::new();
+    for p in all.iter().skip((page - 1) * PIPELINES_PER_PAGE).take(PIPELINES_PER_PAGE) {
+        let recent = match deployments::list(&c, Some(p.name.clone()), None, Some(20), None).await {
+            Ok(d) => d,
+            Err(e) => return service_error(e),
+        };
+        let names: Vec<String> = p.stages.iter().map(|s| s.name.clone()).collect();
+        let stages = p
+            .stages
+            .iter()
+            .enumerate()
+            .map(|(i, st)| {
+                let last = recent.iter().find(|d| d.stage_index >= i);
+                StageCell {
+                    stage: st.name.clone(),
+                    environment: st.environment.clone(),
+                    passed: last.is_some_and(|d| d.stage_index > i),
+                    last: last.map(|d| card(d, &names)),
+                }
+            })
+            .collect();
+        rows.push(PipelineRow { name: p.name.clone(), application: p.application.clone(), stages });
+    }
+    let waiting = match waiting_for_me(&v).await {
+        Ok(w) => w,
+        Err(e) => return service_error(e),
+    };
+    render(StatusCode::OK, &Dashboard { chrome: chrome(&v, "Dashboard"), pipelines: rows, waiting, page, pages, total })
+}
+
+/// Approvals and promotions this operator may act on now (the newest 20 of each).
+async fn waiting_for_me(v: &Viewer) -> drover_core::Result<Vec<Waiting>> {
+    let c = v.ctx();
+    let mut out = Vec::new();
+    for status in [DeploymentStatus::PendingInput, DeploymentStatus::PendingPromotion] {
+        for d in deployments::list(&c, None, Some(status), Some(20), None).await? {
+            let full = deployments::get(&c, d.id).await?;
+            let actions: Vec<&'static str> = deployments::available_actions(&c, &full)
+                .into_iter()
+                .filter(|a| matches!(a, Action::Approve | Action::Reject | Action::Promote))
+                .map(|a| a.as_str())
+                .collect();
+            if !actions.is_empty() {
+                let names: Vec<String> = full.stages.iter().map(|s| s.name.clone()).collect();
+                out.push(Waiting { card: card(&full, &names), actions });
+            }
+        }
+    }
+    out.sort_by_key(|w| std::cmp::Reverse(w.card.id));
+    Ok(out)
+}
+
+pub struct Column {
+    pub stage: String,
+    pub environment: String,
+    pub progression: &'static str,
+    pub cards: Vec<Card>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/pipeline.html")]
+pub struct PipelinePage {
+    pub chrome: Chrome,
+    pub name: String,
+    pub application: String,
+    pub columns: Vec<Column>,
+    pub done: Vec<Card>,
+    pub may_start: bool,
+    pub versions: Vec<String>,
+    pub older: Option<i64>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct BeforeQuery {
+    before: Option<i64>,
+}
+
+/// `GET /portal/pipelines/{name}`: stages as columns, deployments in the column of their stage.
+pub async fn pipeline(v: Viewer, Path(name): Path<String>, Query(q): Query<BeforeQuery>) -> Response {
+    let c = v.ctx();
+    let p = match service::pipelines::get(&c, &name).await {
+        Ok(p) => p,
+        Err(e) => return service_error(e),
+    };
+    let list = match deployments::list(&c, Some(name.clone()), None, Some(DEPLOYMENTS_PER_PAGE), q.before).await {
+        Ok(l) => l,
+        Err(e) => return service_error(e),
+    };
+    let names: Vec<String> = p.stages.iter().map(|s| s.name.clone()).collect();
+    let mut columns: Vec<Column> = p
+        .stages
+        .iter()
+        .map(|s| Column {
+            stage: s.name.clone(),
+            environment: s.environment.clone(),
+            progression: match s.progression {
+                drover_types::Progression::Automatic => "automatic",
+                drover_types::Progression::Manual => "manual",
+            },
+            cards: Vec::new(),
+        })
+        .collect();
+    let mut done = Vec::new();
+    for d in &list {
+        if d.status == DeploymentStatus::Completed {
+            done.push(card(d, &names));
+        } else if let Some(col) = columns.get_mut(d.stage_index) {
+            col.cards.push(card(d, &names));
+        }
+    }
+    let may_start = v.principal.can(Privilege::DeploymentStart, &p.application);
+    let versions = if may_start && v.principal.can(Privilege::ArtifactRead, &p.application) {
+        service::artifacts::list(&c, Some(&p.application))
+            .await
+            .map(|a| {
+                let mut a = a;
+                a.sort_by_key(|x| std::cmp::Reverse(x.created_at));
+                a.into_iter().take(50).map(|x| x.version).collect()
+            })
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let older = (list.len() as u32 == DEPLOYMENTS_PER_PAGE).then(|| list.last().map(|d| d.id)).flatten();
+    let page = PipelinePage {
+        chrome: chrome(&v, format!("Pipeline {name}")),
+        name: p.name,
+        application: p.application,
+        columns,
+        done,
+        may_start,
+        versions,
+        older,
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+pub struct StartForm {
+    version: String,
+}
+
+/// `POST /portal/pipelines/{name}/start`.
+pub async fn start(v: Viewer, Path(name): Path<String>, Form(f): Form<StartForm>) -> Response {
+    let req = NewDeployment { pipeline: name, version: f.version.trim().to_string() };
+    match deployments::start(&v.ctx(), req).await {
+        Ok(d) => Redirect::to(&format!("/portal/deployments/{}", d.id)).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// One task on the timeline (a fleet task has one per agent in `targets`).
+pub struct TaskRow {
+    pub label: String,
+    pub kind: &'static str,
+    pub status: &'static str,
+    pub agent: String,
+    pub batch: String,
+    pub attempt: u32,
+    pub started: String,
+    pub finished: String,
+    pub message: String,
+    pub decided: String,
+    pub waiting: String,
+    pub targets: Vec<TaskRow>,
+}
+
+fn task_row(t: &TaskRun) -> TaskRow {
+    let label = match &t.spec {
+        TaskSpec::Run { command, .. } => match command {
+            drover_types::CommandSpec::Shell(s) => s.clone(),
+            drover_types::CommandSpec::Exec(v) => v.join(" "),
+        },
+        TaskSpec::HttpCheck { url, .. } | TaskSpec::Webhook { url, .. } => url.clone(),
+        TaskSpec::Approval { role, .. } => role.as_ref().map(|r| format!("approval by {r}")).unwrap_or_default(),
+        TaskSpec::Wait { duration } => format!("wait {duration}"),
+        TaskSpec::Deploy {} => "deploy the artifact".into(),
+    };
+    let mut decided: Vec<String> = t
+        .approvals
+        .iter()
+        .map(|a| {
+            let c = a.comment.as_deref().map(|c| format!(": “{c}”")).unwrap_or_default();
+            format!("{} {}d at {}{c}", a.by, a.decision, when(a.at))
+        })
+        .collect();
+    if decided.is_empty()
+        && let Some(by) = &t.decided_by
+    {
+        let c = t.comment.as_deref().map(|c| format!(": “{c}”")).unwrap_or_default();
+        decided.push(format!("{} by {by}{c}", t.status));
+    }
+    TaskRow {
+        label,
+        kind: t.spec.kind(),
+        status: t.status.as_str(),
+        agent: t.agent.clone().unwrap_or_default(),
+        batch: t.batch.map(|b| b.to_string()).unwrap_or_default(),
+        attempt: t.attempt,
+        started: when_opt(t.started_at),
+        finished: when_opt(t.finished_at),
+        message: t.message.clone().unwrap_or_default(),
+        decided: decided.join("; "),
+        waiting: t.waiting_for.as_ref().map(|w| w.sentence.clone()).unwrap_or_default(),
+        targets: t.targets.iter().map(task_row).collect(),
+    }
+}
+
+pub struct StageBlock {
+    pub name: String,
+    pub environment: String,
+    pub status: String,
+    pub targets: &'static str,
+    pub current: bool,
+    pub tasks: Vec<TaskRow>,
+}
+
+pub struct EventRow {
+    pub at: String,
+    pub actor: String,
+    pub kind: String,
+    pub detail: String,
+}
+
+pub struct ActionForm {
+    pub action: &'static str,
+    pub label: &'static str,
+    /// The text field the action takes, if any (`reason`, `comment`).
+    pub field: &'static str,
+    pub danger: bool,
+}
+
+fn action_form(a: Action) -> ActionForm {
+    let (label, field, danger) = match a {
+        Action::Abort => ("Abort", "reason", true),
+        Action::Pause => ("Pause", "", false),
+        Action::Resume => ("Resume", "", false),
+        Action::Retry => ("Retry", "", false),
+        Action::Skip => ("Skip", "reason", false),
+        Action::Approve => ("Approve", "comment", false),
+        Action::Reject => ("Reject", "comment", true),
+        Action::Promote => ("Promote", "", false),
+        Action::Rollback => ("Roll back", "reason", true),
+    };
+    ActionForm { action: a.as_str(), label, field, danger }
+}
+
+#[derive(Template)]
+#[template(path = "portal/deployment.html")]
+pub struct DeploymentPage {
+    pub chrome: Chrome,
+    pub live: Live,
+    pub log: Vec<String>,
+    pub log_after: i64,
+    pub terminal: bool,
+}
+
+/// The part of the deployment page that live updates replace.
+#[derive(Template)]
+#[template(path = "portal/deployment_live.html")]
+pub struct Live {
+    pub id: i64,
+    pub csrf: String,
+    pub card: Card,
+    pub rollback_of: Option<i64>,
+    pub created: String,
+    pub finished: String,
+    pub stages: Vec<StageBlock>,
+    pub actions: Vec<ActionForm>,
+    pub events: Vec<EventRow>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct FragmentQuery {
+    fragment: Option<u8>,
+}
+
+async fn live_part(v: &Viewer, id: i64) -> drover_core::Result<(Live, Deployment)> {
+    let c = v.ctx();
+    let d = deployments::get(&c, id).await?;
+    let events = deployments::events(&c, id).await?;
+    let names: Vec<String> = d.stages.iter().map(|s| s.name.clone()).collect();
+    let stages = d
+        .stages
+        .iter()
+        .enumerate()
+        .map(|(i, st)| StageBlock {
+            name: st.name.clone(),
+            environment: st.environment.clone(),
+            status: st.status.clone(),
+            targets: match st.targets {
+                drover_types::Targets::One => "",
+                drover_types::Targets::All => "every agent",
+                drover_types::Targets::Rolling => "rolling",
+            },
+            current: i == d.stage_index && !d.status.is_terminal(),
+            tasks: st.tasks.iter().map(task_row).collect(),
+        })
+        .collect();
+    let events = events
+        .iter()
+        .rev()
+        .take(200)
+        .map(|e| EventRow {
+            at: when(e.ts),
+            actor: e.actor.clone(),
+            kind: e.kind.clone(),
+            detail: if e.detail.is_null() { String::new() } else { e.detail.to_string() },
+        })
+        .collect();
+    let live = Live {
+        id,
+        csrf: v.session.csrf.clone(),
+        card: card(&d, &names),
+        rollback_of: d.rollback_of,
+        created: when(d.created_at),
+        finished: when_opt(d.finished_at),
+        stages,
+        actions: deployments::available_actions(&c, &d).into_iter().map(action_form).collect(),
+        events,
+    };
+    Ok((live, d))
+}
+
+/// `GET /portal/deployments/{id}` (`?fragment=1`: only the part live updates replace).
+pub async fn deployment(v: Viewer, Path(id): Path<i64>, Query(q): Query<FragmentQuery>) -> Response {
+    let (live, d) = match live_part(&v, id).await {
+        Ok(x) => x,
+        Err(e) => return service_error(e),
+    };
+    if q.fragment == Some(1) {
+        return render(StatusCode::OK, &live);
+    }
+    let page = match deployments::logs(&v.ctx(), id, 0, 2000).await {
+        Ok(p) => p,
+        Err(e) => return service_error(e),
+    };
+    let log = page.lines.iter().map(|l| l.line.clone()).collect();
+    let page = DeploymentPage {
+        chrome: chrome(&v, format!("Deployment {id}")),
+        live,
+        log,
+        log_after: page.next,
+        terminal: d.status.is_terminal(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize, Default)]
+pub struct AfterQuery {
+    after: Option<i64>,
+}
+
+/// `GET /portal/deployments/{id}/live`: server-sent events (log lines, changes, the end).
+pub async fn live(
+    State(s): State<AppState>,
+    v: Viewer,
+    Path(id): Path<i64>,
+    Query(q): Query<AfterQuery>,
+) -> Response {
+    if let Err(e) = deployments::may_follow(&v.ctx(), id).await {
+        return service_error(e);
+    }
+    crate::sse::follow(s, v.principal, id, q.after.unwrap_or(0))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ActionFields {
+    reason: Option<String>,
+    comment: Option<String>,
+}
+
+async fn act(v: Viewer, id: i64, action: Action, f: ActionFields) -> Response {
+    let nonempty = |x: Option<String>| x.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let req = ActionRequest { reason: nonempty(f.reason), comment: nonempty(f.comment), override_approval: false };
+    match deployments::act(&v.ctx(), id, action, req).await {
+        Ok(d) => Redirect::to(&format!("/portal/deployments/{}", d.id)).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+macro_rules! action_page {
+    ($($name:ident => $action:ident),+ $(,)?) => {$(
+        pub async fn $name(v: Viewer, Path(id): Path<i64>, Form(f): Form<ActionFields>) -> Response {
+            act(v, id, Action::$action, f).await
+        }
+    )+};
+}
+
+action_page!(
+    abort => Abort, pause => Pause, resume => Resume, retry => Retry, skip => Skip,
+    approve => Approve, reject => Reject, promote => Promote, rollback => Rollback,
+);
+
+pub struct AuditRow {
+    pub seq: i64,
+    pub at: String,
+    pub principal: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub source: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/audit.html")]
+pub struct AuditPage {
+    pub chrome: Chrome,
+    pub principal: String,
+    pub action: String,
+    pub outcome: String,
+    pub outcomes: Vec<(&'static str, bool)>,
+    pub rows: Vec<AuditRow>,
+    pub older: Option<i64>,
+    pub verified: Option<drover_types::audit::AuditVerification>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct AuditQuery {
+    principal: Option<String>,
+    action: Option<String>,
+    outcome: Option<String>,
+    before: Option<i64>,
+    verify: Option<u8>,
+}
+
+const AUDIT_PER_PAGE: u32 = 50;
+
+/// `GET /portal/audit`: filters, paging (older), the chain's verification on request.
+pub async fn audit(v: Viewer, Query(q): Query<AuditQuery>) -> Response {
+    let c = v.ctx();
+    let clean = |x: &Option<String>| x.as_ref().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let f = AuditFilter {
+        principal: clean(&q.principal),
+        action: clean(&q.action),
+        outcome: clean(&q.outcome),
+        before: q.before,
+        limit: Some(AUDIT_PER_PAGE),
+    };
+    let entries = match service::audit::list(&c, f).await {
+        Ok(e) => e,
+        Err(e) => return service_error(e),
+    };
+    let verified = if q.verify == Some(1) {
+        match service::audit::verify(&c).await {
+            Ok(v) => Some(v),
+            Err(e) => return service_error(e),
+        }
+    } else {
+        None
+    };
+    let older = (entries.len() as u32 == AUDIT_PER_PAGE).then(|| entries.last().map(|e| e.seq)).flatten();
+    let rows = entries
+        .into_iter()
+        .map(|e| AuditRow {
+            seq: e.seq,
+            at: when(e.entry.ts),
+            principal: e.entry.principal,
+            action: e.entry.action,
+            target: e.entry.target,
+            outcome: e.entry.outcome,
+            source: e.entry.source,
+        })
+        .collect();
+    let page = AuditPage {
+        chrome: chrome(&v, "Audit log"),
+        principal: clean(&q.principal).unwrap_or_default(),
+        action: clean(&q.action).unwrap_or_default(),
+        outcome: clean(&q.outcome).unwrap_or_default(),
+        outcomes: ["started", "success", "failure", "denied"]
+            .into_iter()
+            .map(|o| (o, q.outcome.as_deref() == Some(o)))
+            .collect(),
+        rows,
+        older,
+        verified,
+    };
+    render(StatusCode::OK, &page)
+}

@@ -1,0 +1,314 @@
+//! The portal in a real browser (Debian's headless Chromium over WebDriver): sign-in through
+//! the orchestrator's own authorization server, a deployment started and followed live,
+//! approved from its page, the audit entry naming the operator; what a viewer sees; CSRF,
+//! cross-site posts and session fixation refused; sign-out. Plus the portal's HTTP contract
+//! without a browser (headers, the portal client refused at the token endpoint, sessions that
+//! survive a restart). Screenshots of the main pages go to `target/portal-screenshots/`.
+
+use drover_testkit::browser::Browser;
+use drover_testkit::{Backend, TestServer, tarball};
+use drover_types::DeploymentStatus;
+use fantoccini::Locator;
+use serde_json::json;
+
+fn http(s: &TestServer) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(drover_tls::client_config(&s.ca).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn add_operator(s: &TestServer, name: &str, roles: &[&str]) -> String {
+    let pw = format!("{name}-password-123456");
+    s.admin()
+        .add_operator(&drover_types::NewOperator {
+            name: name.into(),
+            email: None,
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            password: Some(pw.clone()),
+        })
+        .await
+        .unwrap();
+    pw
+}
+
+const PIPELINE: &str = r#"
+application: shop
+stages:
+  - name: dev
+    environment: dev
+    tasks:
+      - type: run
+        command: echo "building $DROVER_VERSION"; sleep 1; echo "tests passed"
+      - type: approval
+        approvals: 1
+      - type: run
+        command: echo "released $DROVER_VERSION"
+"#;
+
+/// Signs in on the authorization server's page the portal sends the browser to.
+async fn sign_in(b: &Browser, base: &str, user: &str, password: &str) -> anyhow::Result<()> {
+    b.goto(&format!("{base}/portal/")).await?;
+    let form = b.wait_css("form[action='/oauth2/authorize']").await?;
+    assert!(b.client.current_url().await?.path().starts_with("/oauth2/authorize"));
+    form.find(Locator::Css("#username")).await?.send_keys(user).await?;
+    form.find(Locator::Css("#password")).await?.send_keys(password).await?;
+    form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    b.wait_text(&format!("Signed in as {user}"), 10).await?;
+    Ok(())
+}
+
+/// The session cookie's value as the browser holds it.
+async fn session_cookie(b: &Browser) -> anyhow::Result<Option<String>> {
+    let all = b.client.get_all_cookies().await?;
+    Ok(all.iter().find(|c| c.name() == "__Host-drover-session").map(|c| c.value().to_string()))
+}
+
+/// A post from this page's JavaScript (same origin, the session cookie rides along): status.
+async fn post_from_page(b: &Browser, path: &str, body: &str) -> anyhow::Result<u16> {
+    let js = r#"const [path, body, done] = arguments;
+        fetch(path, {method: "POST", credentials: "same-origin", redirect: "manual",
+                     headers: {"Content-Type": "application/x-www-form-urlencoded"}, body})
+          .then(r => done(r.type === "opaqueredirect" ? 303 : r.status)).catch(e => done(-1));"#;
+    let v = b.client.execute_async(js, vec![json!(path), json!(body)]).await?;
+    Ok(v.as_i64().unwrap_or(-1) as u16)
+}
+
+async fn wait_deployment(s: &TestServer, id: i64, status: DeploymentStatus) -> anyhow::Result<()> {
+    drover_testkit::wait_status(&s.admin(), id, status).await.map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_in_deploy_live_approve_and_audit() {
+    run_flow(Backend::Sqlite).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sign_in_deploy_live_approve_and_audit_postgres() {
+    run_flow(Backend::Postgres).await.unwrap()
+}
+
+/// `RUST_LOG=drover_server=debug` shows the orchestrator's log beside a failing test.
+fn log() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+async fn run_flow(backend: Backend) -> anyhow::Result<()> {
+    log();
+    let mut s = TestServer::start(backend).await?;
+    s.agent("dev-1", "dev").await?;
+    let admin = s.admin();
+    admin.apply_yaml(PIPELINE).await?;
+    for v in ["1.0", "1.1"] {
+        admin.push_artifact_bytes("shop", v, tarball(&[("index.html", v, 0o644)])).await?;
+    }
+    let viewer_pw = add_operator(&s, "vera", &["viewer"]).await;
+    let b = Browser::start().await?;
+    let base = s.url.clone();
+
+    // Session fixation: a session id planted before sign-in is never the signed-in one.
+    b.goto(&format!("{base}/portal/signed-out")).await?;
+    let planted = "ab".repeat(32);
+    // As a script on a page of this host could (cookie tossing): a Secure, host-only cookie.
+    let js = format!("document.cookie = '__Host-drover-session={planted}; Path=/; Secure; SameSite=Strict'");
+    b.client.execute(&js, vec![]).await?;
+    assert_eq!(session_cookie(&b).await?.as_deref(), Some(planted.as_str()), "planted");
+
+    sign_in(&b, &base, "admin", &s.admin_password).await?;
+    let sid = session_cookie(&b).await?.expect("a session cookie");
+    assert_ne!(sid, planted, "a new session id at sign-in");
+    let cookies = b.client.get_all_cookies().await?;
+    let cookie = cookies.iter().find(|c| c.name() == "__Host-drover-session").unwrap();
+    assert_eq!(cookie.http_only(), Some(true));
+    assert_eq!(cookie.secure(), Some(true));
+    assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
+    let anon = http(&s);
+    let planted_try = anon
+        .get(format!("{base}/portal/"))
+        .header("cookie", format!("__Host-drover-session={planted}"))
+        .send()
+        .await?;
+    assert_eq!(planted_try.status(), 303, "the planted id is not signed in");
+    assert!(planted_try.headers()["location"].to_str()?.starts_with("/portal/signin"));
+    let dashboard = b.wait_text("Pipelines", 5).await?;
+    assert!(dashboard.contains("shop"), "{dashboard}");
+    b.screenshot("dashboard").await?;
+
+    // Start a deployment from a pushed version, and watch it live.
+    b.goto(&format!("{base}/portal/pipelines/shop")).await?;
+    let form = b.wait_css("form.start").await?;
+    form.find(Locator::Css("select#version")).await?.select_by_value("1.1").await?;
+    form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    b.wait_css("#live").await?;
+    let url = b.client.current_url().await?;
+    let id: i64 = url.path().rsplit('/').next().unwrap().parse()?;
+    // The log and the status arrive without a reload (server-sent events + a fragment fetch).
+    b.wait_text("tests passed", 20).await?;
+    let page = b.wait_text("pending_input", 20).await?;
+    assert!(page.contains("building 1.1"), "{page}");
+    assert_eq!(b.client.current_url().await?, url, "no navigation: live updates");
+    b.wait_css("button[data-action=approve]").await?;
+    b.screenshot("deployment").await?;
+    b.goto(&format!("{base}/portal/pipelines/shop")).await?;
+    let board = b.wait_text("pending_input", 5).await?;
+    assert!(board.contains(&format!("#{id} 1.1")), "{board}");
+    b.screenshot("pipeline").await?;
+
+    // A second deployment waits at the approval: the forged and cross-site posts aim at it.
+    let d2 = admin.deploy("shop", "1.0").await?;
+    // Queued behind the first (one deployment per stage); it still answers to abort.
+    b.goto(&format!("{base}/portal/deployments/{}", d2.id)).await?;
+    b.wait_css("button[data-action=abort]").await?;
+    // A post without the session's CSRF token is refused and changes nothing.
+    assert_eq!(post_from_page(&b, &format!("/portal/deployments/{}/abort", d2.id), "reason=forged").await?, 403);
+    assert_eq!(
+        post_from_page(&b, &format!("/portal/deployments/{}/abort", d2.id), &format!("csrf_token={}", "cd".repeat(32)))
+            .await?,
+        403
+    );
+    assert!(!admin.deployment(d2.id).await?.status.is_terminal());
+    // A cross-site form post (another origin: a data: page) is refused and changes nothing.
+    let attack = format!(
+        "data:text/html,<form id=f method=post action='{base}/portal/deployments/{}/abort'>\
+         <input name=csrf_token value=x><input name=reason value=csrf></form>\
+         <script>document.getElementById('f').submit()</script>",
+        d2.id
+    );
+    b.goto(&attack).await?;
+    b.wait_text("not sent from a Drover page", 10).await.or(b.wait_text("Signed out", 1).await)?;
+    assert!(!admin.deployment(d2.id).await?.status.is_terminal(), "the cross-site post changed nothing");
+
+    // Approve from the deployment page, with a comment.
+    b.goto(&format!("{base}/portal/deployments/{id}")).await?;
+    let approve = b.wait_css("form[action$='/approve']").await?;
+    approve.find(Locator::Css("input[name=comment]")).await?.send_keys("ship it").await?;
+    approve.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    b.wait_text("completed", 20).await?;
+    wait_deployment(&s, id, DeploymentStatus::Completed).await?;
+    let d = admin.deployment(id).await?;
+    let votes = &d.stages[0].tasks[1].approvals;
+    assert_eq!(votes.len(), 1);
+    assert_eq!((votes[0].by.as_str(), votes[0].comment.as_deref()), ("admin", Some("ship it")));
+    let page = b.wait_text("released 1.1", 10).await?;
+    assert!(page.contains("admin approved"), "{page}");
+
+    // The audit log names the operator and the portal, for the approval and the refusals.
+    b.goto(&format!("{base}/portal/audit?principal=operator%3Aadmin+via+client%3Adrover-portal")).await?;
+    let audit = b.wait_text("Audit log", 5).await?;
+    assert!(audit.contains(&format!("/portal/deployments/{id}/approve")), "{audit}");
+    assert!(audit.contains("POST /portal/deployments/{id}/approve"), "{audit}");
+    assert!(audit.contains("portal.csrf_refused"), "{audit}");
+    b.goto(&format!("{base}/portal/audit?verify=1")).await?;
+    let verified = b.wait_text("Chain verified", 10).await?;
+    assert!(verified.contains("portal.cross_site"), "{verified}");
+    b.screenshot("audit").await?;
+
+    // Signing out ends the session: the cookie no longer signs anyone in.
+    b.goto(&format!("{base}/portal/")).await?;
+    b.wait_css("form.signout button").await?.click().await?;
+    b.wait_text("Your session has ended", 10).await?;
+    assert_eq!(session_cookie(&b).await?, None);
+    let after = anon.get(format!("{base}/portal/")).header("cookie", format!("__Host-drover-session={sid}")).send().await?;
+    assert_eq!(after.status(), 303, "the old session id signs nobody in");
+
+    // A viewer sees no action buttons, and a post with their own valid token is refused.
+    sign_in(&b, &base, "vera", &viewer_pw).await?;
+    b.goto(&format!("{base}/portal/deployments/{}", d2.id)).await?;
+    b.wait_css("#live").await?;
+    assert!(b.client.find_all(Locator::Css("button[data-action]")).await?.is_empty(), "a viewer has no actions");
+    assert!(!b.text().await?.contains("Start deployment"));
+    let token = b.client.find(Locator::Css("form.signout input[name=csrf_token]")).await?.attr("value").await?.unwrap();
+    let status =
+        post_from_page(&b, &format!("/portal/deployments/{}/abort", d2.id), &format!("csrf_token={token}")).await?;
+    assert_eq!(status, 403, "the server checks the privilege, not the page");
+    assert!(!admin.deployment(d2.id).await?.status.is_terminal());
+    b.screenshot("viewer-deployment").await?;
+    admin.act(d2.id, drover_types::Action::Abort, Some("test over".into())).await?;
+    b.close().await;
+    s.shutdown().await;
+    Ok(())
+}
+
+/// The HTTP contract of the portal without a browser.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn headers_signin_redirects_and_the_portal_client() -> anyhow::Result<()> {
+    let s = TestServer::start(Backend::Sqlite).await?;
+    let c = http(&s);
+    let root = c.get(format!("{}/", s.url)).send().await?;
+    assert_eq!(root.status(), 303);
+    assert_eq!(root.headers()["location"], "/portal/");
+    let page = c.get(format!("{}/portal/deployments/7?fragment=1", s.url)).send().await?;
+    assert_eq!(page.status(), 303);
+    assert_eq!(page.headers()["location"], "/portal/signin?next=%2Fportal%2Fdeployments%2F7%3Ffragment%3D1");
+    let h = page.headers();
+    let csp = h["content-security-policy"].to_str()?;
+    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert_eq!(h["strict-transport-security"], "max-age=31536000");
+    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["x-content-type-options"], "nosniff");
+    assert_eq!(h["cache-control"], "no-store");
+    // Sign-in: PKCE and state, the verifier kept server-side behind a __Host- cookie.
+    let signin = c.get(format!("{}/portal/signin?next=https://evil.example/", s.url)).send().await?;
+    assert_eq!(signin.status(), 303);
+    let to = signin.headers()["location"].to_str()?.to_string();
+    assert!(to.starts_with("/oauth2/authorize?"), "{to}");
+    assert!(to.contains("client_id=drover-portal") && to.contains("code_challenge_method=S256"), "{to}");
+    let set = signin.headers()["set-cookie"].to_str()?;
+    assert!(set.starts_with("__Host-drover-login=") && set.contains("HttpOnly") && set.contains("SameSite=Strict"));
+    // A callback without the browser's login cookie, or with another state, signs nobody in.
+    let cb = c.get(format!("{}/portal/callback?code=x&state=y", s.url)).send().await?;
+    assert_eq!(cb.status(), 400);
+    let login = set.split(';').next().unwrap().to_string();
+    let cb = c.get(format!("{}/portal/callback?code=x&state=wrong", s.url)).header("cookie", &login).send().await?;
+    assert_eq!(cb.status(), 400);
+    assert!(cb.headers().get("set-cookie").is_none());
+    // The portal's client cannot be used from outside the orchestrator.
+    let token = c
+        .post(format!("{}/oauth2/token", s.url))
+        .form(&[("grant_type", "authorization_code"), ("client_id", "drover-portal"), ("code", "x")])
+        .send()
+        .await?;
+    assert_eq!(token.status(), 401);
+    assert_eq!(token.json::<serde_json::Value>().await?["error"], "invalid_client");
+    let del = c
+        .delete(format!("{}/api/v1/clients/drover-portal", s.url))
+        .basic_auth("admin", Some(&s.admin_password))
+        .send()
+        .await?;
+    assert_eq!(del.status(), 409, "the portal's client is built in");
+    // A post without a session is refused, not replayed after sign-in.
+    let post = c.post(format!("{}/portal/deployments/1/abort", s.url)).form(&[("reason", "x")]).send().await?;
+    assert_eq!(post.status(), 401);
+    // Assets are cache-busted and cacheable.
+    let html = c.get(format!("{}/portal/signed-out", s.url)).send().await?.text().await?;
+    let css = html.split("href=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+    assert!(css.starts_with("/portal/assets/portal.") && css.ends_with(".css"), "{css}");
+    let a = c.get(format!("{}{css}", s.url)).send().await?;
+    assert_eq!(a.status(), 200);
+    assert!(a.headers()["cache-control"].to_str()?.contains("immutable"));
+    assert_eq!(c.get(format!("{}/portal/assets/portal.000000000000.css", s.url)).send().await?.status(), 404);
+    s.shutdown().await;
+    Ok(())
+}
+
+/// Sessions are stored sealed in the database: a restart keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_session_survives_a_restart() -> anyhow::Result<()> {
+    log();
+    let mut s = TestServer::start(Backend::Sqlite).await?;
+    let b = Browser::start().await?;
+    sign_in(&b, &s.url, "admin", &s.admin_password).await?;
+    let sid = session_cookie(&b).await?.unwrap();
+    s.restart().await?;
+    b.goto(&format!("{}/portal/", s.url)).await?;
+    b.wait_text("Signed in as admin", 10).await?;
+    assert_eq!(session_cookie(&b).await?, Some(sid));
+    b.close().await;
+    s.shutdown().await;
+    Ok(())
+}
