@@ -9,15 +9,33 @@
   var note = document.getElementById("live-note");
   if (note) note.textContent = "Following live.";
   var pending = false;
-  function refresh() {
+  // What the page shows: the deployment's last change and its waiting sentence. The server
+  // sends the current deployment first; an event that shows nothing new fetches nothing.
+  function keyOf(d) {
+    return d.updated_at + "|" + (d.waiting_for ? d.waiting_for.sentence : "");
+  }
+  // Never replace a form someone is filling in: try again shortly.
+  function busy() {
+    var inputs = live.querySelectorAll("input:not([type=hidden])");
+    for (var i = 0; i < inputs.length; i++) {
+      if (inputs[i].value !== "" || inputs[i] === document.activeElement) return true;
+    }
+    return false;
+  }
+  function refresh(key) {
     if (pending) return;
+    if (busy()) { setTimeout(function () { refresh(key); }, 2000); return; }
     pending = true;
     fetch(live.dataset.fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) {
         pending = false;
         // Server-rendered and escaped by the template (never text from the event itself).
-        if (html !== null) live.innerHTML = html;
+        if (html !== null && !busy()) {
+          live.innerHTML = html;
+          if (key) live.dataset.key = key;
+          live.dataset.updates = String(Number(live.dataset.updates || "0") + 1);
+        }
       })
       .catch(function () { pending = false; });
   }
@@ -30,10 +48,15 @@
       if (atBottom) log.scrollTop = log.scrollHeight;
     } catch (e) { /* a malformed frame is skipped */ }
   });
-  es.addEventListener("deployment", refresh);
+  es.addEventListener("deployment", function (ev) {
+    var key = null;
+    try { key = keyOf(JSON.parse(ev.data)); } catch (e) { /* fetch anyway */ }
+    if (key !== null && key === live.dataset.key) return;
+    refresh(key);
+  });
   es.addEventListener("end", function () {
     es.close();
-    refresh();
+    refresh(null);
     if (note) note.textContent = "The deployment has ended.";
   });
   es.onerror = function () {

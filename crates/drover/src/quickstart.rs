@@ -144,6 +144,11 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
     } else {
         println!("  operator       admin (with the password admin set)");
     }
+    println!(
+        "  portal         {}/portal/ (sign in as admin; the browser warns about the certificate until it \
+         trusts the CA above)",
+        running.url
+    );
 
     // Agents, each with its own work dir; secrets kept beside them for the next run.
     let qs = dir.join("quickstart");
@@ -277,7 +282,8 @@ async fn follow(
                                 "DROVER_USER=admin DROVER_PASSWORD_FILE=<a file with your password>".into()
                             };
                             println!(
-                                "\nDeployment {id} waits for approval before production. From another terminal, run:\n\
+                                "\nDeployment {id} waits for approval before production. Approve it in the portal at \
+                                 {url}/portal/deployments/{id}, or from another terminal run:\n\
                                  \x20 export DROVER_URL={url} DROVER_CA_CERT={ca} {creds}\n\
                                  \x20 drover approve {id}        # or: drover reject {id} --reason \"...\"\n\
                                  (with cargo: cargo run --release -- approve {id})\n",

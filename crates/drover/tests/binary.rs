@@ -193,6 +193,7 @@ fn quickstart_runs_end_to_end_and_again() {
         let pipeline = if run_no == 1 { "(created)" } else { "(unchanged)" };
         assert!(text.lines().any(|l| l.contains("pipeline") && l.contains(pipeline)), "run {run_no}: {text}");
         assert!(text.contains("smoke test passed"), "{text}");
+        assert!(text.lines().any(|l| l.contains("portal") && l.contains("/portal/ (sign in as admin")), "{text}");
     }
     let current = std::fs::read_link(data.join("quickstart/production-1/shop/current")).unwrap();
     assert_eq!(current, Path::new("releases/1.0.2"));

@@ -3,63 +3,10 @@
 //! authentication failure is recorded for it, and the orchestrator recovers by itself once the
 //! database is reachable again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use drover_testkit::relay::Relay;
 use drover_testkit::{Backend, TestServer};
-use tokio::net::{TcpListener, TcpStream};
-
-/// A relay to PostgreSQL on 127.0.0.1:5432 that can be cut (every connection dropped, new
-/// ones refused) and restored.
-struct Relay {
-    port: u16,
-    down: Arc<AtomicBool>,
-    conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-    accept: tokio::task::JoinHandle<()>,
-}
-
-impl Relay {
-    async fn start() -> Relay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let down = Arc::new(AtomicBool::new(false));
-        let conns: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>> = Arc::default();
-        let (d, c) = (down.clone(), conns.clone());
-        let accept = tokio::spawn(async move {
-            loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { return };
-                if d.load(Ordering::SeqCst) {
-                    drop(inbound);
-                    continue;
-                }
-                let h = tokio::spawn(async move {
-                    if let Ok(mut outbound) = TcpStream::connect("127.0.0.1:5432").await {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                c.lock().unwrap().push(h);
-            }
-        });
-        Relay { port, down, conns, accept }
-    }
-    fn cut(&self) {
-        self.down.store(true, Ordering::SeqCst);
-        for h in self.conns.lock().unwrap().drain(..) {
-            h.abort();
-        }
-    }
-    fn restore(&self) {
-        self.down.store(false, Ordering::SeqCst);
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        self.cut();
-        self.accept.abort();
-    }
-}
 
 fn http(s: &TestServer) -> reqwest::Client {
     let tls = drover_tls::client_config(&s.ca).unwrap();
@@ -69,10 +16,7 @@ fn http(s: &TestServer) -> reqwest::Client {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_database_outage_is_503_with_the_same_token_and_heals() {
     let relay = Relay::start().await;
-    let (store, schema) = drover_store::testing::pg_schema_store().await.expect("PostgreSQL on 127.0.0.1:5432");
-    drop(store);
-    let url =
-        drover_store::testing::pg_schema_url(&schema).replace("127.0.0.1:5432", &format!("127.0.0.1:{}", relay.port));
+    let (schema, url) = relay.fresh_schema().await;
     let s = TestServer::start_configured(Backend::Sqlite, |cfg| cfg.database_url = Some(url.clone())).await.unwrap();
     let admin = s.admin();
     let ci = admin.create_client("ci", &["api".into()]).await.unwrap();

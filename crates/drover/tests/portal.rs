@@ -40,7 +40,7 @@ stages:
     environment: dev
     tasks:
       - type: run
-        command: echo "building $DROVER_VERSION"; sleep 1; echo "tests passed"
+        command: echo "building $DROVER_VERSION"; sleep 2; echo "tests passed"
       - type: approval
         approvals: 1
       - type: run
@@ -127,11 +127,8 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(cookie.secure(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
     let anon = http(&s);
-    let planted_try = anon
-        .get(format!("{base}/portal/"))
-        .header("cookie", format!("__Host-drover-session={planted}"))
-        .send()
-        .await?;
+    let planted_try =
+        anon.get(format!("{base}/portal/")).header("cookie", format!("__Host-drover-session={planted}")).send().await?;
     assert_eq!(planted_try.status(), 303, "the planted id is not signed in");
     assert!(planted_try.headers()["location"].to_str()?.starts_with("/portal/signin"));
     let dashboard = b.wait_text("Pipelines", 5).await?;
@@ -151,6 +148,12 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
     let page = b.wait_text("pending_input", 20).await?;
     assert!(page.contains("building 1.1"), "{page}");
     assert_eq!(b.client.current_url().await?, url, "no navigation: live updates");
+    // Lines appended by the script (the server renders the log as one text node), and the
+    // status part replaced by it at least once.
+    let js = "return [document.getElementById('log').childNodes.length, \
+              Number(document.getElementById('live').dataset.updates || 0)]";
+    let counts = b.client.execute(js, vec![]).await?;
+    assert!(counts[0].as_i64() >= Some(2) && counts[1].as_i64() >= Some(1), "live updates: {counts}");
     b.wait_css("button[data-action=approve]").await?;
     b.screenshot("deployment").await?;
     b.goto(&format!("{base}/portal/pipelines/shop")).await?;
@@ -212,7 +215,8 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
     b.wait_css("form.signout button").await?.click().await?;
     b.wait_text("Your session has ended", 10).await?;
     assert_eq!(session_cookie(&b).await?, None);
-    let after = anon.get(format!("{base}/portal/")).header("cookie", format!("__Host-drover-session={sid}")).send().await?;
+    let after =
+        anon.get(format!("{base}/portal/")).header("cookie", format!("__Host-drover-session={sid}")).send().await?;
     assert_eq!(after.status(), 303, "the old session id signs nobody in");
 
     // A viewer sees no action buttons, and a post with their own valid token is refused.
@@ -310,5 +314,44 @@ async fn a_session_survives_a_restart() -> anyhow::Result<()> {
     assert_eq!(session_cookie(&b).await?, Some(sid));
     b.close().await;
     s.shutdown().await;
+    Ok(())
+}
+
+/// A database outage shows 503 and keeps the session: once the database is back, the same
+/// cookie is still signed in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_outage_is_503_never_a_sign_out() -> anyhow::Result<()> {
+    log();
+    let relay = drover_testkit::relay::Relay::start().await;
+    let (schema, url) = relay.fresh_schema().await;
+    let s = TestServer::start_configured(Backend::Sqlite, |cfg| cfg.database_url = Some(url.clone())).await?;
+    let b = Browser::start().await?;
+    sign_in(&b, &s.url, "admin", &s.admin_password).await?;
+    let sid = session_cookie(&b).await?.unwrap();
+    relay.cut();
+    b.goto(&format!("{}/portal/", s.url)).await?;
+    let page = b.wait_text("cannot reach its database", 10).await?;
+    assert!(page.contains("You are still signed in"), "{page}");
+    let r = http(&s)
+        .get(format!("{}/portal/", s.url))
+        .header("cookie", format!("__Host-drover-session={sid}"))
+        .send()
+        .await?;
+    assert_eq!(r.status(), 503);
+    assert_eq!(session_cookie(&b).await?.as_deref(), Some(sid.as_str()), "the cookie is kept");
+    relay.restore();
+    let mut back = false;
+    for _ in 0..100 {
+        b.goto(&format!("{}/portal/", s.url)).await?;
+        if b.text().await?.contains("Signed in as admin") {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(back, "the same session works once the database is back");
+    b.close().await;
+    s.shutdown().await;
+    drover_store::testing::drop_schema(&schema).await;
     Ok(())
 }

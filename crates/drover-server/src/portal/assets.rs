@@ -26,7 +26,10 @@ fn asset(stem: &str, ext: &str, body: &'static str, content_type: &'static str) 
 }
 
 static ASSETS: LazyLock<[Asset; 2]> = LazyLock::new(|| {
-    [asset("portal", "css", CSS, "text/css; charset=utf-8"), asset("portal", "js", JS, "text/javascript; charset=utf-8")]
+    [
+        asset("portal", "css", CSS, "text/css; charset=utf-8"),
+        asset("portal", "js", JS, "text/javascript; charset=utf-8"),
+    ]
 });
 
 /// The style sheet's URL.

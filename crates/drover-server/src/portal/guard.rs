@@ -117,7 +117,11 @@ pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Re
     let mut req = if post {
         let (parts, body) = req.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
-            let resp = error_page(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "This form is larger than a portal form can be.");
+            let resp = error_page(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too large",
+                "This form is larger than a portal form can be.",
+            );
             return with_request_id(resp, &facts.request_id);
         };
         let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)

@@ -7,9 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use drover_core::rbac::Privilege;
 use drover_core::store::AuditFilter;
-use drover_types::{
-    Action, ActionRequest, Deployment, DeploymentStatus, NewDeployment, TaskRun, TaskSpec, Timestamp,
-};
+use drover_types::{Action, ActionRequest, Deployment, DeploymentStatus, NewDeployment, TaskRun, TaskSpec, Timestamp};
 use serde::Deserialize;
 
 use super::{Viewer, assets, render, service_error};
@@ -393,6 +391,8 @@ pub struct DeploymentPage {
     pub log: Vec<String>,
     pub log_after: i64,
     pub terminal: bool,
+    /// What the page shows (the script skips events that show nothing new).
+    pub key: String,
 }
 
 /// The part of the deployment page that live updates replace.
@@ -482,6 +482,7 @@ pub async fn deployment(v: Viewer, Path(id): Path<i64>, Query(q): Query<Fragment
         log,
         log_after: page.next,
         terminal: d.status.is_terminal(),
+        key: format!("{}|{}", d.updated_at, d.waiting_for.as_ref().map(|w| w.sentence.as_str()).unwrap_or("")),
     };
     render(StatusCode::OK, &page)
 }
@@ -492,12 +493,7 @@ pub struct AfterQuery {
 }
 
 /// `GET /portal/deployments/{id}/live`: server-sent events (log lines, changes, the end).
-pub async fn live(
-    State(s): State<AppState>,
-    v: Viewer,
-    Path(id): Path<i64>,
-    Query(q): Query<AfterQuery>,
-) -> Response {
+pub async fn live(State(s): State<AppState>, v: Viewer, Path(id): Path<i64>, Query(q): Query<AfterQuery>) -> Response {
     if let Err(e) = deployments::may_follow(&v.ctx(), id).await {
         return service_error(e);
     }

@@ -1,0 +1,163 @@
+//! Every portal page is guarded like the API's routes: without a session a read goes to
+//! sign-in and a post is refused; with one, each built-in role reaches exactly the pages of its
+//! privileges (the server decides, whatever the page shows); docs/portal.md lists the same
+//! table. Sessions here are made by an HTTP client going through the real sign-in (the
+//! authorization server's page, the code exchanged by the portal), no browser.
+
+use std::time::Duration;
+
+use drover_core::rbac::{BUILT_IN_ROLES, role_privileges};
+use drover_server::portal::guard::Need;
+use drover_testkit::{Backend, TestServer};
+use reqwest::Method;
+
+fn http(s: &TestServer) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(drover_tls::client_config(&s.ca).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{name}", "nothing-here").replace("{id}", "999999")
+}
+
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap().to_string())
+}
+
+/// Signs in through `/portal/signin` as a browser would; returns the session cookie
+/// (`__Host-drover-session=...`) and the session's CSRF token.
+pub async fn http_sign_in(s: &TestServer, user: &str, password: &str) -> (String, String) {
+    let c = http(s);
+    let start = c.get(format!("{}/portal/signin", s.url)).send().await.unwrap();
+    let login = set_cookie(&start, "__Host-drover-login").unwrap();
+    let authorize = start.headers()["location"].to_str().unwrap().to_string();
+    let page = c.get(format!("{}{authorize}", s.url)).send().await.unwrap();
+    let csrf_cookie = set_cookie(&page, "__Host-drover-csrf").unwrap();
+    let html = page.text().await.unwrap();
+    let field = |name: &str| -> Option<String> {
+        let needle = format!("name=\"{name}\" value=\"");
+        let at = html.find(&needle)? + needle.len();
+        Some(html[at..].split('"').next()?.replace("&amp;", "&"))
+    };
+    let mut form: Vec<(String, String)> = [
+        "response_type",
+        "client_id",
+        "redirect_uri",
+        "state",
+        "code_challenge",
+        "code_challenge_method",
+        "csrf_token",
+    ]
+    .iter()
+    .filter_map(|n| field(n).map(|v| (n.to_string(), v)))
+    .collect();
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    let back =
+        c.post(format!("{}/oauth2/authorize", s.url)).header("cookie", &csrf_cookie).form(&form).send().await.unwrap();
+    assert_eq!(back.status(), 303, "sign-in as {user}");
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert!(callback.starts_with(&format!("{}/portal/callback?", s.url)), "{callback}");
+    let done = c.get(&callback).header("cookie", &login).send().await.unwrap();
+    assert_eq!(done.status(), 303);
+    let session = set_cookie(&done, "__Host-drover-session").unwrap();
+    let dash = c.get(format!("{}/portal/", s.url)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(dash.status(), 200);
+    let html = dash.text().await.unwrap();
+    let needle = "name=\"csrf_token\" value=\"";
+    let at = html.find(needle).unwrap() + needle.len();
+    let token = html[at..].split('"').next().unwrap().to_string();
+    (session, token)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_page_is_guarded_and_roles_get_exactly_their_privileges() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let state = s.running.as_ref().unwrap().state.clone();
+    let (_, table) = drover_server::portal::pages(state.clone());
+    let mut seen = std::collections::HashSet::new();
+    for p in &table {
+        assert!(seen.insert((p.method.clone(), p.path.clone())), "page twice: {p:?}");
+    }
+    assert!(table.len() >= 15, "{}", table.len());
+    let c = http(&s);
+    // No session: reads go to sign-in (and come back), posts are refused.
+    for p in &table {
+        let r = c.request(p.method.clone(), format!("{}{}", s.url, concrete(&p.path))).send().await.unwrap();
+        if p.method == Method::GET {
+            assert_eq!(r.status(), 303, "{} {}", p.method, p.path);
+            assert!(r.headers()["location"].to_str().unwrap().starts_with("/portal/signin?next="));
+        } else {
+            assert_eq!(r.status(), 401, "{} {}", p.method, p.path);
+        }
+    }
+    // One operator per built-in role, each signed in through the portal.
+    for role in BUILT_IN_ROLES.iter().filter(|r| **r != "agent") {
+        let name = format!("op-{role}");
+        s.admin()
+            .add_operator(&drover_types::NewOperator {
+                name: name.clone(),
+                email: None,
+                roles: vec![role.to_string()],
+                password: Some("role-password-123".into()),
+            })
+            .await
+            .unwrap();
+        let (session, token) = http_sign_in(&s, &name, "role-password-123").await;
+        for p in &table {
+            if p.path == "/portal/signout" {
+                continue;
+            }
+            let url = format!("{}{}", s.url, concrete(&p.path));
+            let rb = c.request(p.method.clone(), url).header("cookie", &session);
+            let rb = if p.method == Method::POST { rb.form(&[("csrf_token", token.as_str())]) } else { rb };
+            let resp = rb.send().await.unwrap();
+            let st = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            let allowed = match p.need {
+                Need::SignedIn => true,
+                Need::Privilege(x) => role_privileges(role).unwrap().contains(&x),
+            };
+            if allowed {
+                assert!(st != 401 && st != 403, "{role} should reach {} {} (got {st}): {body}", p.method, p.path);
+            } else {
+                assert_eq!(st, 403, "{role} must be denied {} {} (needs {:?})", p.method, p.path, p.need);
+            }
+        }
+    }
+    s.shutdown().await;
+}
+
+/// docs/portal.md's page table is the router's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_list_every_page_with_what_it_needs() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (_, table) = drover_server::portal::pages(s.running.as_ref().unwrap().state.clone());
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/portal.md")).unwrap();
+    let rows: Vec<String> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `GET") || l.starts_with("| `POST"))
+        .map(|l| l.split('|').take(3).collect::<Vec<_>>().join("|"))
+        .collect();
+    let want: Vec<String> = table
+        .iter()
+        .map(|p| {
+            let need = match p.need {
+                Need::SignedIn => "signed in".to_string(),
+                Need::Privilege(x) => format!("`{x}`"),
+            };
+            format!("| `{} {}` | {need} ", p.method, p.path)
+        })
+        .collect();
+    assert_eq!(rows, want, "docs/portal.md lists every page, in order, with what it needs");
+    s.shutdown().await;
+}
