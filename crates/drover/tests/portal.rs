@@ -5,6 +5,8 @@
 //! without a browser (headers, the portal client refused at the token endpoint, sessions that
 //! survive a restart). Screenshots of the main pages go to `target/portal-screenshots/`.
 
+use std::time::Duration;
+
 use drover_testkit::browser::Browser;
 use drover_testkit::{Backend, TestServer, tarball};
 use drover_types::DeploymentStatus;
@@ -353,5 +355,75 @@ async fn a_database_outage_is_503_never_a_sign_out() -> anyhow::Result<()> {
     b.close().await;
     s.shutdown().await;
     drover_store::testing::drop_schema(&schema).await;
+    Ok(())
+}
+
+/// The pipeline view puts each deployment in the column of its stage (the README's screenshot
+/// is this page: `target/portal-screenshots/pipeline-view.png`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pipeline_view_shows_deployments_in_their_stages() -> anyhow::Result<()> {
+    log();
+    let mut s = TestServer::start(Backend::Sqlite).await?;
+    for (a, e) in [("dev-1", "dev"), ("staging-1", "staging"), ("production-1", "production")] {
+        s.agent(a, e).await?;
+    }
+    let admin = s.admin();
+    admin
+        .apply_yaml(
+            r#"
+application: shop
+stages:
+  - name: dev
+    environment: dev
+    tasks:
+      - type: run
+        command: echo "unit tests passed for $DROVER_VERSION"
+  - name: staging
+    environment: staging
+    tasks:
+      - type: run
+        command: echo "smoke test passed"
+      - type: approval
+  - name: production
+    environment: production
+    progression: manual
+    tasks:
+      - type: run
+        command: echo "released $DROVER_VERSION"
+"#,
+        )
+        .await?;
+    for v in ["1.0.0", "1.1.0", "1.2.0"] {
+        admin.push_artifact_bytes("shop", v, tarball(&[("index.html", v, 0o644)])).await?;
+    }
+    // 1.0.0 all the way; 1.1.0 waits for approval in staging; 1.2.0 passed dev and queues for
+    // staging behind 1.1.0.
+    let d1 = admin.deploy("shop", "1.0.0").await?;
+    wait_deployment(&s, d1.id, DeploymentStatus::PendingInput).await?;
+    admin.act(d1.id, drover_types::Action::Approve, None).await?;
+    wait_deployment(&s, d1.id, DeploymentStatus::PendingPromotion).await?;
+    admin.act(d1.id, drover_types::Action::Promote, None).await?;
+    wait_deployment(&s, d1.id, DeploymentStatus::Completed).await?;
+    let d2 = admin.deploy("shop", "1.1.0").await?;
+    wait_deployment(&s, d2.id, DeploymentStatus::PendingInput).await?;
+    let d3 = admin.deploy("shop", "1.2.0").await?;
+    drover_testkit::wait_for(&admin, d3.id, Duration::from_secs(20), |d| d.stage_index == 1).await?;
+    let b = Browser::start().await?;
+    sign_in(&b, &s.url, "admin", &s.admin_password).await?;
+    b.goto(&format!("{}/portal/pipelines/shop", s.url)).await?;
+    b.wait_css(".board").await?;
+    let column = |n: usize| format!(".board > section:nth-of-type({n})");
+    let staging = b.client.find(Locator::Css(&column(2))).await?.text().await?;
+    assert!(staging.contains(&format!("#{} 1.1.0", d2.id)) && staging.contains("pending_input"), "{staging}");
+    assert!(staging.contains(&format!("#{} 1.2.0", d3.id)) && staging.contains("queued"), "{staging}");
+    let done = b.client.find(Locator::Css(&column(4))).await?.text().await?;
+    assert!(done.contains(&format!("#{} 1.0.0", d1.id)), "{done}");
+    b.screenshot("pipeline-view").await?;
+    // The dashboard: the last deployment per stage, and the approval waiting for admin.
+    b.goto(&format!("{}/portal/", s.url)).await?;
+    let waiting = b.wait_css("#waiting").await?.text().await?;
+    assert!(waiting.contains(&format!("Deployment {}", d2.id)) && waiting.contains("approve"), "{waiting}");
+    b.close().await;
+    s.shutdown().await;
     Ok(())
 }
