@@ -26,8 +26,15 @@
     if (pending) return;
     if (busy()) { setTimeout(function () { refresh(key); }, 2000); return; }
     pending = true;
-    fetch(live.dataset.fragment, { credentials: "same-origin", headers: { "Accept": "text/html" } })
-      .then(function (r) { return r.ok ? r.text() : null; })
+    // A redirect means the session has ended (to sign-in): that page is not put in this one.
+    fetch(live.dataset.fragment, { credentials: "same-origin", redirect: "manual", headers: { "Accept": "text/html" } })
+      .then(function (r) {
+        if (r.type === "opaqueredirect" || !r.ok) {
+          if (note) note.textContent = "Live updates stopped; reload the page.";
+          return null;
+        }
+        return r.text();
+      })
       .then(function (html) {
         pending = false;
         // Server-rendered and escaped by the template (never text from the event itself).

@@ -100,7 +100,10 @@ pub async fn policy(State(s): State<AppState>, req: Request, next: Next) -> Resp
         return next.run(req).await;
     };
     let same_origin = origin == own_origin(&s.issuer);
-    let allowed = cfg.origin_allowed(&origin);
+    // The portal is for the orchestrator's own pages only: no other origin may read it, whatever
+    // `[http.cors]` allows for the API (its pages carry the session's CSRF token).
+    let portal = req.uri().path() == "/" || req.uri().path().starts_with("/portal");
+    let allowed = cfg.origin_allowed(&origin) && !portal;
     let preflight =
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {

@@ -15,18 +15,44 @@ use tokio::sync::mpsc;
 use crate::AppState;
 
 const MAX_FOLLOW: Duration = Duration::from_secs(3600);
+/// A stream with a [`Recheck`] asks it at most this often.
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
 
 fn frame(event: &str, data: &impl serde::Serialize) -> Bytes {
     let json = serde_json::to_string(data).unwrap_or_else(|_| "null".into());
     Bytes::from(format!("event: {event}\ndata: {json}\n\n"))
 }
 
+/// A log line's frame carries its id, so a reconnecting `EventSource` resumes after it
+/// (`Last-Event-ID`).
+fn log_frame(l: &drover_types::LogLine) -> Bytes {
+    let json = serde_json::to_string(l).unwrap_or_else(|_| "null".into());
+    Bytes::from(format!("id: {}\nevent: log\ndata: {json}\n\n", l.id))
+}
+
+/// Asked at every wake-up of a stream (a change, or the 15 s tick): may it go on? A portal
+/// stream ends once its session has (sign-out, timeout, revocation).
+pub type Recheck =
+    std::sync::Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>;
+
 /// `caller` may read the deployment (checked before); it shapes `waiting_for`.
-pub fn follow(s: AppState, caller: drover_core::rbac::Principal, id: i64, mut after: i64) -> Response {
+pub fn follow(s: AppState, caller: drover_core::rbac::Principal, id: i64, after: i64) -> Response {
+    follow_while(s, caller, id, after, None)
+}
+
+/// [`follow`], ending when `recheck` says no.
+pub fn follow_while(
+    s: AppState,
+    caller: drover_core::rbac::Principal,
+    id: i64,
+    mut after: i64,
+    recheck: Option<Recheck>,
+) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(64);
     let mut changes = s.engine.subscribe();
     tokio::spawn(async move {
         let deadline = tokio::time::Instant::now() + MAX_FOLLOW;
+        let mut last_check = tokio::time::Instant::now();
         let mut last_view: Option<String> = None;
         loop {
             // Drain logs, then the deployment.
@@ -37,7 +63,7 @@ pub fn follow(s: AppState, caller: drover_core::rbac::Principal, id: i64, mut af
                 }
                 for l in &lines {
                     after = l.id;
-                    if tx.send(Ok(frame("log", l))).await.is_err() {
+                    if tx.send(Ok(log_frame(l))).await.is_err() {
                         return;
                     }
                 }
@@ -75,6 +101,14 @@ pub fn follow(s: AppState, caller: drover_core::rbac::Principal, id: i64, mut af
                         break;
                     }
                     _ = tokio::time::sleep_until(deadline) => return,
+                }
+            }
+            if let Some(ok) = &recheck
+                && last_check.elapsed() >= RECHECK_EVERY
+            {
+                last_check = tokio::time::Instant::now();
+                if !ok().await {
+                    return;
                 }
             }
         }

@@ -237,6 +237,19 @@ async fn cors_allows_only_configured_origins() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
     assert!(s.admin().environments().await.unwrap().iter().all(|e| e.name != "cors-env"), "nothing happened");
+    // The portal is never readable from another origin, not even an allowed one.
+    let r = c.get(format!("{}/portal/signed-out", s.url)).header("origin", "https://portal.example.com").send().await;
+    let r = r.unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none(), "no CORS on the portal");
+    assert_eq!(r.headers()["cross-origin-resource-policy"], "same-origin");
+    let r = c
+        .request(Method::OPTIONS, format!("{}/portal/", s.url))
+        .header("origin", "https://portal.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "no preflight passes for the portal");
     s.admin().pipelines().await.unwrap();
     s.shutdown().await;
 }

@@ -207,6 +207,7 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
     assert!(audit.contains(&format!("/portal/deployments/{id}/approve")), "{audit}");
     assert!(audit.contains("POST /portal/deployments/{id}/approve"), "{audit}");
     assert!(audit.contains("portal.csrf_refused"), "{audit}");
+    assert!(audit.contains("GET /portal/deployments/{id}"), "showing a log is audited: {audit}");
     b.goto(&format!("{base}/portal/audit?verify=1")).await?;
     let verified = b.wait_text("Chain verified", 10).await?;
     assert!(verified.contains("portal.cross_site"), "{verified}");

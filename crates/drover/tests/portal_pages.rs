@@ -161,3 +161,54 @@ async fn docs_list_every_page_with_what_it_needs() {
     assert_eq!(rows, want, "docs/portal.md lists every page, in order, with what it needs");
     s.shutdown().await;
 }
+
+/// A live stream ends with its session: signing out in another tab stops the log and the
+/// changes from flowing to this one. Opening the stream is audited like a log download.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_live_stream_ends_with_its_session() {
+    use futures_util::StreamExt;
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let admin = s.admin();
+    admin
+        .apply_yaml(
+            "application: web\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: approval\n",
+        )
+        .await
+        .unwrap();
+    admin.push_artifact_bytes("web", "1", drover_testkit::tarball(&[("a", "b", 0o644)])).await.unwrap();
+    let d = admin.deploy("web", "1").await.unwrap();
+    drover_testkit::wait_status(&admin, d.id, drover_types::DeploymentStatus::PendingInput).await.unwrap();
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = http(&s);
+    let live =
+        c.get(format!("{}/portal/deployments/{}/live", s.url, d.id)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    assert_eq!(live.headers()["content-type"], "text/event-stream");
+    let mut body = live.bytes_stream();
+    let first = body.next().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("event: deployment"), "{first:?}");
+    let out = c
+        .post(format!("{}/portal/signout", s.url))
+        .header("cookie", &session)
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    // The stream checks its session at its next wake-up (a change, or the 15 s keep-alive).
+    let ended = tokio::time::timeout(Duration::from_secs(40), async {
+        while let Some(chunk) = body.next().await {
+            if chunk.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended after sign-out");
+    let audit = admin.audit(Some("operator:admin via client:drover-portal"), None, None, Some(200)).await.unwrap();
+    assert!(
+        audit.iter().any(|e| e.entry.action == "GET /portal/deployments/{id}/live" && e.entry.outcome == "started"),
+        "following a log is audited"
+    );
+    s.shutdown().await;
+}

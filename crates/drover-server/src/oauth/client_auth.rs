@@ -43,14 +43,6 @@ impl TokenForm {
             ..Default::default()
         }
     }
-    /// A refresh, for a client inside the orchestrator (the portal).
-    pub(crate) fn for_refresh(refresh_token: &str) -> Self {
-        TokenForm {
-            grant_type: Some("refresh_token".into()),
-            refresh_token: Some(refresh_token.into()),
-            ..Default::default()
-        }
-    }
 }
 
 pub(crate) type FormInput = Result<Form<TokenForm>, axum::extract::rejection::FormRejection>;

@@ -163,6 +163,46 @@ pub(crate) async fn issue_pair(
     Ok(tokens)
 }
 
+/// A new access token of a live login session, for a client inside the orchestrator (the
+/// portal) that holds the session itself rather than its refresh token: the same checks as the
+/// refresh grant (the session is the client's and not revoked, the operator is enabled and has
+/// not had their sessions revoked since it began) without spending anything, so two renewals
+/// at once are harmless and a failure half-way leaves nothing to replay.
+pub(crate) async fn reissue(
+    s: &AppState,
+    client: &ClientRecord,
+    family: &str,
+    roles: Vec<String>,
+) -> Result<TokenSet, OAuthError> {
+    let fam: Family = match s.store.record_get("refresh_family", family).await? {
+        Some((b, _)) => serde_json::from_str(&b).map_err(|_| OAuthError::invalid_grant("unreadable login session"))?,
+        None => return Err(OAuthError::invalid_grant("the login session has ended")),
+    };
+    if fam.revoked || fam.client_id != client.client_id {
+        return Err(OAuthError::invalid_grant("the login session was revoked"));
+    }
+    let op = match s.store.get_operator(&fam.operator).await? {
+        Some(op) if !op.disabled => op,
+        _ => return Err(OAuthError::invalid_grant("the operator is disabled")),
+    };
+    if fam.created_ms <= not_before(s, &op.name).await?.0 {
+        return Err(OAuthError::invalid_grant("the login session was revoked"));
+    }
+    let roles: Vec<String> = roles.into_iter().filter(|r| op.roles.contains(r)).collect();
+    let tokens = issue_access_token(s, client, roles, Some(&op.name), Some(family))?;
+    super::audit(
+        s,
+        format!("operator:{} via client:{}", op.name, client.client_id),
+        "token.issued",
+        &client.client_id,
+        "success",
+        "",
+        serde_json::json!({"grant": "session_renewal", "session": family, "jti": tokens.claims.jti}),
+    )
+    .await?;
+    Ok(tokens)
+}
+
 /// Ends a login session: no refresh token of the family works again, nor any access token
 /// that carries it.
 pub(crate) async fn revoke_family(s: &AppState, family: &str) -> drover_core::Result<()> {

@@ -1,8 +1,9 @@
 //! The guard every portal page runs through (registered by `Pages::add`): origin (posts), the
 //! session cookie → session → the operator's principal, the synchronizer CSRF token (posts),
-//! the page's declared need, then the page. Like the API guard it records every state change
-//! before it is made (a change whose entry cannot be written is not made: 503) and its outcome
-//! after, as the signed-in operator (`operator:NAME via client:drover-portal`).
+//! the page's declared need, then the page. Like the API guard it records every state change —
+//! and every page that shows a deployment's log — before it is made (one whose entry cannot be
+//! written is not made: 503) and its outcome after, as the signed-in operator
+//! (`operator:NAME via client:drover-portal`).
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -75,6 +76,13 @@ fn sign_in_first(post: bool, facts: &Facts, query: Option<&str>) -> Response {
     };
     let q = serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
     Redirect::to(&format!("/portal/signin?{q}")).into_response()
+}
+
+/// Pages that show a deployment's log are recorded before they are served, as the API's log
+/// downloads are (a log may hold what a task printed); the page's live fragment shows none.
+fn reads_log(route: &str, query: Option<&str>) -> bool {
+    route == "/portal/deployments/{id}/live"
+        || (route == "/portal/deployments/{id}" && !query.is_some_and(|q| q.split('&').any(|kv| kv == "fragment=1")))
 }
 
 async fn audit(s: &AppState, e: drover_core::audit::NewAuditEntry) -> bool {
@@ -152,7 +160,8 @@ pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Re
         return with_request_id(resp, &facts.request_id);
     }
     let action = format!("{} {}", facts.method, facts.route);
-    if post && !audit(s, facts.entry(&who, action.clone(), facts.path.clone(), "started", json!({}))).await {
+    let audited = post || reads_log(&facts.route, query.as_deref());
+    if audited && !audit(s, facts.entry(&who, action.clone(), facts.path.clone(), "started", json!({}))).await {
         let resp = error_page(
             StatusCode::SERVICE_UNAVAILABLE,
             "Try again in a moment",
@@ -162,7 +171,7 @@ pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Re
     }
     req.extensions_mut().insert((principal, sess));
     let resp = next.run(req).await;
-    if post {
+    if audited {
         let status = resp.status();
         let detail = json!({"status": status.as_u16()});
         audit(s, facts.entry(&who, action, facts.path.clone(), outcome(status), detail)).await;
@@ -173,6 +182,15 @@ pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_pages_are_audited_fragments_are_not() {
+        assert!(reads_log("/portal/deployments/{id}", None));
+        assert!(reads_log("/portal/deployments/{id}/live", Some("after=3")));
+        assert!(!reads_log("/portal/deployments/{id}", Some("fragment=1")));
+        assert!(reads_log("/portal/deployments/{id}", Some("fragment=10")));
+        assert!(!reads_log("/portal/pipelines/{name}", None));
+    }
 
     #[test]
     fn the_origin_of_an_issuer() {

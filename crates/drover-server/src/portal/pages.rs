@@ -3,7 +3,7 @@
 
 use askama::Template;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use drover_core::rbac::Privilege;
 use drover_core::store::AuditFilter;
@@ -17,6 +17,8 @@ use crate::service::{self, deployments};
 /// Pipelines per dashboard page; deployments per pipeline page.
 pub const PIPELINES_PER_PAGE: usize = 25;
 pub const DEPLOYMENTS_PER_PAGE: u32 = 50;
+/// Log lines a deployment page shows (the API and `drover logs` have them all).
+pub const LOG_LINES: u32 = 2000;
 
 /// What every signed-in page shows around its content.
 pub struct Chrome {
@@ -248,14 +250,14 @@ pub async fn pipeline(v: Viewer, Path(name): Path<String>, Query(q): Query<Befor
     }
     let may_start = v.principal.can(Privilege::DeploymentStart, &p.application);
     let versions = if may_start && v.principal.can(Privilege::ArtifactRead, &p.application) {
-        service::artifacts::list(&c, Some(&p.application))
-            .await
-            .map(|a| {
-                let mut a = a;
+        match service::artifacts::list(&c, Some(&p.application)).await {
+            Ok(mut a) => {
                 a.sort_by_key(|x| std::cmp::Reverse(x.created_at));
                 a.into_iter().take(50).map(|x| x.version).collect()
-            })
-            .unwrap_or_default()
+            }
+            Err(drover_core::Error::Forbidden(_)) => Vec::new(),
+            Err(e) => return service_error(e),
+        }
     } else {
         Vec::new()
     };
@@ -389,6 +391,8 @@ pub struct DeploymentPage {
     pub chrome: Chrome,
     pub live: Live,
     pub log: Vec<String>,
+    /// The log has more lines than the page shows.
+    pub log_cut: bool,
     pub log_after: i64,
     pub terminal: bool,
     /// What the page shows (the script skips events that show nothing new).
@@ -471,15 +475,17 @@ pub async fn deployment(v: Viewer, Path(id): Path<i64>, Query(q): Query<Fragment
     if q.fragment == Some(1) {
         return render(StatusCode::OK, &live);
     }
-    let page = match deployments::logs(&v.ctx(), id, 0, 2000).await {
+    let page = match deployments::logs(&v.ctx(), id, 0, LOG_LINES).await {
         Ok(p) => p,
         Err(e) => return service_error(e),
     };
-    let log = page.lines.iter().map(|l| l.line.clone()).collect();
+    let log: Vec<String> = page.lines.iter().map(|l| l.line.clone()).collect();
+    let log_cut = log.len() >= LOG_LINES as usize;
     let page = DeploymentPage {
         chrome: chrome(&v, format!("Deployment {id}")),
         live,
         log,
+        log_cut,
         log_after: page.next,
         terminal: d.status.is_terminal(),
         key: format!("{}|{}", d.updated_at, d.waiting_for.as_ref().map(|w| w.sentence.as_str()).unwrap_or("")),
@@ -492,12 +498,26 @@ pub struct AfterQuery {
     after: Option<i64>,
 }
 
-/// `GET /portal/deployments/{id}/live`: server-sent events (log lines, changes, the end).
-pub async fn live(State(s): State<AppState>, v: Viewer, Path(id): Path<i64>, Query(q): Query<AfterQuery>) -> Response {
+/// `GET /portal/deployments/{id}/live`: server-sent events (log lines, changes, the end). A
+/// reconnecting browser resumes after its `Last-Event-ID`; the stream ends with the session.
+pub async fn live(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    v: Viewer,
+    Path(id): Path<i64>,
+    Query(q): Query<AfterQuery>,
+) -> Response {
     if let Err(e) = deployments::may_follow(&v.ctx(), id).await {
         return service_error(e);
     }
-    crate::sse::follow(s, v.principal, id, q.after.unwrap_or(0))
+    let resumed = headers.get("last-event-id").and_then(|h| h.to_str().ok()).and_then(|h| h.parse::<i64>().ok());
+    let after = q.after.unwrap_or(0).max(resumed.unwrap_or(0));
+    let (state, sid) = (s.clone(), v.session.id.clone());
+    let recheck: crate::sse::Recheck = std::sync::Arc::new(move || {
+        let (state, sid) = (state.clone(), sid.clone());
+        Box::pin(async move { super::session::active(&state, &sid).await })
+    });
+    crate::sse::follow_while(s, v.principal, id, after, Some(recheck))
 }
 
 #[derive(Deserialize, Default)]

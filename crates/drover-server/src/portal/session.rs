@@ -6,6 +6,12 @@
 //! sign-out, or when its tokens stop being valid (operator disabled, sessions revoked, refresh
 //! family revoked): whatever ends the API's tokens ends the portal's session too, because every
 //! request checks the access token exactly as the API guard does (`oauth::verify_bearer`).
+//!
+//! The session holds its login session (the refresh-token family), not a refresh token: a new
+//! access token is issued for the family when the current one has less than two minutes left
+//! (`oauth::sessions::reissue`, the refresh grant's checks without spending a token), so two
+//! requests renewing at once, or a database error half-way, can never look like refresh-token
+//! reuse and end the session.
 
 use std::time::Duration;
 
@@ -16,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::AppState;
 use crate::oauth::keys::{KeyError, MasterKey};
-use crate::oauth::sessions::TokenSet;
-use crate::oauth::{Refused, client_auth::TokenForm, grants, verify_bearer};
+use crate::oauth::sessions::{self, TokenSet};
+use crate::oauth::{Refused, verify_bearer};
 use crate::secrets::{new_secret, secret_hash};
 
 /// The session cookie: HTTPS only, this host only, path `/`, never sent cross-site.
@@ -30,11 +36,8 @@ pub const ABSOLUTE: Duration = Duration::from_secs(12 * 3600);
 const RENEW_BEFORE_SECS: i64 = 120;
 /// The last request is written at most this often (the idle clock is this coarse).
 const TOUCH_EVERY_MS: i64 = 60_000;
-/// One renewal at a time per session, across nodes: the others wait this long at most.
-const RENEW_LEASE_MS: i64 = 10_000;
 
 const KIND: &str = "portal_session";
-const CONTEXT: &str = "portal_session";
 
 #[derive(Serialize, Deserialize, Clone)]
 struct Body {
@@ -42,15 +45,12 @@ struct Body {
     /// The refresh-token family (the OAuth login session) behind it.
     family: String,
     csrf: String,
+    /// The roles the sign-in granted (each renewal asks for them again).
+    roles: Vec<String>,
     access_token: String,
-    refresh_token: String,
     access_exp_s: i64,
     created_ms: i64,
     last_seen_ms: i64,
-    /// A renewal is under way until then (compare-and-swap lease: a refresh token is spent
-    /// once; two renewals of it would look like reuse and end the session).
-    #[serde(default)]
-    renewing_until_ms: i64,
 }
 
 impl Body {
@@ -62,6 +62,8 @@ impl Body {
 /// A signed-in request's session.
 #[derive(Clone)]
 pub struct Session {
+    /// The cookie value (kept in memory for the request only, to check the session again).
+    pub(crate) id: String,
     pub operator: String,
     /// The synchronizer token every form of this session carries.
     pub csrf: String,
@@ -78,13 +80,19 @@ pub enum Loaded {
     Unavailable,
 }
 
-fn seal(master: &MasterKey, b: &Body) -> Result<String, KeyError> {
-    let json = serde_json::to_vec(b).map_err(|e| KeyError::Key(e.to_string()))?;
-    master.seal(&json, CONTEXT)
+/// Sealed for its record only (the record key is in the associated data): a sealed session
+/// copied onto another session's record does not open.
+fn context(key: &str) -> String {
+    format!("portal_session:{key}")
 }
 
-fn open(master: &MasterKey, sealed: &str) -> Option<Body> {
-    let plain = master.open(sealed, CONTEXT).ok()?;
+fn seal(master: &MasterKey, key: &str, b: &Body) -> Result<String, KeyError> {
+    let json = serde_json::to_vec(b).map_err(|e| KeyError::Key(e.to_string()))?;
+    master.seal(&json, &context(key))
+}
+
+fn open(master: &MasterKey, key: &str, sealed: &str) -> Option<Body> {
+    let plain = master.open(sealed, &context(key)).ok()?;
     serde_json::from_slice(&plain).ok()
 }
 
@@ -100,17 +108,17 @@ pub async fn create(s: &AppState, operator: &str, tokens: &TokenSet) -> drover_c
         operator: operator.to_string(),
         family: tokens.claims.sid.clone().unwrap_or_default(),
         csrf: new_secret(),
+        roles: tokens.claims.roles.clone(),
         access_token: tokens.access_token.clone(),
-        refresh_token: tokens.refresh_token.clone().unwrap_or_default(),
         access_exp_s: tokens.claims.exp,
         created_ms: now,
         last_seen_ms: now,
-        renewing_until_ms: 0,
     };
-    let sealed = seal(s.keys.master(), &b).map_err(|e| drover_core::Error::Store(e.to_string()))?;
     for _ in 0..3 {
         let id = new_secret();
-        if s.store.record_insert(KIND, &secret_hash(&id), &sealed, Some(b.expires_at())).await? {
+        let key = secret_hash(&id);
+        let sealed = seal(s.keys.master(), &key, &b).map_err(|e| drover_core::Error::Store(e.to_string()))?;
+        if s.store.record_insert(KIND, &key, &sealed, Some(b.expires_at())).await? {
             return Ok(id);
         }
     }
@@ -124,160 +132,165 @@ pub async fn load(s: &AppState, id: &str) -> Loaded {
         return Loaded::Ended("malformed session id");
     }
     let key = secret_hash(id);
-    let mut waited = 0;
-    loop {
-        let (sealed, version) = match s.store.record_get(KIND, &key).await {
-            Ok(Some(x)) => x,
-            Ok(None) => return Loaded::Ended("no such session"),
-            Err(e) => {
-                tracing::error!(error = %e, "portal session: store error");
-                return Loaded::Unavailable;
-            }
-        };
-        let Some(mut b) = open(s.keys.master(), &sealed) else {
-            tracing::warn!("portal session record does not open under the master key: ended");
-            let _ = s.store.record_delete(KIND, &key).await;
-            return Loaded::Ended("unreadable session");
-        };
-        let now = Timestamp::now();
-        if b.expires_at() <= now {
-            end_body(s, &key, &b).await;
-            return Loaded::Ended("session timed out");
+    let (sealed, version) = match s.store.record_get(KIND, &key).await {
+        Ok(Some(x)) => x,
+        Ok(None) => return Loaded::Ended("no such session"),
+        Err(e) => {
+            tracing::error!(error = %e, "portal session: store error");
+            return Loaded::Unavailable;
         }
-        if b.access_exp_s - now.0 / 1000 < RENEW_BEFORE_SECS {
-            if b.renewing_until_ms > now.0 {
-                // Another request renews it; the current token may still do meanwhile.
-                if b.access_exp_s - now.0 / 1000 <= 5 {
-                    if waited >= 40 {
-                        return Loaded::Unavailable;
-                    }
-                    waited += 1;
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            } else {
-                match renew(s, &key, version, &mut b).await {
-                    Renewal::Done => {}
-                    Renewal::Lost => continue,
-                    Renewal::Ended(why) => {
-                        let _ = s.store.record_delete(KIND, &key).await;
-                        return Loaded::Ended(why);
-                    }
-                    Renewal::Unavailable => return Loaded::Unavailable,
-                }
-            }
-        } else if now.0 - b.last_seen_ms > TOUCH_EVERY_MS {
-            b.last_seen_ms = now.0;
-            if let Ok(sealed) = seal(s.keys.master(), &b) {
-                // Losing this race is harmless: another request touched it.
-                let _ = s.store.record_update(KIND, &key, version, &sealed, Some(b.expires_at())).await;
-            }
-        }
-        return match verify_bearer(s, &b.access_token).await {
-            Ok(p) => Loaded::Active(
-                Session {
-                    operator: b.operator.clone(),
-                    csrf: b.csrf.clone(),
-                    ends_at: Timestamp(b.created_ms + ABSOLUTE.as_millis() as i64),
-                },
-                p,
-            ),
-            Err(Refused::Unavailable) => Loaded::Unavailable,
-            Err(Refused::Invalid(why)) => {
-                tracing::info!(operator = %b.operator, reason = why, "portal session ended: its access token is refused");
+    };
+    let Some(mut b) = open(s.keys.master(), &key, &sealed) else {
+        // Kept: another node may hold the key it was sealed with (a re-seal under way).
+        tracing::warn!("portal session record does not open under this node's master key");
+        return Loaded::Ended("unreadable session");
+    };
+    let now = Timestamp::now();
+    if b.expires_at() <= now {
+        end_body(s, &key, &b).await;
+        return Loaded::Ended("session timed out");
+    }
+    let renew = b.access_exp_s - now.0 / 1000 < RENEW_BEFORE_SECS;
+    if renew {
+        match renew_token(s, &mut b).await {
+            Ok(()) => {}
+            Err(Some(why)) => {
                 end_body(s, &key, &b).await;
-                Loaded::Ended(why)
+                return Loaded::Ended(why);
             }
-        };
+            Err(None) => return Loaded::Unavailable,
+        }
+    }
+    if renew || now.0 - b.last_seen_ms > TOUCH_EVERY_MS {
+        b.last_seen_ms = now.0;
+        if let Ok(sealed) = seal(s.keys.master(), &key, &b) {
+            // Losing this race is harmless: another request wrote a session as good as this.
+            let _ = s.store.record_update(KIND, &key, version, &sealed, Some(b.expires_at())).await;
+        }
+    }
+    match verify_bearer(s, &b.access_token).await {
+        Ok(p) => Loaded::Active(
+            Session {
+                id: id.to_string(),
+                operator: b.operator.clone(),
+                csrf: b.csrf.clone(),
+                ends_at: Timestamp(b.created_ms + ABSOLUTE.as_millis() as i64),
+            },
+            p,
+        ),
+        Err(Refused::Unavailable) => Loaded::Unavailable,
+        Err(Refused::Invalid(why)) => {
+            tracing::info!(operator = %b.operator, reason = why, "portal session ended: its access token is refused");
+            end_body(s, &key, &b).await;
+            Loaded::Ended(why)
+        }
     }
 }
 
-enum Renewal {
-    Done,
-    /// Another request took the lease first: read the session again.
-    Lost,
-    Ended(&'static str),
-    Unavailable,
-}
-
-/// Takes the renewal lease by compare-and-swap, spends the refresh token, stores the new pair.
-async fn renew(s: &AppState, key: &str, version: i64, b: &mut Body) -> Renewal {
-    let now = Timestamp::now().0;
-    b.renewing_until_ms = now + RENEW_LEASE_MS;
-    b.last_seen_ms = now;
-    let Ok(sealed) = seal(s.keys.master(), b) else { return Renewal::Unavailable };
-    match s.store.record_update(KIND, key, version, &sealed, Some(b.expires_at())).await {
-        Ok(true) => {}
-        Ok(false) => return Renewal::Lost,
-        Err(_) => return Renewal::Unavailable,
-    }
+/// A new access token for the session's login session. `Err(Some(why))`: the session is over;
+/// `Err(None)`: the database could not say (503, the session is kept).
+async fn renew_token(s: &AppState, b: &mut Body) -> Result<(), Option<&'static str>> {
     let client = match s.store.get_client(crate::oauth::PORTAL_CLIENT).await {
         Ok(Some(c)) if !c.disabled => c,
-        Ok(_) => return Renewal::Ended("the portal's client is disabled"),
-        Err(_) => return Renewal::Unavailable,
+        Ok(_) => return Err(Some("the portal's client is disabled")),
+        Err(_) => return Err(None),
     };
-    let form = TokenForm::for_refresh(&b.refresh_token);
-    let tokens = match grants::refresh_token::grant(s, &client, &form, "portal").await {
-        Ok(t) => t,
-        Err(e) if e.status.is_server_error() => {
-            // The refresh token may or may not be spent; the lease runs out and the next
-            // request tries again (a spent one then ends the session, as reuse would).
-            return Renewal::Unavailable;
+    match sessions::reissue(s, &client, &b.family, b.roles.clone()).await {
+        Ok(t) => {
+            b.access_token = t.access_token;
+            b.access_exp_s = t.claims.exp;
+            Ok(())
         }
+        Err(e) if e.status.is_server_error() => Err(None),
         Err(e) => {
-            tracing::info!(operator = %b.operator, reason = %e.description, "portal session ended: refresh refused");
-            return Renewal::Ended("refresh refused");
-        }
-    };
-    b.access_token = tokens.access_token;
-    b.refresh_token = tokens.refresh_token.unwrap_or_default();
-    b.access_exp_s = tokens.claims.exp;
-    b.renewing_until_ms = 0;
-    let Ok(sealed) = seal(s.keys.master(), b) else { return Renewal::Unavailable };
-    match s.store.record_update(KIND, key, version + 1, &sealed, Some(b.expires_at())).await {
-        Ok(true) => Renewal::Done,
-        Ok(false) => Renewal::Lost,
-        Err(e) => {
-            tracing::error!(error = %e, "portal session: the renewed tokens could not be stored");
-            Renewal::Unavailable
+            tracing::info!(operator = %b.operator, reason = %e.description, "portal session ended: renewal refused");
+            Err(Some("renewal refused"))
         }
     }
 }
 
+/// A session that is over: its login session revoked, its record deleted.
 async fn end_body(s: &AppState, key: &str, b: &Body) {
-    let _ = s.store.record_delete(KIND, key).await;
     if !b.family.is_empty()
-        && let Err(e) = crate::oauth::sessions::revoke_family(s, &b.family).await
+        && let Err(e) = sessions::revoke_family(s, &b.family).await
     {
         tracing::warn!(error = %e, "portal session: revoking its login session failed");
     }
+    let _ = s.store.record_delete(KIND, key).await;
 }
 
-/// Sign-out: the session is deleted and its refresh-token family revoked (its access token
-/// stops working at once). Returns the operator it was, if there was one.
+/// Sign-out: the session's refresh-token family is revoked (its access token stops working at
+/// once), then the session is deleted; if the revocation fails, nothing is deleted (503, try
+/// again). Returns the operator it was, if there was one.
 pub async fn end(s: &AppState, id: &str) -> drover_core::Result<Option<String>> {
     if !well_formed(id) {
         return Ok(None);
     }
     let key = secret_hash(id);
-    let Some(sealed) = s.store.record_take(KIND, &key).await? else { return Ok(None) };
-    let Some(b) = open(s.keys.master(), &sealed) else { return Ok(None) };
-    if !b.family.is_empty() {
-        crate::oauth::sessions::revoke_family(s, &b.family).await?;
-    }
-    Ok(Some(b.operator))
+    let Some((sealed, _)) = s.store.record_get(KIND, &key).await? else { return Ok(None) };
+    let operator = match open(s.keys.master(), &key, &sealed) {
+        Some(b) => {
+            if !b.family.is_empty() {
+                sessions::revoke_family(s, &b.family).await?;
+            }
+            Some(b.operator)
+        }
+        None => None,
+    };
+    s.store.record_delete(KIND, &key).await?;
+    Ok(operator)
+}
+
+/// Is the session still signed in? (For streams that outlive their request.)
+pub async fn active(s: &AppState, id: &str) -> bool {
+    matches!(load(s, id).await, Loaded::Active(..))
 }
 
 /// Re-seals every live session under `new` (master-key rotation); returns how many.
 pub async fn reseal_all(store: &dyn Store, old: &MasterKey, new: &MasterKey) -> Result<usize, KeyError> {
     let mut n = 0;
     for (k, sealed, v) in store.record_list(KIND).await? {
-        let Some(b) = open(old, &sealed) else { continue };
-        let body = seal(new, &b)?;
+        let Some(b) = open(old, &k, &sealed) else { continue };
+        let body = seal(new, &k, &b)?;
         // A session used meanwhile keeps its old seal (and ends when the retired key goes).
         if store.record_update(KIND, &k, v, &body, Some(b.expires_at())).await? {
             n += 1;
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(created_ms: i64, last_seen_ms: i64) -> Body {
+        Body {
+            operator: "ann".into(),
+            family: "f".into(),
+            csrf: "c".into(),
+            roles: vec![],
+            access_token: "t".into(),
+            access_exp_s: 0,
+            created_ms,
+            last_seen_ms,
+        }
+    }
+
+    #[test]
+    fn a_session_ends_idle_or_at_its_absolute_end() {
+        let (idle, abs) = (IDLE.as_millis() as i64, ABSOLUTE.as_millis() as i64);
+        assert_eq!(body(0, 0).expires_at(), Timestamp(idle), "idle from sign-in");
+        assert_eq!(body(0, 1000).expires_at(), Timestamp(1000 + idle), "each request pushes it");
+        assert_eq!(body(0, abs).expires_at(), Timestamp(abs), "never past the absolute end");
+    }
+
+    #[test]
+    fn a_seal_opens_only_for_its_own_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = MasterKey::load_or_create(&dir.path().join("master.key")).unwrap();
+        let sealed = seal(&key, "record-a", &body(1, 1)).unwrap();
+        assert!(open(&key, "record-a", &sealed).is_some());
+        assert!(open(&key, "record-b", &sealed).is_none(), "copied onto another session's record");
+    }
 }

@@ -1,10 +1,11 @@
 //! Sign-in through the orchestrator's own authorization server: the portal is the OAuth
-//! client `drover-portal` (authorization code + PKCE S256). `GET /portal/signin` keeps the PKCE
-//! verifier and `state` server-side (a `portal_login` record, 10 minutes, single use) under a
-//! random id in a `__Host-` cookie and sends the browser to `/oauth2/authorize`; the sign-in page
-//! there sends it back to `/portal/callback`, which checks `state` against the record, exchanges
-//! the code in-process (the portal's client is refused at the token endpoint) and starts a new
-//! session with a new random id. Sign-out revokes the refresh-token family.
+//! client `drover-portal` (authorization code + PKCE S256). `GET /portal/signin` puts the PKCE
+//! verifier, `state` and where to go next in a `__Host-` cookie sealed with the master key (10
+//! minutes; nothing is written to the database before someone signs in) and sends the browser
+//! to `/oauth2/authorize`; the sign-in page there sends it back to `/portal/callback`, which
+//! checks `state` against the cookie, exchanges the code in-process (the portal's client is
+//! refused at the token endpoint; a code is single use) and starts a new session with a new
+//! random id. Sign-out revokes the refresh-token family.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -19,11 +20,11 @@ use crate::AppState;
 use crate::oauth::client_auth::TokenForm;
 use crate::oauth::grants::authorization_code;
 use crate::oauth::pages::cookie;
-use crate::secrets::{new_secret, secret_hash};
+use crate::secrets::new_secret;
 
 /// The cookie that ties a callback to the browser that started the sign-in.
 pub const LOGIN_COOKIE: &str = "__Host-drover-login";
-const LOGIN_KIND: &str = "portal_login";
+const LOGIN_CONTEXT: &str = "portal_login";
 const LOGIN_TTL: std::time::Duration = std::time::Duration::from_secs(600);
 
 #[derive(Serialize, Deserialize)]
@@ -31,21 +32,25 @@ struct Login {
     state: String,
     verifier: String,
     next: String,
+    until_ms: i64,
 }
 
 #[derive(Deserialize, Default)]
 pub struct SignInQuery {
     next: Option<String>,
+    /// Set on the redirect to the issuer's host, so that a proxy rewriting `Host` cannot loop.
+    hop: Option<u8>,
 }
 
 /// Where to go after sign-in: a portal path of ours, nothing else (no open redirect).
 fn safe_next(next: Option<&str>) -> String {
+    let plain = |n: &str| n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.?=&".contains(&b));
     match next {
         Some(n)
             if n.starts_with("/portal/")
-                && !n.starts_with("/portal//")
-                && !n.contains('\\')
-                && !n.contains("/../")
+                && plain(n)
+                && !n.contains("//")
+                && !n.contains("..")
                 && n.len() <= 512
                 && !n.starts_with("/portal/signin")
                 && !n.starts_with("/portal/callback") =>
@@ -92,23 +97,18 @@ fn on_issuer_host(s: &AppState, headers: &HeaderMap) -> bool {
 /// `GET /portal/signin`: to the authorization server's sign-in page.
 pub async fn start(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<SignInQuery>) -> Response {
     let next = safe_next(q.next.as_deref());
-    if !on_issuer_host(&s, &headers) {
-        let query = serde_urlencoded::to_string([("next", next.as_str())]).unwrap_or_default();
+    if q.hop.is_none() && !on_issuer_host(&s, &headers) {
+        let query = serde_urlencoded::to_string([("next", next.as_str()), ("hop", "1")]).unwrap_or_default();
         return Redirect::to(&format!("{}/portal/signin?{query}", s.issuer)).into_response();
     }
-    let (login_id, state, verifier) = (new_secret(), new_secret(), new_secret());
+    let (state, verifier) = (new_secret(), new_secret());
     let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
-    let rec = Login { state: state.clone(), verifier, next };
-    let body = serde_json::to_string(&rec).unwrap_or_default();
-    let until = drover_types::Timestamp::now().plus(LOGIN_TTL);
-    match s.store.record_insert(LOGIN_KIND, &secret_hash(&login_id), &body, Some(until)).await {
-        Ok(true) => {}
-        Ok(false) => return unavailable(),
-        Err(e) => {
-            tracing::error!(error = %e, "portal sign-in: store error");
-            return unavailable();
-        }
-    }
+    let until_ms = drover_types::Timestamp::now().plus(LOGIN_TTL).0;
+    let rec = Login { state: state.clone(), verifier, next, until_ms };
+    let Ok(sealed) = s.keys.master().seal(serde_json::to_string(&rec).unwrap_or_default().as_bytes(), LOGIN_CONTEXT)
+    else {
+        return unavailable();
+    };
     let params = [
         ("response_type", "code"),
         ("client_id", crate::oauth::PORTAL_CLIENT),
@@ -119,7 +119,7 @@ pub async fn start(State(s): State<AppState>, headers: HeaderMap, Query(q): Quer
     ];
     let q = serde_urlencoded::to_string(params).unwrap_or_default();
     let mut resp = Redirect::to(&format!("/oauth2/authorize?{q}")).into_response();
-    set_cookie(&mut resp, LOGIN_COOKIE, &login_id, LOGIN_TTL.as_secs());
+    set_cookie(&mut resp, LOGIN_COOKIE, &sealed, LOGIN_TTL.as_secs());
     resp
 }
 
@@ -137,19 +137,19 @@ fn sign_in_again(message: &str) -> Response {
 
 /// `GET /portal/callback`: back from the sign-in page with a code.
 pub async fn callback(State(s): State<AppState>, headers: HeaderMap, Query(q): Query<CallbackQuery>) -> Response {
-    let Some(login_id) = cookie(&headers, LOGIN_COOKIE) else {
+    let Some(sealed) = cookie(&headers, LOGIN_COOKIE) else {
         return sign_in_again("This sign-in was not started in this browser, or it expired. Sign in again.");
     };
-    let login = match s.store.record_take(LOGIN_KIND, &secret_hash(&login_id)).await {
-        Ok(Some(body)) => match serde_json::from_str::<Login>(&body) {
-            Ok(l) => l,
-            Err(_) => return sign_in_again("This sign-in is not readable. Sign in again."),
-        },
-        Ok(None) => return sign_in_again("This sign-in expired or was used already. Sign in again."),
-        Err(e) => {
-            tracing::error!(error = %e, "portal callback: store error");
-            return unavailable();
-        }
+    let login = match s
+        .keys
+        .master()
+        .open(&sealed, LOGIN_CONTEXT)
+        .ok()
+        .and_then(|p| serde_json::from_slice::<Login>(&p).ok())
+    {
+        Some(l) if l.until_ms > drover_types::Timestamp::now().0 => l,
+        Some(_) => return sign_in_again("This sign-in expired. Sign in again."),
+        None => return sign_in_again("This sign-in is not readable. Sign in again."),
     };
     let state_ok = q.state.as_deref().is_some_and(|st| bool::from(st.as_bytes().ct_eq(login.state.as_bytes())));
     if !state_ok {
@@ -237,6 +237,9 @@ mod tests {
             "/portal/\\evil",
             "/api/v1/clients",
             "/portal/../api",
+            "/portal/%2e%2e/oauth2/authorize",
+            "/portal/x%0aSet-Cookie:a=b",
+            "/portal/é",
             "/portal/signin",
         ] {
             assert_eq!(safe_next(Some(bad)), "/portal/", "{bad}");

@@ -69,7 +69,7 @@ pub fn available_actions(c: &Ctx<'_>, d: &Deployment) -> Vec<Action> {
             (Action::Approve | Action::Reject, Some((role, self_ok, votes))) => {
                 role.as_ref().is_none_or(|r| roles.contains(r))
                     && !(*a == Action::Approve && *self_ok == Some(false) && d.created_by == me)
-                    && !votes.iter().any(|v| v.by == me && !v.overridden)
+                    && !(*a == Action::Approve && votes.iter().any(|v| v.by == me && !v.overridden))
             }
             _ => true,
         })
