@@ -53,6 +53,7 @@ pub struct Orchestrator {
     pub url: String,
     pub ca: PathBuf,
     pub admin: Client,
+    pub admin_password: String,
 }
 
 impl Orchestrator {
@@ -78,7 +79,7 @@ impl Orchestrator {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let pw = std::fs::read_to_string(data.join("initial-admin-password"))?.trim().to_string();
-        let admin = Client::new(&url, Some(&ca), Credentials::Basic { user: "admin".into(), password: pw })?;
-        Ok(Orchestrator { proc, url, ca, admin })
+        let admin = Client::new(&url, Some(&ca), Credentials::Basic { user: "admin".into(), password: pw.clone() })?;
+        Ok(Orchestrator { proc, url, ca, admin, admin_password: pw })
     }
 }

@@ -11,6 +11,7 @@ use drover_types::{Deployment, DeploymentStatus};
 use tokio::sync::watch;
 
 pub mod browser;
+pub mod portal;
 pub mod relay;
 
 /// Generates, for each `async fn name(Backend) -> anyhow::Result<()>`, a module `name` with a

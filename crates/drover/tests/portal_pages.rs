@@ -24,59 +24,8 @@ fn concrete(path: &str) -> String {
     path.replace("{name}", "nothing-here").replace("{id}", "999999")
 }
 
-fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(|v| v.split(';').next().unwrap().to_string())
-}
-
-/// Signs in through `/portal/signin` as a browser would; returns the session cookie
-/// (`__Host-drover-session=...`) and the session's CSRF token.
-pub async fn http_sign_in(s: &TestServer, user: &str, password: &str) -> (String, String) {
-    let c = http(s);
-    let start = c.get(format!("{}/portal/signin", s.url)).send().await.unwrap();
-    let login = set_cookie(&start, "__Host-drover-login").unwrap();
-    let authorize = start.headers()["location"].to_str().unwrap().to_string();
-    let page = c.get(format!("{}{authorize}", s.url)).send().await.unwrap();
-    let csrf_cookie = set_cookie(&page, "__Host-drover-csrf").unwrap();
-    let html = page.text().await.unwrap();
-    let field = |name: &str| -> Option<String> {
-        let needle = format!("name=\"{name}\" value=\"");
-        let at = html.find(&needle)? + needle.len();
-        Some(html[at..].split('"').next()?.replace("&amp;", "&"))
-    };
-    let mut form: Vec<(String, String)> = [
-        "response_type",
-        "client_id",
-        "redirect_uri",
-        "state",
-        "code_challenge",
-        "code_challenge_method",
-        "csrf_token",
-    ]
-    .iter()
-    .filter_map(|n| field(n).map(|v| (n.to_string(), v)))
-    .collect();
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), password.into()));
-    let back =
-        c.post(format!("{}/oauth2/authorize", s.url)).header("cookie", &csrf_cookie).form(&form).send().await.unwrap();
-    assert_eq!(back.status(), 303, "sign-in as {user}");
-    let callback = back.headers()["location"].to_str().unwrap().to_string();
-    assert!(callback.starts_with(&format!("{}/portal/callback?", s.url)), "{callback}");
-    let done = c.get(&callback).header("cookie", &login).send().await.unwrap();
-    assert_eq!(done.status(), 303);
-    let session = set_cookie(&done, "__Host-drover-session").unwrap();
-    let dash = c.get(format!("{}/portal/", s.url)).header("cookie", &session).send().await.unwrap();
-    assert_eq!(dash.status(), 200);
-    let html = dash.text().await.unwrap();
-    let needle = "name=\"csrf_token\" value=\"";
-    let at = html.find(needle).unwrap() + needle.len();
-    let token = html[at..].split('"').next().unwrap().to_string();
-    (session, token)
+async fn http_sign_in(s: &TestServer, user: &str, password: &str) -> (String, String) {
+    drover_testkit::portal::http_sign_in(&s.url, &s.ca, user, password).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
