@@ -78,10 +78,10 @@ async fn main() -> anyhow::Result<()> {
         for i in 0..a.pipelines {
             let admin = o.admin.clone();
             batch.push(async move { admin.deploy(&format!("app-{i:03}"), "1.0").await });
-            if batch.len() >= 16 {
-                if let Some(r) = futures_util::StreamExt::next(&mut batch).await {
-                    ids.push(r?.id);
-                }
+            if batch.len() >= 16
+                && let Some(r) = futures_util::StreamExt::next(&mut batch).await
+            {
+                ids.push(r?.id);
             }
         }
         while let Some(r) = futures_util::StreamExt::next(&mut batch).await {
