@@ -428,3 +428,106 @@ stages:
     s.shutdown().await;
     Ok(())
 }
+
+/// Settings: generate a client secret, download it, get a token with it; upload a keytool-made
+/// keystore with its alias and password, and see tokens signed with its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_secret_downloaded_and_a_keystore_uploaded() -> anyhow::Result<()> {
+    log();
+    let s = TestServer::start(Backend::Sqlite).await?;
+    let b = Browser::start().await?;
+    sign_in(&b, &s.url, "admin", &s.admin_password).await?;
+    b.goto(&format!("{}/portal/settings/clients", s.url)).await?;
+    let form = b.wait_css("form[action='/portal/settings/clients']").await?;
+    form.find(Locator::Css("#client-name")).await?.send_keys("jenkins").await?;
+    form.find(Locator::Css("input[name=role][value=api]")).await?.click().await?;
+    form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    b.wait_text("This is the only time the secret is shown", 10).await?;
+    let shown = b.client.find(Locator::Css("#client-secret")).await?.text().await?;
+    assert_eq!(shown.len(), 64, "{shown}");
+    b.screenshot("client-secret").await?;
+    b.client.find(Locator::Css("#download")).await?.click().await?;
+    let file = b.downloads().join("jenkins-client-secret.json");
+    let mut json = None;
+    for _ in 0..100 {
+        if let Ok(text) = std::fs::read_to_string(&file)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            json = Some(v);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let json = json.expect("the downloaded client secret file");
+    assert_eq!(json["client_id"], "jenkins");
+    assert_eq!(json["client_secret"], shown.as_str());
+    assert_eq!(json["token_endpoint"], format!("{}/oauth2/token", s.url));
+    assert_eq!(json["revocation_endpoint"], format!("{}/oauth2/revoke", s.url));
+    // The downloaded file is all a CI system needs.
+    let token = http(&s)
+        .post(json["token_endpoint"].as_str().unwrap())
+        .basic_auth("jenkins", json["client_secret"].as_str())
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await?;
+    assert_eq!(token.status(), 200);
+    let token: serde_json::Value = token.json().await?;
+    assert_eq!(token["scope"], "api");
+    // The secret is not shown again: the list has no secret, and reloading shows none.
+    b.goto(&format!("{}/portal/settings/clients", s.url)).await?;
+    let list = b.wait_text("jenkins", 5).await?;
+    assert!(!list.contains(&shown), "the secret is shown once");
+
+    // A keytool-made PKCS#12 keystore, uploaded with its alias and password.
+    let dir = tempfile::tempdir()?;
+    let ks = dir.path().join("signing.p12");
+    let out = std::process::Command::new("keytool")
+        .args(["-genkeypair", "-alias", "jwt", "-dname", "CN=Portal upload", "-validity", "30"])
+        .args(["-keyalg", "EC", "-groupname", "secp256r1", "-storetype", "PKCS12"])
+        .args(["-storepass", "changeit", "-keypass", "changeit", "-keystore"])
+        .arg(&ks)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    b.goto(&format!("{}/portal/settings/keys", s.url)).await?;
+    let form = b.wait_css("form[action='/portal/settings/keys/import']").await?;
+    form.find(Locator::Css("#keystore")).await?.send_keys(ks.to_str().unwrap()).await?;
+    form.find(Locator::Css("#alias")).await?.send_keys("jwt").await?;
+    // A wrong password first: refused, nothing imported.
+    form.find(Locator::Css("#ks-password")).await?.send_keys("wrong").await?;
+    form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    let refused = b.wait_text("keystore could not be read", 10).await?;
+    assert!(!refused.contains("changeit"), "{refused}");
+    assert_eq!(s.admin().keys().await?.len(), 1, "nothing imported");
+    b.goto(&format!("{}/portal/settings/keys", s.url)).await?;
+    let form = b.wait_css("form[action='/portal/settings/keys/import']").await?;
+    form.find(Locator::Css("#keystore")).await?.send_keys(ks.to_str().unwrap()).await?;
+    form.find(Locator::Css("#alias")).await?.send_keys("jwt").await?;
+    form.find(Locator::Css("#ks-password")).await?.send_keys("changeit").await?;
+    form.find(Locator::Css("button[type=submit]")).await?.click().await?;
+    let done = b.wait_css("#imported").await?.text().await?;
+    assert!(
+        done.contains("ES256") && done.contains("now the active key") && done.contains("CN=Portal upload"),
+        "{done}"
+    );
+    b.screenshot("signing-keys").await?;
+    let keys = s.admin().keys().await?;
+    let active = keys.iter().find(|k| k.active).unwrap();
+    assert!(done.contains(&active.kid), "{done}");
+    // Tokens are now signed with the uploaded key.
+    let token = http(&s)
+        .post(format!("{}/oauth2/token", s.url))
+        .basic_auth("jenkins", json["client_secret"].as_str())
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    let jwt = token["access_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(jwt)?;
+    assert_eq!(header.kid.as_deref(), Some(active.kid.as_str()));
+    let ok = http(&s).get(format!("{}/api/v1/pipelines", s.url)).bearer_auth(jwt).send().await?;
+    assert_eq!(ok.status(), 200, "a token signed with the uploaded key is accepted");
+    b.close().await;
+    s.shutdown().await;
+    Ok(())
+}

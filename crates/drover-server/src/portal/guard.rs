@@ -38,8 +38,25 @@ pub struct PageGuard {
 
 /// The form field every post carries.
 pub const CSRF_FIELD: &str = "csrf_token";
-/// A portal form is small; anything larger is refused before it is parsed.
+/// A portal form is small; anything larger is refused before it is parsed...
 const MAX_FORM_BYTES: usize = 64 * 1024;
+/// ...but for a file upload (a keystore).
+const MAX_UPLOAD_BYTES: usize = 1024 * 1024;
+
+/// The CSRF field of a posted form, urlencoded or multipart.
+fn csrf_field(content_type: &str, body: &[u8]) -> Option<String> {
+    match super::multipart::boundary(content_type) {
+        Some(b) => {
+            let parts = super::multipart::parse(body, &b)?;
+            super::multipart::text(&parts, CSRF_FIELD).map(String::from)
+        }
+        None => serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
+            .ok()?
+            .into_iter()
+            .find(|(k, _)| k == CSRF_FIELD)
+            .map(|(_, v)| v),
+    }
+}
 
 /// The issuer's origin (`https://host:port`), which every browser post must come from.
 fn origin_of(issuer: &str) -> Option<String> {
@@ -124,7 +141,10 @@ pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Re
     let who = principal.audit_label();
     let mut req = if post {
         let (parts, body) = req.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM_BYTES).await else {
+        let content_type =
+            parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let limit = if super::multipart::boundary(&content_type).is_some() { MAX_UPLOAD_BYTES } else { MAX_FORM_BYTES };
+        let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
             let resp = error_page(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "Too large",
@@ -132,9 +152,7 @@ pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Re
             );
             return with_request_id(resp, &facts.request_id);
         };
-        let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&bytes)
-            .ok()
-            .and_then(|v| v.into_iter().find(|(k, _)| k == CSRF_FIELD).map(|(_, v)| v));
+        let token = csrf_field(&content_type, &bytes);
         if !token.is_some_and(|t| bool::from(t.as_bytes().ct_eq(sess.csrf.as_bytes()))) {
             tracing::warn!(principal = %who, path = %facts.path, "portal: post without this session's CSRF token refused");
             let detail = json!({"route": facts.route, "reason": "missing or wrong CSRF token"});

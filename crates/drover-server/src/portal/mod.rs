@@ -12,8 +12,10 @@
 pub mod assets;
 pub mod guard;
 pub mod headers;
+mod multipart;
 mod pages;
 pub mod session;
+mod settings;
 pub mod signin;
 
 use axum::Router;
@@ -80,6 +82,17 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/deployments/{id}/promote" => pages::promote, DeploymentPromote);
     let p = page!(p, POST "/portal/deployments/{id}/rollback" => pages::rollback, DeploymentRollback);
     let p = page!(p, GET "/portal/audit" => pages::audit, AuditRead);
+    let p = page!(p, GET "/portal/artifacts" => settings::artifacts, ArtifactRead);
+    let p = page!(p, GET "/portal/environments" => settings::environments, PipelineRead);
+    let p = page!(p, GET "/portal/settings/clients" => settings::clients, ClientManage);
+    let p = page!(p, POST "/portal/settings/clients" => settings::create_client, ClientManage);
+    let p = page!(p, POST "/portal/settings/clients/{name}/regenerate-secret" => settings::regenerate, ClientManage);
+    let p = page!(p, POST "/portal/settings/clients/{name}/revoke-tokens" => settings::revoke_tokens, ClientManage);
+    let p = page!(p, POST "/portal/settings/clients/{name}/disable" => settings::disable, ClientManage);
+    let p = page!(p, POST "/portal/settings/clients/{name}/enable" => settings::enable, ClientManage);
+    let p = page!(p, GET "/portal/settings/keys" => settings::keys, KeystoreManage);
+    let p = page!(p, POST "/portal/settings/keys/rotate" => settings::rotate, KeystoreManage);
+    let p = page!(p, POST "/portal/settings/keys/import" => settings::import, KeystoreManage);
     (p.router, p.table)
 }
 

@@ -27,17 +27,25 @@ pub struct Chrome {
     pub csrf: String,
     pub css: &'static str,
     pub js: &'static str,
+    /// The navigation shows what the operator may open.
     pub audit: bool,
+    pub artifacts: bool,
+    pub clients: bool,
+    pub keys: bool,
 }
 
-fn chrome(v: &Viewer, title: impl Into<String>) -> Chrome {
+pub(crate) fn chrome(v: &Viewer, title: impl Into<String>) -> Chrome {
+    let p = &v.principal;
     Chrome {
         title: title.into(),
         operator: v.session.operator.clone(),
         csrf: v.session.csrf.clone(),
         css: assets::css(),
         js: assets::js(),
-        audit: v.principal.holds_globally(Privilege::AuditRead),
+        audit: p.holds_globally(Privilege::AuditRead),
+        artifacts: p.may_call(Privilege::ArtifactRead),
+        clients: p.holds_globally(Privilege::ClientManage),
+        keys: p.holds_globally(Privilege::KeystoreManage),
     }
 }
 

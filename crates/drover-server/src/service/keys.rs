@@ -55,6 +55,50 @@ pub async fn rotate(c: &Ctx<'_>, alg: Option<&str>) -> Result<serde_json::Value>
     Ok(json!({"kid": kid, "alg": alg.as_str(), "active": true}))
 }
 
+/// What importing a key from a keystore did: the key, and the certificate it came with.
+pub struct Imported {
+    pub kid: String,
+    pub alg: String,
+    pub active: bool,
+    /// The certificate's subject and last day (Unix seconds), when the entry has one.
+    pub subject: Option<String>,
+    pub not_after: Option<i64>,
+}
+
+/// Imports the private key of `alias` from a keystore file (PKCS#12, JKS or PEM) opened with
+/// `password`, as `drover keys import` does on the operator's machine. What went wrong (wrong
+/// password, no such alias, a damaged file, an unsupported key) is said as the CLI says it; the
+/// password is never logged.
+pub async fn import_keystore(
+    c: &Ctx<'_>,
+    file: &[u8],
+    alias: &str,
+    password: Option<&str>,
+    alg: Option<&str>,
+    activate: bool,
+) -> Result<Imported> {
+    c.require(Privilege::KeystoreManage)?;
+    if file.is_empty() {
+        return Err(Error::BadRequest("choose a keystore file".into()));
+    }
+    let ks = drover_keystore::open(file, password).map_err(|e| {
+        tracing::warn!(error = %e, by = %c.label(), "keystore upload refused");
+        Error::Invalid(format!("the keystore could not be read: {e}"))
+    })?;
+    let (key, certs) = ks.signing_key(alias.trim()).map_err(|e| Error::Invalid(e.to_string()))?;
+    let leaf = certs.first();
+    let (subject, not_after) = (leaf.map(|c| c.subject.clone()), leaf.map(|c| c.not_after));
+    let pkcs8_base64 = base64::engine::general_purpose::STANDARD.encode(key.pkcs8_der());
+    let v = import(c, KeyImport { pkcs8_base64, activate, alg: alg.map(String::from) }).await?;
+    Ok(Imported {
+        kid: v["kid"].as_str().unwrap_or_default().to_string(),
+        alg: v["alg"].as_str().unwrap_or_default().to_string(),
+        active: activate,
+        subject,
+        not_after,
+    })
+}
+
 pub async fn import(c: &Ctx<'_>, k: KeyImport) -> Result<serde_json::Value> {
     c.require(Privilege::KeystoreManage)?;
     let s = c.state;

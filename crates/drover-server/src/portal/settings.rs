@@ -1,0 +1,367 @@
+//! The settings and inventory pages: client registrations (generate a secret, shown once, with a
+//! Download button; regenerate with a grace period; revoke tokens; disable), signing keys
+//! (rotate; upload a keystore with its alias and password), artifacts, environments and agents.
+//! Thin like `pages`: the service layer decides.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{Form, Path};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use drover_core::rbac::{AGENT_ROLE, BUILT_IN_ROLES, Privilege};
+use drover_types::{ClientSecret, ClientUpdate, NewClient, RegenerateSecret};
+
+use super::pages::{Chrome, chrome, when};
+use super::{Viewer, multipart, render, service_error};
+use crate::service;
+
+pub struct ClientRow {
+    pub id: String,
+    pub roles: String,
+    pub disabled: bool,
+    pub kind: &'static str,
+    pub rotated: String,
+    pub grace_until: String,
+    pub tokens_revoked: String,
+    /// Built in (the CLI's and the portal's): no secret, not to be disabled from here.
+    pub builtin: bool,
+}
+
+#[derive(Template)]
+#[template(path = "portal/settings_clients.html")]
+pub struct ClientsPage {
+    pub chrome: Chrome,
+    pub clients: Vec<ClientRow>,
+    pub roles: Vec<&'static str>,
+}
+
+/// `GET /portal/settings/clients`.
+pub async fn clients(v: Viewer) -> Response {
+    let list = match service::clients::list(&v.ctx()).await {
+        Ok(l) => l,
+        Err(e) => return service_error(e),
+    };
+    let now = drover_types::Timestamp::now();
+    let clients = list
+        .into_iter()
+        .map(|c| ClientRow {
+            builtin: c.client_id == crate::oauth::CLI_CLIENT || c.client_id == crate::oauth::PORTAL_CLIENT,
+            kind: if c.public {
+                "public"
+            } else if c.roles.iter().any(|r| r == AGENT_ROLE) {
+                "agent"
+            } else {
+                "confidential"
+            },
+            roles: c.roles.join(", "),
+            disabled: c.disabled,
+            rotated: c.secret_rotated_at.map(when).unwrap_or_default(),
+            grace_until: c.previous_secret_valid_until.filter(|t| *t > now).map(when).unwrap_or_default(),
+            tokens_revoked: c.tokens_not_before.map(when).unwrap_or_default(),
+            id: c.client_id,
+        })
+        .collect();
+    let roles = BUILT_IN_ROLES.iter().copied().filter(|r| *r != AGENT_ROLE).collect();
+    render(StatusCode::OK, &ClientsPage { chrome: chrome(&v, "Client registrations"), clients, roles })
+}
+
+/// What the secret page offers to download: everything a client needs to get tokens.
+#[derive(serde::Serialize)]
+struct Download<'a> {
+    client_id: &'a str,
+    client_secret: &'a str,
+    issuer: &'a str,
+    token_endpoint: String,
+    revocation_endpoint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    previous_secret_valid_until: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/client_secret.html")]
+pub struct SecretPage {
+    pub chrome: Chrome,
+    pub client_id: String,
+    pub secret: String,
+    pub grace_until: String,
+    pub json: String,
+    pub href: String,
+    pub filename: String,
+}
+
+fn secret_page(v: &Viewer, s: &crate::AppState, cs: ClientSecret) -> Response {
+    let d = Download {
+        client_id: &cs.client_id,
+        client_secret: &cs.client_secret,
+        issuer: &s.issuer,
+        token_endpoint: format!("{}/oauth2/token", s.issuer),
+        revocation_endpoint: format!("{}/oauth2/revoke", s.issuer),
+        previous_secret_valid_until: cs.previous_secret_valid_until.map(|t| t.to_string()),
+    };
+    let json = serde_json::to_string_pretty(&d).unwrap_or_default();
+    let href = format!("data:application/json;base64,{}", base64::engine::general_purpose::STANDARD.encode(&json));
+    let page = SecretPage {
+        chrome: chrome(v, format!("Client secret of {}", cs.client_id)),
+        filename: format!("{}-client-secret.json", cs.client_id),
+        grace_until: cs.previous_secret_valid_until.map(when).unwrap_or_default(),
+        client_id: cs.client_id,
+        secret: cs.client_secret,
+        json,
+        href,
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// `POST /portal/settings/clients`: a new confidential client and its secret, shown once.
+pub async fn create_client(
+    axum::extract::State(s): axum::extract::State<crate::AppState>,
+    v: Viewer,
+    Form(f): Form<Vec<(String, String)>>,
+) -> Response {
+    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
+    let mut roles: Vec<String> = f.iter().filter(|(k, _)| k == "role").map(|(_, v)| v.clone()).collect();
+    roles.extend(get("custom_roles").split([',', ' ']).filter(|r| !r.is_empty()).map(String::from));
+    let n = NewClient { name: get("name"), roles, redirect_uris: Vec::new(), public: false, jwks: None };
+    match service::clients::create(&v.ctx(), n).await {
+        Ok(cs) => secret_page(&v, &s, cs),
+        Err(e) => service_error(e),
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct GraceForm {
+    #[serde(default)]
+    grace_secs: u64,
+}
+
+/// `POST /portal/settings/clients/{name}/regenerate-secret`.
+pub async fn regenerate(
+    axum::extract::State(s): axum::extract::State<crate::AppState>,
+    v: Viewer,
+    Path(name): Path<String>,
+    Form(f): Form<GraceForm>,
+) -> Response {
+    match service::clients::regenerate_secret(&v.ctx(), &name, RegenerateSecret { grace_secs: f.grace_secs }).await {
+        Ok(cs) => secret_page(&v, &s, cs),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/clients/{name}/revoke-tokens`.
+pub async fn revoke_tokens(v: Viewer, Path(name): Path<String>) -> Response {
+    match service::clients::revoke_tokens(&v.ctx(), &name).await {
+        Ok(_) => Redirect::to("/portal/settings/clients").into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+async fn set_disabled(v: Viewer, name: &str, disabled: bool) -> Response {
+    let u = ClientUpdate { disabled: Some(disabled), ..Default::default() };
+    match service::clients::update(&v.ctx(), name, u).await {
+        Ok(_) => Redirect::to("/portal/settings/clients").into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/clients/{name}/disable`.
+pub async fn disable(v: Viewer, Path(name): Path<String>) -> Response {
+    set_disabled(v, &name, true).await
+}
+
+/// `POST /portal/settings/clients/{name}/enable`.
+pub async fn enable(v: Viewer, Path(name): Path<String>) -> Response {
+    set_disabled(v, &name, false).await
+}
+
+pub struct KeyRow {
+    pub kid: String,
+    pub alg: String,
+    pub active: bool,
+    pub created: String,
+    pub retired: String,
+    pub in_jwks: bool,
+}
+
+#[derive(Template)]
+#[template(path = "portal/settings_keys.html")]
+pub struct KeysPage {
+    pub chrome: Chrome,
+    pub keys: Vec<KeyRow>,
+    pub imported: Option<service::keys::Imported>,
+    pub imported_until: String,
+}
+
+async fn keys_page(v: &Viewer, imported: Option<service::keys::Imported>) -> Response {
+    let list = match service::keys::list(&v.ctx()).await {
+        Ok(l) => l,
+        Err(e) => return service_error(e),
+    };
+    let keys = list
+        .into_iter()
+        .map(|k| KeyRow {
+            kid: k.kid,
+            alg: k.alg,
+            active: k.active,
+            created: when(k.created_at),
+            retired: k.retired_at.map(when).unwrap_or_default(),
+            in_jwks: k.in_jwks,
+        })
+        .collect();
+    let imported_until = imported
+        .as_ref()
+        .and_then(|i| i.not_after)
+        .map(|s| when(drover_types::Timestamp(s.saturating_mul(1000))))
+        .unwrap_or_default();
+    render(StatusCode::OK, &KeysPage { chrome: chrome(v, "Signing keys"), keys, imported, imported_until })
+}
+
+/// `GET /portal/settings/keys`.
+pub async fn keys(v: Viewer) -> Response {
+    keys_page(&v, None).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct RotateForm {
+    #[serde(default)]
+    alg: String,
+}
+
+/// `POST /portal/settings/keys/rotate`.
+pub async fn rotate(v: Viewer, Form(f): Form<RotateForm>) -> Response {
+    let alg = Some(f.alg.trim()).filter(|a| !a.is_empty());
+    match service::keys::rotate(&v.ctx(), alg).await {
+        Ok(_) => Redirect::to("/portal/settings/keys").into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/keys/import` (`multipart/form-data`: the keystore file, its alias and
+/// password, the algorithm for RSA keys, whether to make it the active key).
+pub async fn import(v: Viewer, headers: HeaderMap, body: Bytes) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|h| h.to_str().ok()).unwrap_or("");
+    let Some(parts) = multipart::boundary(ct).and_then(|b| multipart::parse(&body, &b)) else {
+        return service_error(drover_core::Error::BadRequest("send the form as multipart/form-data".into()));
+    };
+    let file = parts
+        .iter()
+        .find(|p| p.name == "keystore" && p.filename.is_some())
+        .map(|p| p.data.as_slice())
+        .unwrap_or_default();
+    let alias = multipart::text(&parts, "alias").unwrap_or("").to_string();
+    let password = multipart::text(&parts, "password").filter(|p| !p.is_empty()).map(String::from);
+    let alg = multipart::text(&parts, "alg").map(str::trim).filter(|a| !a.is_empty()).map(String::from);
+    let activate = multipart::text(&parts, "activate").is_some();
+    let r = service::keys::import_keystore(&v.ctx(), file, &alias, password.as_deref(), alg.as_deref(), activate).await;
+    match r {
+        Ok(imported) => keys_page(&v, Some(imported)).await,
+        Err(e) => service_error(e),
+    }
+}
+
+pub struct ArtifactRow {
+    pub application: String,
+    pub version: String,
+    pub sha256: String,
+    pub size: String,
+    pub by: String,
+    pub at: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/artifacts.html")]
+pub struct ArtifactsPage {
+    pub chrome: Chrome,
+    pub rows: Vec<ArtifactRow>,
+    pub total: usize,
+}
+
+fn size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+        n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{n} B"),
+    }
+}
+
+/// `GET /portal/artifacts`: the newest 500 versions the caller may see.
+pub async fn artifacts(v: Viewer) -> Response {
+    let mut list = match service::artifacts::list(&v.ctx(), None).await {
+        Ok(l) => l,
+        Err(e) => return service_error(e),
+    };
+    list.sort_by_key(|a| std::cmp::Reverse(a.created_at));
+    let total = list.len();
+    let rows = list
+        .into_iter()
+        .take(500)
+        .map(|a| ArtifactRow {
+            size: size(a.size),
+            by: a.created_by,
+            at: when(a.created_at),
+            application: a.application,
+            version: a.version,
+            sha256: a.sha256,
+        })
+        .collect();
+    render(StatusCode::OK, &ArtifactsPage { chrome: chrome(&v, "Artifacts"), rows, total })
+}
+
+pub struct EnvRow {
+    pub name: String,
+    pub kind: &'static str,
+    pub applications: String,
+    pub agents: Vec<AgentRow>,
+}
+
+pub struct AgentRow {
+    pub name: String,
+    pub online: bool,
+    pub last_seen: String,
+    pub labels: String,
+}
+
+#[derive(Template)]
+#[template(path = "portal/environments.html")]
+pub struct EnvironmentsPage {
+    pub chrome: Chrome,
+    pub envs: Vec<EnvRow>,
+    pub agents_visible: bool,
+}
+
+/// `GET /portal/environments`: environments, and their agents for holders of `agent.read`.
+pub async fn environments(v: Viewer) -> Response {
+    let c = v.ctx();
+    let envs = match service::environments::list(&c).await {
+        Ok(l) => l,
+        Err(e) => return service_error(e),
+    };
+    let agents_visible = v.principal.holds_globally(Privilege::AgentRead);
+    let agents = if agents_visible {
+        match service::agents::list(&c).await {
+            Ok(a) => a,
+            Err(e) => return service_error(e),
+        }
+    } else {
+        Vec::new()
+    };
+    let envs = envs
+        .into_iter()
+        .map(|e| EnvRow {
+            kind: e.kind.as_str(),
+            applications: if e.applications.is_empty() { "any".into() } else { e.applications.join(", ") },
+            agents: agents
+                .iter()
+                .filter(|a| a.environment == e.name)
+                .map(|a| AgentRow {
+                    name: a.name.clone(),
+                    online: a.online,
+                    last_seen: a.last_seen_at.map(when).unwrap_or_else(|| "never".into()),
+                    labels: a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                })
+                .collect(),
+            name: e.name,
+        })
+        .collect();
+    render(StatusCode::OK, &EnvironmentsPage { chrome: chrome(&v, "Environments and agents"), envs, agents_visible })
+}
