@@ -505,6 +505,8 @@ mod layering {
             // records do).
             ("portal", &["crate::api"]),
             ("portal/pages.rs", &[".store", ".engine", "crate::api"]),
+            ("portal/settings.rs", &[".store", ".engine", "crate::api"]),
+            ("portal/admin.rs", &[".store", ".engine", "crate::api"]),
         ];
         for (path, forbidden) in rules {
             let p = src.join(path);

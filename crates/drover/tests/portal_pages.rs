@@ -161,3 +161,66 @@ async fn a_live_stream_ends_with_its_session() {
     );
     s.shutdown().await;
 }
+
+/// Administration through the portal: a secret variable set there is never shown again, and an
+/// operator added without a password gets one, shown once, that signs them in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secret_variables_are_write_only_and_new_operators_get_a_password_once() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    s.admin()
+        .create_environment(&drover_types::NewEnvironment { name: "dev".into(), ..Default::default() })
+        .await
+        .unwrap();
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = http(&s);
+    let post = |path: &str, form: Vec<(&str, &str)>| {
+        let mut form = form;
+        form.push(("csrf_token", token.as_str()));
+        c.post(format!("{}{path}", s.url)).header("cookie", &session).form(&form).send()
+    };
+    let secret = "s3cr3t-value-in-the-portal";
+    let r =
+        post("/portal/environments/dev/variables", vec![("name", "DEPLOY_TOKEN"), ("value", secret), ("secret", "1")])
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = post("/portal/environments/dev/variables", vec![("name", "REGION"), ("value", "eu-west-1")]).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let page = c
+        .get(format!("{}/portal/environments/dev/variables", s.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("DEPLOY_TOKEN") && page.contains("(set)") && page.contains("eu-west-1"), "{page}");
+    assert!(!page.contains(secret), "a secret's value is never shown");
+    let vars = s.admin().variables("dev").await.unwrap();
+    assert!(vars.iter().any(|v| v.name == "DEPLOY_TOKEN" && v.secret && v.value.is_none()));
+    // A bad name is refused with the service's message, nothing stored.
+    let r = post("/portal/environments/dev/variables", vec![("name", "DROVER_X"), ("value", "v")]).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("DROVER_"), "the reason is shown");
+    // An operator without a password gets a generated one, shown once, that signs them in.
+    let r = post("/portal/settings/operators", vec![("name", "olga"), ("role", "viewer")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let at = html.find("with the password <code>").unwrap() + "with the password <code>".len();
+    let password = html[at..].split('<').next().unwrap().to_string();
+    assert!(password.len() >= 16, "{password}");
+    let again = c
+        .get(format!("{}/portal/settings/operators", s.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(again.contains("olga") && !again.contains(&password), "shown once");
+    let (olga, _) = http_sign_in(&s, "olga", &password).await;
+    assert!(!olga.is_empty());
+    s.shutdown().await;
+}

@@ -9,6 +9,7 @@
 //! operator's principal: there is no second authorization path. Layering: the portal uses
 //! `service`, `oauth` and `sse`, never `api`.
 
+pub mod admin;
 pub mod assets;
 pub mod guard;
 pub mod headers;
@@ -84,6 +85,9 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, GET "/portal/audit" => pages::audit, AuditRead);
     let p = page!(p, GET "/portal/artifacts" => settings::artifacts, ArtifactRead);
     let p = page!(p, GET "/portal/environments" => settings::environments, PipelineRead);
+    let p = page!(p, GET "/portal/environments/{name}/variables" => admin::variables, VariableRead);
+    let p = page!(p, POST "/portal/environments/{name}/variables" => admin::set_variable, VariableManage);
+    let p = page!(p, POST "/portal/environments/{name}/variables/{variable}/delete" => admin::delete_variable, VariableManage);
     let p = page!(p, GET "/portal/settings/clients" => settings::clients, ClientManage);
     let p = page!(p, POST "/portal/settings/clients" => settings::create_client, ClientManage);
     let p = page!(p, POST "/portal/settings/clients/{name}/regenerate-secret" => settings::regenerate, ClientManage);
@@ -93,6 +97,16 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, GET "/portal/settings/keys" => settings::keys, KeystoreManage);
     let p = page!(p, POST "/portal/settings/keys/rotate" => settings::rotate, KeystoreManage);
     let p = page!(p, POST "/portal/settings/keys/import" => settings::import, KeystoreManage);
+    let p = page!(p, GET "/portal/settings/operators" => admin::operators, OperatorManage);
+    let p = page!(p, POST "/portal/settings/operators" => admin::create_operator, OperatorManage);
+    let p = page!(p, POST "/portal/settings/operators/{name}/disable" => admin::disable_operator, OperatorManage);
+    let p = page!(p, POST "/portal/settings/operators/{name}/enable" => admin::enable_operator, OperatorManage);
+    let p = page!(p, POST "/portal/settings/operators/{name}/unlock" => admin::unlock_operator, OperatorManage);
+    let p =
+        page!(p, POST "/portal/settings/operators/{name}/revoke-sessions" => admin::revoke_sessions, OperatorManage);
+    let p = page!(p, GET "/portal/settings/access" => admin::access, RoleManage);
+    let p = page!(p, GET "/portal/settings/auth-profiles" => admin::profiles, AuthProfileManage);
+    let p = page!(p, GET "/portal/system" => admin::system, SystemObserve);
     (p.router, p.table)
 }
 

@@ -32,6 +32,10 @@ pub struct Chrome {
     pub artifacts: bool,
     pub clients: bool,
     pub keys: bool,
+    pub operators: bool,
+    pub access: bool,
+    pub profiles: bool,
+    pub system: bool,
 }
 
 pub(crate) fn chrome(v: &Viewer, title: impl Into<String>) -> Chrome {
@@ -46,6 +50,10 @@ pub(crate) fn chrome(v: &Viewer, title: impl Into<String>) -> Chrome {
         artifacts: p.may_call(Privilege::ArtifactRead),
         clients: p.holds_globally(Privilege::ClientManage),
         keys: p.holds_globally(Privilege::KeystoreManage),
+        operators: p.holds_globally(Privilege::OperatorManage),
+        access: p.holds_globally(Privilege::RoleManage),
+        profiles: p.holds_globally(Privilege::AuthProfileManage),
+        system: p.holds_globally(Privilege::SystemObserve),
     }
 }
 

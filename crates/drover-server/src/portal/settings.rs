@@ -327,6 +327,7 @@ pub struct EnvironmentsPage {
     pub chrome: Chrome,
     pub envs: Vec<EnvRow>,
     pub agents_visible: bool,
+    pub variables: bool,
 }
 
 /// `GET /portal/environments`: environments, and their agents for holders of `agent.read`.
@@ -363,5 +364,7 @@ pub async fn environments(v: Viewer) -> Response {
             name: e.name,
         })
         .collect();
-    render(StatusCode::OK, &EnvironmentsPage { chrome: chrome(&v, "Environments and agents"), envs, agents_visible })
+    let variables = v.principal.holds_globally(Privilege::VariableRead);
+    let page = EnvironmentsPage { chrome: chrome(&v, "Environments and agents"), envs, agents_visible, variables };
+    render(StatusCode::OK, &page)
 }
