@@ -15,6 +15,23 @@ pub fn parse_yaml(text: &str) -> Result<PipelineSpec> {
     Ok(spec)
 }
 
+/// The YAML of a spec, as `drover apply -f` reads it back ([`parse_yaml`] of it is the same
+/// spec).
+pub fn to_yaml(spec: &PipelineSpec) -> String {
+    serde_yaml::to_string(spec).unwrap_or_default()
+}
+
+/// The spec of a stored pipeline (its name is written only when it differs from the
+/// application's).
+pub fn of_pipeline(p: &drover_types::Pipeline) -> PipelineSpec {
+    PipelineSpec {
+        application: p.application.clone(),
+        pipeline: (p.name != p.application).then(|| p.name.clone()),
+        variables: p.variables.clone(),
+        stages: p.stages.clone(),
+    }
+}
+
 /// Where each key of a block-style YAML document is: `stages[1].tasks[0].role` → its line.
 /// Semantic errors (found after parsing, by [`validate`] or by the service) start with such a
 /// path; [`Locator::locate`] adds the line. Keys inside flow collections (`[{type: deploy}]`)
@@ -285,6 +302,63 @@ fn validate_targets(i: usize, s: &drover_types::StageSpec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod round_trip {
+    use super::*;
+
+    /// What the portal's editor shows is what `drover apply` reads: every task type, fleet
+    /// fields, variables and durations survive YAML → spec → YAML → spec.
+    #[test]
+    fn yaml_round_trips() {
+        let text = r#"
+application: shop
+pipeline: shop-eu
+variables:
+  REGION: eu-west-1
+stages:
+  - name: dev
+    environment: dev
+    dispatch_timeout: 5m
+    variables:
+      LEVEL: debug
+    tasks:
+      - type: deploy
+      - type: run
+        command: echo "${REGION}"
+        timeout: 30s
+      - type: run
+        command: ["./bin/check", "--fast"]
+      - type: http-check
+        url: https://shop.example.com/health
+        expect_status: 200
+  - name: production
+    environment: production
+    progression: manual
+    targets: rolling
+    batch: 25%
+    max_failures: 1
+    tasks:
+      - type: approval
+        role: approver
+        approvals: 2
+        timeout: 1h
+        on_timeout: abort
+      - type: wait
+        duration: 10s
+      - type: webhook
+        url: https://hooks.example.com/deployed
+        method: POST
+        body: '{"version": "${DROVER_VERSION}"}'
+      - type: deploy
+"#;
+        let spec = parse_yaml(text).unwrap();
+        let yaml = to_yaml(&spec);
+        let again = parse_yaml(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(again, spec, "{yaml}");
+        assert_eq!(to_yaml(&again), yaml, "stable");
+    }
 }
 
 #[cfg(test)]

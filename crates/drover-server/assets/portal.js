@@ -1,7 +1,25 @@
-// Drover portal: live updates of the deployment page, nothing else. The page works without
-// this script (reload to see changes); with it, the log follows over server-sent events and
-// the status, tasks and actions are fetched again whenever the deployment changes.
+// Drover portal: live updates of the deployment page and the client-secret download. Every page
+// works without this script (reload to see changes; copy the secret's file by hand); with it,
+// the log follows over server-sent events and the status, tasks and actions are fetched again
+// whenever the deployment changes.
 "use strict";
+// The client-secret page's download: the file is made here from the page's text (a Blob URL,
+// so no secret ends up in the browser's download history as a data: URL would).
+(function () {
+  var b = document.getElementById("download");
+  if (!b || !window.Blob) return;
+  b.addEventListener("click", function () {
+    var text = document.getElementById(b.dataset.from).textContent;
+    var url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+    var a = document.createElement("a");
+    a.href = url;
+    a.download = b.dataset.filename;
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(function () { URL.revokeObjectURL(url); }, 10000);
+  });
+})();
 (function () {
   var live = document.getElementById("live");
   if (!live || !live.dataset.events || !window.EventSource) return;

@@ -288,6 +288,20 @@ async fn headers_signin_redirects_and_the_portal_client() -> anyhow::Result<()> 
         .send()
         .await?;
     assert_eq!(del.status(), 409, "the portal's client is built in");
+    for (method, path, body) in [
+        (reqwest::Method::PUT, "/api/v1/clients/drover-portal", json!({"disabled": true})),
+        (reqwest::Method::POST, "/api/v1/clients/drover-portal/revoke-tokens", json!({})),
+        (reqwest::Method::POST, "/api/v1/clients/drover-cli/revoke-tokens", json!({})),
+        (reqwest::Method::PUT, "/api/v1/clients/drover-cli", json!({"disabled": true})),
+    ] {
+        let r = c
+            .request(method.clone(), format!("{}{path}", s.url))
+            .basic_auth("admin", Some(&s.admin_password))
+            .json(&body)
+            .send()
+            .await?;
+        assert_eq!(r.status(), 409, "{method} {path}: would sign every operator out");
+    }
     // A post without a session is refused, not replayed after sign-in.
     let post = c.post(format!("{}/portal/deployments/1/abort", s.url)).form(&[("reason", "x")]).send().await?;
     assert_eq!(post.status(), 401);
@@ -503,6 +517,7 @@ async fn a_client_secret_downloaded_and_a_keystore_uploaded() -> anyhow::Result<
     form.find(Locator::Css("#keystore")).await?.send_keys(ks.to_str().unwrap()).await?;
     form.find(Locator::Css("#alias")).await?.send_keys("jwt").await?;
     form.find(Locator::Css("#ks-password")).await?.send_keys("changeit").await?;
+    form.find(Locator::Css("input[name=activate]")).await?.click().await?;
     form.find(Locator::Css("button[type=submit]")).await?.click().await?;
     let done = b.wait_css("#imported").await?.text().await?;
     assert!(

@@ -222,5 +222,42 @@ async fn secret_variables_are_write_only_and_new_operators_get_a_password_once()
     assert!(again.contains("olga") && !again.contains(&password), "shown once");
     let (olga, _) = http_sign_in(&s, "olga", &password).await;
     assert!(!olga.is_empty());
+    // "Regenerate secret" posted twice within a grace period (a double click): the secret the
+    // systems use keeps working, not the first new one nobody saved.
+    let created = s.admin().create_client("ci", &["viewer".to_string()]).await.unwrap();
+    for _ in 0..2 {
+        let r = post("/portal/settings/clients/ci/regenerate-secret", vec![("grace_secs", "3600")]).await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let t = s.anonymous().client_credentials_token("ci", &created.client_secret, None).await;
+    assert!(t.is_ok(), "the original secret still works in the grace period: {t:?}");
+    // keystore.manage alone does not let one bring a signing key (it could sign any token).
+    let r = c
+        .post(format!("{}/api/v1/roles", s.url))
+        .basic_auth("admin", Some(&s.admin_password))
+        .json(&serde_json::json!({"name": "keys-only", "privileges": ["keystore.manage"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    s.admin()
+        .add_operator(&drover_types::NewOperator {
+            name: "kim".into(),
+            email: None,
+            roles: vec!["keys-only".into()],
+            password: Some("kim-password-123456".into()),
+        })
+        .await
+        .unwrap();
+    let r = c
+        .post(format!("{}/api/v1/keys/import", s.url))
+        .basic_auth("kim", Some("kim-password-123456"))
+        .json(&serde_json::json!({"pkcs8_base64": "AAAA", "activate": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "importing a key needs every privilege");
+    let r = c.get(format!("{}/api/v1/keys", s.url)).basic_auth("kim", Some("kim-password-123456")).send().await;
+    assert_eq!(r.unwrap().status(), 200, "listing and rotating stay keystore.manage's");
     s.shutdown().await;
 }

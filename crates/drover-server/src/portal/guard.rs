@@ -40,8 +40,8 @@ pub struct PageGuard {
 pub const CSRF_FIELD: &str = "csrf_token";
 /// A portal form is small; anything larger is refused before it is parsed...
 const MAX_FORM_BYTES: usize = 64 * 1024;
-/// ...but for a file upload (a keystore).
-const MAX_UPLOAD_BYTES: usize = 1024 * 1024;
+/// ...but for a file upload (a keystore: kilobytes).
+const MAX_UPLOAD_BYTES: usize = 256 * 1024;
 
 /// The CSRF field of a posted form, urlencoded or multipart.
 fn csrf_field(content_type: &str, body: &[u8]) -> Option<String> {

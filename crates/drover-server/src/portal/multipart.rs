@@ -57,6 +57,9 @@ pub fn parse(body: &[u8], boundary: &str) -> Option<Vec<Part>> {
             .split("\r\n")
             .find_map(|l| l.split_once(':').filter(|(k, _)| k.trim().eq_ignore_ascii_case("content-disposition")))
             .map(|(_, v)| v.to_string())?;
+        if parts.len() >= 32 {
+            return None;
+        }
         let data_start = head_end + 4;
         let mut end_delim = b"\r\n".to_vec();
         end_delim.extend_from_slice(&delim);
@@ -67,9 +70,6 @@ pub fn parse(body: &[u8], boundary: &str) -> Option<Vec<Part>> {
             data: body[data_start..data_end].to_vec(),
         });
         at = data_end + end_delim.len();
-        if parts.len() > 32 {
-            return None;
-        }
     }
 }
 

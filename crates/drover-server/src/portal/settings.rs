@@ -8,7 +8,6 @@ use axum::body::Bytes;
 use axum::extract::{Form, Path};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use base64::Engine as _;
 use drover_core::rbac::{AGENT_ROLE, BUILT_IN_ROLES, Privilege};
 use drover_types::{ClientSecret, ClientUpdate, NewClient, RegenerateSecret};
 
@@ -51,6 +50,8 @@ pub async fn clients(v: Viewer) -> Response {
                 "public"
             } else if c.roles.iter().any(|r| r == AGENT_ROLE) {
                 "agent"
+            } else if !c.key_ids.is_empty() {
+                "keys"
             } else {
                 "confidential"
             },
@@ -86,7 +87,6 @@ pub struct SecretPage {
     pub secret: String,
     pub grace_until: String,
     pub json: String,
-    pub href: String,
     pub filename: String,
 }
 
@@ -100,7 +100,6 @@ fn secret_page(v: &Viewer, s: &crate::AppState, cs: ClientSecret) -> Response {
         previous_secret_valid_until: cs.previous_secret_valid_until.map(|t| t.to_string()),
     };
     let json = serde_json::to_string_pretty(&d).unwrap_or_default();
-    let href = format!("data:application/json;base64,{}", base64::engine::general_purpose::STANDARD.encode(&json));
     let page = SecretPage {
         chrome: chrome(v, format!("Client secret of {}", cs.client_id)),
         filename: format!("{}-client-secret.json", cs.client_id),
@@ -108,7 +107,6 @@ fn secret_page(v: &Viewer, s: &crate::AppState, cs: ClientSecret) -> Response {
         client_id: cs.client_id,
         secret: cs.client_secret,
         json,
-        href,
     };
     render(StatusCode::OK, &page)
 }

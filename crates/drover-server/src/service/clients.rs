@@ -145,6 +145,9 @@ pub async fn update(c: &Ctx<'_>, id: &str, u: ClientUpdate) -> Result<Client> {
     let s = c.state;
     let mut client = load(c, id).await?;
     may_change(c, &client)?;
+    if u.disabled == Some(true) {
+        builtin_unchanged(id)?;
+    }
     if let Some(roles) = u.roles {
         if client.metadata.agent.is_some() {
             return Err(Error::BadRequest("an agent's client keeps the agent role; manage agents with /agents".into()));
@@ -213,9 +216,21 @@ pub async fn regenerate_secret(c: &Ctx<'_>, id: &str, req: RegenerateSecret) -> 
     if client.metadata.public {
         return Err(Error::BadRequest(format!("{id} is a public client: it has no secret")));
     }
+    if client.metadata.jwks.is_some() {
+        return Err(Error::BadRequest(format!(
+            "{id} authenticates with its keys (private_key_jwt); a shared secret would weaken it"
+        )));
+    }
+    builtin_unchanged(id)?;
     let now = Timestamp::now();
     let secret = new_secret();
-    if req.grace_secs > 0 && !client.secret_hash.is_empty() {
+    let grace_running = client.previous_valid_until.is_some_and(|t| t > now) && client.previous_secret_hash.is_some();
+    if req.grace_secs > 0 && grace_running {
+        // Regenerated again within a grace period (a second click, a re-posted form): the
+        // secret the systems still use stays the previous one, not the one nobody kept.
+        let until = now.plus(Duration::from_secs(req.grace_secs));
+        client.previous_valid_until = client.previous_valid_until.max(Some(until));
+    } else if req.grace_secs > 0 && !client.secret_hash.is_empty() {
         client.previous_secret_hash = Some(client.secret_hash.clone());
         client.previous_valid_until = Some(now.plus(Duration::from_secs(req.grace_secs)));
     } else {
@@ -232,11 +247,24 @@ pub async fn regenerate_secret(c: &Ctx<'_>, id: &str, req: RegenerateSecret) -> 
     })
 }
 
+/// The CLI's and the portal's clients are built in: disabling one, revoking its tokens or giving
+/// it a secret would sign every operator out of it (re-enable it through the API if it was
+/// disabled before this rule).
+fn builtin_unchanged(id: &str) -> Result<()> {
+    if id == crate::oauth::CLI_CLIENT || id == crate::oauth::PORTAL_CLIENT {
+        return Err(Error::Conflict(format!(
+            "{id} is a built-in client; end an operator's sessions with operators revoke-sessions instead"
+        )));
+    }
+    Ok(())
+}
+
 /// Every token the client holds stops working at once.
 pub async fn revoke_tokens(c: &Ctx<'_>, id: &str) -> Result<Client> {
     c.require(Privilege::ClientManage)?;
     let mut client = load(c, id).await?;
     may_change(c, &client)?;
+    builtin_unchanged(id)?;
     client.tokens_not_before = Timestamp::now();
     c.state.store.update_client(&client).await?;
     if let Some(agent) = &client.metadata.agent {

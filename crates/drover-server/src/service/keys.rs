@@ -78,10 +78,24 @@ pub async fn import_keystore(
     activate: bool,
 ) -> Result<Imported> {
     c.require(Privilege::KeystoreManage)?;
+    c.within_ceiling(Privilege::ALL, "a signing key you bring (it can sign tokens with any role)")?;
     if file.is_empty() {
         return Err(Error::BadRequest("choose a keystore file".into()));
     }
-    let ks = drover_keystore::open(file, password).map_err(|e| {
+    // Off the async workers, one at a time, and bounded in time.
+    let _permit = KEYSTORE_PARSING.acquire().await.map_err(|_| Error::Unavailable("shutting down".into()))?;
+    let (bytes, pw) = (file.to_vec(), password.map(String::from));
+    let parse = tokio::task::spawn_blocking(move || match drover_keystore::open(&bytes, pw.as_deref()) {
+        // A PKCS#12 file with an empty password, sent without one.
+        Err(e) if pw.is_none() => drover_keystore::open(&bytes, Some("")).map_err(|_| e),
+        r => r,
+    });
+    let ks = match tokio::time::timeout(std::time::Duration::from_secs(30), parse).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => return Err(Error::Store(format!("keystore parsing: {e}"))),
+        Err(_) => return Err(Error::Invalid("the keystore took too long to open; it cannot be used".into())),
+    }
+    .map_err(|e| {
         tracing::warn!(error = %e, by = %c.label(), "keystore upload refused");
         Error::Invalid(format!("the keystore could not be read: {e}"))
     })?;
@@ -99,8 +113,14 @@ pub async fn import_keystore(
     })
 }
 
+/// Keystore files parsed at once (each can cost a million PBKDF rounds per bag).
+static KEYSTORE_PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// A key someone brings signs tokens for anyone: importing one needs every privilege (the
+/// grant ceiling), not only `keystore.manage`.
 pub async fn import(c: &Ctx<'_>, k: KeyImport) -> Result<serde_json::Value> {
     c.require(Privilege::KeystoreManage)?;
+    c.within_ceiling(Privilege::ALL, "a signing key you bring (it can sign tokens with any role)")?;
     let s = c.state;
     let der = base64::engine::general_purpose::STANDARD
         .decode(k.pkcs8_base64.trim())
