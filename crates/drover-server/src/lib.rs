@@ -507,6 +507,7 @@ mod layering {
             ("portal/pages.rs", &[".store", ".engine", "crate::api"]),
             ("portal/settings.rs", &[".store", ".engine", "crate::api"]),
             ("portal/admin.rs", &[".store", ".engine", "crate::api"]),
+            ("portal/editor.rs", &[".store", ".engine", "crate::api"]),
         ];
         for (path, forbidden) in rules {
             let p = src.join(path);

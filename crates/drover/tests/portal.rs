@@ -546,3 +546,56 @@ async fn a_client_secret_downloaded_and_a_keystore_uploaded() -> anyhow::Result<
     s.shutdown().await;
     Ok(())
 }
+
+/// The pipeline editor: the YAML it shows is what `drover apply` reads back unchanged; a change
+/// is checked and shown as a diff before it is saved; an error names its line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_pipeline_editor_round_trips_yaml() -> anyhow::Result<()> {
+    log();
+    let s = TestServer::start(Backend::Sqlite).await?;
+    let admin = s.admin();
+    admin.apply_yaml(PIPELINE).await?;
+    let b = Browser::start().await?;
+    sign_in(&b, &s.url, "admin", &s.admin_password).await?;
+    b.goto(&format!("{}/portal/pipelines/shop", s.url)).await?;
+    b.wait_css("a[href='/portal/pipelines/shop/edit']").await?.click().await?;
+    let area = b.wait_css("textarea#yaml").await?;
+    let shown = area.prop("value").await?.unwrap_or_default();
+    // What the editor shows, applied as is, changes nothing.
+    assert_eq!(admin.apply_yaml(&shown).await?.outcome, "unchanged", "{shown}");
+    assert!(shown.contains("application: shop") && shown.contains("type: approval"), "{shown}");
+    b.screenshot("editor").await?;
+    // An error names its line, nothing is saved.
+    let broken = shown.replace("tests passed", "tests passed ${NOPE}");
+    let set = "document.getElementById('yaml').value = arguments[0]";
+    b.client.execute(set, vec![json!(broken)]).await?;
+    b.client.find(Locator::Css("#check")).await?.click().await?;
+    let err = b.wait_css("#editor-error").await?.text().await?;
+    assert!(err.contains("unknown variable ${NOPE}") && err.contains("at line"), "{err}");
+    let marked = b.client.find(Locator::Css("#editor-error mark")).await?.text().await?;
+    assert!(marked.contains("${NOPE}"), "the line is marked: {marked}");
+    // A new stage: checked, shown as added lines, saved.
+    // (Sequences are written without indentation, as serde_yaml writes them.)
+    assert!(shown.contains("\n- name: dev\n"), "{shown}");
+    let added = format!("{shown}- name: staging\n  environment: staging\n  tasks:\n  - type: deploy\n");
+    b.client.execute(set, vec![json!(added)]).await?;
+    b.client.find(Locator::Css("#check")).await?.click().await?;
+    let preview = b.wait_css("#preview").await?.text().await?;
+    assert!(
+        preview.contains("+ - name: staging") && preview.contains("creates the environment(s) staging"),
+        "{preview}"
+    );
+    assert_eq!(admin.pipeline("shop").await?.stages.len(), 1, "nothing saved by a check");
+    b.screenshot("editor-diff").await?;
+    b.client.find(Locator::Css("#save")).await?.click().await?;
+    b.wait_css(".board").await?;
+    let p = admin.pipeline("shop").await?;
+    assert_eq!(p.stages.iter().map(|st| st.name.as_str()).collect::<Vec<_>>(), ["dev", "staging"]);
+    // And the editor's YAML of the saved pipeline is what apply reads back.
+    b.goto(&format!("{}/portal/pipelines/shop/edit", s.url)).await?;
+    let again = b.wait_css("textarea#yaml").await?.prop("value").await?.unwrap_or_default();
+    assert_eq!(admin.apply_yaml(&again).await?.outcome, "unchanged");
+    b.close().await;
+    s.shutdown().await;
+    Ok(())
+}

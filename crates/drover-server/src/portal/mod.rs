@@ -11,6 +11,8 @@
 
 pub mod admin;
 pub mod assets;
+mod diff;
+mod editor;
 pub mod guard;
 pub mod headers;
 mod multipart;
@@ -71,6 +73,10 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/signout" => signin::sign_out, signed_in);
     let p = page!(p, GET "/portal/pipelines/{name}" => pages::pipeline, PipelineRead);
     let p = page!(p, POST "/portal/pipelines/{name}/start" => pages::start, DeploymentStart);
+    let p = page!(p, GET "/portal/pipelines/{name}/edit" => editor::edit, PipelineManage);
+    let p = page!(p, GET "/portal/new-pipeline" => editor::new, PipelineManage);
+    let p = page!(p, POST "/portal/pipelines/preview" => editor::preview, PipelineManage);
+    let p = page!(p, POST "/portal/pipelines/save" => editor::save, PipelineManage);
     let p = page!(p, GET "/portal/deployments/{id}" => pages::deployment, PipelineRead);
     let p = page!(p, GET "/portal/deployments/{id}/live" => pages::live, PipelineRead);
     let p = page!(p, POST "/portal/deployments/{id}/abort" => pages::abort, DeploymentAbort);

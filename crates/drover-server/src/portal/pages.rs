@@ -36,6 +36,7 @@ pub struct Chrome {
     pub access: bool,
     pub profiles: bool,
     pub system: bool,
+    pub new_pipeline: bool,
 }
 
 pub(crate) fn chrome(v: &Viewer, title: impl Into<String>) -> Chrome {
@@ -54,6 +55,7 @@ pub(crate) fn chrome(v: &Viewer, title: impl Into<String>) -> Chrome {
         access: p.holds_globally(Privilege::RoleManage),
         profiles: p.holds_globally(Privilege::AuthProfileManage),
         system: p.holds_globally(Privilege::SystemObserve),
+        new_pipeline: p.may_call(Privilege::PipelineManage),
     }
 }
 
@@ -222,6 +224,7 @@ pub struct PipelinePage {
     pub columns: Vec<Column>,
     pub done: Vec<Card>,
     pub may_start: bool,
+    pub may_edit: bool,
     pub versions: Vec<String>,
     pub older: Option<i64>,
 }
@@ -278,6 +281,7 @@ pub async fn pipeline(v: Viewer, Path(name): Path<String>, Query(q): Query<Befor
         Vec::new()
     };
     let older = (list.len() as u32 == DEPLOYMENTS_PER_PAGE).then(|| list.last().map(|d| d.id)).flatten();
+    let may_edit = v.principal.can(Privilege::PipelineManage, &p.application);
     let page = PipelinePage {
         chrome: chrome(&v, format!("Pipeline {name}")),
         name: p.name,
@@ -285,6 +289,7 @@ pub async fn pipeline(v: Viewer, Path(name): Path<String>, Query(q): Query<Befor
         columns,
         done,
         may_start,
+        may_edit,
         versions,
         older,
     };

@@ -30,8 +30,10 @@ pub async fn get(c: &Ctx<'_>, name: &str) -> Result<Pipeline> {
         .ok_or_else(|| Error::NotFound(missing(name)()))
 }
 
-/// Creates or replaces the pipeline `spec` names. Returns whether it was created.
-pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
+/// Every check [`apply`] makes, writing nothing: the caller's rights on the application (and on
+/// an existing pipeline of another one), references, variables, outbound calls, environments.
+/// Returns the pipeline as stored now (if any) and the environments applying would create.
+pub async fn check(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<(Option<Pipeline>, Vec<String>)> {
     let s = c.state;
     let app = spec.application.clone();
     let name = spec.name().to_string();
@@ -49,9 +51,9 @@ pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
         }
         c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(&name))?;
     }
-    references_exist(c, &spec).await?;
-    variables_resolve(c, &spec).await?;
-    outbound_calls_allowed(c, &spec).await?;
+    references_exist(c, spec).await?;
+    variables_resolve(c, spec).await?;
+    outbound_calls_allowed(c, spec).await?;
     // Every environment first: missing ones need environment.manage, existing ones must admit
     // the application. Nothing is written until all of it holds.
     let envs: BTreeSet<&str> = spec.stages.iter().map(|st| st.environment.as_str()).collect();
@@ -73,6 +75,14 @@ pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
             to_create.join(", ")
         )));
     }
+    Ok((existing, to_create))
+}
+
+/// Creates or replaces the pipeline `spec` names. Returns whether it was created.
+pub async fn apply(c: &Ctx<'_>, spec: PipelineSpec) -> Result<ApplyResult> {
+    let s = c.state;
+    let name = spec.name().to_string();
+    let (existing, to_create) = check(c, &spec).await?;
     let now = Timestamp::now();
     let mut created_envs = Vec::new();
     for env in to_create {
