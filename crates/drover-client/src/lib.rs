@@ -448,6 +448,21 @@ impl Client {
     pub async fn deploy(&self, pipeline: &str, version: &str) -> Result<Deployment> {
         self.post("/api/v1/deployments", &NewDeployment { pipeline: pipeline.into(), version: version.into() }).await
     }
+    /// A pipeline's delivery figures between `from` and `to` (`YYYY-MM-DD` or RFC 3339; the
+    /// server's default: the last 30 days).
+    pub async fn report(
+        &self,
+        pipeline: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<drover_types::report::PipelineReport> {
+        // Dates and RFC 3339 times: only `+` needs escaping in a query.
+        let q: Vec<String> = [("from", from), ("to", to)]
+            .into_iter()
+            .filter_map(|(k, v)| Some(format!("{k}={}", v?.replace('+', "%2B"))))
+            .collect();
+        self.get(&format!("/api/v1/reports/pipelines/{pipeline}?{}", q.join("&"))).await
+    }
     pub async fn deployment(&self, id: i64) -> Result<Deployment> {
         self.get(&format!("/api/v1/deployments/{id}")).await
     }

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod machine;
 pub mod model;
 pub mod rbac;
+pub mod reports;
 pub mod spec;
 pub mod store;
 pub mod vars;

@@ -11,6 +11,7 @@ pub mod agent;
 pub mod audit;
 pub mod error;
 pub mod pipeline;
+pub mod report;
 pub mod waiting;
 
 pub use error::ErrorCode;

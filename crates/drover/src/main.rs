@@ -116,6 +116,17 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         wait: Option<std::time::Duration>,
     },
+    /// A pipeline's delivery report: deployment frequency, lead time, change failure rate, time
+    /// to restore, success rate, time per stage and task, tasks by failures.
+    Report {
+        pipeline: String,
+        /// First day (YYYY-MM-DD, UTC) or RFC 3339 time; default 30 days before --to.
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day (YYYY-MM-DD, UTC) or RFC 3339 time; default now.
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Show a deployment's log.
     Logs {
         id: i64,
@@ -271,6 +282,9 @@ async fn run(cli: Cli) -> u8 {
         Command::Status { id, follow, until } => commands::deployments::status(conn, id, follow.then_some(until)).await,
         Command::Health { wait } => commands::health(conn, wait).await,
         Command::Logs { id, follow } => commands::deployments::logs(conn, id, follow).await,
+        Command::Report { pipeline, from, to } => {
+            commands::deployments::report(conn, &pipeline, from.as_deref(), to.as_deref()).await
+        }
         Command::Approve(a) => a.run(conn, Action::Approve).await,
         Command::Reject(a) => a.run(conn, Action::Reject).await,
         Command::Abort(a) => a.run(conn, Action::Abort).await,

@@ -283,3 +283,75 @@ pub fn pipelines(v: &[drover_types::Pipeline]) -> String {
     }
     s
 }
+
+fn duration_of(s: Option<f64>) -> String {
+    match s {
+        None => "-".into(),
+        Some(s) if s < 120.0 => format!("{s:.0}s"),
+        Some(s) if s < 7200.0 => format!("{:.1}m", s / 60.0),
+        Some(s) if s < 172_800.0 => format!("{:.1}h", s / 3600.0),
+        Some(s) => format!("{:.1}d", s / 86_400.0),
+    }
+}
+
+fn percent(r: Option<f64>) -> String {
+    r.map(|r| format!("{:.0}%", r * 100.0)).unwrap_or_else(|| "-".into())
+}
+
+pub fn report(r: &drover_types::report::PipelineReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let day = |t: drover_types::Timestamp| t.to_string().get(..10).unwrap_or_default().to_string();
+    let _ = writeln!(out, "pipeline {} ({}), {} to {}", r.pipeline, r.application, day(r.from), day(r.to));
+    let _ = writeln!(
+        out,
+        "deployments          {} started: {} completed, {} failed, {} aborted, {} rolled back{}",
+        r.deployments,
+        r.completed,
+        r.failed,
+        r.aborted,
+        r.rolled_back,
+        if r.truncated { " (the newest only: the range has more)" } else { "" }
+    );
+    let _ = writeln!(out, "deployment frequency {:.2} completed a day", r.deployments_per_day.unwrap_or(0.0));
+    let _ = writeln!(
+        out,
+        "lead time            p50 {}  avg {}  max {}  ({} deployments; artifact pushed -> completed)",
+        duration_of(r.lead_time.p50_secs),
+        duration_of(r.lead_time.avg_secs),
+        duration_of(r.lead_time.max_secs),
+        r.lead_time.count
+    );
+    let _ = writeln!(out, "change failure rate  {}", percent(r.change_failure_rate));
+    let _ = writeln!(
+        out,
+        "time to restore      p50 {}  max {}  ({} failures restored)",
+        duration_of(r.time_to_restore.p50_secs),
+        duration_of(r.time_to_restore.max_secs),
+        r.time_to_restore.count
+    );
+    let _ = writeln!(out, "success rate         {}", percent(r.success_rate));
+    let _ = writeln!(out, "\nstage                avg      p50      runs");
+    for s in &r.stages {
+        let _ = writeln!(
+            out,
+            "{:<20} {:<8} {:<8} {}",
+            s.stage,
+            duration_of(s.time.avg_secs),
+            duration_of(s.time.p50_secs),
+            s.time.count
+        );
+    }
+    let _ = writeln!(out, "\ntask                         failures avg      runs");
+    for t in &r.tasks {
+        let _ = writeln!(
+            out,
+            "{:<28} {:<8} {:<8} {}",
+            format!("{} task {} ({})", t.stage, t.task, t.kind),
+            t.failures,
+            duration_of(t.time.avg_secs),
+            t.time.count
+        );
+    }
+    out
+}

@@ -902,6 +902,18 @@ async fn the_cli_takes_connection_options_anywhere_and_never_mixes_up_passwords(
     assert!(text.contains("[build 1] stdout: one") && text.contains("[build 1] stdout: two"), "{text}");
     let out = run(o.cli().args(["logs", &id.to_string()]));
     assert!(String::from_utf8_lossy(&out.stdout).contains("[build 1] stdout: two"));
+    // `report`: the pipeline's figures, as text and as JSON.
+    let out = run(o.cli().args(["report", "l"]));
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("1 started: 1 completed") && text.contains("success rate         100%"), "{text}");
+    assert!(text.contains("build") && text.contains("lead time"), "{text}");
+    let out = run(o.cli().args(["--output", "json", "report", "l", "--from", "2020-01-01", "--to", "2020-01-02"]));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["deployments"], 0, "outside the range");
+    let out = run(o.cli().args(["report", "l", "--from", "yesterday"]));
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a date"));
 }
 
 /// The secret of the test below; it must never be in a log file, in any form.

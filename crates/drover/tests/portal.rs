@@ -434,6 +434,17 @@ stages:
     let done = b.client.find(Locator::Css(&column(4))).await?.text().await?;
     assert!(done.contains(&format!("#{} 1.0.0", d1.id)), "{done}");
     b.screenshot("pipeline-view").await?;
+    // Reports: the figures, as the API gives them, with charts.
+    let report = admin.report("shop", None, None).await?;
+    assert_eq!((report.deployments, report.completed), (3, 1));
+    assert_eq!(report.lead_time.count, 1);
+    assert_eq!(report.stages.len(), 3);
+    b.client.find(Locator::Css("a[href='/portal/pipelines/shop/reports']")).await?.click().await?;
+    let figures = b.wait_css("#figures").await?.text().await?;
+    assert!(figures.contains("Deployment frequency") && figures.contains("1 completed of 3 started"), "{figures}");
+    assert!(figures.contains("Change failure rate") && figures.contains("Time to restore"), "{figures}");
+    assert_eq!(b.client.find_all(Locator::Css("svg.chart")).await?.len(), 3, "three charts");
+    b.screenshot("reports").await?;
     // The dashboard: the last deployment per stage, and the approval waiting for admin.
     b.goto(&format!("{}/portal/", s.url)).await?;
     let waiting = b.wait_css("#waiting").await?.text().await?;

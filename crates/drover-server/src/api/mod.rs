@@ -16,6 +16,7 @@ mod keys;
 mod operators;
 mod pipelines;
 mod profiles;
+mod reports;
 mod system;
 mod variables;
 
@@ -134,6 +135,7 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, GET "/api/v1/auth-profiles/{name}" => profiles::get, AuthProfileManage);
     let r = route!(r, PUT "/api/v1/auth-profiles/{name}" => profiles::put, AuthProfileManage);
     let r = route!(r, DELETE "/api/v1/auth-profiles/{name}" => profiles::delete, AuthProfileManage);
+    let r = route!(r, GET "/api/v1/reports/pipelines/{name}" => reports::pipeline, PipelineRead);
     let r = route!(r, GET "/api/v1/audit" => audit::list, AuditRead);
     let r = route!(r, GET "/api/v1/audit/verify" => audit::verify, AuditRead);
     let r = route!(r, GET "/api/v1/audit/export" => audit::export, AuditRead);

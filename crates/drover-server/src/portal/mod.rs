@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod assets;
+mod charts;
 mod diff;
 mod editor;
 pub mod guard;
@@ -73,6 +74,7 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/signout" => signin::sign_out, signed_in);
     let p = page!(p, GET "/portal/pipelines/{name}" => pages::pipeline, PipelineRead);
     let p = page!(p, POST "/portal/pipelines/{name}/start" => pages::start, DeploymentStart);
+    let p = page!(p, GET "/portal/pipelines/{name}/reports" => pages::reports, PipelineRead);
     let p = page!(p, GET "/portal/pipelines/{name}/edit" => editor::edit, PipelineManage);
     let p = page!(p, GET "/portal/new-pipeline" => editor::new, PipelineManage);
     let p = page!(p, POST "/portal/pipelines/preview" => editor::preview, PipelineManage);

@@ -654,3 +654,123 @@ pub async fn audit(v: Viewer, Query(q): Query<AuditQuery>) -> Response {
     };
     render(StatusCode::OK, &page)
 }
+
+fn hours(s: Option<f64>) -> String {
+    match s {
+        None => "—".into(),
+        Some(s) if s < 120.0 => format!("{s:.0} s"),
+        Some(s) if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        Some(s) if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        Some(s) => format!("{:.1} days", s / 86_400.0),
+    }
+}
+
+fn percent(r: Option<f64>) -> String {
+    r.map(|r| format!("{:.0} %", r * 100.0)).unwrap_or_else(|| "—".into())
+}
+
+pub struct Figure {
+    pub name: &'static str,
+    pub value: String,
+    pub note: String,
+}
+
+pub struct TaskFigure {
+    pub task: String,
+    pub failures: u32,
+    pub avg: String,
+    pub runs: u32,
+}
+
+#[derive(Template)]
+#[template(path = "portal/reports.html")]
+pub struct ReportsPage {
+    pub chrome: Chrome,
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub figures: Vec<Figure>,
+    pub charts: Vec<String>,
+    pub stages: Vec<(String, String, String, u32)>,
+    pub tasks: Vec<TaskFigure>,
+    pub truncated: bool,
+}
+
+#[derive(Deserialize, Default)]
+pub struct RangeQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /portal/pipelines/{name}/reports`: the pipeline's figures over a range, with charts.
+pub async fn reports(v: Viewer, Path(name): Path<String>, Query(q): Query<RangeQuery>) -> Response {
+    let range = drover_types::report::parse_range(q.from.as_deref(), q.to.as_deref(), Timestamp::now());
+    let (from, to) = match range {
+        Ok(r) => r,
+        Err(e) => return service_error(drover_core::Error::BadRequest(e)),
+    };
+    let r = match service::reports::pipeline(&v.ctx(), &name, from, to).await {
+        Ok(r) => r,
+        Err(e) => return service_error(e),
+    };
+    let day = |t: Timestamp| t.to_string().get(..10).unwrap_or_default().to_string();
+    let figures = vec![
+        Figure {
+            name: "Deployment frequency",
+            value: format!("{:.2} a day", r.deployments_per_day.unwrap_or(0.0)),
+            note: format!("{} completed of {} started", r.completed, r.deployments),
+        },
+        Figure {
+            name: "Lead time for changes",
+            value: hours(r.lead_time.p50_secs),
+            note: format!("median, artifact pushed → completed; mean {}", hours(r.lead_time.avg_secs)),
+        },
+        Figure {
+            name: "Change failure rate",
+            value: percent(r.change_failure_rate),
+            note: format!("{} failed, {} rolled back", r.failed, r.rolled_back),
+        },
+        Figure {
+            name: "Time to restore",
+            value: hours(r.time_to_restore.p50_secs),
+            note: format!("median over {} failures followed by a completed deployment", r.time_to_restore.count),
+        },
+        Figure { name: "Success rate", value: percent(r.success_rate), note: format!("{} aborted", r.aborted) },
+    ];
+    let days: Vec<(String, u32, u32)> = r.per_day.iter().map(|d| (d.day.clone(), d.completed, d.failed)).collect();
+    let lead: Vec<f64> = r.lead_times.iter().map(|l| l.secs / 3600.0).collect();
+    let stage_minutes: Vec<(String, f64)> =
+        r.stages.iter().map(|s| (s.stage.clone(), s.time.avg_secs.unwrap_or(0.0) / 60.0)).collect();
+    let charts = vec![
+        super::charts::per_day(&days, "Deployments per day (completed, failed)"),
+        super::charts::series(&lead, "Lead time per deployment", "hours"),
+        super::charts::bars(&stage_minutes, "Average time per stage", "minutes"),
+    ];
+    let stages = r
+        .stages
+        .iter()
+        .map(|s| (s.stage.clone(), hours(s.time.avg_secs), hours(s.time.p50_secs), s.time.count))
+        .collect();
+    let tasks = r
+        .tasks
+        .iter()
+        .map(|t| TaskFigure {
+            task: format!("{} task {} ({})", t.stage, t.task, t.kind),
+            failures: t.failures,
+            avg: hours(t.time.avg_secs),
+            runs: t.time.count,
+        })
+        .collect();
+    let page = ReportsPage {
+        chrome: chrome(&v, format!("Reports of {name}")),
+        name,
+        from: day(r.from),
+        to: day(r.to),
+        figures,
+        charts,
+        stages,
+        tasks,
+        truncated: r.truncated,
+    };
+    render(StatusCode::OK, &page)
+}

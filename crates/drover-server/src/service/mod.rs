@@ -23,6 +23,7 @@ pub mod keys;
 pub mod operators;
 pub mod pipelines;
 pub mod profiles;
+pub mod reports;
 pub mod system;
 pub mod variables;
 pub mod waiting;

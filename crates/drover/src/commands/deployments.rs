@@ -41,6 +41,12 @@ pub async fn deploy(
     })
 }
 
+/// `drover report PIPELINE [--from D] [--to D]`.
+pub async fn report(conn: &Conn, pipeline: &str, from: Option<&str>, to: Option<&str>) -> anyhow::Result<u8> {
+    let r = client(conn).await?.report(pipeline, from, to).await?;
+    print(conn.output, &r, render::report)
+}
+
 pub async fn status(conn: &Conn, id: i64, follow: Option<Option<DeploymentStatus>>) -> anyhow::Result<u8> {
     let c = client(conn).await?;
     if let Some(until) = follow {
