@@ -212,6 +212,32 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
     let verified = b.wait_text("Chain verified", 10).await?;
     assert!(verified.contains("portal.cross_site"), "{verified}");
     b.screenshot("audit").await?;
+    // The export, downloaded from the page, verifies with the published script.
+    b.client.find(Locator::Css("#export")).await?.click().await?;
+    let mut export = None;
+    for _ in 0..100 {
+        let done = std::fs::read_dir(b.downloads())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.extension().is_some_and(|x| x == "jsonl"));
+        if let Some(p) = done {
+            export = Some(p);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let export = export.expect("the audit export was downloaded");
+    let text = std::fs::read_to_string(&export)?;
+    assert!(text.starts_with("{") && text.contains("\"kind\":\"header\""), "{}", &text[..text.len().min(300)]);
+    assert!(text.contains("POST /portal/deployments/{id}/approve"), "the portal's actions are in it");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/verify-audit-export.py");
+    let public = std::fs::read_to_string(s.data_dir().join("audit/checkpoint.pub"))?;
+    let r = std::process::Command::new("python3")
+        .arg(script)
+        .arg(&export)
+        .arg("--public-key")
+        .arg(public.trim())
+        .output()?;
+    assert!(r.status.success(), "{}{}", String::from_utf8_lossy(&r.stdout), String::from_utf8_lossy(&r.stderr));
 
     // Signing out ends the session: the cookie no longer signs anyone in.
     b.goto(&format!("{base}/portal/")).await?;

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 use clap::Parser;
 use drover_types::DeploymentStatus;
 use pipeline_throughput::{Orchestrator, percentile};
@@ -21,6 +21,9 @@ struct Args {
     /// Requests per page measured.
     #[arg(long, default_value_t = 300)]
     requests: usize,
+    /// Live-update runs measured (a deployment page open while its approval is decided).
+    #[arg(long, default_value_t = 50)]
+    live: usize,
     #[arg(long, env = "DROVER_BIN", default_value = "target/release/drover")]
     bin: PathBuf,
     #[arg(long)]
@@ -52,6 +55,53 @@ async fn measure(c: &reqwest::Client, url: &str, cookie: &str, n: usize) -> anyh
     }
     ms.sort_by(|a, b| a.total_cmp(b));
     Ok((percentile(&ms, 0.5), percentile(&ms, 0.99), bytes))
+}
+
+/// How long after a change its open deployment page hears of it: a deployment waits for
+/// approval, its page's live stream is open; the approval is sent, and the time until the stream
+/// carries the completed deployment and the page's fragment is fetched is measured.
+async fn live_latency(
+    o: &Orchestrator,
+    c: &reqwest::Client,
+    cookie: &str,
+    runs: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    use futures_util::StreamExt;
+    let yaml =
+        "application: live\nstages:\n  - name: dev\n    environment: bench-dev\n    tasks:\n      - type: approval\n";
+    o.admin.apply_yaml(yaml).await?;
+    o.admin.push_artifact_bytes("live", "1", b"live".to_vec()).await?;
+    let mut ms = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let d = o.admin.deploy("live", "1").await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while o.admin.deployment(d.id).await?.status != DeploymentStatus::PendingInput {
+            if Instant::now() > deadline {
+                bail!("deployment {} never waited for approval", d.id);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let url = format!("{}/portal/deployments/{}/live", o.url, d.id);
+        let resp = c.get(&url).header("cookie", cookie).send().await?;
+        let mut body = resp.bytes_stream();
+        // The current state first.
+        let mut seen = String::new();
+        while !seen.contains("event: deployment") {
+            seen.push_str(&String::from_utf8_lossy(&body.next().await.context("stream ended")??));
+        }
+        let t = Instant::now();
+        o.admin.act(d.id, drover_types::Action::Approve, None).await?;
+        let mut text = String::new();
+        while !text.contains("\"status\":\"completed\"") {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), body.next()).await?.context("stream ended")??;
+            text.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        let fragment = format!("{}/portal/deployments/{}?fragment=1", o.url, d.id);
+        c.get(&fragment).header("cookie", cookie).send().await?.bytes().await?;
+        ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    ms.sort_by(|a, b| a.total_cmp(b));
+    Ok((percentile(&ms, 0.5), percentile(&ms, 0.99), *ms.last().unwrap_or(&0.0)))
 }
 
 #[tokio::main]
@@ -118,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
     let view = measure(&c, &format!("{}/portal/pipelines/app-042", o.url), &cookie, a.requests).await?;
     let one = *ids.last().unwrap_or(&1);
     let dep = measure(&c, &format!("{}/portal/deployments/{one}", o.url), &cookie, a.requests.min(100)).await?;
+    let live = live_latency(&o, &c, &cookie, a.live.max(1)).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let after = rss_mib(pid);
     let report = format!(
@@ -125,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
          \x20 dashboard      p50 {:.1} ms  p99 {:.1} ms  ({} bytes)\n\
          \x20 pipeline view  p50 {:.1} ms  p99 {:.1} ms  ({} bytes)\n\
          \x20 deployment     p50 {:.1} ms  p99 {:.1} ms  ({} bytes)\n\
+         \x20 live update    p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (approve sent → the open page's stream says so, and its fragment is fetched; {} runs)\n\
          \x20 RSS idle after seeding {idle:.1} MiB, after sign-in and the requests {after:.1} MiB ({:+.1} MiB)\n",
         a.pipelines,
         ids.len(),
@@ -138,6 +190,10 @@ async fn main() -> anyhow::Result<()> {
         dep.0,
         dep.1,
         dep.2,
+        live.0,
+        live.1,
+        live.2,
+        a.live,
         after - idle,
     );
     print!("{report}");

@@ -95,10 +95,12 @@ fn sign_in_first(post: bool, facts: &Facts, query: Option<&str>) -> Response {
     Redirect::to(&format!("/portal/signin?{q}")).into_response()
 }
 
-/// Pages that show a deployment's log are recorded before they are served, as the API's log
-/// downloads are (a log may hold what a task printed); the page's live fragment shows none.
+/// Pages that show a deployment's log, and the audit export, are recorded before they are
+/// served, as the API's downloads are (a log may hold what a task printed; the export holds the
+/// chain key); the deployment page's live fragment shows no log.
 fn reads_log(route: &str, query: Option<&str>) -> bool {
     route == "/portal/deployments/{id}/live"
+        || route == "/portal/audit/export"
         || (route == "/portal/deployments/{id}" && !query.is_some_and(|q| q.split('&').any(|kv| kv == "fragment=1")))
 }
 

@@ -91,6 +91,7 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/deployments/{id}/promote" => pages::promote, DeploymentPromote);
     let p = page!(p, POST "/portal/deployments/{id}/rollback" => pages::rollback, DeploymentRollback);
     let p = page!(p, GET "/portal/audit" => pages::audit, AuditRead);
+    let p = page!(p, GET "/portal/audit/export" => pages::audit_export, AuditRead);
     let p = page!(p, GET "/portal/artifacts" => settings::artifacts, ArtifactRead);
     let p = page!(p, GET "/portal/environments" => settings::environments, PipelineRead);
     let p = page!(p, GET "/portal/environments/{name}/variables" => admin::variables, VariableRead);

@@ -774,3 +774,22 @@ pub async fn reports(v: Viewer, Path(name): Path<String>, Query(q): Query<RangeQ
     };
     render(StatusCode::OK, &page)
 }
+
+/// `GET /portal/audit/export`: the export `drover audit export` writes, as a download (it holds
+/// the chain key: keep it as safe as the log).
+pub async fn audit_export(State(s): State<AppState>, v: Viewer) -> Response {
+    match service::audit::export_stream(s, v.principal).await {
+        Ok(stream) => {
+            let name = format!("drover-audit-{}.jsonl", Timestamp::now().to_string().get(..10).unwrap_or("export"));
+            (
+                [
+                    (axum::http::header::CONTENT_TYPE, "application/x-ndjson".to_string()),
+                    (axum::http::header::CONTENT_DISPOSITION, format!("attachment; filename=\"{name}\"")),
+                ],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+        Err(e) => service_error(e),
+    }
+}

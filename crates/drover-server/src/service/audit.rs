@@ -125,3 +125,36 @@ pub async fn export_page(c: &Ctx<'_>, after: i64) -> Result<Vec<Value>> {
         })
         .collect())
 }
+
+/// The whole export as a stream of JSON Lines: the header and checkpoints, then every entry
+/// oldest first, a page at a time (the caller may read the log: checked first). A store
+/// failure half-way breaks the stream off (the reader sees a truncated export, never a
+/// silently short one: the last line is then not the chain head `verify` reports).
+pub async fn export_stream(
+    state: crate::AppState,
+    caller: drover_core::rbac::Principal,
+) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static> {
+    let head = export_head(&Ctx::new(&state, &caller)).await?;
+    let mut first = String::new();
+    for v in head {
+        first.push_str(&v.to_string());
+        first.push('\n');
+    }
+    let start = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from(first)) });
+    let pages = futures_util::stream::unfold(Some((state, caller, 0i64)), |st| async move {
+        let (state, caller, after) = st?;
+        match export_page(&Ctx::new(&state, &caller), after).await {
+            Ok(page) if page.is_empty() => None,
+            Ok(page) => {
+                let next = page.last().and_then(|v| v["seq"].as_i64()).unwrap_or(after);
+                let text: String = page.iter().map(|v| v.to_string() + "\n").collect();
+                Some((Ok(bytes::Bytes::from(text)), Some((state, caller, next))))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit export broke off");
+                Some((Err(std::io::Error::other("the export broke off")), None))
+            }
+        }
+    });
+    Ok(futures_util::StreamExt::chain(start, pages))
+}
