@@ -508,6 +508,7 @@ mod layering {
             ("portal/settings.rs", &[".store", ".engine", "crate::api"]),
             ("portal/admin.rs", &[".store", ".engine", "crate::api"]),
             ("portal/editor.rs", &[".store", ".engine", "crate::api"]),
+            ("portal/form.rs", &[".store", ".engine", "crate::api"]),
         ];
         for (path, forbidden) in rules {
             let p = src.join(path);

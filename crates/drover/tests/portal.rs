@@ -632,6 +632,33 @@ async fn the_pipeline_editor_round_trips_yaml() -> anyhow::Result<()> {
     b.goto(&format!("{}/portal/pipelines/shop/edit", s.url)).await?;
     let again = b.wait_css("textarea#yaml").await?.prop("value").await?.unwrap_or_default();
     assert_eq!(admin.apply_yaml(&again).await?.outcome, "unchanged");
+
+    // The same pipeline as a form: a task added to the second stage, its type changed to
+    // `run`, its command typed; checked (the diff), saved. What the form does not show stays.
+    b.goto(&format!("{}/portal/pipelines/shop/form", s.url)).await?;
+    assert_eq!(b.wait_css("#s0-name").await?.prop("value").await?.as_deref(), Some("dev"));
+    assert_eq!(b.client.find(Locator::Css("#s0-t1-approvals")).await?.prop("value").await?.as_deref(), Some("1"));
+    b.client.find(Locator::Css("button[value='add-task:1']")).await?.click().await?;
+    let cmd = b.wait_css("#s1-t1-command").await?;
+    cmd.send_keys("echo \"smoke ${NOPE}\"").await?;
+    b.client.find(Locator::Css("#form-check")).await?.click().await?;
+    let err = b.wait_css("#editor-error").await?.text().await?;
+    assert!(err.contains("unknown variable ${NOPE}") && err.contains("stages[1].tasks[1].command"), "{err}");
+    b.goto(&format!("{}/portal/pipelines/shop/form", s.url)).await?;
+    b.wait_css("button[value='add-task:1']").await?.click().await?;
+    b.wait_css("#s1-t1-command").await?.send_keys("echo smoke from the form").await?;
+    b.screenshot("editor-form").await?;
+    b.client.find(Locator::Css("#form-check")).await?.click().await?;
+    let preview = b.wait_css("#preview").await?.text().await?;
+    assert!(preview.contains("+   - type: run\n+     command: echo smoke from the form"), "{preview}");
+    b.client.find(Locator::Css("#save")).await?.click().await?;
+    b.wait_css(".board").await?;
+    let p = admin.pipeline("shop").await?;
+    assert_eq!(p.stages[1].tasks.len(), 2);
+    assert!(
+        matches!(&p.stages[1].tasks[1], drover_types::TaskSpec::Run { command: drover_types::CommandSpec::Shell(c), .. } if c == "echo smoke from the form")
+    );
+    assert!(matches!(p.stages[0].tasks[1], drover_types::TaskSpec::Approval { approvals: Some(1), .. }), "kept");
     b.close().await;
     s.shutdown().await;
     Ok(())

@@ -109,8 +109,13 @@ async fn checked(
 
 /// `POST /portal/pipelines/preview`: the checks and the diff against the stored pipeline.
 pub async fn preview(v: Viewer, Form(f): Form<YamlForm>) -> Response {
-    let mut page = editor(&v, &f.name, f.yaml.clone());
-    match checked(&v, &f.yaml).await {
+    preview_yaml(&v, &f.name, f.yaml).await
+}
+
+/// The editor with the checks and the diff of `yaml` (also what the form's "Check" shows).
+pub(crate) async fn preview_yaml(v: &Viewer, name: &str, yaml: String) -> Response {
+    let mut page = editor(v, name, yaml.clone());
+    match checked(v, &yaml).await {
         Ok((spec, existing, envs)) => {
             let before = existing.as_ref().map(|p| spec::to_yaml(&spec::of_pipeline(p))).unwrap_or_default();
             let after = spec::to_yaml(&spec);

@@ -14,6 +14,7 @@ pub mod assets;
 mod charts;
 mod diff;
 mod editor;
+mod form;
 pub mod guard;
 pub mod headers;
 mod multipart;
@@ -76,6 +77,8 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/pipelines/{name}/start" => pages::start, DeploymentStart);
     let p = page!(p, GET "/portal/pipelines/{name}/reports" => pages::reports, PipelineRead);
     let p = page!(p, GET "/portal/pipelines/{name}/edit" => editor::edit, PipelineManage);
+    let p = page!(p, GET "/portal/pipelines/{name}/form" => form::edit, PipelineManage);
+    let p = page!(p, POST "/portal/pipelines/form" => form::post, PipelineManage);
     let p = page!(p, GET "/portal/new-pipeline" => editor::new, PipelineManage);
     let p = page!(p, POST "/portal/pipelines/preview" => editor::preview, PipelineManage);
     let p = page!(p, POST "/portal/pipelines/save" => editor::save, PipelineManage);

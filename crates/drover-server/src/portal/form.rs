@@ -1,0 +1,254 @@
+//! The pipeline editor's form: the pipeline's stages (name, environment, progression) and their
+//! tasks with the fields of their type, as plain inputs. It works without JavaScript: adding
+//! or removing a stage or a task, or changing a task's type, posts the form back and it is
+//! drawn again. What the form does not show (variables, fleet settings, approval timeouts...)
+//! is kept: each post carries the pipeline it started from (`base`, JSON) and the form's
+//! fields are laid over it. "Check" turns the result into the YAML `drover apply` reads and
+//! goes on as the YAML editor does (checks, diff, save).
+
+use askama::Template;
+use axum::extract::{Form, Path};
+use axum::http::StatusCode;
+use axum::response::Response;
+use drover_core::spec;
+use drover_types::PipelineSpec;
+use serde_json::{Value, json};
+
+use super::pages::{Chrome, chrome};
+use super::{Viewer, render, service_error};
+use crate::service;
+
+pub const TASK_TYPES: &[&str] = &["deploy", "run", "http-check", "approval", "wait", "webhook"];
+
+/// The fields the form shows for each task type, with their labels.
+fn fields_of(kind: &str) -> &'static [(&'static str, &'static str)] {
+    match kind {
+        "run" => &[("command", "Command"), ("timeout", "Timeout (30s, 5m)")],
+        "http-check" => &[("url", "URL"), ("expect_status", "Expected status"), ("timeout", "Timeout")],
+        "approval" => &[("role", "Role that decides"), ("approvals", "Approvers needed")],
+        "wait" => &[("duration", "Duration")],
+        "webhook" => {
+            &[("url", "URL"), ("method", "Method"), ("auth_profile", "Authentication profile"), ("body", "Body")]
+        }
+        _ => &[],
+    }
+}
+
+/// Numeric fields (the rest are text).
+fn numeric(field: &str) -> bool {
+    matches!(field, "expect_status" | "approvals")
+}
+
+pub struct FieldView {
+    pub name: String,
+    pub label: &'static str,
+    pub value: String,
+    pub id: String,
+}
+
+pub struct TaskView {
+    pub index: usize,
+    pub kind: String,
+    pub fields: Vec<FieldView>,
+}
+
+pub struct StageView {
+    pub index: usize,
+    pub name: String,
+    pub environment: String,
+    pub manual: bool,
+    pub tasks: Vec<TaskView>,
+}
+
+#[derive(Template)]
+#[template(path = "portal/form.html")]
+pub struct FormPage {
+    pub chrome: Chrome,
+    pub name: String,
+    pub base: String,
+    pub application: String,
+    pub pipeline: String,
+    pub stages: Vec<StageView>,
+    pub types: &'static [&'static str],
+    pub error: String,
+}
+
+fn text_of(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Array(_) => v.to_string(),
+        other => other.to_string(),
+    }
+}
+
+fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
+    let stages = spec["stages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .enumerate()
+                .map(|(i, st)| StageView {
+                    index: i,
+                    name: text_of(&st["name"]),
+                    environment: text_of(&st["environment"]),
+                    manual: st["progression"] == "manual",
+                    tasks: st["tasks"]
+                        .as_array()
+                        .map(|ts| {
+                            ts.iter()
+                                .enumerate()
+                                .map(|(j, t)| {
+                                    let kind = text_of(&t["type"]);
+                                    let fields = fields_of(&kind)
+                                        .iter()
+                                        .map(|(f, label)| FieldView {
+                                            name: format!("s{i}.t{j}.{f}"),
+                                            id: format!("s{i}-t{j}-{f}"),
+                                            label,
+                                            value: text_of(&t[*f]),
+                                        })
+                                        .collect();
+                                    TaskView { index: j, kind, fields }
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    FormPage {
+        chrome: chrome(v, if name.is_empty() { "New pipeline".to_string() } else { format!("Edit {name}") }),
+        name: name.to_string(),
+        base: serde_json::to_string(spec).unwrap_or_default(),
+        application: text_of(&spec["application"]),
+        pipeline: text_of(&spec["pipeline"]),
+        stages,
+        types: TASK_TYPES,
+        error,
+    }
+}
+
+/// `GET /portal/pipelines/{name}/form`.
+pub async fn edit(v: Viewer, Path(name): Path<String>) -> Response {
+    match service::pipelines::get(&v.ctx(), &name).await {
+        Ok(p) => {
+            let spec = serde_json::to_value(spec::of_pipeline(&p)).unwrap_or(Value::Null);
+            render(StatusCode::OK, &view(&v, &name, &spec, String::new()))
+        }
+        Err(e) => service_error(e),
+    }
+}
+
+/// The form's fields laid over the pipeline it started from.
+fn merged(f: &[(String, String)]) -> Value {
+    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let mut spec: Value = get("base").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_else(|| json!({}));
+    if !spec.is_object() {
+        spec = json!({});
+    }
+    spec["application"] = json!(get("application").unwrap_or("").trim());
+    match get("pipeline").map(str::trim).filter(|p| !p.is_empty()) {
+        Some(p) => spec["pipeline"] = json!(p),
+        None => {
+            if let Some(o) = spec.as_object_mut() {
+                o.remove("pipeline");
+            }
+        }
+    }
+    let count = |k: &str| get(k).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0).min(64);
+    let base_stages = spec["stages"].as_array().cloned().unwrap_or_default();
+    let mut stages = Vec::new();
+    for i in 0..count("stages") {
+        let mut st = base_stages.get(i).cloned().filter(Value::is_object).unwrap_or_else(|| json!({}));
+        st["name"] = json!(get(&format!("s{i}.name")).unwrap_or("").trim());
+        st["environment"] = json!(get(&format!("s{i}.environment")).unwrap_or("").trim());
+        st["progression"] = json!(if get(&format!("s{i}.manual")).is_some() { "manual" } else { "automatic" });
+        let base_tasks = st["tasks"].as_array().cloned().unwrap_or_default();
+        let mut tasks = Vec::new();
+        for j in 0..count(&format!("s{i}.tasks")) {
+            let kind = get(&format!("s{i}.t{j}.type")).unwrap_or("deploy").to_string();
+            // The task it was, if it keeps its type (its other fields stay); else a new one.
+            let mut t = base_tasks
+                .get(j)
+                .cloned()
+                .filter(|t| t["type"] == kind.as_str())
+                .unwrap_or_else(|| json!({ "type": kind }));
+            for (field, _) in fields_of(&kind) {
+                let Some(raw) = get(&format!("s{i}.t{j}.{field}")) else { continue };
+                let raw = raw.trim();
+                let value = if raw.is_empty() {
+                    Value::Null
+                } else if numeric(field) {
+                    raw.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(raw))
+                } else if *field == "command" && raw.starts_with('[') {
+                    serde_json::from_str(raw).unwrap_or_else(|_| json!(raw))
+                } else {
+                    json!(raw)
+                };
+                match (value, t.as_object_mut()) {
+                    (Value::Null, Some(o)) => {
+                        o.remove(*field);
+                    }
+                    (v, _) => t[*field] = v,
+                }
+            }
+            tasks.push(t);
+        }
+        st["tasks"] = json!(tasks);
+        stages.push(st);
+    }
+    spec["stages"] = json!(stages);
+    spec
+}
+
+/// What a post asks of the form.
+fn apply_op(spec: &mut Value, op: &str) {
+    let stages = spec["stages"].as_array_mut();
+    let Some(stages) = stages else { return };
+    let index = |s: &str| s.parse::<usize>().ok();
+    match op.split(':').collect::<Vec<_>>().as_slice() {
+        ["add-stage"] if stages.len() < 64 => {
+            stages.push(json!({"name": "", "environment": "", "tasks": [{"type": "deploy"}]}))
+        }
+        ["remove-stage", i] => {
+            if let Some(i) = index(i).filter(|i| *i < stages.len()) {
+                stages.remove(i);
+            }
+        }
+        ["add-task", i] => {
+            if let Some(st) = index(i).and_then(|i| stages.get_mut(i))
+                && let Some(ts) = st["tasks"].as_array_mut()
+                && ts.len() < 64
+            {
+                ts.push(json!({"type": "run", "command": ""}));
+            }
+        }
+        ["remove-task", i, j] => {
+            if let (Some(st), Some(j)) = (index(i).and_then(|i| stages.get_mut(i)), index(j))
+                && let Some(ts) = st["tasks"].as_array_mut()
+                && j < ts.len()
+            {
+                ts.remove(j);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `POST /portal/pipelines/form`: draw the form again (after an add, a remove, a type change),
+/// or check it: then the editor's checks and diff, on the YAML it makes.
+pub async fn post(v: Viewer, Form(f): Form<Vec<(String, String)>>) -> Response {
+    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
+    let (name, op) = (get("name"), get("op"));
+    let mut spec = merged(&f);
+    if op != "check" {
+        apply_op(&mut spec, &op);
+        return render(StatusCode::OK, &view(&v, &name, &spec, String::new()));
+    }
+    match serde_json::from_value::<PipelineSpec>(spec.clone()) {
+        Ok(parsed) => super::editor::preview_yaml(&v, &name, spec::to_yaml(&parsed)).await,
+        Err(e) => render(StatusCode::UNPROCESSABLE_ENTITY, &view(&v, &name, &spec, e.to_string())),
+    }
+}
