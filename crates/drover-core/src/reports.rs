@@ -49,6 +49,9 @@ pub fn pipeline(i: &Input<'_>) -> PipelineReport {
     let rolled_back: std::collections::HashSet<i64> = i.deployments.iter().filter_map(|d| d.rollback_of).collect();
     let count = |s: D| ds.iter().filter(|d| d.status == s).count() as u32;
     let (completed, failed, aborted) = (count(D::Completed), count(D::Failed), count(D::Aborted));
+    // A change failure is one in the last stage (production), or a completed change rolled back.
+    let last = i.stages.len().saturating_sub(1);
+    let failed_last = ds.iter().filter(|d| d.status == D::Failed && d.stage_index >= last).count() as u32;
     let rolled = ds.iter().filter(|d| d.status == D::Completed && rolled_back.contains(&d.id)).count() as u32;
     let ended = completed + failed + aborted;
     let ratio = |a: u32, b: u32| (b > 0).then(|| a as f64 / b as f64);
@@ -63,7 +66,8 @@ pub fn pipeline(i: &Input<'_>) -> PipelineReport {
     per_day.entry(day(i.to)).or_default();
     for d in &ds {
         let (Some(end), true) = (d.finished_at, matches!(d.status, D::Completed | D::Failed)) else { continue };
-        let e = per_day.entry(day(end)).or_default();
+        // Started in the range, ended after it: not a day of this report.
+        let Some(e) = per_day.get_mut(&day(end)) else { continue };
         if d.status == D::Completed { e.0 += 1 } else { e.1 += 1 }
     }
     let days = per_day.len().max(1) as f64;
@@ -78,29 +82,40 @@ pub fn pipeline(i: &Input<'_>) -> PipelineReport {
         })
         .collect();
 
-    // Time to restore: a failure → the next completed deployment.
-    let failures: Vec<Timestamp> = ds
-        .iter()
-        .filter(|d| d.status == D::Failed || (d.status == D::Completed && rolled_back.contains(&d.id)))
-        .filter_map(|d| d.finished_at)
-        .collect();
-    let restores: Vec<f64> = failures
-        .iter()
-        .filter_map(|f| {
-            ds.iter()
-                .filter(|d| d.status == D::Completed && !rolled_back.contains(&d.id))
-                .filter_map(|d| d.finished_at)
-                .filter(|end| end > f)
-                .min()
-                .map(|end| secs(*f, end))
-        })
-        .collect();
+    // Time to restore: from the first failure of an incident (a production failure, or a change
+    // later rolled back) to the next completed deployment, a rollback included; one figure per
+    // incident, however many failures it saw.
+    let mut events: Vec<(Timestamp, bool)> = Vec::new();
+    for d in i.deployments {
+        let Some(end) = d.finished_at else { continue };
+        let rolled = rolled_back.contains(&d.id);
+        if (d.status == D::Failed && d.stage_index >= last) || (d.status == D::Completed && rolled) {
+            events.push((end, false));
+        } else if d.status == D::Completed {
+            events.push((end, true));
+        }
+    }
+    events.sort_by_key(|e| e.0);
+    let mut restores = Vec::new();
+    let mut failing_since: Option<Timestamp> = None;
+    for (t, good) in events {
+        match (good, failing_since) {
+            (false, None) => failing_since = Some(t),
+            (true, Some(since)) => {
+                restores.push(secs(since, t));
+                failing_since = None;
+            }
+            _ => {}
+        }
+    }
 
     // Stages and tasks.
+    // By stage name (a run of an older shape of the pipeline counts where its stage still is).
     let mut stage_times: Vec<Vec<f64>> = vec![Vec::new(); i.stages.len()];
     let mut task_times: BTreeMap<(usize, usize), (String, Vec<f64>, u32)> = BTreeMap::new();
     for d in &ds {
-        for (si, st) in d.stages.iter().enumerate() {
+        for st in &d.stages {
+            let Some(si) = i.stages.iter().position(|s| s.name == st.name) else { continue };
             let start = st.tasks.iter().filter_map(|t| t.started_at).min();
             let end = st.tasks.iter().filter_map(|t| t.finished_at).max();
             let done = !st.tasks.is_empty() && st.tasks.iter().all(|t| t.status.is_passed());
@@ -147,7 +162,7 @@ pub fn pipeline(i: &Input<'_>) -> PipelineReport {
         aborted,
         rolled_back: rolled,
         success_rate: ratio(completed, ended),
-        change_failure_rate: ratio(failed + rolled, completed + failed),
+        change_failure_rate: ratio(failed_last + rolled, completed + failed_last),
         deployments_per_day: Some(completed as f64 / days),
         per_day: per_day.into_iter().map(|(day, (completed, failed))| DayCount { day, completed, failed }).collect(),
         lead_time: stat(lead_times.iter().map(|l| l.secs).collect()),
@@ -292,6 +307,9 @@ mod tests {
         });
         assert_eq!(r.rolled_back, 1);
         assert_eq!(r.change_failure_rate, Some(2.0 / 3.0));
+        // One incident (1.1 failed at +5 h, 1.2 rolled back) until the rollback completed (+11 h).
+        assert_eq!(r.time_to_restore.count, 1);
+        assert_eq!(r.time_to_restore.p50_secs, Some(6.0 * 3600.0));
         assert_eq!(r.deployments, 4, "the rollback itself is not counted as a deployment");
     }
 }

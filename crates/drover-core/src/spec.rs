@@ -9,10 +9,54 @@ use crate::{Error, Result, validate_name};
 /// Parses a pipeline YAML document. Errors name the field and, where the parser knows it, the
 /// line (`stages[0].tasks[1]: unknown field `comand` ... at line 7 column 9`).
 pub fn parse_yaml(text: &str) -> Result<PipelineSpec> {
+    if text.len() > MAX_YAML_BYTES {
+        return Err(Error::Invalid(format!("a pipeline document is at most {} KiB", MAX_YAML_BYTES / 1024)));
+    }
+    if let Some(line) = alias_line(text) {
+        return Err(Error::Invalid(format!(
+            "YAML anchors and aliases (&name, *name) are not accepted in a pipeline; write the value out at line {line}"
+        )));
+    }
     let spec: PipelineSpec =
         serde_yaml::from_str(text).map_err(|e| Error::Invalid(Locator::new(text).refine(e.to_string())))?;
     validate(&spec).map_err(|e| Locator::new(text).locate(e))?;
     Ok(spec)
+}
+
+/// A pipeline document's size, at most.
+pub const MAX_YAML_BYTES: usize = 256 * 1024;
+/// Stages in a pipeline, and tasks in a stage, at most.
+pub const MAX_STAGES: usize = 64;
+pub const MAX_TASKS: usize = 64;
+
+/// The first line holding a YAML anchor or alias: a value (after `key: `, `- `, `[`, `{` or `,`,
+/// outside quotes) that starts with `&` or `*`. Aliases are refused because serde_yaml bounds how
+/// many it follows, not how much they expand to: a small document could become gigabytes.
+fn alias_line(text: &str) -> Option<usize> {
+    for (n, line) in text.lines().enumerate() {
+        let mut prev = ' ';
+        let mut quote: Option<char> = None;
+        let mut at_value = true;
+        for c in line.chars() {
+            match quote {
+                Some(q) if c == q => quote = None,
+                Some(_) => {}
+                None if c == '#' && prev.is_whitespace() => break,
+                None if (c == '"' || c == '\'') && at_value => quote = Some(c),
+                None if (c == '&' || c == '*') && at_value => return Some(n + 1),
+                None => {}
+            }
+            if quote.is_none() {
+                at_value = match c {
+                    ' ' | '\t' => at_value || matches!(prev, ':' | '-' | '[' | '{' | ','),
+                    '[' | '{' | ',' => true,
+                    _ => false,
+                };
+            }
+            prev = c;
+        }
+    }
+    None
 }
 
 /// The YAML of a spec, as `drover apply -f` reads it back ([`parse_yaml`] of it is the same
@@ -248,6 +292,12 @@ pub fn validate(spec: &PipelineSpec) -> Result<()> {
     if spec.stages.is_empty() {
         return Err(Error::Invalid("stages: a pipeline needs at least one stage".into()));
     }
+    if spec.stages.len() > MAX_STAGES {
+        return Err(Error::Invalid(format!("stages: at most {MAX_STAGES} stages")));
+    }
+    if let Some(i) = spec.stages.iter().position(|s| s.tasks.len() > MAX_TASKS) {
+        return Err(Error::Invalid(format!("stages[{i}].tasks: at most {MAX_TASKS} tasks in a stage")));
+    }
     crate::vars::validate_map("variables", &spec.variables).map_err(Error::Invalid)?;
     let mut seen = HashSet::new();
     for (i, s) in spec.stages.iter().enumerate() {
@@ -307,6 +357,27 @@ fn validate_targets(i: usize, s: &drover_types::StageSpec) -> Result<()> {
 #[cfg(test)]
 mod round_trip {
     use super::*;
+
+    #[test]
+    fn anchors_and_aliases_are_refused() {
+        let bomb = "application: a\nstages:\n  - name: s\n    environment: dev\n    tasks: &t\n      - type: deploy\n  - name: t\n    environment: dev\n    tasks: *t\n";
+        let e = parse_yaml(bomb).unwrap_err().to_string();
+        assert!(e.contains("anchors and aliases") && e.contains("line 5"), "{e}");
+        assert_eq!(alias_line("a: [1, *x]"), Some(1));
+        assert_eq!(alias_line("- &anchor value"), Some(1));
+        // Not aliases: inside a value, quoted, or commented.
+        for ok in [
+            "command: ls *.txt",
+            "command: \"echo a: *b\"",
+            "command: 'x & y'",
+            "command: a && b",
+            "url: https://x/?a=1&b=2",
+            "key: value # *not an alias",
+            "command: [\"sh\", \"-c\", \"echo *\"]",
+        ] {
+            assert_eq!(alias_line(ok), None, "{ok}");
+        }
+    }
 
     /// What the portal's editor shows is what `drover apply` reads: every task type, fleet
     /// fields, variables and durations survive YAML → spec → YAML → spec.

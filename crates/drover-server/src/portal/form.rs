@@ -141,9 +141,17 @@ pub async fn edit(v: Viewer, Path(name): Path<String>) -> Response {
     }
 }
 
-/// The form's fields laid over the pipeline it started from.
-fn merged(f: &[(String, String)]) -> Value {
-    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+/// Pairs a form post may carry (64 stages of 64 tasks would be far fewer).
+const MAX_PAIRS: usize = 4096;
+
+/// The form's fields laid over the pipeline it started from; an error for a form larger than
+/// a pipeline may be.
+fn merged(f: &[(String, String)]) -> Result<Value, String> {
+    if f.len() > MAX_PAIRS {
+        return Err(format!("the form has more than {MAX_PAIRS} fields"));
+    }
+    let fields: std::collections::HashMap<&str, &str> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let get = |k: &str| fields.get(k).copied();
     let mut spec: Value = get("base").and_then(|b| serde_json::from_str(b).ok()).unwrap_or_else(|| json!({}));
     if !spec.is_object() {
         spec = json!({});
@@ -157,7 +165,10 @@ fn merged(f: &[(String, String)]) -> Value {
             }
         }
     }
-    let count = |k: &str| get(k).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0).min(64);
+    let count = |k: &str| get(k).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+    if count("stages") > spec::MAX_STAGES {
+        return Err(format!("at most {} stages", spec::MAX_STAGES));
+    }
     let base_stages = spec["stages"].as_array().cloned().unwrap_or_default();
     let mut stages = Vec::new();
     for i in 0..count("stages") {
@@ -166,6 +177,9 @@ fn merged(f: &[(String, String)]) -> Value {
         st["environment"] = json!(get(&format!("s{i}.environment")).unwrap_or("").trim());
         st["progression"] = json!(if get(&format!("s{i}.manual")).is_some() { "manual" } else { "automatic" });
         let base_tasks = st["tasks"].as_array().cloned().unwrap_or_default();
+        if count(&format!("s{i}.tasks")) > spec::MAX_TASKS {
+            return Err(format!("at most {} tasks in a stage", spec::MAX_TASKS));
+        }
         let mut tasks = Vec::new();
         for j in 0..count(&format!("s{i}.tasks")) {
             let kind = get(&format!("s{i}.t{j}.type")).unwrap_or("deploy").to_string();
@@ -182,7 +196,8 @@ fn merged(f: &[(String, String)]) -> Value {
                     Value::Null
                 } else if numeric(field) {
                     raw.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(raw))
-                } else if *field == "command" && raw.starts_with('[') {
+                } else if *field == "command" && t["command"].is_array() {
+                    // A command that was a list stays one (shown as JSON); a shell line stays text.
                     serde_json::from_str(raw).unwrap_or_else(|_| json!(raw))
                 } else {
                     json!(raw)
@@ -200,7 +215,7 @@ fn merged(f: &[(String, String)]) -> Value {
         stages.push(st);
     }
     spec["stages"] = json!(stages);
-    spec
+    Ok(spec)
 }
 
 /// What a post asks of the form.
@@ -209,7 +224,7 @@ fn apply_op(spec: &mut Value, op: &str) {
     let Some(stages) = stages else { return };
     let index = |s: &str| s.parse::<usize>().ok();
     match op.split(':').collect::<Vec<_>>().as_slice() {
-        ["add-stage"] if stages.len() < 64 => {
+        ["add-stage"] if stages.len() < spec::MAX_STAGES => {
             stages.push(json!({"name": "", "environment": "", "tasks": [{"type": "deploy"}]}))
         }
         ["remove-stage", i] => {
@@ -220,7 +235,7 @@ fn apply_op(spec: &mut Value, op: &str) {
         ["add-task", i] => {
             if let Some(st) = index(i).and_then(|i| stages.get_mut(i))
                 && let Some(ts) = st["tasks"].as_array_mut()
-                && ts.len() < 64
+                && ts.len() < spec::MAX_TASKS
             {
                 ts.push(json!({"type": "run", "command": ""}));
             }
@@ -242,7 +257,10 @@ fn apply_op(spec: &mut Value, op: &str) {
 pub async fn post(v: Viewer, Form(f): Form<Vec<(String, String)>>) -> Response {
     let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
     let (name, op) = (get("name"), get("op"));
-    let mut spec = merged(&f);
+    let mut spec = match merged(&f) {
+        Ok(s) => s,
+        Err(e) => return service_error(drover_core::Error::BadRequest(e)),
+    };
     if op != "check" {
         apply_op(&mut spec, &op);
         return render(StatusCode::OK, &view(&v, &name, &spec, String::new()));

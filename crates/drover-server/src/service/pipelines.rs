@@ -51,11 +51,9 @@ pub async fn check(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<(Option<Pipeline>
         }
         c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(&name))?;
     }
-    references_exist(c, spec).await?;
-    variables_resolve(c, spec).await?;
-    outbound_calls_allowed(c, spec).await?;
     // Every environment first: missing ones need environment.manage, existing ones must admit
-    // the application. Nothing is written until all of it holds.
+    // the application (before anything about them — their variables — is looked at). Nothing
+    // is written until all of it holds.
     let envs: BTreeSet<&str> = spec.stages.iter().map(|st| st.environment.as_str()).collect();
     let mut to_create = Vec::new();
     for env in envs {
@@ -75,6 +73,9 @@ pub async fn check(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<(Option<Pipeline>
             to_create.join(", ")
         )));
     }
+    references_exist(c, spec).await?;
+    variables_resolve(c, spec).await?;
+    outbound_calls_allowed(c, spec).await?;
     Ok((existing, to_create))
 }
 
