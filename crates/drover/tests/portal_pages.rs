@@ -261,3 +261,36 @@ async fn secret_variables_are_write_only_and_new_operators_get_a_password_once()
     assert_eq!(r.unwrap().status(), 200, "listing and rotating stay keystore.manage's");
     s.shutdown().await;
 }
+
+/// The environments page says what each agent runs now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_environments_page_shows_what_each_agent_runs() {
+    let mut s = TestServer::start(Backend::Sqlite).await.unwrap();
+    s.agent("dev-1", "dev").await.unwrap();
+    let admin = s.admin();
+    admin
+        .apply_yaml("application: busy\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: run\n        command: sleep 30\n")
+        .await
+        .unwrap();
+    admin.push_artifact_bytes("busy", "7", drover_testkit::tarball(&[("a", "b", 0o644)])).await.unwrap();
+    let d = admin.deploy("busy", "7").await.unwrap();
+    drover_testkit::wait_for(&admin, d.id, Duration::from_secs(20), |d| {
+        d.stages[0].tasks[0].status == drover_types::TaskStatus::InProgress
+    })
+    .await
+    .unwrap();
+    let (session, _) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let page = http(&s)
+        .get(format!("{}/portal/environments", s.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let want = format!("deployment {} (busy 7): stage dev task 1 (run)", d.id);
+    assert!(page.contains("dev-1") && page.contains(&want) && page.contains("online"), "{page}");
+    admin.act(d.id, drover_types::Action::Abort, Some("test over".into())).await.unwrap();
+    s.shutdown().await;
+}

@@ -202,7 +202,16 @@ async fn keys_page(v: &Viewer, imported: Option<service::keys::Imported>) -> Res
             alg: k.alg,
             active: k.active,
             created: when(k.created_at),
-            retired: k.retired_at.map(when).unwrap_or_default(),
+            // A retired key stays published until the last token it signed has expired.
+            retired: k
+                .retired_at
+                .map(|t| {
+                    let gone = t
+                        .plus(crate::oauth::ACCESS_TOKEN_TTL)
+                        .plus(std::time::Duration::from_secs(crate::oauth::CLOCK_SKEW_SECS));
+                    format!("{} (in the JWKS until {})", when(t), when(gone))
+                })
+                .unwrap_or_default(),
             in_jwks: k.in_jwks,
         })
         .collect();
@@ -314,6 +323,7 @@ pub struct EnvRow {
 
 pub struct AgentRow {
     pub name: String,
+    pub running: Vec<String>,
     pub online: bool,
     pub last_seen: String,
     pub labels: String,
@@ -336,13 +346,13 @@ pub async fn environments(v: Viewer) -> Response {
         Err(e) => return service_error(e),
     };
     let agents_visible = v.principal.holds_globally(Privilege::AgentRead);
-    let agents = if agents_visible {
-        match service::agents::list(&c).await {
-            Ok(a) => a,
-            Err(e) => return service_error(e),
+    let (agents, mut running) = if agents_visible {
+        match (service::agents::list(&c).await, service::agents::running(&c).await) {
+            (Ok(a), Ok(r)) => (a, r),
+            (Err(e), _) | (_, Err(e)) => return service_error(e),
         }
     } else {
-        Vec::new()
+        (Vec::new(), Default::default())
     };
     let envs = envs
         .into_iter()
@@ -353,6 +363,7 @@ pub async fn environments(v: Viewer) -> Response {
                 .iter()
                 .filter(|a| a.environment == e.name)
                 .map(|a| AgentRow {
+                    running: running.remove(&a.name).unwrap_or_default(),
                     name: a.name.clone(),
                     online: a.online,
                     last_seen: a.last_seen_at.map(when).unwrap_or_else(|| "never".into()),

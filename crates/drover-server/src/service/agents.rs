@@ -75,6 +75,54 @@ pub async fn list(c: &Ctx<'_>) -> Result<Vec<Agent>> {
     Ok(c.state.store.list_agents().await?.into_iter().map(|a| view(c, a)).collect())
 }
 
+/// Deployments that have not ended a "what runs where" looks at, at most (the newest).
+const RUNNING_SCAN: u32 = 200;
+
+/// What each agent runs now: one line per task in progress on it (fleet stages: per agent), in
+/// the newest deployments in progress or rolling back. A deployment of an application the
+/// caller cannot read shows as "a task of another application".
+pub async fn running(c: &Ctx<'_>) -> Result<BTreeMap<String, Vec<String>>> {
+    if !c.caller.holds_globally(Privilege::SystemObserve) {
+        c.require(Privilege::AgentRead)?;
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for status in [drover_types::DeploymentStatus::InProgress, drover_types::DeploymentStatus::RollingBack] {
+        let f = drover_core::store::DeploymentFilter {
+            status: Some(status),
+            limit: Some(RUNNING_SCAN),
+            ..Default::default()
+        };
+        for d in c.state.store.list_deployments(&f).await? {
+            let Some(st) = c.state.store.load_deployment(d.id).await? else { continue };
+            let v = st.to_view();
+            let readable = c.sees(Privilege::PipelineRead, &v.application);
+            for stage in &v.stages {
+                for t in &stage.tasks {
+                    let runs = std::iter::once(t).chain(t.targets.iter());
+                    for r in runs.filter(|r| r.status == drover_types::TaskStatus::InProgress) {
+                        let Some(agent) = &r.agent else { continue };
+                        let what = if readable {
+                            format!(
+                                "deployment {} ({} {}): stage {} task {} ({})",
+                                v.id,
+                                v.pipeline,
+                                v.version,
+                                stage.name,
+                                t.index + 1,
+                                t.kind
+                            )
+                        } else {
+                            "a task of another application".to_string()
+                        };
+                        out.entry(agent.clone()).or_default().push(what);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 pub async fn get(c: &Ctx<'_>, name: &str) -> Result<Agent> {
     c.require(Privilege::AgentRead)?;
     let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
