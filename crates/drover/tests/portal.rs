@@ -624,6 +624,17 @@ async fn the_pipeline_editor_round_trips_yaml() -> anyhow::Result<()> {
     );
     assert_eq!(admin.pipeline("shop").await?.stages.len(), 1, "nothing saved by a check");
     b.screenshot("editor-diff").await?;
+    // Someone saves meanwhile: this preview's save is refused, nothing overwritten.
+    let meanwhile = shown.replace("released", "shipped");
+    assert_eq!(admin.apply_yaml(&meanwhile).await?.outcome, "updated");
+    b.client.find(Locator::Css("#save")).await?.click().await?;
+    let stale = b.wait_css("#editor-error").await?.text().await?;
+    assert!(stale.contains("changed since this preview"), "{stale}");
+    assert_eq!(admin.pipeline("shop").await?.stages.len(), 1, "not overwritten");
+    let added = added.replace("released", "shipped");
+    b.client.execute(set, vec![json!(added)]).await?;
+    b.client.find(Locator::Css("#check")).await?.click().await?;
+    b.wait_css("#preview").await?;
     b.client.find(Locator::Css("#save")).await?.click().await?;
     b.wait_css(".board").await?;
     let p = admin.pipeline("shop").await?;

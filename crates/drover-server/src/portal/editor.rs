@@ -28,6 +28,9 @@ pub struct EditorPage {
     pub diff: Vec<diff::Line>,
     pub previewed: bool,
     pub unchanged: bool,
+    /// The stored pipeline's `updated_at` (ms) the diff was made against, `0`: none stored.
+    /// Saving refuses when it has changed since (someone else saved meanwhile).
+    pub seen: i64,
     pub creates_environments: String,
 }
 
@@ -41,6 +44,7 @@ fn editor(v: &Viewer, name: &str, yaml: String) -> EditorPage {
         context: Vec::new(),
         diff: Vec::new(),
         previewed: false,
+        seen: 0,
         unchanged: false,
         creates_environments: String::new(),
     }
@@ -67,6 +71,9 @@ pub struct YamlForm {
     yaml: String,
     #[serde(default)]
     name: String,
+    /// Save only: the stored pipeline's `updated_at` the preview showed the diff against.
+    #[serde(default)]
+    seen: Option<i64>,
 }
 
 /// `at line 13` in an error message.
@@ -124,6 +131,7 @@ pub(crate) async fn preview_yaml(v: &Viewer, name: &str, yaml: String) -> Respon
             page.name = spec.name().to_string();
             page.creates_environments = envs.join(", ");
             page.previewed = true;
+            page.seen = existing.as_ref().map(|p| p.updated_at.0).unwrap_or(0);
             render(StatusCode::OK, &page)
         }
         Err(e) => with_error(page, e),
@@ -137,6 +145,19 @@ pub async fn save(v: Viewer, Form(f): Form<YamlForm>) -> Response {
         Ok(s) => s,
         Err(e) => return with_error(page, e),
     };
+    // Saved as previewed, or not at all: a change saved meanwhile is never overwritten blind.
+    let now = match service::pipelines::get(&v.ctx(), spec.name()).await {
+        Ok(p) => p.updated_at.0,
+        Err(drover_core::Error::NotFound(_)) => 0,
+        Err(e) => return with_error(page, e),
+    };
+    if f.seen != Some(now) {
+        let e = drover_core::Error::Conflict(format!(
+            "pipeline {} changed since this preview (or was never previewed); check again to see the changes",
+            spec.name()
+        ));
+        return with_error(page, e);
+    }
     match service::pipelines::apply(&v.ctx(), spec).await {
         Ok(r) => Redirect::to(&format!("/portal/pipelines/{}", r.pipeline.name)).into_response(),
         Err(e @ drover_core::Error::Invalid(_)) => with_error(page, spec::Locator::new(&f.yaml).locate(e)),
