@@ -460,6 +460,45 @@ stages:
     let done = b.client.find(Locator::Css(&column(4))).await?.text().await?;
     assert!(done.contains(&format!("#{} 1.0.0", d1.id)), "{done}");
     b.screenshot("pipeline-view").await?;
+    // Usable on a phone and with assistive technology: at 390 px wide no page scrolls
+    // sideways (wide tables scroll inside their own box), every form control has a label,
+    // every button a name, and each page one h1 inside its main landmark.
+    b.client.set_window_size(390, 844).await?;
+    let check = r#"
+        const problems = [];
+        const doc = document.documentElement;
+        if (doc.scrollWidth > window.innerWidth + 1) problems.push("scrolls sideways: " + doc.scrollWidth);
+        for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
+            if (el.hidden || el.closest("[hidden]")) continue;
+            if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label")) problems.push("unlabelled " + (el.name || el.id));
+        }
+        for (const btn of document.querySelectorAll("button")) {
+            if (!btn.textContent.trim() && !btn.getAttribute("aria-label")) problems.push("nameless button");
+        }
+        if (document.querySelectorAll("main h1").length !== 1) problems.push("h1 count " + document.querySelectorAll("h1").length);
+        return problems;"#;
+    let d3_page = format!("/portal/deployments/{}", d3.id);
+    for page in [
+        "/portal/",
+        "/portal/pipelines/shop",
+        d3_page.as_str(),
+        "/portal/pipelines/shop/form",
+        "/portal/pipelines/shop/edit",
+        "/portal/environments",
+        "/portal/settings/clients",
+        "/portal/settings/keys",
+        "/portal/settings/operators",
+        "/portal/audit",
+    ] {
+        b.goto(&format!("{}{page}", s.url)).await?;
+        b.wait_css("main").await?;
+        let problems = b.client.execute(check, vec![]).await?;
+        assert_eq!(problems, json!([]), "{page} at 390 px");
+    }
+    b.goto(&format!("{}/portal/pipelines/shop", s.url)).await?;
+    b.wait_css(".board").await?;
+    b.screenshot("phone-pipeline-view").await?;
+    b.client.set_window_size(1280, 900).await?;
     // Reports: the figures, as the API gives them, with charts.
     let report = admin.report("shop", None, None).await?;
     assert_eq!((report.deployments, report.completed), (3, 1));
