@@ -202,7 +202,9 @@ async fn checkpoints_and_exports_catch_rechaining_and_truncation(b: Backend) -> 
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("OK: ") && out.contains("signatures checked with the given key"), "{out}");
     let v = s.admin().verify_audit().await?;
-    assert!(v.ok && v.checkpoints >= 1 && v.last_checkpoint_seq == Some(cp.seq), "{v:?}");
+    // The periodic checkpoint (every 2 s) may have signed a later head meanwhile (the export's
+    // own entries): at least the one taken here.
+    assert!(v.ok && v.checkpoints >= 1 && v.last_checkpoint_seq.is_some_and(|seq| seq >= cp.seq), "{v:?}");
 
     // Re-chained: entry 3 rewritten and every hash from it on recomputed, as someone who can
     // write the database but has no chain key would.
