@@ -75,11 +75,12 @@ impl CorsConfig {
     }
 }
 
-fn own_origin(issuer: &str) -> &str {
-    // The issuer is scheme://host[:port][/path]; its origin has no path.
-    match issuer.find("://").and_then(|i| issuer[i + 3..].find('/').map(|j| i + 3 + j)) {
-        Some(end) => &issuer[..end],
-        None => issuer,
+/// The issuer's origin (`scheme://host[:port]`, no path, no default port), as browsers send it
+/// in `Origin` (the portal's guard compares posts with it too).
+pub(crate) fn own_origin(issuer: &str) -> String {
+    match url::Url::parse(issuer) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => issuer.trim_end_matches('/').to_string(),
     }
 }
 
@@ -171,5 +172,6 @@ mod tests {
         }
         assert_eq!(own_origin("https://127.0.0.1:8443"), "https://127.0.0.1:8443");
         assert_eq!(own_origin("https://d.example.com/drover"), "https://d.example.com");
+        assert_eq!(own_origin("https://d.example.com:443/"), "https://d.example.com", "no default port");
     }
 }

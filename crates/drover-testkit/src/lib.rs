@@ -100,6 +100,32 @@ impl TestServer {
         self.dir.path().join("data")
     }
 
+    /// An HTTPS client that trusts the test CA and does not follow redirects (for pages,
+    /// sign-in flows and raw requests).
+    pub fn http(&self) -> reqwest::Client {
+        reqwest::Client::builder()
+            .use_preconfigured_tls(drover_tls::client_config(&self.ca).expect("the test CA"))
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("client")
+    }
+
+    /// Adds an operator with these roles (as admin); returns their password.
+    pub async fn add_operator(&self, name: &str, roles: &[&str]) -> String {
+        let pw = format!("{name}-password-123456");
+        self.admin()
+            .add_operator(&drover_types::NewOperator {
+                name: name.into(),
+                email: None,
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                password: Some(pw.clone()),
+            })
+            .await
+            .expect("adding an operator");
+        pw
+    }
+
     pub fn admin(&self) -> Client {
         self.client("admin", &self.admin_password)
     }

@@ -22,31 +22,8 @@ drover_testkit::on_both_backends!(
     custom_roles_and_scoped_access_groups
 );
 
-/// A client that does not follow redirects (the oauth2 crate's advice, and how we read them).
-fn http(s: &TestServer) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(drover_tls::client_config(&s.ca).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 fn bearer(s: &TestServer, t: &str) -> Client {
     Client::new(&s.url, Some(&s.ca), Credentials::Bearer(t.to_string())).unwrap()
-}
-
-async fn add_operator(s: &TestServer, name: &str, roles: &[&str]) -> String {
-    let pw = format!("{name}-password-123456");
-    s.admin()
-        .add_operator(&drover_types::NewOperator {
-            name: name.into(),
-            email: None,
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            password: Some(pw.clone()),
-        })
-        .await
-        .unwrap();
-    pw
 }
 
 /// The CSRF cookie a page set, and its token (the hidden `csrf_token` field carries the same).
@@ -67,7 +44,7 @@ fn csrf_of(page: &reqwest::Response) -> (String, String) {
 /// Fills in the login page as a browser would: GET the authorization URL, POST the form with
 /// its hidden fields and the CSRF cookie. Returns the status and the `Location` of the answer.
 async fn sign_in(s: &TestServer, authorize_url: &str, user: &str, password: &str) -> (u16, Option<String>) {
-    let c = http(s);
+    let c = s.http();
     let page = c.get(authorize_url).send().await.unwrap();
     let status = page.status().as_u16();
     if status != 200 {
@@ -103,7 +80,7 @@ fn grant_error<E: std::error::Error + 'static>(
 async fn authorization_code_pkce_and_refresh_rotation(b: Backend) -> anyhow::Result<()> {
     let s = TestServer::start(b).await?;
     let admin = s.admin();
-    let pw = add_operator(&s, "alice", &["deployer", "viewer"]).await;
+    let pw = s.add_operator("alice", &["deployer", "viewer"]).await;
     let redirect = "https://portal.example.com/oauth/callback";
     let reg = admin
         .register_client(&drover_types::NewClient {
@@ -120,7 +97,7 @@ async fn authorization_code_pkce_and_refresh_rotation(b: Backend) -> anyhow::Res
         .set_auth_uri(AuthUrl::new(format!("{}/oauth2/authorize", s.url))?)
         .set_token_uri(TokenUrl::new(format!("{}/oauth2/token", s.url))?)
         .set_redirect_uri(RedirectUrl::new(redirect.into())?);
-    let h = http(&s);
+    let h = s.http();
 
     // The whole flow: sign in, back to the client with a code, exchange it with the verifier.
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -272,8 +249,8 @@ async fn authorization_code_pkce_and_refresh_rotation(b: Backend) -> anyhow::Res
 async fn device_grant_and_operator_sessions(b: Backend) -> anyhow::Result<()> {
     let s = TestServer::start(b).await?;
     let admin = s.admin();
-    let pw = add_operator(&s, "bob", &["approver"]).await;
-    let h = http(&s);
+    let pw = s.add_operator("bob", &["approver"]).await;
+    let h = s.http();
     let cli = BasicClient::new(ClientId::new("drover-cli".into()))
         .set_token_uri(TokenUrl::new(format!("{}/oauth2/token", s.url))?)
         .set_auth_type(oauth2::AuthType::RequestBody)
@@ -428,7 +405,7 @@ async fn private_key_jwt_client_authentication(b: Backend) -> anyhow::Result<()>
     };
     let claims = |aud: &str, exp: i64, jti: &str| json!({"iss": "signer", "sub": "signer", "aud": aud, "exp": exp, "iat": now(), "jti": jti});
     let ask = |a: String| {
-        let (h, url) = (http(&s), token_endpoint.clone());
+        let (h, url) = (s.http(), token_endpoint.clone());
         async move {
             let r = h
                 .post(url)
@@ -503,7 +480,7 @@ async fn custom_roles_and_scoped_access_groups(b: Backend) -> anyhow::Result<()>
     assert!(admin.roles().await?.iter().any(|r| r.name == "pipeline-editor" && !r.built_in));
 
     // carol is a viewer everywhere, and edits pipelines of "shop" only, through a group.
-    let pw = add_operator(&s, "carol", &["viewer"]).await;
+    let pw = s.add_operator("carol", &["viewer"]).await;
     let carol = s.client("carol", &pw);
     let yaml = |app: &str| {
         format!(

@@ -13,28 +13,6 @@ use drover_types::DeploymentStatus;
 use fantoccini::Locator;
 use serde_json::json;
 
-fn http(s: &TestServer) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(drover_tls::client_config(&s.ca).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-async fn add_operator(s: &TestServer, name: &str, roles: &[&str]) -> String {
-    let pw = format!("{name}-password-123456");
-    s.admin()
-        .add_operator(&drover_types::NewOperator {
-            name: name.into(),
-            email: None,
-            roles: roles.iter().map(|r| r.to_string()).collect(),
-            password: Some(pw.clone()),
-        })
-        .await
-        .unwrap();
-    pw
-}
-
 const PIPELINE: &str = r#"
 application: shop
 stages:
@@ -108,7 +86,7 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
     for v in ["1.0", "1.1"] {
         admin.push_artifact_bytes("shop", v, tarball(&[("index.html", v, 0o644)])).await?;
     }
-    let viewer_pw = add_operator(&s, "vera", &["viewer"]).await;
+    let viewer_pw = s.add_operator("vera", &["viewer"]).await;
     let b = Browser::start().await?;
     let base = s.url.clone();
 
@@ -128,7 +106,7 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
     assert_eq!(cookie.http_only(), Some(true));
     assert_eq!(cookie.secure(), Some(true));
     assert_eq!(format!("{:?}", cookie.same_site()), "Some(Strict)");
-    let anon = http(&s);
+    let anon = s.http();
     let planted_try =
         anon.get(format!("{base}/portal/")).header("cookie", format!("__Host-drover-session={planted}")).send().await?;
     assert_eq!(planted_try.status(), 303, "the planted id is not signed in");
@@ -270,7 +248,7 @@ async fn run_flow(backend: Backend) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn headers_signin_redirects_and_the_portal_client() -> anyhow::Result<()> {
     let s = TestServer::start(Backend::Sqlite).await?;
-    let c = http(&s);
+    let c = s.http();
     let root = c.get(format!("{}/", s.url)).send().await?;
     assert_eq!(root.status(), 303);
     assert_eq!(root.headers()["location"], "/portal/");
@@ -375,7 +353,8 @@ async fn a_database_outage_is_503_never_a_sign_out() -> anyhow::Result<()> {
     b.goto(&format!("{}/portal/", s.url)).await?;
     let page = b.wait_text("cannot reach its database", 10).await?;
     assert!(page.contains("You are still signed in"), "{page}");
-    let r = http(&s)
+    let r = s
+        .http()
         .get(format!("{}/portal/", s.url))
         .header("cookie", format!("__Host-drover-session={sid}"))
         .send()
@@ -554,7 +533,8 @@ async fn a_client_secret_downloaded_and_a_keystore_uploaded() -> anyhow::Result<
     assert_eq!(json["token_endpoint"], format!("{}/oauth2/token", s.url));
     assert_eq!(json["revocation_endpoint"], format!("{}/oauth2/revoke", s.url));
     // The downloaded file is all a CI system needs.
-    let token = http(&s)
+    let token = s
+        .http()
         .post(json["token_endpoint"].as_str().unwrap())
         .basic_auth("jenkins", json["client_secret"].as_str())
         .form(&[("grant_type", "client_credentials")])
@@ -605,7 +585,8 @@ async fn a_client_secret_downloaded_and_a_keystore_uploaded() -> anyhow::Result<
     let active = keys.iter().find(|k| k.active).unwrap();
     assert!(done.contains(&active.kid), "{done}");
     // Tokens are now signed with the uploaded key.
-    let token = http(&s)
+    let token = s
+        .http()
         .post(format!("{}/oauth2/token", s.url))
         .basic_auth("jenkins", json["client_secret"].as_str())
         .form(&[("grant_type", "client_credentials")])
@@ -616,7 +597,7 @@ async fn a_client_secret_downloaded_and_a_keystore_uploaded() -> anyhow::Result<
     let jwt = token["access_token"].as_str().unwrap();
     let header = jsonwebtoken::decode_header(jwt)?;
     assert_eq!(header.kid.as_deref(), Some(active.kid.as_str()));
-    let ok = http(&s).get(format!("{}/api/v1/pipelines", s.url)).bearer_auth(jwt).send().await?;
+    let ok = s.http().get(format!("{}/api/v1/pipelines", s.url)).bearer_auth(jwt).send().await?;
     assert_eq!(ok.status(), 200, "a token signed with the uploaded key is accepted");
     b.close().await;
     s.shutdown().await;

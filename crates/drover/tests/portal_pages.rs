@@ -11,17 +11,13 @@ use drover_server::portal::guard::Need;
 use drover_testkit::{Backend, TestServer};
 use reqwest::Method;
 
-fn http(s: &TestServer) -> reqwest::Client {
-    reqwest::Client::builder()
-        .use_preconfigured_tls(drover_tls::client_config(&s.ca).unwrap())
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
-}
-
 fn concrete(path: &str) -> String {
     path.replace("{name}", "nothing-here").replace("{id}", "999999")
+}
+
+/// A page's HTML, as the signed-in session sees it.
+async fn page_text(s: &TestServer, session: &str, path: &str) -> String {
+    s.http().get(format!("{}{path}", s.url)).header("cookie", session).send().await.unwrap().text().await.unwrap()
 }
 
 async fn http_sign_in(s: &TestServer, user: &str, password: &str) -> (String, String) {
@@ -38,7 +34,7 @@ async fn every_page_is_guarded_and_roles_get_exactly_their_privileges() {
         assert!(seen.insert((p.method.clone(), p.path.clone())), "page twice: {p:?}");
     }
     assert!(table.len() >= 15, "{}", table.len());
-    let c = http(&s);
+    let c = s.http();
     // No session: reads go to sign-in (and come back), posts are refused.
     for p in &table {
         let r = c.request(p.method.clone(), format!("{}{}", s.url, concrete(&p.path))).send().await.unwrap();
@@ -128,7 +124,7 @@ async fn a_live_stream_ends_with_its_session() {
     let d = admin.deploy("web", "1").await.unwrap();
     drover_testkit::wait_status(&admin, d.id, drover_types::DeploymentStatus::PendingInput).await.unwrap();
     let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
-    let c = http(&s);
+    let c = s.http();
     let live =
         c.get(format!("{}/portal/deployments/{}/live", s.url, d.id)).header("cookie", &session).send().await.unwrap();
     assert_eq!(live.status(), 200);
@@ -172,7 +168,7 @@ async fn secret_variables_are_write_only_and_new_operators_get_a_password_once()
         .await
         .unwrap();
     let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
-    let c = http(&s);
+    let c = s.http();
     let post = |path: &str, form: Vec<(&str, &str)>| {
         let mut form = form;
         form.push(("csrf_token", token.as_str()));
@@ -186,15 +182,7 @@ async fn secret_variables_are_write_only_and_new_operators_get_a_password_once()
     assert_eq!(r.status(), 303);
     let r = post("/portal/environments/dev/variables", vec![("name", "REGION"), ("value", "eu-west-1")]).await.unwrap();
     assert_eq!(r.status(), 303);
-    let page = c
-        .get(format!("{}/portal/environments/dev/variables", s.url))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&s, &session, "/portal/environments/dev/variables").await;
     assert!(page.contains("DEPLOY_TOKEN") && page.contains("(set)") && page.contains("eu-west-1"), "{page}");
     assert!(!page.contains(secret), "a secret's value is never shown");
     let vars = s.admin().variables("dev").await.unwrap();
@@ -210,15 +198,7 @@ async fn secret_variables_are_write_only_and_new_operators_get_a_password_once()
     let at = html.find("with the password <code>").unwrap() + "with the password <code>".len();
     let password = html[at..].split('<').next().unwrap().to_string();
     assert!(password.len() >= 16, "{password}");
-    let again = c
-        .get(format!("{}/portal/settings/operators", s.url))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let again = page_text(&s, &session, "/portal/settings/operators").await;
     assert!(again.contains("olga") && !again.contains(&password), "shown once");
     let (olga, _) = http_sign_in(&s, "olga", &password).await;
     assert!(!olga.is_empty());
@@ -280,15 +260,7 @@ async fn the_environments_page_shows_what_each_agent_runs() {
     .await
     .unwrap();
     let (session, _) = http_sign_in(&s, "admin", &s.admin_password).await;
-    let page = http(&s)
-        .get(format!("{}/portal/environments", s.url))
-        .header("cookie", &session)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = page_text(&s, &session, "/portal/environments").await;
     let want = format!("deployment {} (busy 7): stage dev task 1 (run)", d.id);
     assert!(page.contains("dev-1") && page.contains(&want) && page.contains("online"), "{page}");
     admin.act(d.id, drover_types::Action::Abort, Some("test over".into())).await.unwrap();

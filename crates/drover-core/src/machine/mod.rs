@@ -557,6 +557,20 @@ fn decide(
     Ok(())
 }
 
+/// The actions a deployment in `status` answers to ([`apply_action`]'s rules, and rollback's in
+/// the engine), for pages that offer them; each is still checked when it is taken.
+pub fn actions_in(status: D) -> &'static [Action] {
+    match status {
+        D::Queued | D::InProgress => &[Action::Pause, Action::Abort],
+        D::PendingInput => &[Action::Approve, Action::Reject, Action::Pause, Action::Abort],
+        D::Paused => &[Action::Resume, Action::Abort],
+        D::PendingPromotion => &[Action::Promote, Action::Rollback, Action::Abort],
+        D::Error => &[Action::Retry, Action::Skip, Action::Rollback, Action::Abort],
+        D::Completed | D::Failed => &[Action::Rollback],
+        D::RollingBack | D::Aborted => &[],
+    }
+}
+
 /// Applies an operator action (except rollback and promotion's superseding, which span
 /// deployments and live in the engine). The caller runs [`advance`] afterwards.
 pub fn apply_action(

@@ -125,16 +125,7 @@ pub(crate) async fn new_session(
     let body = serde_json::to_string(&fam).map_err(OAuthError::server_error)?;
     s.store.record_insert("refresh_family", &family, &body, Some(now.plus(SESSION_MAX))).await?;
     let tokens = issue_pair(s, client, &op.name, roles, &family, now.plus(SESSION_MAX)).await?;
-    super::audit(
-        s,
-        format!("operator:{} via client:{}", op.name, client.client_id),
-        "token.issued",
-        &client.client_id,
-        "success",
-        "",
-        serde_json::json!({"grant": grant, "session": family, "jti": tokens.claims.jti}),
-    )
-    .await?;
+    audit_issued(s, &client.client_id, &op.name, grant, &family, &tokens.claims.jti, "").await?;
     Ok(tokens)
 }
 
@@ -163,6 +154,46 @@ pub(crate) async fn issue_pair(
     Ok(tokens)
 }
 
+/// The operator of a login session begun at `session_created_ms`, if they may still act: enabled,
+/// and no session revocation of theirs since (the refresh grant and [`reissue`] both ask).
+pub(crate) async fn live_operator(
+    s: &AppState,
+    operator: &str,
+    session_created_ms: i64,
+) -> Result<drover_core::store::OperatorRecord, OAuthError> {
+    let op = match s.store.get_operator(operator).await? {
+        Some(op) if !op.disabled => op,
+        _ => return Err(OAuthError::invalid_grant("the operator is disabled")),
+    };
+    if session_created_ms <= not_before(s, &op.name).await?.0 {
+        return Err(OAuthError::invalid_grant("the login session was revoked"));
+    }
+    Ok(op)
+}
+
+/// The audit entry of tokens issued to `client` acting for `operator` in the login session
+/// `family` (durable before the tokens are handed out).
+pub(crate) async fn audit_issued(
+    s: &AppState,
+    client: &str,
+    operator: &str,
+    grant: &str,
+    family: &str,
+    jti: &str,
+    source: &str,
+) -> Result<(), OAuthError> {
+    super::audit(
+        s,
+        format!("operator:{operator} via client:{client}"),
+        "token.issued",
+        client,
+        "success",
+        source,
+        serde_json::json!({"grant": grant, "session": family, "jti": jti}),
+    )
+    .await
+}
+
 /// A new access token of a live login session, for a client inside the orchestrator (the
 /// portal) that holds the session itself rather than its refresh token: the same checks as the
 /// refresh grant (the session is the client's and not revoked, the operator is enabled and has
@@ -181,25 +212,10 @@ pub(crate) async fn reissue(
     if fam.revoked || fam.client_id != client.client_id {
         return Err(OAuthError::invalid_grant("the login session was revoked"));
     }
-    let op = match s.store.get_operator(&fam.operator).await? {
-        Some(op) if !op.disabled => op,
-        _ => return Err(OAuthError::invalid_grant("the operator is disabled")),
-    };
-    if fam.created_ms <= not_before(s, &op.name).await?.0 {
-        return Err(OAuthError::invalid_grant("the login session was revoked"));
-    }
+    let op = live_operator(s, &fam.operator, fam.created_ms).await?;
     let roles: Vec<String> = roles.into_iter().filter(|r| op.roles.contains(r)).collect();
     let tokens = issue_access_token(s, client, roles, Some(&op.name), Some(family))?;
-    super::audit(
-        s,
-        format!("operator:{} via client:{}", op.name, client.client_id),
-        "token.issued",
-        &client.client_id,
-        "success",
-        "",
-        serde_json::json!({"grant": "session_renewal", "session": family, "jti": tokens.claims.jti}),
-    )
-    .await?;
+    audit_issued(s, &client.client_id, &op.name, "session_renewal", family, &tokens.claims.jti, "").await?;
     Ok(tokens)
 }
 

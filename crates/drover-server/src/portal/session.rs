@@ -67,8 +67,6 @@ pub struct Session {
     pub operator: String,
     /// The synchronizer token every form of this session carries.
     pub csrf: String,
-    /// When the session ends for good (absolute timeout).
-    pub ends_at: Timestamp,
 }
 
 /// What a session cookie leads to.
@@ -169,15 +167,7 @@ pub async fn load(s: &AppState, id: &str) -> Loaded {
         }
     }
     match verify_bearer(s, &b.access_token).await {
-        Ok(p) => Loaded::Active(
-            Session {
-                id: id.to_string(),
-                operator: b.operator.clone(),
-                csrf: b.csrf.clone(),
-                ends_at: Timestamp(b.created_ms + ABSOLUTE.as_millis() as i64),
-            },
-            p,
-        ),
+        Ok(p) => Loaded::Active(Session { id: id.to_string(), operator: b.operator.clone(), csrf: b.csrf.clone() }, p),
         Err(Refused::Unavailable) => Loaded::Unavailable,
         Err(Refused::Invalid(why)) => {
             tracing::info!(operator = %b.operator, reason = why, "portal session ended: its access token is refused");

@@ -38,16 +38,7 @@ pub fn privilege_of(action: Action) -> Privilege {
 /// approval the role it asks for (and not the starter's own approval where that is refused).
 /// A hint only: every action is checked again when it is taken ([`act`]).
 pub fn available_actions(c: &Ctx<'_>, d: &Deployment) -> Vec<Action> {
-    use DeploymentStatus as D;
-    let by_status: &[Action] = match d.status {
-        D::Queued | D::InProgress => &[Action::Pause, Action::Abort],
-        D::PendingInput => &[Action::Approve, Action::Reject, Action::Pause, Action::Abort],
-        D::Paused => &[Action::Resume, Action::Abort],
-        D::PendingPromotion => &[Action::Promote, Action::Rollback, Action::Abort],
-        D::Error => &[Action::Retry, Action::Skip, Action::Rollback, Action::Abort],
-        D::Completed | D::Failed => &[Action::Rollback],
-        D::RollingBack | D::Aborted => &[],
-    };
+    let by_status = drover_core::machine::actions_in(d.status);
     let approval = d
         .stages
         .get(d.stage_index)

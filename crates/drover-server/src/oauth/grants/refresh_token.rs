@@ -70,13 +70,7 @@ pub(crate) async fn grant(
         // Someone else spent it at the same moment: that is reuse too.
         return Err(reused(s, &rec).await);
     }
-    match s.store.get_operator(&rec.operator).await? {
-        Some(op) if !op.disabled => {}
-        _ => return Err(OAuthError::invalid_grant("the operator is disabled")),
-    }
-    if family.created_ms <= sessions::not_before(s, &rec.operator).await?.0 {
-        return Err(OAuthError::invalid_grant("the login session was revoked"));
-    }
+    sessions::live_operator(s, &rec.operator, family.created_ms).await?;
     let tokens = sessions::issue_pair(
         s,
         client,
@@ -86,15 +80,7 @@ pub(crate) async fn grant(
         Timestamp(family.created_ms).plus(SESSION_MAX),
     )
     .await?;
-    crate::oauth::audit(
-        s,
-        format!("operator:{} via client:{}", rec.operator, rec.client_id),
-        "token.issued",
-        &rec.client_id,
-        "success",
-        source,
-        serde_json::json!({"grant": "refresh_token", "session": rec.family, "jti": tokens.claims.jti}),
-    )
-    .await?;
+    sessions::audit_issued(s, &rec.client_id, &rec.operator, "refresh_token", &rec.family, &tokens.claims.jti, source)
+        .await?;
     Ok(tokens)
 }
