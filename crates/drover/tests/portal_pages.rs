@@ -266,3 +266,54 @@ async fn the_environments_page_shows_what_each_agent_runs() {
     admin.act(d.id, drover_types::Action::Abort, Some("test over".into())).await.unwrap();
     s.shutdown().await;
 }
+
+/// An operator whose rights are scoped to one application sees nothing of another through the
+/// portal: its pipeline and deployments are "not found", it is not on the dashboard, and a post
+/// on its deployment (with a valid token) changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scoped_operator_sees_only_their_application() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let admin = s.admin();
+    for app in ["mine", "theirs"] {
+        admin
+            .apply_yaml(&format!(
+                "application: {app}\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: approval\n"
+            ))
+            .await
+            .unwrap();
+        admin.push_artifact_bytes(app, "1", drover_testkit::tarball(&[("a", "b", 0o644)])).await.unwrap();
+    }
+    let theirs = admin.deploy("theirs", "1").await.unwrap();
+    drover_testkit::wait_status(&admin, theirs.id, drover_types::DeploymentStatus::PendingInput).await.unwrap();
+    let pw = s.add_operator("sam", &[]).await;
+    let r = s
+        .http()
+        .post(format!("{}/api/v1/access-groups", s.url))
+        .basic_auth("admin", Some(&s.admin_password))
+        .json(&serde_json::json!({"name": "mine-team", "roles": ["deployer", "approver"], "operators": ["sam"], "applications": ["mine"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (session, token) = http_sign_in(&s, "sam", &pw).await;
+    let dash = page_text(&s, &session, "/portal/").await;
+    assert!(dash.contains("/portal/pipelines/mine") && !dash.contains("theirs"), "{dash}");
+    let c = s.http();
+    for path in ["/portal/pipelines/theirs".to_string(), format!("/portal/deployments/{}", theirs.id)] {
+        let r = c.get(format!("{}{path}", s.url)).header("cookie", &session).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}: another application's does not exist for sam");
+    }
+    let r = c
+        .post(format!("{}/portal/deployments/{}/approve", s.url, theirs.id))
+        .header("cookie", &session)
+        .form(&[("csrf_token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(admin.deployment(theirs.id).await.unwrap().status, drover_types::DeploymentStatus::PendingInput);
+    let r =
+        c.get(format!("{}/portal/pipelines/theirs/reports", s.url)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(r.status(), 404, "nor its reports");
+    s.shutdown().await;
+}
