@@ -149,7 +149,12 @@ impl Agent {
                 }
                 continue;
             }
-            let req = PollRequest { running, capacity: free, wait_ms: 20_000 };
+            let req = PollRequest {
+                running,
+                capacity: free,
+                wait_ms: 20_000,
+                agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+            };
             let r = tokio::select! {
                 r = self.client.poll(&req) => r,
                 _ = shutdown.changed() => return,

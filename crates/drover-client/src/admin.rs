@@ -35,10 +35,23 @@ impl Client {
         self.post("/api/v1/keys/rotate", &serde_json::json!({ "alg": alg })).await
     }
     pub async fn import_key(&self, pkcs8_der: &[u8], alg: Option<&str>, activate: bool) -> Result<serde_json::Value> {
+        self.import_key_with_certificates(pkcs8_der, &[], alg, activate).await
+    }
+    /// Imports a key with the certificates its keystore entry holds (DER); the orchestrator
+    /// keeps the one for this key and lists its subject and expiry with the key.
+    pub async fn import_key_with_certificates(
+        &self,
+        pkcs8_der: &[u8],
+        certificates_der: &[&[u8]],
+        alg: Option<&str>,
+        activate: bool,
+    ) -> Result<serde_json::Value> {
+        let b64 = base64::engine::general_purpose::STANDARD;
         let body = drover_types::KeyImport {
-            pkcs8_base64: base64::engine::general_purpose::STANDARD.encode(pkcs8_der),
+            pkcs8_base64: b64.encode(pkcs8_der),
             activate,
             alg: alg.map(String::from),
+            certificates_der_base64: certificates_der.iter().map(|d| b64.encode(d)).collect(),
         };
         self.post("/api/v1/keys/import", &body).await
     }

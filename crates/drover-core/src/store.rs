@@ -19,6 +19,8 @@ pub struct AgentRecord {
     pub last_seen_at: Option<Timestamp>,
     /// Set by administrators; fleet stages select agents by them.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// What the agent reported at its last poll (e.g. `0.1.0`).
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -84,6 +86,9 @@ pub struct SigningKeyRecord {
     pub active: bool,
     pub created_at: Timestamp,
     pub retired_at: Option<Timestamp>,
+    /// The certificate the key was imported with: subject and end of validity.
+    pub cert_subject: Option<String>,
+    pub cert_not_after: Option<Timestamp>,
 }
 
 /// A state change of one deployment, written atomically: the deployment row (only if its
@@ -196,6 +201,8 @@ pub trait AgentStore: Send + Sync {
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     async fn delete_agent(&self, name: &str) -> Result<bool>;
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()>;
+    /// Records the version an agent reported; false when there is no such agent.
+    async fn set_agent_version(&self, name: &str, version: &str) -> Result<bool>;
     /// Replaces an agent's labels; false when there is no such agent.
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool>;
 }

@@ -114,6 +114,15 @@ pub struct CertInfo {
     pub sha256: String,
     #[serde(skip)]
     pub der: Vec<u8>,
+    /// The subject public key (the SPKI's bit string: an EC point, an Ed25519 key, a DER
+    /// RSAPublicKey), to tell which private key the certificate is for.
+    #[serde(skip)]
+    pub public_key_bits: Vec<u8>,
+}
+
+/// Reads one DER certificate.
+pub fn certificate(der: &[u8]) -> Result<CertInfo> {
+    cert_info(der).map_err(|reason| Error::Corrupt { format: "X.509 certificate".into(), reason })
 }
 
 #[derive(Debug, Clone)]
@@ -349,6 +358,7 @@ fn cert_info(der: &[u8]) -> std::result::Result<CertInfo, String> {
         public_key,
         sha256: hex::encode(Sha256::digest(der)),
         der: der.to_vec(),
+        public_key_bits: spki.subject_public_key.data.to_vec(),
     })
 }
 

@@ -150,8 +150,13 @@ pub async fn agents_and_operators(s: Arc<dyn Store>) {
         created_at: Timestamp(1),
         last_seen_at: None,
         labels: BTreeMap::from([("region".into(), "eu".into())]),
+        version: None,
     };
     s.insert_agent(&a).await.unwrap();
+    assert_eq!(s.get_agent("a1").await.unwrap().unwrap().version, None);
+    assert!(s.set_agent_version("a1", "0.1.0").await.unwrap());
+    assert!(!s.set_agent_version("nobody", "0.1.0").await.unwrap());
+    assert_eq!(s.list_agents().await.unwrap()[0].version.as_deref(), Some("0.1.0"));
     assert_eq!(s.get_agent("a1").await.unwrap().unwrap().labels, a.labels);
     let relabelled = BTreeMap::from([("region".into(), "us".into()), ("tier".into(), "web".into())]);
     assert!(s.set_agent_labels("a1", &relabelled).await.unwrap());
@@ -595,6 +600,8 @@ pub async fn clients_keys_and_revocations(s: Arc<dyn Store>) {
         active,
         created_at: Timestamp(kid.len() as i64),
         retired_at: None,
+        cert_subject: (kid == "k1").then(|| "CN=drover".into()),
+        cert_not_after: (kid == "k1").then_some(Timestamp(1_900_000_000_000)),
     };
     s.insert_signing_key(&key("k1", true)).await.unwrap();
     s.insert_signing_key(&key("k22", false)).await.unwrap();
@@ -604,6 +611,9 @@ pub async fn clients_keys_and_revocations(s: Arc<dyn Store>) {
     assert_eq!(keys.len(), 2);
     assert!(!keys[0].active && keys[0].retired_at == Some(Timestamp(99)));
     assert!(keys[1].active && keys[1].retired_at.is_none());
+    assert_eq!(keys[0].cert_subject.as_deref(), Some("CN=drover"));
+    assert_eq!(keys[0].cert_not_after, Some(Timestamp(1_900_000_000_000)));
+    assert_eq!((keys[1].cert_subject.as_ref(), keys[1].cert_not_after), (None, None));
     assert!(s.update_signing_key_material("k1", "resealed").await.unwrap());
     assert!(!s.update_signing_key_material("nope", "resealed").await.unwrap());
     assert_eq!(s.list_signing_keys().await.unwrap()[0].private_key, "resealed");

@@ -47,6 +47,7 @@ pub(crate) fn agent(r: &impl Row) -> Result<AgentRecord> {
         created_at: r.ts("created_at")?,
         last_seen_at: r.opt_ts("last_seen_at")?,
         labels: serde_json::from_str(&r.text("labels")?).map_err(json_err)?,
+        version: r.opt_text("version")?,
     })
 }
 
@@ -193,6 +194,8 @@ pub(crate) fn signing_key(r: &impl Row) -> Result<SigningKeyRecord> {
         active: r.flag("active")?,
         created_at: r.ts("created_at")?,
         retired_at: r.opt_ts("retired_at")?,
+        cert_subject: r.opt_text("cert_subject")?,
+        cert_not_after: r.opt_ts("cert_not_after")?,
     })
 }
 

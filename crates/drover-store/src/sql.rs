@@ -23,6 +23,7 @@ pub const AGENT_GET: &str = "SELECT * FROM agents WHERE name = $1";
 pub const AGENT_LIST: &str = "SELECT * FROM agents ORDER BY name";
 pub const AGENT_DELETE: &str = "DELETE FROM agents WHERE name = $1";
 pub const AGENT_TOUCH: &str = "UPDATE agents SET last_seen_at = $1 WHERE name = $2";
+pub const AGENT_SET_VERSION: &str = "UPDATE agents SET version = $1 WHERE name = $2";
 
 // ---- operators ------------------------------------------------------------------------------
 
@@ -190,9 +191,10 @@ pub const CLIENT_UPDATE: &str = "UPDATE clients SET secret_hash = $1, previous_s
      previous_valid_until = $3, roles = $4, disabled = $5, tokens_not_before = $6, secret_rotated_at = $7, metadata = $8 \
      WHERE client_id = $9";
 pub const CLIENT_DELETE: &str = "DELETE FROM clients WHERE client_id = $1";
-pub const KEY_INSERT: &str = "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, active, created_at, retired_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
-pub const KEY_LIST: &str = "SELECT kid, alg, private_key, public_jwk, active, created_at, retired_at FROM signing_keys \
+pub const KEY_INSERT: &str = "INSERT INTO signing_keys (kid, alg, private_key, public_jwk, active, created_at, retired_at, \
+     cert_subject, cert_not_after) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub const KEY_LIST: &str = "SELECT kid, alg, private_key, public_jwk, active, created_at, retired_at, cert_subject, \
+     cert_not_after FROM signing_keys \
      ORDER BY created_at, kid";
 pub const KEY_EXISTS: &str = "SELECT kid FROM signing_keys WHERE kid = $1";
 pub const KEY_RETIRE_OTHERS: &str =

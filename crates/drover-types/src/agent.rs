@@ -15,6 +15,10 @@ pub struct PollRequest {
     pub capacity: u32,
     /// How long the orchestrator may hold the request when no task is ready (capped server-side).
     pub wait_ms: u64,
+    /// The agent's version (`drover agent --version`), listed with the agent; at most 64
+    /// characters of `[0-9A-Za-z.+_-]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -197,6 +197,9 @@ pub struct Agent {
     /// Set by administrators; fleet stages select agents by them (`agents: {labels: ...}`).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: std::collections::BTreeMap<String, String>,
+    /// The version of `drover agent` it reported at its last poll; none before its first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -609,6 +612,17 @@ pub struct SigningKey {
     pub retired_at: Option<Timestamp>,
     /// Still published in the JWKS (retired keys stay until their last token has expired).
     pub in_jwks: bool,
+    /// The certificate the key came with from its keystore, when it came with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<KeyCertificate>,
+}
+
+/// The certificate of an imported signing key: tokens do not carry it, but keystores are
+/// renewed by its dates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyCertificate {
+    pub subject: String,
+    pub not_after: Timestamp,
 }
 
 /// `POST /api/v1/keys/import`: a PKCS#8 private key (base64), e.g. read from a keystore by alias.
@@ -620,4 +634,8 @@ pub struct KeyImport {
     /// For RSA keys: `RS256` (default) or `PS256`. Other key types fix the algorithm.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alg: Option<String>,
+    /// The certificates of the keystore entry (DER, base64; at most 10): the one for this key
+    /// is kept, and its subject and expiry are listed with the key. Others are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates_der_base64: Vec<String>,
 }

@@ -233,14 +233,15 @@ pub fn artifacts(v: &[drover_types::Artifact]) -> String {
 
 /// The table of `drover agents`.
 pub fn agents(v: &[drover_types::Agent]) -> String {
-    let mut s = format!("{:<24} {:<16} {:<8} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE");
+    let mut s = format!("{:<24} {:<16} {:<8} {:<12} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE", "VERSION");
     for a in v {
         let seen = a.last_seen_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
         s.push_str(&format!(
-            "{:<24} {:<16} {:<8} {}\n",
+            "{:<24} {:<16} {:<8} {:<12} {}\n",
             a.name,
             a.environment,
             if a.online { "yes" } else { "no" },
+            a.version.as_deref().unwrap_or("-"),
             seen
         ));
     }
@@ -249,14 +250,16 @@ pub fn agents(v: &[drover_types::Agent]) -> String {
 
 /// The table of `drover keys list`.
 pub fn keys(v: &[drover_types::SigningKey]) -> String {
-    let mut s = format!("{:<18} {:<6} {:<8} {:<8} CREATED\n", "KID", "ALG", "ACTIVE", "IN JWKS");
+    let mut s =
+        format!("{:<18} {:<6} {:<8} {:<8} {:<24} CREATED\n", "KID", "ALG", "ACTIVE", "IN JWKS", "CERTIFICATE UNTIL");
     for k in v {
         s.push_str(&format!(
-            "{:<18} {:<6} {:<8} {:<8} {}{}\n",
+            "{:<18} {:<6} {:<8} {:<8} {:<24} {}{}\n",
             k.kid,
             k.alg,
             if k.active { "yes" } else { "no" },
             if k.in_jwks { "yes" } else { "no" },
+            k.certificate.as_ref().map(|c| c.not_after.to_string()).unwrap_or_else(|| "-".into()),
             k.created_at,
             k.retired_at.map(|r| format!(" (retired {r})")).unwrap_or_default()
         ));

@@ -8,7 +8,8 @@ use serde_json::json;
 drover_testkit::on_both_backends!(
     agent_with_a_key_runs_tasks_and_names_the_operator,
     cut_off_agents_fail_their_task_clearly,
-    hostile_labels_are_refused_and_change_nothing
+    hostile_labels_are_refused_and_change_nothing,
+    agents_report_their_version
 );
 
 const SLOW: &str = "application: slow\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"sleep 30\", timeout: 60s}]\n";
@@ -84,8 +85,10 @@ async fn cut_off_agents_fail_their_task_clearly(b: Backend) -> anyhow::Result<()
     let m = e.message.clone().unwrap_or_default();
     assert!(m.contains("agent worker was cut off") && m.contains("disabled"), "{m}");
     let again = s.agent_client("worker", &cred.secret);
-    let err =
-        again.poll(&drover_types::agent::PollRequest { running: vec![], capacity: 1, wait_ms: 0 }).await.unwrap_err();
+    let err = again
+        .poll(&drover_types::agent::PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: None })
+        .await
+        .unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
     // Enabled again, it picks up the retry.
     admin.update_client("worker", &drover_types::ClientUpdate { disabled: Some(false), ..Default::default() }).await?;
@@ -192,6 +195,44 @@ async fn hostile_labels_are_refused_and_change_nothing(b: Backend) -> anyhow::Re
     admin.set_agent_labels("web-1", &labels(&[("region", &"v".repeat(253))])).await?;
     admin.set_agent_labels("web-1", &BTreeMap::new()).await?;
     assert!(admin.agents().await?[0].labels.is_empty());
+    s.shutdown().await;
+    Ok(())
+}
+
+/// The version an agent reports at its polls is listed with it; one that is not a version is
+/// refused and changes nothing.
+async fn agents_report_their_version(b: Backend) -> anyhow::Result<()> {
+    use drover_types::agent::PollRequest;
+    let mut s = TestServer::start(b).await?;
+    let admin = s.admin();
+    let cred = admin.add_agent("worker", "dev").await?;
+    let raw = admin.add_agent("raw", "dev").await?;
+    assert!(admin.agents().await?.iter().all(|a| a.version.is_none()), "none before a poll");
+    s.run_agent("worker", &cred.secret, &s.dir.path().join("worker"), 1)?;
+    admin
+        .apply_yaml("application: v\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"true\"}]\n")
+        .await?;
+    let d = admin.deploy("v", "1").await?;
+    wait_status(&admin, d.id, DS::Completed).await?;
+    let version = |name: &'static str| {
+        let admin = admin.clone();
+        async move { admin.agents().await.unwrap().into_iter().find(|a| a.name == name).unwrap().version }
+    };
+    assert_eq!(version("worker").await.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+
+    let raw_client = s.agent_client("raw", &raw.secret);
+    let poll = |v: &str| PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: Some(v.into()) };
+    raw_client.poll(&poll("2.0.0-rc.1+build.5")).await?;
+    assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"));
+    let long = "1".repeat(65);
+    for hostile in ["1.0; rm -rf /", "<script>", "", "1.0\n", &long, "versión"] {
+        let e = raw_client.poll(&poll(hostile)).await.unwrap_err();
+        assert_eq!(e.status(), Some(400), "{hostile:?}: {e}");
+    }
+    assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"), "unchanged");
+    // Without one (an older agent), the last reported stays.
+    raw_client.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: None }).await?;
+    assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"));
     s.shutdown().await;
     Ok(())
 }

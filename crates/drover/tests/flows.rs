@@ -348,7 +348,7 @@ async fn lost_heartbeats_move_to_error(b: Backend) -> anyhow::Result<()> {
     let d = c.deploy("g", "1").await?;
     // An agent that takes the task and then goes silent.
     let ghost = s.agent_client("ghost", &cred.secret);
-    let got = ghost.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000 }).await?;
+    let got = ghost.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, agent_version: None }).await?;
     assert_eq!(got.tasks.len(), 1);
     let d = wait_status(&c, d.id, DS::Error).await?;
     let m = d.message.clone().unwrap();
@@ -395,12 +395,16 @@ async fn redelivered_attempts_never_run_twice(b: Backend) -> anyhow::Result<()> 
     let raw = s.agent_client("a1", &cred.secret);
     // Case 1: the poll response was lost: the agent never saw the attempt, so it runs it once.
     let d1 = c.deploy("r1", "1").await?;
-    let lost = raw.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000 }).await?.tasks.remove(0);
+    let lost = raw
+        .poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, agent_version: None })
+        .await?
+        .tasks
+        .remove(0);
     let work = s.dir.path().join("agents/a1");
     // Case 2: the agent had started attempt 2 when it died: it must not run it again.
     let d2 = c.deploy("r2", "2").await?;
     let cut = raw
-        .poll(&PollRequest { running: vec![lost.attempt_id.clone()], capacity: 1, wait_ms: 5000 })
+        .poll(&PollRequest { running: vec![lost.attempt_id.clone()], capacity: 1, wait_ms: 5000, agent_version: None })
         .await?
         .tasks
         .remove(0);

@@ -363,9 +363,34 @@ async fn keys_rotate_and_import_without_failing_a_request(b: Backend) -> anyhow:
     // Import from a keytool keystore by alias, and activate it.
     let dir = tempfile::tempdir()?;
     let ks = keytool_key(dir.path(), "signer.p12", &["-keyalg", "EC", "-groupname", "secp256r1"]);
-    let (key, _) = ks.signing_key("jwt")?;
-    let imported = admin.import_key(key.pkcs8_der(), None, true).await?;
+    let (key, certs) = ks.signing_key("jwt")?;
+    // With the certificates of another key first and its own second: the orchestrator keeps
+    // the one that is this key's, and lists its subject and expiry with the key.
+    let other = keytool_key(dir.path(), "other.p12", &["-keyalg", "EC", "-groupname", "secp256r1"]);
+    let mut other_cert = other.signing_key("jwt")?.1[0].der.clone();
+    let sent: Vec<&[u8]> = vec![&other_cert, &certs[0].der];
+    let imported = admin.import_key_with_certificates(key.pkcs8_der(), &sent, None, true).await?;
+    assert_eq!(imported["certificate"]["subject"], "CN=Imported", "{imported}");
     let k4 = imported["kid"].as_str().unwrap().to_string();
+    let listed = admin.keys().await?.into_iter().find(|k| k.kid == k4).unwrap();
+    let cert = listed.certificate.expect("the key's certificate is listed");
+    assert_eq!(cert.subject, "CN=Imported");
+    assert_eq!(cert.not_after.0, certs[0].not_after * 1000);
+    assert!(admin.keys().await?.iter().filter(|k| k.kid != k4).all(|k| k.certificate.is_none()));
+    // A certificate that is not the key's is not kept; one that is not a certificate, or too
+    // many, are refused before anything is imported.
+    let other_key = other.signing_key("jwt")?.0.pkcs8_der().to_vec();
+    let alone = admin.import_key_with_certificates(&other_key, &[&certs[0].der], None, false).await?;
+    assert!(alone["certificate"].is_null(), "{alone}");
+    let third = keytool_key(dir.path(), "third.p12", &["-keyalg", "EC", "-groupname", "secp256r1"]);
+    let third_key = third.signing_key("jwt")?.0.pkcs8_der().to_vec();
+    other_cert.truncate(40);
+    let e = admin.import_key_with_certificates(&third_key, &[&other_cert], None, false).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    let many: Vec<&[u8]> = vec![&certs[0].der; 11];
+    let e = admin.import_key_with_certificates(&third_key, &many, None, false).await.unwrap_err();
+    assert_eq!(e.status(), Some(400), "{e}");
+    assert_eq!(admin.keys().await?.len(), 5, "the refused imports left nothing");
     let t4 = token(&s, "ci", &created.client_secret).await;
     assert_eq!(kid_of(&t4), k4);
     bearer(&s, &t4).pipelines().await?;

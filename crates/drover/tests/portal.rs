@@ -584,6 +584,11 @@ async fn a_client_secret_downloaded_and_a_keystore_uploaded() -> anyhow::Result<
     let keys = s.admin().keys().await?;
     let active = keys.iter().find(|k| k.active).unwrap();
     assert!(done.contains(&active.kid), "{done}");
+    // The list shows its certificate, and that it is due for renewal (valid for 30 days).
+    let row = b.wait_css(&format!("tr[data-kid='{}'] td.cert", active.kid)).await?.text().await?;
+    assert!(row.contains("CN=Portal upload, valid until") && row.contains("expires in 29 days"), "{row}");
+    let generated = b.wait_css(&format!("tr[data-kid='{}'] td.cert", keys[0].kid)).await?.text().await?;
+    assert_eq!(generated, "none");
     // Tokens are now signed with the uploaded key.
     let token = s
         .http()

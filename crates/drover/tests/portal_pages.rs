@@ -242,7 +242,7 @@ async fn secret_variables_are_write_only_and_new_operators_get_a_password_once()
     s.shutdown().await;
 }
 
-/// The environments page says what each agent runs now.
+/// The environments page says what each agent runs now, and its version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_environments_page_shows_what_each_agent_runs() {
     let mut s = TestServer::start(Backend::Sqlite).await.unwrap();
@@ -263,6 +263,7 @@ async fn the_environments_page_shows_what_each_agent_runs() {
     let page = page_text(&s, &session, "/portal/environments").await;
     let want = format!("deployment {} (busy 7): stage dev task 1 (run)", d.id);
     assert!(page.contains("dev-1") && page.contains(&want) && page.contains("online"), "{page}");
+    assert!(page.contains(&format!("<td class=\"version\">{}</td>", env!("CARGO_PKG_VERSION"))), "{page}");
     admin.act(d.id, drover_types::Action::Abort, Some("test over".into())).await.unwrap();
     s.shutdown().await;
 }

@@ -124,6 +124,12 @@ impl SigningKey {
         public_jwk(&self.pair, self.alg, &self.kid)
     }
 
+    /// The public key: an uncompressed EC point, an Ed25519 key or a DER RSAPublicKey — what a
+    /// certificate for this key holds as its subject public key.
+    pub fn public_key_bytes(&self) -> &[u8] {
+        public_bytes(&self.pair)
+    }
+
     pub fn verifier(&self) -> Result<VerifyKey, String> {
         VerifyKey::new(self.alg, public_bytes(&self.pair))
     }

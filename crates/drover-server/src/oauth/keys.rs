@@ -264,6 +264,8 @@ impl KeyRing {
             active,
             created_at: Timestamp::now(),
             retired_at: None,
+            cert_subject: None,
+            cert_not_after: None,
         })
     }
 
@@ -309,8 +311,11 @@ impl KeyRing {
         pkcs8: &[u8],
         alg: Option<Alg>,
         activate: bool,
+        certificate: Option<&drover_types::KeyCertificate>,
     ) -> Result<(String, Alg), KeyError> {
-        let rec = self.record(pkcs8, alg, false)?;
+        let mut rec = self.record(pkcs8, alg, false)?;
+        rec.cert_subject = certificate.map(|c| c.subject.clone());
+        rec.cert_not_after = certificate.map(|c| c.not_after);
         if self.verifying.read().expect("poisoned").contains_key(&rec.kid)
             || store.list_signing_keys().await?.iter().any(|k| k.kid == rec.kid)
         {

@@ -179,6 +179,22 @@ pub struct KeyRow {
     pub created: String,
     pub retired: String,
     pub in_jwks: bool,
+    /// The certificate's subject and end of validity, empty for a key without one.
+    pub certificate: String,
+    /// Expired, or expiring within 30 days: shown as a warning.
+    pub cert_warning: String,
+}
+
+/// What a key's certificate says of its renewal: empty when not due within 30 days.
+fn renewal(not_after: drover_types::Timestamp, now: drover_types::Timestamp) -> String {
+    let days = (not_after.0 - now.0).div_euclid(86_400_000);
+    match days {
+        _ if not_after <= now => "expired".into(),
+        0 => "expires today".into(),
+        1 => "expires tomorrow".into(),
+        d if d < 30 => format!("expires in {d} days"),
+        _ => String::new(),
+    }
 }
 
 #[derive(Template)]
@@ -213,13 +229,19 @@ async fn keys_page(v: &Viewer, imported: Option<service::keys::Imported>) -> Res
                 })
                 .unwrap_or_default(),
             in_jwks: k.in_jwks,
+            certificate: k
+                .certificate
+                .as_ref()
+                .map(|c| format!("{}, valid until {}", c.subject, when(c.not_after)))
+                .unwrap_or_default(),
+            cert_warning: k
+                .certificate
+                .map(|c| renewal(c.not_after, drover_types::Timestamp::now()))
+                .unwrap_or_default(),
         })
         .collect();
-    let imported_until = imported
-        .as_ref()
-        .and_then(|i| i.not_after)
-        .map(|s| when(drover_types::Timestamp(s.saturating_mul(1000))))
-        .unwrap_or_default();
+    let imported_until =
+        imported.as_ref().and_then(|i| i.certificate.as_ref()).map(|c| when(c.not_after)).unwrap_or_default();
     render(StatusCode::OK, &KeysPage { chrome: chrome(v, "Signing keys"), keys, imported, imported_until })
 }
 
@@ -326,6 +348,7 @@ pub struct AgentRow {
     pub running: Vec<String>,
     pub online: bool,
     pub last_seen: String,
+    pub version: String,
     pub labels: String,
 }
 
@@ -367,6 +390,7 @@ pub async fn environments(v: Viewer) -> Response {
                     name: a.name.clone(),
                     online: a.online,
                     last_seen: a.last_seen_at.map(when).unwrap_or_else(|| "never".into()),
+                    version: a.version.clone().unwrap_or_else(|| "not reported yet".into()),
                     labels: a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
                 })
                 .collect(),

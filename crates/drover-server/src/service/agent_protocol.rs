@@ -26,6 +26,18 @@ pub async fn poll(c: &Ctx<'_>, req: PollRequest) -> Result<PollResponse> {
     let s = c.state;
     let a =
         s.store.get_agent(&name).await?.ok_or_else(|| Error::Forbidden(format!("agent {name} is not registered")))?;
+    // Written when it changes (an upgrade), not at every poll.
+    if let Some(v) = req.agent_version.as_deref()
+        && a.version.as_deref() != Some(v)
+    {
+        if !super::agents::valid_version(v) {
+            return Err(Error::BadRequest(
+                "agent_version: at most 64 characters of letters, digits and . + _ -".into(),
+            ));
+        }
+        s.store.set_agent_version(&name, v).await?;
+        tracing::info!(agent = %name, version = v, "agent reported its version");
+    }
     let tasks = s
         .engine
         .poll(&a.name, &a.environment, &req.running, req.capacity.min(64), Duration::from_millis(req.wait_ms))

@@ -29,7 +29,14 @@ fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
         last_seen_at: a.last_seen_at,
         online,
         labels: a.labels,
+        version: a.version,
     }
+}
+
+/// An agent's version as it reports it: at most 64 characters of `[0-9A-Za-z.+_-]` (what
+/// Cargo and SemVer allow), so it can be shown anywhere as it is.
+pub(crate) fn valid_version(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"+._-".contains(&b))
 }
 
 /// Most labels an agent may have.
@@ -182,6 +189,7 @@ pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
         created_at: now,
         last_seen_at: None,
         labels: a.labels.clone(),
+        version: None,
     };
     if let Err(e) = s.store.insert_agent(&record).await {
         let _ = s.store.delete_client(&a.name).await;

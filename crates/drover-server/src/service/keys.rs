@@ -3,7 +3,7 @@
 use base64::Engine as _;
 use drover_core::rbac::Privilege;
 use drover_core::{Error, Result};
-use drover_types::{KeyImport, SigningKey};
+use drover_types::{KeyCertificate, KeyImport, SigningKey};
 use serde_json::json;
 
 use super::Ctx;
@@ -41,6 +41,10 @@ pub async fn list(c: &Ctx<'_>) -> Result<Vec<SigningKey>> {
             active: k.active,
             created_at: k.created_at,
             retired_at: k.retired_at,
+            certificate: k
+                .cert_subject
+                .zip(k.cert_not_after)
+                .map(|(subject, not_after)| KeyCertificate { subject, not_after }),
         })
         .collect())
 }
@@ -55,14 +59,32 @@ pub async fn rotate(c: &Ctx<'_>, alg: Option<&str>) -> Result<serde_json::Value>
     Ok(json!({"kid": kid, "alg": alg.as_str(), "active": true}))
 }
 
-/// What importing a key from a keystore did: the key, and the certificate it came with.
+/// What importing a key did: the key, and the certificate kept with it.
 pub struct Imported {
     pub kid: String,
     pub alg: String,
     pub active: bool,
-    /// The certificate's subject and last day (Unix seconds), when the entry has one.
-    pub subject: Option<String>,
-    pub not_after: Option<i64>,
+    /// The certificate of the keystore entry that is this key's, when there is one.
+    pub certificate: Option<KeyCertificate>,
+}
+
+impl Imported {
+    fn json(&self) -> serde_json::Value {
+        json!({"kid": self.kid, "alg": self.alg, "active": self.active, "certificate": self.certificate})
+    }
+}
+
+/// Certificates sent with a key, at most.
+const MAX_CERTIFICATES: usize = 10;
+
+/// The certificate among `certs` whose public key is this private key's: a keystore entry's
+/// chain starts with it, but a PEM file may hold certificates in any order, or others'.
+fn certificate_for(pkcs8: &[u8], certs: &[drover_keystore::CertInfo]) -> Option<KeyCertificate> {
+    let key = crate::oauth::jwt::SigningKey::from_pkcs8(pkcs8, None).ok()?;
+    certs.iter().find(|c| c.public_key_bits == key.public_key_bytes()).map(|c| KeyCertificate {
+        subject: c.subject.clone(),
+        not_after: drover_types::Timestamp(c.not_after.saturating_mul(1000)),
+    })
 }
 
 /// Imports the private key of `alias` from a keystore file (PKCS#12, JKS or PEM) opened with
@@ -100,17 +122,7 @@ pub async fn import_keystore(
         Error::Invalid(format!("the keystore could not be read: {e}"))
     })?;
     let (key, certs) = ks.signing_key(alias.trim()).map_err(|e| Error::Invalid(e.to_string()))?;
-    let leaf = certs.first();
-    let (subject, not_after) = (leaf.map(|c| c.subject.clone()), leaf.map(|c| c.not_after));
-    let pkcs8_base64 = base64::engine::general_purpose::STANDARD.encode(key.pkcs8_der());
-    let v = import(c, KeyImport { pkcs8_base64, activate, alg: alg.map(String::from) }).await?;
-    Ok(Imported {
-        kid: v["kid"].as_str().unwrap_or_default().to_string(),
-        alg: v["alg"].as_str().unwrap_or_default().to_string(),
-        active: activate,
-        subject,
-        not_after,
-    })
+    import_der(c, key.pkcs8_der(), certs, parse_alg(alg)?, activate).await
 }
 
 /// Keystore files parsed at once (each can cost a million PBKDF rounds per bag).
@@ -121,12 +133,32 @@ static KEYSTORE_PARSING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_
 pub async fn import(c: &Ctx<'_>, k: KeyImport) -> Result<serde_json::Value> {
     c.require(Privilege::KeystoreManage)?;
     c.within_ceiling(Privilege::ALL, "a signing key you bring (it can sign tokens with any role)")?;
-    let s = c.state;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(k.pkcs8_base64.trim())
-        .map_err(|_| Error::BadRequest("pkcs8_base64 is not base64".into()))?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let der = b64.decode(k.pkcs8_base64.trim()).map_err(|_| Error::BadRequest("pkcs8_base64 is not base64".into()))?;
+    if k.certificates_der_base64.len() > MAX_CERTIFICATES {
+        return Err(Error::BadRequest(format!("at most {MAX_CERTIFICATES} certificates")));
+    }
+    let mut certs = Vec::with_capacity(k.certificates_der_base64.len());
+    for (i, c) in k.certificates_der_base64.iter().enumerate() {
+        let bad = || Error::BadRequest(format!("certificates_der_base64[{i}] is not a base64 DER X.509 certificate"));
+        let der = b64.decode(c.trim()).map_err(|_| bad())?;
+        certs.push(drover_keystore::certificate(&der).map_err(|_| bad())?);
+    }
     let alg = parse_alg(k.alg.as_deref())?;
-    let (kid, alg) = s.keys.import(s.store.as_ref(), &der, alg, k.activate).await.map_err(key_error)?;
-    tracing::info!(kid = %kid, alg = alg.as_str(), by = %c.label(), "signing key imported");
-    Ok(json!({"kid": kid, "alg": alg.as_str(), "active": k.activate}))
+    Ok(import_der(c, &der, &certs, alg, k.activate).await?.json())
+}
+
+async fn import_der(
+    c: &Ctx<'_>,
+    pkcs8: &[u8],
+    certs: &[drover_keystore::CertInfo],
+    alg: Option<Alg>,
+    activate: bool,
+) -> Result<Imported> {
+    let s = c.state;
+    let certificate = certificate_for(pkcs8, certs);
+    let (kid, alg) =
+        s.keys.import(s.store.as_ref(), pkcs8, alg, activate, certificate.as_ref()).await.map_err(key_error)?;
+    tracing::info!(kid = %kid, alg = alg.as_str(), by = %c.label(), certificate = certificate.is_some(), "signing key imported");
+    Ok(Imported { kid, alg: alg.as_str().into(), active: activate, certificate })
 }

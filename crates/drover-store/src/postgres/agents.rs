@@ -47,6 +47,12 @@ impl AgentStore for PgStore {
         Ok(())
     }
 
+    async fn set_agent_version(&self, name: &str, version: &str) -> Result<bool> {
+        let r =
+            sqlx::query(sql::AGENT_SET_VERSION).bind(version).bind(name).execute(&self.pool()).await.map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
         let labels = serde_json::to_string(labels).map_err(crate::json_err)?;
         let r =

@@ -19,6 +19,8 @@ impl KeyStore for PgStore {
             .bind(k.active as i64)
             .bind(k.created_at.0)
             .bind(k.retired_at.map(|t| t.0))
+            .bind(&k.cert_subject)
+            .bind(k.cert_not_after.map(|t| t.0))
             .execute(&self.pool())
             .await
             .map_err(db_err)?;

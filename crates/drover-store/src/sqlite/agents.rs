@@ -53,6 +53,11 @@ impl AgentStore for SqliteStore {
         self.write(move |c| exec(c, sql::AGENT_TOUCH, params![at.0, name]).map(|_| ())).await
     }
 
+    async fn set_agent_version(&self, name: &str, version: &str) -> Result<bool> {
+        let (name, version) = (name.to_string(), version.to_string());
+        self.write(move |c| Ok(exec(c, sql::AGENT_SET_VERSION, params![version, name])? == 1)).await
+    }
+
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {
         let (name, labels) = (name.to_string(), serde_json::to_string(labels).map_err(crate::json_err)?);
         self.write(move |c| Ok(exec(c, sql::AGENT_SET_LABELS, params![labels, name])? == 1)).await

@@ -21,7 +21,9 @@ impl KeyStore for SqliteStore {
                 k.public_jwk,
                 k.active as i64,
                 k.created_at.0,
-                k.retired_at.map(|t| t.0)
+                k.retired_at.map(|t| t.0),
+                k.cert_subject,
+                k.cert_not_after.map(|t| t.0)
             ];
             exec(c, sql::KEY_INSERT, p).map(|_| ())
         })

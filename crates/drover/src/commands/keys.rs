@@ -45,11 +45,22 @@ pub async fn keys(conn: &Conn, cmd: KeysCommand) -> anyhow::Result<u8> {
             let password = password_file.as_deref().map(read_secret_file).transpose()?;
             let ks =
                 drover_keystore::open(&bytes, password.as_deref()).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-            let (key, _) = ks.signing_key(&alias).map_err(|e| anyhow!("{}: {e}", file.display()))?;
-            let v = client(conn).await?.import_key(key.pkcs8_der(), alg.as_deref(), activate).await?;
+            let (key, certs) = ks.signing_key(&alias).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            // The entry's certificates go along: the orchestrator keeps the one that is this key's.
+            let certs: Vec<&[u8]> = certs.iter().map(|c| c.der.as_slice()).collect();
+            let v = client(conn)
+                .await?
+                .import_key_with_certificates(key.pkcs8_der(), &certs, alg.as_deref(), activate)
+                .await?;
             print(conn.output, &v, |v| {
+                let cert = v["certificate"]["not_after"]
+                    .as_str()
+                    .map(|t| {
+                        format!("; certificate {} valid until {t}", v["certificate"]["subject"].as_str().unwrap_or("?"))
+                    })
+                    .unwrap_or_default();
                 format!(
-                    "imported key {} ({}){}",
+                    "imported key {} ({}){}{cert}",
                     v["kid"].as_str().unwrap_or("?"),
                     v["alg"].as_str().unwrap_or("?"),
                     if activate { " (active)" } else { "" }
