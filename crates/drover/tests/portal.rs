@@ -467,6 +467,10 @@ stages:
         "/portal/settings/clients",
         "/portal/settings/keys",
         "/portal/settings/operators",
+        "/portal/settings/operators/admin",
+        "/portal/settings/access",
+        "/portal/settings/auth-profiles",
+        "/portal/system",
         "/portal/audit",
     ] {
         b.goto(&format!("{}{page}", s.url)).await?;
@@ -478,6 +482,11 @@ stages:
     b.wait_css(".board").await?;
     b.screenshot("phone-pipeline-view").await?;
     b.client.set_window_size(1280, 900).await?;
+    b.goto(&format!("{}/portal/settings/access", s.url)).await?;
+    b.wait_css("#role-form").await?;
+    b.screenshot("access").await?;
+    b.goto(&format!("{}/portal/pipelines/shop", s.url)).await?;
+    b.wait_css(".board").await?;
     // Reports: the figures, as the API gives them, with charts.
     let report = admin.report("shop", None, None).await?;
     assert_eq!((report.deployments, report.completed), (3, 1));

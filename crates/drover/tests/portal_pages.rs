@@ -318,3 +318,163 @@ async fn a_scoped_operator_sees_only_their_application() {
     assert_eq!(r.status(), 404, "nor its reports");
     s.shutdown().await;
 }
+
+/// Roles, access groups, operators' roles and passwords, and authentication profiles are
+/// managed in the portal through the service layer: what is saved is what the API shows, a
+/// profile's secret is never shown back, and nobody grants beyond what they hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn access_operators_and_profiles_are_managed_in_the_portal() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let admin = s.admin();
+    let ann_password = s.add_operator("ann", &["viewer"]).await;
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = s.http();
+    let post = |session: String, token: String, path: String, form: Vec<(&'static str, String)>| {
+        let mut form = form;
+        form.push(("csrf_token", token));
+        c.post(format!("{}{path}", s.url)).header("cookie", session).form(&form).send()
+    };
+    let as_admin = |path: &str, form: Vec<(&'static str, &str)>| {
+        post(session.clone(), token.clone(), path.into(), form.into_iter().map(|(k, v)| (k, v.to_string())).collect())
+    };
+
+    // A custom role, then an access group giving it to ann on one application.
+    let r = as_admin(
+        "/portal/settings/roles",
+        vec![
+            ("name", "release-notes"),
+            ("description", "writes release notes"),
+            ("privilege", "pipeline.read"),
+            ("privilege", "deployment.start"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let role = admin.roles().await.unwrap().into_iter().find(|r| r.name == "release-notes").unwrap();
+    assert_eq!(role.privileges, vec!["deployment.start", "pipeline.read"]);
+    assert_eq!(role.description.as_deref(), Some("writes release notes"));
+    let r = as_admin(
+        "/portal/settings/access-groups",
+        vec![("name", "web-team"), ("role", "release-notes"), ("operators", "ann"), ("applications", "web, shop")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let g = admin.access_groups().await.unwrap().into_iter().find(|g| g.name == "web-team").unwrap();
+    assert_eq!(
+        (g.roles, g.operators, g.applications),
+        (vec!["release-notes".into()], vec!["ann".into()], vec!["shop".into(), "web".into()])
+    );
+    let page = page_text(&s, &session, "/portal/settings/access?group=web-team").await;
+    assert!(page.contains("Change access group web-team") && page.contains("value=\"ann\""), "{page}");
+    // A member that does not exist is refused, the group unchanged.
+    let r = as_admin(
+        "/portal/settings/access-groups",
+        vec![("name", "web-team"), ("role", "viewer"), ("operators", "ghost")],
+    );
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("operator ghost does not exist"));
+    assert_eq!(admin.access_groups().await.unwrap()[0].roles, vec!["release-notes".to_string()]);
+    // A role in use is not deleted; once its group is gone, it is.
+    let r = as_admin("/portal/settings/roles/release-notes/delete", vec![]).await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(as_admin("/portal/settings/access-groups/web-team/delete", vec![]).await.unwrap().status(), 303);
+    assert_eq!(as_admin("/portal/settings/roles/release-notes/delete", vec![]).await.unwrap().status(), 303);
+    assert!(admin.roles().await.unwrap().iter().all(|r| r.name != "release-notes"));
+    assert!(admin.access_groups().await.unwrap().is_empty());
+
+    // An operator's roles and e-mail, then a new password that ends their sessions.
+    let (ann_session, _) = http_sign_in(&s, "ann", &ann_password).await;
+    let r = as_admin("/portal/settings/operators/ann", vec![("role", "approver"), ("email", "ann@example.com")]);
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ann = admin.operators().await.unwrap().into_iter().find(|o| o.name == "ann").unwrap();
+    assert_eq!((ann.roles, ann.email.as_deref()), (vec!["approver".to_string()], Some("ann@example.com")));
+    let r = as_admin("/portal/settings/operators/ann/password", vec![("password", "short")]).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r =
+        as_admin("/portal/settings/operators/ann/password", vec![("password", "a-new-long-password-1")]).await.unwrap();
+    assert!(r.text().await.unwrap().contains("their sessions have ended"));
+    let r = c.get(format!("{}/portal/", s.url)).header("cookie", &ann_session).send().await.unwrap();
+    assert_eq!(r.status(), 303, "ann's portal session ended with the password change");
+    http_sign_in(&s, "ann", "a-new-long-password-1").await;
+    assert!(drover_testkit::portal::http_sign_in(&s.url, &s.ca, "ann", &ann_password).await.is_err());
+
+    // An authentication profile: its secret is sealed and never shown, kept when a change
+    // leaves it empty; a URL outside what the profile allows is the service's to refuse.
+    let secret = "jenkins-api-token-value-42";
+    let form = |secret: &'static str| {
+        vec![
+            ("name", "jenkins"),
+            ("kind", "basic"),
+            ("username", "ci"),
+            ("allowed_urls", "https://jenkins.example.com/job/\n"),
+            ("secret", secret),
+        ]
+    };
+    assert_eq!(
+        as_admin("/portal/settings/auth-profiles", form("jenkins-api-token-value-42")).await.unwrap().status(),
+        303
+    );
+    let api = |path: &str| c.get(format!("{}{path}", s.url)).basic_auth("admin", Some(&s.admin_password)).send();
+    let profile: serde_json::Value = api("/api/v1/auth-profiles/jenkins").await.unwrap().json().await.unwrap();
+    assert_eq!((profile["username"].as_str(), profile["has_secret"].as_bool()), (Some("ci"), Some(true)));
+    assert_eq!(profile["allowed_urls"], serde_json::json!(["https://jenkins.example.com/job/"]));
+    assert_eq!(as_admin("/portal/settings/auth-profiles", form("")).await.unwrap().status(), 303);
+    let profile: serde_json::Value = api("/api/v1/auth-profiles/jenkins").await.unwrap().json().await.unwrap();
+    assert_eq!(profile["has_secret"], true, "an empty secret keeps the one set");
+    for page in ["/portal/settings/auth-profiles", "/portal/settings/auth-profiles?profile=jenkins"] {
+        let html = page_text(&s, &session, page).await;
+        assert!(html.contains("jenkins.example.com") && !html.contains(secret), "{page}: {html}");
+    }
+    let r =
+        as_admin("/portal/settings/auth-profiles", vec![("name", "hook"), ("kind", "bearer"), ("allowed_urls", "")]);
+    assert_eq!(r.await.unwrap().status(), 400, "no URL, no secret: refused");
+    assert_eq!(as_admin("/portal/settings/auth-profiles/jenkins/delete", vec![]).await.unwrap().status(), 303);
+    assert_eq!(api("/api/v1/auth-profiles/jenkins").await.unwrap().status(), 404);
+
+    // The ceiling: pat manages operators and roles but holds little else.
+    admin
+        .create_role(&drover_types::Role {
+            name: "people".into(),
+            privileges: vec!["operator.manage".into(), "role.manage".into(), "pipeline.read".into()],
+            built_in: false,
+            description: None,
+        })
+        .await
+        .unwrap();
+    let pat_password = s.add_operator("pat", &["people"]).await;
+    let (pat_session, pat_token) = http_sign_in(&s, "pat", &pat_password).await;
+    let as_pat = |path: &str, form: Vec<(&'static str, &str)>| {
+        post(
+            pat_session.clone(),
+            pat_token.clone(),
+            path.into(),
+            form.into_iter().map(|(k, v)| (k, v.to_string())).collect(),
+        )
+    };
+    let attempts = [
+        ("/portal/settings/roles", vec![("name", "keys"), ("privilege", "keystore.manage")]),
+        ("/portal/settings/operators/ann", vec![("role", "release-admin")]),
+        ("/portal/settings/operators/admin/password", vec![("password", "taken-over-password-1")]),
+        ("/portal/settings/operators/admin", vec![("role", "viewer")]),
+        ("/portal/settings/access-groups", vec![("name", "mine"), ("role", "release-admin"), ("operators", "pat")]),
+    ];
+    for (path, form) in attempts {
+        let r = as_pat(path, form).await.unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    let ann = admin.operators().await.unwrap().into_iter().find(|o| o.name == "ann").unwrap();
+    assert_eq!(ann.roles, vec!["approver".to_string()], "unchanged");
+    assert!(admin.roles().await.unwrap().iter().all(|r| r.name != "keys"));
+    assert!(admin.access_groups().await.unwrap().is_empty());
+    // What pat holds, pat may give.
+    s.add_operator("newbie", &[]).await;
+    let r = as_pat("/portal/settings/operators/newbie", vec![("role", "people")]).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let newbie = admin.operators().await.unwrap().into_iter().find(|o| o.name == "newbie").unwrap();
+    assert_eq!(newbie.roles, vec!["people".to_string()]);
+    s.shutdown().await;
+}

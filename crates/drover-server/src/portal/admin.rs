@@ -3,16 +3,67 @@
 //! `[http.cors]`) and system status. Thin like `pages`: the service layer decides.
 
 use askama::Template;
-use axum::extract::{Form, Path};
+use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use drover_core::rbac::{AGENT_ROLE, BUILT_IN_ROLES};
-use drover_types::{NewOperator, OperatorUpdate, SetVariable};
+use drover_core::rbac::{AGENT_ROLE, BUILT_IN_ROLES, Privilege};
+use drover_types::{AccessGroup, AuthProfile, NewOperator, OperatorUpdate, PasswordChange, Role, SetVariable};
 use serde::Deserialize;
 
 use super::pages::{Chrome, chrome, when};
 use super::{Viewer, render, service_error};
 use crate::service;
+
+/// A submitted form's fields in order (checkboxes repeat their name).
+type Fields = Vec<(String, String)>;
+
+/// The trimmed value of a field, empty when absent.
+fn field(f: &Fields, name: &str) -> String {
+    f.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim().to_string()).unwrap_or_default()
+}
+
+/// The values of a repeated field (checkboxes).
+fn checked(f: &Fields, name: &str) -> Vec<String> {
+    f.iter().filter(|(n, _)| n == name).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
+}
+
+/// A list typed in one field: names separated by commas, spaces or new lines.
+fn listed(f: &Fields, name: &str) -> Vec<String> {
+    field(f, name).split(|c: char| c == ',' || c.is_whitespace()).filter(|x| !x.is_empty()).map(String::from).collect()
+}
+
+fn optional(f: &Fields, name: &str) -> Option<String> {
+    Some(field(f, name)).filter(|v| !v.is_empty())
+}
+
+/// The roles an operator or group can be given here: the built-in ones and, for holders of
+/// `role.manage`, the custom ones.
+async fn role_names(v: &Viewer) -> Vec<String> {
+    let mut names: Vec<String> = BUILT_IN_ROLES.iter().filter(|r| **r != AGENT_ROLE).map(|r| r.to_string()).collect();
+    if v.principal.holds_globally(Privilege::RoleManage)
+        && let Ok(roles) = service::access::list_roles(&v.ctx()).await
+    {
+        names.extend(roles.into_iter().filter(|r| !r.built_in).map(|r| r.name));
+    }
+    names
+}
+
+/// A checkbox of a list: its value and whether it is ticked.
+pub struct Choice {
+    pub value: String,
+    pub checked: bool,
+}
+
+fn choices(all: impl IntoIterator<Item = String>, ticked: &[String]) -> Vec<Choice> {
+    let mut out: Vec<Choice> = all.into_iter().map(|v| Choice { checked: ticked.contains(&v), value: v }).collect();
+    // What is held but not offered (a role deleted meanwhile) stays visible, ticked.
+    for t in ticked {
+        if !out.iter().any(|c| &c.value == t) {
+            out.push(Choice { value: t.clone(), checked: true });
+        }
+    }
+    out
+}
 
 pub struct VarRow {
     pub name: String,
@@ -92,7 +143,7 @@ pub struct OperatorRow {
 pub struct OperatorsPage {
     pub chrome: Chrome,
     pub rows: Vec<OperatorRow>,
-    pub roles: Vec<&'static str>,
+    pub roles: Vec<String>,
     /// A password generated for a new operator, shown this once.
     pub created: Option<(String, String)>,
 }
@@ -114,7 +165,7 @@ async fn operators_page(v: &Viewer, created: Option<(String, String)>) -> Respon
             name: o.name,
         })
         .collect();
-    let roles = BUILT_IN_ROLES.iter().copied().filter(|r| *r != AGENT_ROLE).collect();
+    let roles = role_names(v).await;
     render(StatusCode::OK, &OperatorsPage { chrome: chrome(v, "Operators"), rows, roles, created })
 }
 
@@ -133,6 +184,58 @@ pub async fn create_operator(v: Viewer, Form(f): Form<Vec<(String, String)>>) ->
     let n = NewOperator { name: get("name"), email, roles, password };
     match service::operators::create(&v.ctx(), n).await {
         Ok(created) => operators_page(&v, created.password.map(|p| (created.operator.name, p))).await,
+        Err(e) => service_error(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "portal/operator.html")]
+pub struct OperatorPage {
+    pub chrome: Chrome,
+    pub name: String,
+    pub email: String,
+    pub roles: Vec<Choice>,
+    pub disabled: bool,
+    /// Said after a change: what was done.
+    pub done: String,
+}
+
+async fn operator_page(v: &Viewer, name: &str, done: &str) -> Response {
+    let o = match service::operators::get(&v.ctx(), name).await {
+        Ok(o) => o,
+        Err(e) => return service_error(e),
+    };
+    let page = OperatorPage {
+        chrome: chrome(v, format!("Operator {}", o.name)),
+        roles: choices(role_names(v).await, &o.roles),
+        email: o.email.unwrap_or_default(),
+        disabled: o.disabled,
+        name: o.name,
+        done: done.into(),
+    };
+    render(StatusCode::OK, &page)
+}
+
+/// `GET /portal/settings/operators/{name}`: change an operator's roles, e-mail or password.
+pub async fn operator(v: Viewer, Path(name): Path<String>) -> Response {
+    operator_page(&v, &name, "").await
+}
+
+/// `POST /portal/settings/operators/{name}`: the roles (as ticked: none ticked, none held) and
+/// the e-mail. A grant never exceeds what the giver holds (the service checks).
+pub async fn update_operator(v: Viewer, Path(name): Path<String>, Form(f): Form<Fields>) -> Response {
+    let u = OperatorUpdate { roles: Some(checked(&f, "role")), email: Some(field(&f, "email")), disabled: None };
+    match service::operators::update(&v.ctx(), &name, u).await {
+        Ok(_) => operator_page(&v, &name, "Saved.").await,
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/operators/{name}/password`: a new password; it ends their sessions.
+pub async fn set_password(v: Viewer, Path(name): Path<String>, Form(f): Form<Fields>) -> Response {
+    let password = f.iter().find(|(n, _)| n == "password").map(|(_, p)| p.clone()).unwrap_or_default();
+    match service::operators::set_password(&v.ctx(), &name, PasswordChange { password }).await {
+        Ok(()) => operator_page(&v, &name, "Password changed; their sessions have ended.").await,
         Err(e) => service_error(e),
     }
 }
@@ -178,20 +281,65 @@ pub struct GroupRow {
     pub not_conferred: String,
 }
 
+/// The role or group forms, filled in for a change (`?role=NAME`, `?group=NAME`) or empty.
+pub struct RoleForm {
+    pub name: String,
+    pub description: String,
+    pub privileges: Vec<Choice>,
+}
+
+pub struct GroupForm {
+    pub name: String,
+    pub roles: Vec<Choice>,
+    pub operators: String,
+    pub clients: String,
+    pub applications: String,
+}
+
 #[derive(Template)]
 #[template(path = "portal/access.html")]
 pub struct AccessPage {
     pub chrome: Chrome,
     pub roles: Vec<RoleRow>,
     pub groups: Vec<GroupRow>,
+    pub role_form: RoleForm,
+    pub group_form: GroupForm,
 }
 
-/// `GET /portal/settings/access`: roles and access groups.
-pub async fn access(v: Viewer) -> Response {
+#[derive(Deserialize)]
+pub struct AccessQuery {
+    #[serde(default)]
+    role: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+}
+
+/// `GET /portal/settings/access`: roles and access groups, and the forms to add or change them.
+pub async fn access(v: Viewer, Query(q): Query<AccessQuery>) -> Response {
     let c = v.ctx();
     let (roles, groups) = match (service::access::list_roles(&c).await, service::access::list_groups(&c).await) {
         (Ok(r), Ok(g)) => (r, g),
         (Err(e), _) | (_, Err(e)) => return service_error(e),
+    };
+    let editing_role = q.role.as_deref().and_then(|n| roles.iter().find(|r| r.name == n && !r.built_in));
+    let role_form = RoleForm {
+        name: editing_role.map(|r| r.name.clone()).unwrap_or_default(),
+        description: editing_role.and_then(|r| r.description.clone()).unwrap_or_default(),
+        privileges: choices(
+            Privilege::ALL.iter().map(|p| p.as_str().to_string()),
+            editing_role.map(|r| r.privileges.as_slice()).unwrap_or_default(),
+        ),
+    };
+    let editing_group = q.group.as_deref().and_then(|n| groups.iter().find(|g| g.name == n));
+    let group_form = GroupForm {
+        name: editing_group.map(|g| g.name.clone()).unwrap_or_default(),
+        roles: choices(
+            roles.iter().map(|r| r.name.clone()),
+            editing_group.map(|g| g.roles.as_slice()).unwrap_or_default(),
+        ),
+        operators: editing_group.map(|g| g.operators.join(", ")).unwrap_or_default(),
+        clients: editing_group.map(|g| g.clients.join(", ")).unwrap_or_default(),
+        applications: editing_group.map(|g| g.applications.join(", ")).unwrap_or_default(),
     };
     let roles = roles
         .into_iter()
@@ -220,7 +368,59 @@ pub async fn access(v: Viewer) -> Response {
             }
         })
         .collect();
-    render(StatusCode::OK, &AccessPage { chrome: chrome(&v, "Roles and access groups"), roles, groups })
+    let page = AccessPage { chrome: chrome(&v, "Roles and access groups"), roles, groups, role_form, group_form };
+    render(StatusCode::OK, &page)
+}
+
+const ACCESS: &str = "/portal/settings/access";
+
+/// `POST /portal/settings/roles`: adds a custom role, or replaces the one of that name (never
+/// beyond the privileges the caller holds).
+pub async fn save_role(v: Viewer, Form(f): Form<Fields>) -> Response {
+    let name = field(&f, "name");
+    let r = Role {
+        name: name.clone(),
+        privileges: checked(&f, "privilege"),
+        built_in: false,
+        description: optional(&f, "description"),
+    };
+    match service::access::put_role(&v.ctx(), &name, r).await {
+        Ok(_) => Redirect::to(ACCESS).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/roles/{name}/delete`: a custom role nobody holds.
+pub async fn delete_role(v: Viewer, Path(name): Path<String>) -> Response {
+    match service::access::delete_role(&v.ctx(), &name).await {
+        Ok(()) => Redirect::to(ACCESS).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/access-groups`: adds an access group, or replaces the one of that name.
+pub async fn save_group(v: Viewer, Form(f): Form<Fields>) -> Response {
+    let name = field(&f, "name");
+    let g = AccessGroup {
+        name: name.clone(),
+        roles: checked(&f, "role"),
+        operators: listed(&f, "operators"),
+        clients: listed(&f, "clients"),
+        applications: listed(&f, "applications"),
+        ineffective_privileges: vec![],
+    };
+    match service::access::put_group(&v.ctx(), &name, g).await {
+        Ok(_) => Redirect::to(ACCESS).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/access-groups/{name}/delete`.
+pub async fn delete_group(v: Viewer, Path(name): Path<String>) -> Response {
+    match service::access::delete_group(&v.ctx(), &name).await {
+        Ok(()) => Redirect::to(ACCESS).into_response(),
+        Err(e) => service_error(e),
+    }
 }
 
 pub struct ProfileRow {
@@ -232,20 +432,62 @@ pub struct ProfileRow {
     pub has_secret: bool,
 }
 
+/// The profile form, filled in for a change (`?profile=NAME`; never the secret) or empty.
+#[derive(Default)]
+pub struct ProfileForm {
+    pub name: String,
+    pub kind: String,
+    pub username: String,
+    pub client_id: String,
+    pub token_endpoint: String,
+    pub scope: String,
+    pub revocation_endpoint: String,
+    pub ca_file: String,
+    pub environment: String,
+    pub allowed_urls: String,
+    pub has_secret: bool,
+}
+
 #[derive(Template)]
 #[template(path = "portal/profiles.html")]
 pub struct ProfilesPage {
     pub chrome: Chrome,
     pub rows: Vec<ProfileRow>,
+    pub form: ProfileForm,
+    pub kinds: [&'static str; 3],
+}
+
+#[derive(Deserialize)]
+pub struct ProfileQuery {
+    #[serde(default)]
+    profile: Option<String>,
 }
 
 /// `GET /portal/settings/auth-profiles`: the credentials the orchestrator uses to call other
-/// systems (secrets never shown).
-pub async fn profiles(v: Viewer) -> Response {
+/// systems (secrets never shown), and the form to add or change one.
+pub async fn profiles(v: Viewer, Query(q): Query<ProfileQuery>) -> Response {
     let list = match service::profiles::list(&v.ctx()).await {
         Ok(l) => l,
         Err(e) => return service_error(e),
     };
+    let form = q
+        .profile
+        .as_deref()
+        .and_then(|n| list.iter().find(|p| p.name == n))
+        .map(|p| ProfileForm {
+            name: p.name.clone(),
+            kind: p.kind.clone(),
+            username: p.username.clone().unwrap_or_default(),
+            client_id: p.client_id.clone().unwrap_or_default(),
+            token_endpoint: p.token_endpoint.clone().unwrap_or_default(),
+            scope: p.scope.clone().unwrap_or_default(),
+            revocation_endpoint: p.revocation_endpoint.clone().unwrap_or_default(),
+            ca_file: p.ca_file.clone().unwrap_or_default(),
+            environment: p.environment.clone().unwrap_or_default(),
+            allowed_urls: p.allowed_urls.join("\n"),
+            has_secret: p.has_secret,
+        })
+        .unwrap_or_default();
     let rows = list
         .into_iter()
         .map(|p| ProfileRow {
@@ -257,7 +499,47 @@ pub async fn profiles(v: Viewer) -> Response {
             name: p.name,
         })
         .collect();
-    render(StatusCode::OK, &ProfilesPage { chrome: chrome(&v, "Authentication profiles"), rows })
+    let kinds = ["basic", "bearer", "oauth2-client-credentials"];
+    render(StatusCode::OK, &ProfilesPage { chrome: chrome(&v, "Authentication profiles"), rows, form, kinds })
+}
+
+const PROFILES: &str = "/portal/settings/auth-profiles";
+
+/// `POST /portal/settings/auth-profiles`: adds a profile or replaces the one of that name; an
+/// empty secret keeps the stored one (secrets are write-only).
+pub async fn save_profile(v: Viewer, Form(f): Form<Fields>) -> Response {
+    let name = field(&f, "name");
+    let p = AuthProfile {
+        name: name.clone(),
+        kind: field(&f, "kind"),
+        username: optional(&f, "username"),
+        client_id: optional(&f, "client_id"),
+        token_endpoint: optional(&f, "token_endpoint"),
+        scope: optional(&f, "scope"),
+        revocation_endpoint: optional(&f, "revocation_endpoint"),
+        ca_file: optional(&f, "ca_file"),
+        environment: optional(&f, "environment"),
+        allowed_urls: field(&f, "allowed_urls")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        has_secret: false,
+        secret: f.iter().find(|(n, _)| n == "secret").map(|(_, s)| s.clone()).filter(|s| !s.is_empty()),
+    };
+    match service::profiles::put(&v.ctx(), &name, p).await {
+        Ok(_) => Redirect::to(PROFILES).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/settings/auth-profiles/{name}/delete`.
+pub async fn delete_profile(v: Viewer, Path(name): Path<String>) -> Response {
+    match service::profiles::delete(&v.ctx(), &name).await {
+        Ok(()) => Redirect::to(PROFILES).into_response(),
+        Err(e) => service_error(e),
+    }
 }
 
 #[derive(Template)]

@@ -116,8 +116,17 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/settings/operators/{name}/unlock" => admin::unlock_operator, OperatorManage);
     let p =
         page!(p, POST "/portal/settings/operators/{name}/revoke-sessions" => admin::revoke_sessions, OperatorManage);
+    let p = page!(p, GET "/portal/settings/operators/{name}" => admin::operator, OperatorManage);
+    let p = page!(p, POST "/portal/settings/operators/{name}" => admin::update_operator, OperatorManage);
+    let p = page!(p, POST "/portal/settings/operators/{name}/password" => admin::set_password, OperatorManage);
     let p = page!(p, GET "/portal/settings/access" => admin::access, RoleManage);
+    let p = page!(p, POST "/portal/settings/roles" => admin::save_role, RoleManage);
+    let p = page!(p, POST "/portal/settings/roles/{name}/delete" => admin::delete_role, RoleManage);
+    let p = page!(p, POST "/portal/settings/access-groups" => admin::save_group, RoleManage);
+    let p = page!(p, POST "/portal/settings/access-groups/{name}/delete" => admin::delete_group, RoleManage);
     let p = page!(p, GET "/portal/settings/auth-profiles" => admin::profiles, AuthProfileManage);
+    let p = page!(p, POST "/portal/settings/auth-profiles" => admin::save_profile, AuthProfileManage);
+    let p = page!(p, POST "/portal/settings/auth-profiles/{name}/delete" => admin::delete_profile, AuthProfileManage);
     let p = page!(p, GET "/portal/system" => admin::system, SystemObserve);
     (p.router, p.table)
 }
