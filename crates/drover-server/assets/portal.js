@@ -3,14 +3,14 @@
 // the log follows over server-sent events and the status, tasks and actions are fetched again
 // whenever the deployment changes.
 "use strict";
-// The client-secret page's download: the file is made here from the page's text (a Blob URL,
+// The client- and agent-secret pages' download: the file is made here from the page's text (a Blob URL,
 // so no secret ends up in the browser's download history as a data: URL would).
 (function () {
   var b = document.getElementById("download");
   if (!b || !window.Blob) return;
   b.addEventListener("click", function () {
     var text = document.getElementById(b.dataset.from).textContent;
-    var url = URL.createObjectURL(new Blob([text], { type: "application/json" }));
+    var url = URL.createObjectURL(new Blob([text], { type: b.dataset.type || "application/json" }));
     var a = document.createElement("a");
     a.href = url;
     a.download = b.dataset.filename;

@@ -446,7 +446,13 @@ stages:
     let check = r#"
         const problems = [];
         const doc = document.documentElement;
-        if (doc.scrollWidth > window.innerWidth + 1) problems.push("scrolls sideways: " + doc.scrollWidth);
+        if (doc.scrollWidth > window.innerWidth + 1) {
+            // Name the elements that stick out (outside a box that scrolls by itself).
+            const out = [...document.querySelectorAll("body *")].filter(el =>
+                el.getBoundingClientRect().right > window.innerWidth + 1 && !(el.parentElement && el.parentElement.closest(".table-wrap, pre")));
+            problems.push("scrolls sideways: " + doc.scrollWidth + " by " +
+                out.slice(-3).map(el => el.tagName + (el.id ? '#' + el.id : '') + "." + el.className).join(", "));
+        }
         for (const el of document.querySelectorAll("input:not([type=hidden]), select, textarea")) {
             if (el.hidden || el.closest("[hidden]")) continue;
             if (!(el.labels && el.labels.length) && !el.getAttribute("aria-label")) problems.push("unlabelled " + (el.name || el.id));

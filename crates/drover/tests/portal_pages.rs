@@ -478,3 +478,88 @@ async fn access_operators_and_profiles_are_managed_in_the_portal() {
     assert_eq!(newbie.roles, vec!["people".to_string()]);
     s.shutdown().await;
 }
+
+/// Environments and agents are managed in the portal: an agent registered there gets a secret,
+/// shown once, that a real agent runs with; labels are bounded; nothing in use is deleted.
+/// Clients with redirect URIs, public clients and clients with keys are registered there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn environments_agents_and_clients_are_managed_in_the_portal() {
+    let mut s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let admin = s.admin();
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = s.http();
+    let url = s.url.clone();
+    let post = |path: &str, form: Vec<(&str, &str)>| {
+        let mut form = form;
+        form.push(("csrf_token", token.as_str()));
+        c.post(format!("{url}{path}")).header("cookie", &session).form(&form).send()
+    };
+    let r = post("/portal/environments", vec![("name", "qa-eu"), ("kind", "qa"), ("applications", "web, shop")]).await;
+    assert_eq!(r.unwrap().status(), 303);
+    let env = admin.environments().await.unwrap().into_iter().find(|e| e.name == "qa-eu").unwrap();
+    assert_eq!((env.kind.as_str(), env.applications.clone()), ("qa", vec!["shop".to_string(), "web".to_string()]));
+    // The same name changes it: any application now, the kind kept.
+    assert_eq!(
+        post("/portal/environments", vec![("name", "qa-eu"), ("applications", "")]).await.unwrap().status(),
+        303
+    );
+    let env = admin.environments().await.unwrap().into_iter().find(|e| e.name == "qa-eu").unwrap();
+    assert_eq!((env.kind.as_str(), env.applications.len()), ("qa", 0));
+    let r = post("/portal/environments", vec![("name", "x"), ("kind", "moon")]).await.unwrap();
+    assert_eq!(r.status(), 400);
+
+    // An agent: its secret shown once, and a real agent runs a deployment with it.
+    let r = post("/portal/agents", vec![("name", "qa-1"), ("environment", "qa-eu"), ("labels", "region=eu")]).await;
+    let html = r.unwrap().text().await.unwrap();
+    let at = html.find("<code id=\"agent-secret\">").unwrap() + "<code id=\"agent-secret\">".len();
+    let secret = html[at..].split('<').next().unwrap().to_string();
+    assert_eq!(secret.len(), 64, "{html}");
+    assert!(html.contains("--secret-file qa-1.secret") && html.contains("data-filename=\"qa-1.secret\""));
+    let work = s.dir.path().join("qa-1");
+    s.run_agent("qa-1", &secret, &work, 1).unwrap();
+    admin
+        .apply_yaml("application: web\nstages:\n  - name: qa\n    environment: qa-eu\n    tasks: [{type: run, command: \"true\"}]\n")
+        .await
+        .unwrap();
+    let d = admin.deploy("web", "1").await.unwrap();
+    drover_testkit::wait_status(&admin, d.id, drover_types::DeploymentStatus::Completed).await.unwrap();
+    let page = page_text(&s, &session, "/portal/environments").await;
+    assert!(page.contains("data-agent=\"qa-1\"") && !page.contains(&secret), "the secret is not shown again");
+    // Labels: replaced as a whole; malformed or hostile ones refused, nothing changed.
+    let r = post("/portal/agents/qa-1/labels", vec![("labels", "region=us, tier=web")]).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let labels = |a: &[drover_types::Agent]| a.iter().find(|a| a.name == "qa-1").unwrap().labels.clone();
+    let want: std::collections::BTreeMap<String, String> =
+        [("region".to_string(), "us".to_string()), ("tier".to_string(), "web".to_string())].into();
+    assert_eq!(labels(&admin.agents().await.unwrap()), want);
+    for bad in ["region", "re gion=us", "region=<b>\u{0}"] {
+        let r = post("/portal/agents/qa-1/labels", vec![("labels", bad)]).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad:?}");
+    }
+    assert_eq!(labels(&admin.agents().await.unwrap()), want);
+    // Nothing in use is deleted: the environment has a pipeline and an agent.
+    let r = post("/portal/environments/qa-eu/delete", vec![]).await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert!(r.text().await.unwrap().contains("used by pipeline web"));
+    admin.delete_pipeline("web").await.unwrap();
+    assert_eq!(post("/portal/environments/qa-eu/delete", vec![]).await.unwrap().status(), 409, "it has an agent");
+    assert_eq!(post("/portal/agents/qa-1/delete", vec![]).await.unwrap().status(), 303);
+    assert_eq!(post("/portal/environments/qa-eu/delete", vec![]).await.unwrap().status(), 303);
+    assert!(admin.environments().await.unwrap().iter().all(|e| e.name != "qa-eu"));
+    assert!(admin.agents().await.unwrap().is_empty());
+
+    // Clients: a public one with a redirect URI (no secret page), and a JWKS that is not JSON.
+    let r = post(
+        "/portal/settings/clients",
+        vec![("name", "tool"), ("public", "1"), ("redirect_uris", "https://tool.example.com/callback\n")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 303);
+    let tool = admin.client_registration("tool").await.unwrap();
+    assert!(tool.public && tool.redirect_uris == vec!["https://tool.example.com/callback".to_string()], "{tool:?}");
+    let r = post("/portal/settings/clients", vec![("name", "keyed"), ("role", "api"), ("jwks", "{not json")]).await;
+    assert_eq!(r.unwrap().status(), 400);
+    assert!(admin.client_registration("keyed").await.is_err(), "nothing registered");
+    s.shutdown().await;
+}

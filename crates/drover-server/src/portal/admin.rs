@@ -15,20 +15,20 @@ use super::{Viewer, render, service_error};
 use crate::service;
 
 /// A submitted form's fields in order (checkboxes repeat their name).
-type Fields = Vec<(String, String)>;
+pub(super) type Fields = Vec<(String, String)>;
 
 /// The trimmed value of a field, empty when absent.
-fn field(f: &Fields, name: &str) -> String {
+pub(super) fn field(f: &Fields, name: &str) -> String {
     f.iter().find(|(n, _)| n == name).map(|(_, v)| v.trim().to_string()).unwrap_or_default()
 }
 
 /// The values of a repeated field (checkboxes).
-fn checked(f: &Fields, name: &str) -> Vec<String> {
+pub(super) fn checked(f: &Fields, name: &str) -> Vec<String> {
     f.iter().filter(|(n, _)| n == name).map(|(_, v)| v.trim().to_string()).filter(|v| !v.is_empty()).collect()
 }
 
 /// A list typed in one field: names separated by commas, spaces or new lines.
-fn listed(f: &Fields, name: &str) -> Vec<String> {
+pub(super) fn listed(f: &Fields, name: &str) -> Vec<String> {
     field(f, name).split(|c: char| c == ',' || c.is_whitespace()).filter(|x| !x.is_empty()).map(String::from).collect()
 }
 

@@ -97,6 +97,11 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, GET "/portal/audit/export" => pages::audit_export, AuditRead);
     let p = page!(p, GET "/portal/artifacts" => settings::artifacts, ArtifactRead);
     let p = page!(p, GET "/portal/environments" => settings::environments, PipelineRead);
+    let p = page!(p, POST "/portal/environments" => settings::save_environment, EnvironmentManage);
+    let p = page!(p, POST "/portal/environments/{name}/delete" => settings::delete_environment, EnvironmentManage);
+    let p = page!(p, POST "/portal/agents" => settings::add_agent, AgentManage);
+    let p = page!(p, POST "/portal/agents/{name}/labels" => settings::set_agent_labels, AgentManage);
+    let p = page!(p, POST "/portal/agents/{name}/delete" => settings::delete_agent, AgentManage);
     let p = page!(p, GET "/portal/environments/{name}/variables" => admin::variables, VariableRead);
     let p = page!(p, POST "/portal/environments/{name}/variables" => admin::set_variable, VariableManage);
     let p = page!(p, POST "/portal/environments/{name}/variables/{variable}/delete" => admin::delete_variable, VariableManage);

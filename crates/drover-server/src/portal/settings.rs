@@ -9,8 +9,11 @@ use axum::extract::{Form, Path};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use drover_core::rbac::{AGENT_ROLE, BUILT_IN_ROLES, Privilege};
-use drover_types::{ClientSecret, ClientUpdate, NewClient, RegenerateSecret};
+use drover_types::{
+    ClientSecret, ClientUpdate, EnvironmentKind, NewAgent, NewClient, NewEnvironment, RegenerateSecret,
+};
 
+use super::admin::{Fields, checked, field, listed};
 use super::pages::{Chrome, chrome, when};
 use super::{Viewer, multipart, render, service_error};
 use crate::service;
@@ -117,11 +120,30 @@ pub async fn create_client(
     v: Viewer,
     Form(f): Form<Vec<(String, String)>>,
 ) -> Response {
-    let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string()).unwrap_or_default();
-    let mut roles: Vec<String> = f.iter().filter(|(k, _)| k == "role").map(|(_, v)| v.clone()).collect();
-    roles.extend(get("custom_roles").split([',', ' ']).filter(|r| !r.is_empty()).map(String::from));
-    let n = NewClient { name: get("name"), roles, redirect_uris: Vec::new(), public: false, jwks: None };
+    let mut roles = checked(&f, "role");
+    roles.extend(listed(&f, "custom_roles"));
+    let jwks = match field(&f, "jwks") {
+        j if j.is_empty() => None,
+        j => match serde_json::from_str(&j) {
+            Ok(v) => Some(v),
+            Err(e) => return service_error(drover_core::Error::BadRequest(format!("the JWKS is not JSON: {e}"))),
+        },
+    };
+    let n = NewClient {
+        name: field(&f, "name"),
+        roles,
+        redirect_uris: field(&f, "redirect_uris")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect(),
+        public: !field(&f, "public").is_empty(),
+        jwks,
+    };
     match service::clients::create(&v.ctx(), n).await {
+        // Public clients and clients with keys have no secret to show.
+        Ok(cs) if cs.client_secret.is_empty() => Redirect::to("/portal/settings/clients").into_response(),
         Ok(cs) => secret_page(&v, &s, cs),
         Err(e) => service_error(e),
     }
@@ -359,6 +381,11 @@ pub struct EnvironmentsPage {
     pub envs: Vec<EnvRow>,
     pub agents_visible: bool,
     pub variables: bool,
+    /// `environment.manage`: the environment forms.
+    pub manage_environments: bool,
+    /// `agent.manage`: register, relabel and remove agents.
+    pub manage_agents: bool,
+    pub kinds: Vec<&'static str>,
 }
 
 /// `GET /portal/environments`: environments, and their agents for holders of `agent.read`.
@@ -398,6 +425,125 @@ pub async fn environments(v: Viewer) -> Response {
         })
         .collect();
     let variables = v.principal.holds_globally(Privilege::VariableRead);
-    let page = EnvironmentsPage { chrome: chrome(&v, "Environments and agents"), envs, agents_visible, variables };
+    let page = EnvironmentsPage {
+        chrome: chrome(&v, "Environments and agents"),
+        envs,
+        agents_visible,
+        variables,
+        manage_environments: v.principal.holds_globally(Privilege::EnvironmentManage),
+        manage_agents: v.principal.holds_globally(Privilege::AgentManage),
+        kinds: EnvironmentKind::ALL.iter().map(|k| k.as_str()).collect(),
+    };
     render(StatusCode::OK, &page)
+}
+
+const ENVIRONMENTS: &str = "/portal/environments";
+
+/// `name=value` pairs separated by commas or new lines.
+fn labels(text: &str) -> drover_core::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in text.split([',', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| drover_core::Error::BadRequest(format!("label {pair:?}: write name=value")))?;
+        out.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(out)
+}
+
+/// `POST /portal/environments`: adds an environment, or changes the one of that name (its kind,
+/// the applications it accepts: empty for any).
+pub async fn save_environment(v: Viewer, Form(f): Form<Fields>) -> Response {
+    let c = v.ctx();
+    let name = field(&f, "name");
+    let kind = match field(&f, "kind") {
+        k if k.is_empty() => None,
+        k => match EnvironmentKind::parse(&k) {
+            Some(k) => Some(k),
+            None => return service_error(drover_core::Error::BadRequest(format!("unknown kind {k:?}"))),
+        },
+    };
+    let applications = listed(&f, "applications");
+    let r = match service::environments::get(&c, &name).await {
+        Ok(old) => {
+            let e =
+                NewEnvironment { name: name.clone(), kind: kind.or(Some(old.kind)), labels: old.labels, applications };
+            service::environments::update(&c, &name, e).await
+        }
+        Err(drover_core::Error::NotFound(_)) => {
+            service::environments::create(&c, NewEnvironment { name, kind, labels: Default::default(), applications })
+                .await
+        }
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(_) => Redirect::to(ENVIRONMENTS).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/environments/{name}/delete`: one no pipeline targets and no agent serves.
+pub async fn delete_environment(v: Viewer, Path(name): Path<String>) -> Response {
+    match service::environments::delete(&v.ctx(), &name).await {
+        Ok(()) => Redirect::to(ENVIRONMENTS).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "portal/agent_secret.html")]
+pub struct AgentSecretPage {
+    pub chrome: Chrome,
+    pub name: String,
+    pub environment: String,
+    pub secret: String,
+    pub url: String,
+}
+
+/// `POST /portal/agents`: registers an agent; its secret is shown once, with a Download button
+/// that saves the file `drover agent --secret-file` reads.
+pub async fn add_agent(
+    axum::extract::State(s): axum::extract::State<crate::AppState>,
+    v: Viewer,
+    Form(f): Form<Fields>,
+) -> Response {
+    let labels = match labels(&field(&f, "labels")) {
+        Ok(l) => l,
+        Err(e) => return service_error(e),
+    };
+    let n = NewAgent { name: field(&f, "name"), environment: field(&f, "environment"), labels, jwks: None };
+    match service::agents::create(&v.ctx(), n).await {
+        Ok(cred) => render(
+            StatusCode::OK,
+            &AgentSecretPage {
+                chrome: chrome(&v, format!("Agent {}", cred.name)),
+                name: cred.name,
+                environment: cred.environment,
+                secret: cred.secret,
+                url: s.issuer.clone(),
+            },
+        ),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/agents/{name}/labels`: replaces an agent's labels (fleet stages select by them).
+pub async fn set_agent_labels(v: Viewer, Path(name): Path<String>, Form(f): Form<Fields>) -> Response {
+    let r = match labels(&field(&f, "labels")) {
+        Ok(l) => service::agents::set_labels(&v.ctx(), &name, l).await,
+        Err(e) => Err(e),
+    };
+    match r {
+        Ok(_) => Redirect::to(ENVIRONMENTS).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/agents/{name}/delete`: removes the agent and its client; its tasks in flight end
+/// in `error`.
+pub async fn delete_agent(v: Viewer, Path(name): Path<String>) -> Response {
+    match service::agents::delete(&v.ctx(), &name).await {
+        Ok(()) => Redirect::to(ENVIRONMENTS).into_response(),
+        Err(e) => service_error(e),
+    }
 }
