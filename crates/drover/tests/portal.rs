@@ -491,6 +491,9 @@ stages:
     b.goto(&format!("{}/portal/settings/access", s.url)).await?;
     b.wait_css("#role-form").await?;
     b.screenshot("access").await?;
+    b.goto(&format!("{}/portal/system", s.url)).await?;
+    b.wait_css("table.system").await?;
+    b.screenshot("system").await?;
     b.goto(&format!("{}/portal/pipelines/shop", s.url)).await?;
     b.wait_css(".board").await?;
     // Reports: the figures, as the API gives them, with charts.

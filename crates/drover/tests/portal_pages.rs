@@ -563,3 +563,48 @@ async fn environments_agents_and_clients_are_managed_in_the_portal() {
     assert!(admin.client_registration("keyed").await.is_err(), "nothing registered");
     s.shutdown().await;
 }
+
+/// The system page's levers: drain and resume a node, clear a cache, resize the pool
+/// (PostgreSQL); what they did is what the SysOps API shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_system_page_drains_clears_and_resizes() {
+    let s = TestServer::start(Backend::Postgres).await.unwrap();
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = s.http();
+    let post = |path: &str, form: Vec<(&str, &str)>| {
+        let mut form = form;
+        form.push(("csrf_token", token.as_str()));
+        c.post(format!("{}{path}", s.url)).header("cookie", &session).form(&form).send()
+    };
+    let api = |path: &str| c.get(format!("{}{path}", s.url)).basic_auth("admin", Some(&s.admin_password)).send();
+    let nodes: serde_json::Value = api("/api/v1/system/nodes").await.unwrap().json().await.unwrap();
+    let node = nodes[0]["id"].as_str().unwrap().to_string();
+    let page = page_text(&s, &session, "/portal/system").await;
+    assert!(page.contains(&format!("<tr data-key=\"{node}\">")) && page.contains(">Drain</button>"), "{page}");
+    assert_eq!(post("/portal/system/drain", vec![("node", &node), ("drain", "1")]).await.unwrap().status(), 303);
+    let nodes: serde_json::Value = api("/api/v1/system/nodes").await.unwrap().json().await.unwrap();
+    assert_eq!(nodes[0]["draining"], true);
+    assert!(page_text(&s, &session, "/portal/system").await.contains(">Resume</button>"));
+    assert_eq!(post("/portal/system/drain", vec![("node", &node), ("drain", "0")]).await.unwrap().status(), 303);
+    let nodes: serde_json::Value = api("/api/v1/system/nodes").await.unwrap().json().await.unwrap();
+    assert_eq!(nodes[0]["draining"], false);
+    assert_eq!(
+        post("/portal/system/drain", vec![("node", "ghost@nowhere"), ("drain", "1")]).await.unwrap().status(),
+        404
+    );
+    // A cache, then the pool.
+    assert_eq!(post("/portal/system/clear-cache", vec![("cache", "sign_ins")]).await.unwrap().status(), 303);
+    let caches: serde_json::Value = api("/api/v1/system/caches").await.unwrap().json().await.unwrap();
+    let sign_ins = caches.as_array().unwrap().iter().find(|c| c["name"] == "sign_ins").unwrap();
+    assert!(sign_ins["entries"].as_u64().unwrap() <= 1, "{sign_ins}");
+    assert_eq!(post("/portal/system/clear-cache", vec![("cache", "everything")]).await.unwrap().status(), 404);
+    assert_eq!(post("/portal/system/pool-size", vec![("max", "7")]).await.unwrap().status(), 303);
+    let pools: serde_json::Value = api("/api/v1/system/pools").await.unwrap().json().await.unwrap();
+    assert_eq!(pools[0]["max"], 7);
+    for bad in ["0", "257", "many", ""] {
+        assert_eq!(post("/portal/system/pool-size", vec![("max", bad)]).await.unwrap().status(), 400, "{bad:?}");
+    }
+    let pools: serde_json::Value = api("/api/v1/system/pools").await.unwrap().json().await.unwrap();
+    assert_eq!(pools[0]["max"], 7, "unchanged");
+    s.shutdown().await;
+}

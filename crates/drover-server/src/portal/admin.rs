@@ -542,6 +542,53 @@ pub async fn delete_profile(v: Viewer, Path(name): Path<String>) -> Response {
     }
 }
 
+/// A table of the system page: columns from the rows' fields, in their order.
+pub struct SysTable {
+    pub title: &'static str,
+    /// `nodes` and `caches` rows get their actions.
+    pub kind: &'static str,
+    pub columns: Vec<String>,
+    pub rows: Vec<SysRow>,
+}
+
+pub struct SysRow {
+    /// The node id or cache name the row's actions are for.
+    pub key: String,
+    pub cells: Vec<String>,
+    pub draining: bool,
+}
+
+fn cell(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// An array of objects as a table.
+fn sys_table(title: &'static str, kind: &'static str, key: &str, v: &serde_json::Value) -> SysTable {
+    let items = v.as_array().cloned().unwrap_or_default();
+    let mut columns: Vec<String> = Vec::new();
+    for it in &items {
+        for k in it.as_object().into_iter().flat_map(|o| o.keys()) {
+            if !columns.contains(k) {
+                columns.push(k.clone());
+            }
+        }
+    }
+    let rows = items
+        .iter()
+        .map(|it| SysRow {
+            key: cell(&it[key]),
+            cells: columns.iter().map(|c| cell(&it[c.as_str()])).collect(),
+            draining: it["draining"].as_bool().unwrap_or(false),
+        })
+        .collect();
+    SysTable { title, kind, columns, rows }
+}
+
 #[derive(Template)]
 #[template(path = "portal/system.html")]
 pub struct SystemPage {
@@ -551,25 +598,38 @@ pub struct SystemPage {
     pub headers: String,
     pub credentials: bool,
     pub max_age: u64,
-    pub sections: Vec<(&'static str, String)>,
+    pub tables: Vec<SysTable>,
+    /// `system.manage`: drain, clear a cache, resize the pool.
+    pub manage: bool,
+    pub pool_resizable: bool,
+    pub pool_max: String,
 }
 
-/// `GET /portal/system`: nodes, queues, caches, pools (as the SysOps API gives them) and the CORS
-/// policy, read-only.
+/// `GET /portal/system`: nodes, queues, caches, pools (as the SysOps API gives them) with their
+/// levers for `system.manage`, and the CORS policy, read-only.
 pub async fn system(v: Viewer) -> Response {
     let c = v.ctx();
-    let mut sections = Vec::new();
-    for (title, r) in [
-        ("Nodes", service::system::nodes(&c).await),
-        ("Queues", service::system::queues(&c).await),
-        ("Caches", service::system::caches(&c).await),
-        ("Pools", service::system::pools(&c).await),
-    ] {
-        match r {
-            Ok(v) => sections.push((title, serde_json::to_string_pretty(&v).unwrap_or_default())),
-            Err(e) => return service_error(e),
-        }
-    }
+    let (nodes, queues, caches, pools) = match (
+        service::system::nodes(&c).await,
+        service::system::queues(&c).await,
+        service::system::caches(&c).await,
+        service::system::pools(&c).await,
+    ) {
+        (Ok(n), Ok(q), Ok(ca), Ok(p)) => (n, q, ca, p),
+        (Err(e), ..) | (_, Err(e), ..) | (_, _, Err(e), _) | (_, _, _, Err(e)) => return service_error(e),
+    };
+    let db = pools.as_array().and_then(|a| a.iter().find(|p| p["name"] == "database")).cloned().unwrap_or_default();
+    let active: serde_json::Value = queues["active_deployments"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, n)| serde_json::json!({"status": k, "deployments": n})).collect())
+        .unwrap_or_default();
+    let tables = vec![
+        sys_table("Nodes", "nodes", "id", &nodes),
+        sys_table("Ready tasks per environment", "", "environment", &queues["environments"]),
+        sys_table("Active deployments", "", "status", &active),
+        sys_table("Caches (this node)", "caches", "name", &caches),
+        sys_table("Pools (this node)", "", "name", &pools),
+    ];
     let cors = &c.state.cors;
     let page = SystemPage {
         chrome: chrome(&v, "System"),
@@ -578,7 +638,39 @@ pub async fn system(v: Viewer) -> Response {
         headers: cors.allowed_headers.join(", "),
         credentials: cors.allow_credentials,
         max_age: cors.max_age_secs,
-        sections,
+        tables,
+        manage: v.principal.holds_globally(Privilege::SystemManage),
+        pool_resizable: db["resizable"].as_bool().unwrap_or(false),
+        pool_max: cell(&db["max"]),
     };
     render(StatusCode::OK, &page)
+}
+
+const SYSTEM: &str = "/portal/system";
+
+/// `POST /portal/system/drain`: `node` and `drain` (`1`: stop handing out new work; `0`: resume).
+pub async fn drain(v: Viewer, Form(f): Form<Fields>) -> Response {
+    match service::system::drain(&v.ctx(), &field(&f, "node"), field(&f, "drain") == "1").await {
+        Ok(_) => Redirect::to(SYSTEM).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/system/clear-cache`: empties a cache of the node answering.
+pub async fn clear_cache(v: Viewer, Form(f): Form<Fields>) -> Response {
+    match service::system::clear_cache(&v.ctx(), &field(&f, "cache")).await {
+        Ok(_) => Redirect::to(SYSTEM).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
+/// `POST /portal/system/pool-size`: the database pool's size (PostgreSQL).
+pub async fn pool_size(v: Viewer, Form(f): Form<Fields>) -> Response {
+    let Ok(max) = field(&f, "max").parse::<u32>() else {
+        return service_error(drover_core::Error::BadRequest("the pool size is a whole number".into()));
+    };
+    match service::system::resize_pool(&v.ctx(), max).await {
+        Ok(_) => Redirect::to(SYSTEM).into_response(),
+        Err(e) => service_error(e),
+    }
 }

@@ -133,6 +133,9 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/settings/auth-profiles" => admin::save_profile, AuthProfileManage);
     let p = page!(p, POST "/portal/settings/auth-profiles/{name}/delete" => admin::delete_profile, AuthProfileManage);
     let p = page!(p, GET "/portal/system" => admin::system, SystemObserve);
+    let p = page!(p, POST "/portal/system/drain" => admin::drain, SystemManage);
+    let p = page!(p, POST "/portal/system/clear-cache" => admin::clear_cache, SystemManage);
+    let p = page!(p, POST "/portal/system/pool-size" => admin::pool_size, SystemManage);
     (p.router, p.table)
 }
 
