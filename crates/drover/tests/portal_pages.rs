@@ -608,3 +608,69 @@ async fn the_system_page_drains_clears_and_resizes() {
     assert_eq!(pools[0]["max"], 7, "unchanged");
     s.shutdown().await;
 }
+
+/// The form editor has the pipeline's and stages' variables and a stage's fleet settings: what
+/// they say reaches the YAML `drover apply` reads, and what the form leaves alone is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_form_editor_sets_variables_and_fleet_settings() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let admin = s.admin();
+    admin
+        .apply_yaml("application: fleet\nstages:\n  - name: prod\n    environment: production\n    dispatch_timeout: 5m\n    tasks: [{type: run, command: \"true\"}]\n")
+        .await
+        .unwrap();
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = s.http();
+    let form_page = page_text(&s, &session, "/portal/pipelines/fleet/form").await;
+    let at = form_page.find("name=\"base\" value=\"").unwrap() + "name=\"base\" value=\"".len();
+    let base = form_page[at..].split('"').next().unwrap().replace("&quot;", "\"").replace("&#x22;", "\"");
+    let base = base.replace("&#34;", "\"");
+    let post = |extra: Vec<(&'static str, &'static str)>| {
+        let mut form: Vec<(&str, String)> = vec![
+            ("csrf_token", token.clone()),
+            ("name", "fleet".into()),
+            ("base", base.clone()),
+            ("application", "fleet".into()),
+            ("stages", "1".into()),
+            ("s0.name", "prod".into()),
+            ("s0.environment", "production".into()),
+            ("s0.tasks", "1".into()),
+            ("s0.t0.type", "run".into()),
+            ("s0.t0.command", "true".into()),
+            ("op", "check".into()),
+        ];
+        form.extend(extra.into_iter().map(|(k, v)| (k, v.to_string())));
+        c.post(format!("{}/portal/pipelines/form", s.url)).header("cookie", &session).form(&form).send()
+    };
+    let r = post(vec![
+        ("variables", "REGION=eu-west-1\nTIER=web"),
+        ("s0.targets", "rolling"),
+        ("s0.batch", "25%"),
+        ("s0.max_failures", "1"),
+        ("s0.agents", "region=eu, tier=web"),
+        ("s0.variables", "COLOR=blue"),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    for want in [
+        "REGION: eu-west-1",
+        "targets: rolling",
+        "batch: 25%",
+        "max_failures: 1",
+        "region: eu",
+        "COLOR: blue",
+        "dispatch_timeout: 5m",
+    ] {
+        assert!(html.contains(want), "{want}: {html}");
+    }
+    // A line that is not NAME=value is refused, saying which.
+    let r = post(vec![("s0.agents", "region")]).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("agent labels"));
+    // `one` leaves targets out, as drover apply writes it.
+    let html = post(vec![("s0.targets", "one")]).await.unwrap().text().await.unwrap();
+    assert!(!html.contains("targets:") && html.contains("dispatch_timeout: 5m"), "{html}");
+    s.shutdown().await;
+}

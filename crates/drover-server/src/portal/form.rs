@@ -1,8 +1,9 @@
 //! The pipeline editor's form: the pipeline's stages (name, environment, progression) and their
 //! tasks with the fields of their type, as plain inputs. It works without JavaScript: adding
 //! or removing a stage or a task, or changing a task's type, posts the form back and it is
-//! drawn again. What the form does not show (variables, fleet settings, approval timeouts...)
-//! is kept: each post carries the pipeline it started from (`base`, JSON) and the form's
+//! drawn again. The pipeline's and stages' variables and a stage's fleet settings (targets,
+//! batch, failures allowed, agent labels) are fields too. What the form does not show
+//! (dispatch and approval timeouts, hooks...) is kept: each post carries the pipeline it started from (`base`, JSON) and the form's
 //! fields are laid over it. "Check" turns the result into the YAML `drover apply` reads and
 //! goes on as the YAML editor does (checks, diff, save).
 
@@ -57,7 +58,53 @@ pub struct StageView {
     pub name: String,
     pub environment: String,
     pub manual: bool,
+    /// `one`, `all` or `rolling`.
+    pub targets: String,
+    pub batch: String,
+    pub max_failures: String,
+    /// The agent labels a fleet stage selects by, `name=value, ...`.
+    pub agents: String,
+    /// `NAME=value` lines.
+    pub variables: String,
     pub tasks: Vec<TaskView>,
+}
+
+pub const TARGETS: &[&str] = &["one", "all", "rolling"];
+
+/// An object of strings as `name=value` items joined by `sep`.
+fn pairs_text(v: &Value, sep: &str) -> String {
+    v.as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k}={}", text_of(v))).collect::<Vec<_>>().join(sep))
+        .unwrap_or_default()
+}
+
+/// `name=value` items separated by new lines (and, for labels, commas) as an object; an item
+/// without `=` is an error naming it.
+fn pairs_of(text: &str, commas: bool) -> Result<serde_json::Map<String, Value>, String> {
+    let mut out = serde_json::Map::new();
+    let items = text.split(|c| c == '\n' || (commas && c == ','));
+    for item in items.map(str::trim).filter(|i| !i.is_empty()) {
+        let (k, v) = item.split_once('=').ok_or_else(|| format!("{item:?}: write NAME=value"))?;
+        out.insert(k.trim().to_string(), json!(v.trim()));
+    }
+    Ok(out)
+}
+
+/// Sets `key` to `v`, or removes it when `v` is empty (the YAML then leaves it out).
+fn set_or_remove(o: &mut Value, key: &str, v: Value) {
+    let empty = match &v {
+        Value::Null => true,
+        Value::String(s) => s.is_empty(),
+        Value::Object(m) => m.is_empty(),
+        _ => false,
+    };
+    if empty {
+        if let Some(m) = o.as_object_mut() {
+            m.remove(key);
+        }
+    } else {
+        o[key] = v;
+    }
 }
 
 #[derive(Template)]
@@ -70,6 +117,8 @@ pub struct FormPage {
     pub pipeline: String,
     pub stages: Vec<StageView>,
     pub types: &'static [&'static str],
+    pub targets: &'static [&'static str],
+    pub variables: String,
     pub error: String,
 }
 
@@ -93,6 +142,11 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
                     name: text_of(&st["name"]),
                     environment: text_of(&st["environment"]),
                     manual: st["progression"] == "manual",
+                    targets: st["targets"].as_str().unwrap_or("one").to_string(),
+                    batch: text_of(&st["batch"]),
+                    max_failures: text_of(&st["max_failures"]),
+                    agents: pairs_text(&st["agents"]["labels"], ", "),
+                    variables: pairs_text(&st["variables"], "\n"),
                     tasks: st["tasks"]
                         .as_array()
                         .map(|ts| {
@@ -126,6 +180,8 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
         pipeline: text_of(&spec["pipeline"]),
         stages,
         types: TASK_TYPES,
+        targets: TARGETS,
+        variables: pairs_text(&spec["variables"], "\n"),
         error,
     }
 }
@@ -165,6 +221,13 @@ fn merged(f: &[(String, String)]) -> Result<Value, String> {
             }
         }
     }
+    if let Some(text) = get("variables") {
+        set_or_remove(
+            &mut spec,
+            "variables",
+            Value::Object(pairs_of(text, false).map_err(|e| format!("variables: {e}"))?),
+        );
+    }
     let count = |k: &str| get(k).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
     if count("stages") > spec::MAX_STAGES {
         return Err(format!("at most {} stages", spec::MAX_STAGES));
@@ -176,6 +239,24 @@ fn merged(f: &[(String, String)]) -> Result<Value, String> {
         st["name"] = json!(get(&format!("s{i}.name")).unwrap_or("").trim());
         st["environment"] = json!(get(&format!("s{i}.environment")).unwrap_or("").trim());
         st["progression"] = json!(if get(&format!("s{i}.manual")).is_some() { "manual" } else { "automatic" });
+        if let Some(t) = get(&format!("s{i}.targets")).map(str::trim) {
+            // `one` is the default: left out, as `drover apply` writes it.
+            set_or_remove(&mut st, "targets", json!(if t == "one" { "" } else { t }));
+        }
+        if let Some(b) = get(&format!("s{i}.batch")).map(str::trim) {
+            set_or_remove(&mut st, "batch", b.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(b)));
+        }
+        if let Some(m) = get(&format!("s{i}.max_failures")).map(str::trim) {
+            set_or_remove(&mut st, "max_failures", m.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(m)));
+        }
+        if let Some(a) = get(&format!("s{i}.agents")) {
+            let labels = pairs_of(a, true).map_err(|e| format!("stage {}: agent labels: {e}", i + 1))?;
+            set_or_remove(&mut st, "agents", if labels.is_empty() { Value::Null } else { json!({"labels": labels}) });
+        }
+        if let Some(v) = get(&format!("s{i}.variables")) {
+            let vars = pairs_of(v, false).map_err(|e| format!("stage {}: variables: {e}", i + 1))?;
+            set_or_remove(&mut st, "variables", Value::Object(vars));
+        }
         let base_tasks = st["tasks"].as_array().cloned().unwrap_or_default();
         if count(&format!("s{i}.tasks")) > spec::MAX_TASKS {
             return Err(format!("at most {} tasks in a stage", spec::MAX_TASKS));
