@@ -674,3 +674,76 @@ async fn the_form_editor_sets_variables_and_fleet_settings() {
     assert!(!html.contains("targets:") && html.contains("dispatch_timeout: 5m"), "{html}");
     s.shutdown().await;
 }
+
+/// With the database unreachable, every page answers 503 ("try again"), never a sign-out or a
+/// sign-in redirect, and changes nothing; the same session works once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_page_is_503_while_the_database_is_down() {
+    let relay = drover_testkit::relay::Relay::start().await;
+    let (schema, url) = relay.fresh_schema().await;
+    let s = TestServer::start_configured(Backend::Sqlite, |cfg| cfg.database_url = Some(url.clone())).await.unwrap();
+    let (_, table) = drover_server::portal::pages(s.running.as_ref().unwrap().state.clone());
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = s.http();
+    relay.cut();
+    for p in table.iter().filter(|p| p.path != "/portal/signout") {
+        let rb = c.request(p.method.clone(), format!("{}{}", s.url, concrete(&p.path))).header("cookie", &session);
+        let rb = if p.method == Method::POST { rb.form(&[("csrf_token", token.as_str())]) } else { rb };
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 503, "{} {}", p.method, p.path);
+        assert!(r.headers().get("set-cookie").is_none(), "{} {}: the session cookie is left alone", p.method, p.path);
+        assert!(r.text().await.unwrap().contains("You are still signed in"), "{} {}", p.method, p.path);
+    }
+    relay.restore();
+    let mut back = false;
+    for _ in 0..100 {
+        let r = c.get(format!("{}/portal/", s.url)).header("cookie", &session).send().await.unwrap();
+        if r.status() == 200 {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(back, "the same session works once the database is back");
+    s.shutdown().await;
+    drover_store::testing::drop_schema(&schema).await;
+}
+
+/// A form larger than a portal form can be (64 KiB; an upload 256 KiB) is refused with 413
+/// before anything reads it; within the bound, the page's own checks answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversized_forms_are_refused() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
+    let c = s.http();
+    let big = "x".repeat(70 * 1024);
+    let r = c
+        .post(format!("{}/portal/settings/operators", s.url))
+        .header("cookie", &session)
+        .form(&[("csrf_token", token.as_str()), ("name", "big"), ("email", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(s.admin().operators().await.unwrap().iter().all(|o| o.name != "big"), "nothing created");
+    let upload = |size: usize| {
+        let boundary = "drover-test-boundary";
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"csrf_token\"\r\n\r\n{token}\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"alias\"\r\n\r\njwt\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"keystore\"; filename=\"k.p12\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend(std::iter::repeat_n(0x30u8, size));
+        body.extend(format!("\r\n--{boundary}--\r\n").into_bytes());
+        c.post(format!("{}/portal/settings/keys/import", s.url))
+            .header("cookie", &session)
+            .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(upload(300 * 1024).await.unwrap().status(), 413);
+    let r = upload(200 * 1024).await.unwrap();
+    assert_eq!(r.status(), 422, "within the bound: read, and refused as no keystore");
+    assert!(r.text().await.unwrap().contains("could not be read"));
+    assert_eq!(s.admin().keys().await.unwrap().len(), 1, "nothing imported");
+    s.shutdown().await;
+}

@@ -451,6 +451,39 @@ fn every_action_on_every_task_status_by_every_actor() {
 
 const RELEASE_ADMIN_ROLE: &str = crate::rbac::RELEASE_ADMIN;
 
+/// What pages offer ([`actions_in`]) is what [`apply_action`] takes: in every state, an action
+/// is refused for the deployment's status exactly when it is not offered.
+#[test]
+fn offered_actions_are_the_ones_apply_action_takes() {
+    use Setup::*;
+    let approver = ["approver".to_string()];
+    let ann = Actor { name: "ann", roles: &approver, may_override: false };
+    let acts = [
+        Action::Abort,
+        Action::Pause,
+        Action::Resume,
+        Action::Retry,
+        Action::Skip,
+        Action::Approve,
+        Action::Reject,
+        Action::Promote,
+    ];
+    for setup in [PendingApproval, FailedTask, RunningTask, Paused, PendingPromotion, Queued] {
+        let status = gated(setup).deployment.status;
+        for a in acts {
+            let mut st = gated(setup);
+            let r = apply_action(&mut st, a, &ann, why("because"), Timestamp(10), &mut Effects::default());
+            let refused = matches!(r, Err(Error::InvalidState(_)));
+            assert_eq!(refused, !actions_in(status).contains(&a), "{setup:?} ({status}) × {a}: {r:?}");
+        }
+        // Rollback is the engine's; offered wherever the deployment can still be rolled back.
+        assert_eq!(actions_in(status).contains(&Action::Rollback), matches!(status, D::PendingPromotion | D::Error));
+    }
+    for terminal in [D::Aborted, D::RollingBack] {
+        assert!(actions_in(terminal).is_empty());
+    }
+}
+
 #[test]
 fn n_distinct_approvers_and_self_approval() {
     let approval = TaskSpec::Approval {
