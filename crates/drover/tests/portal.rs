@@ -441,7 +441,8 @@ stages:
     b.screenshot("pipeline-view").await?;
     // Usable on a phone and with assistive technology: at 390 px wide no page scrolls
     // sideways (wide tables scroll inside their own box), every form control has a label,
-    // every button a name, and each page one h1 inside its main landmark.
+    // every button a name, each page one h1 inside its main landmark, the keyboard reaches
+    // every control in the page's order, and text has AA contrast against its background.
     b.client.set_window_size(390, 844).await?;
     let check = r#"
         const problems = [];
@@ -461,6 +462,41 @@ stages:
             if (!btn.textContent.trim() && !btn.getAttribute("aria-label")) problems.push("nameless button");
         }
         if (document.querySelectorAll("main h1").length !== 1) problems.push("h1 count " + document.querySelectorAll("h1").length);
+        // Keyboard: no positive tabindex (the order is the page's), every link and control
+        // reachable by Tab but the hidden default button of the form editor.
+        for (const el of document.querySelectorAll("[tabindex]")) {
+            if (el.tabIndex > 0) problems.push("tabindex " + el.tabIndex + " on " + el.tagName);
+        }
+        for (const el of document.querySelectorAll("a[href], button, input:not([type=hidden]), select, textarea, summary")) {
+            if (el.tabIndex < 0 && !el.classList.contains("sr-only")) problems.push("not focusable: " + el.tagName + " " + (el.id || el.textContent.trim().slice(0, 30)));
+        }
+        // Contrast (WCAG AA): text against the background it is drawn on, 4.5:1 (3:1 large).
+        const rgb = c => { const m = c.match(/[\d.]+/g) || []; return m.map(Number); };
+        const lum = ([r, g, b]) => {
+            const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+            return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+        };
+        const backdrop = el => {
+            for (let e = el; e; e = e.parentElement) {
+                const c = rgb(getComputedStyle(e).backgroundColor);
+                if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+            }
+            return [255, 255, 255];
+        };
+        const seen = new Set();
+        for (const el of document.querySelectorAll("body *")) {
+            const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+            if (!own || el.closest(".sr-only, [hidden], option")) continue;
+            const st = getComputedStyle(el);
+            if (st.visibility === "hidden" || st.display === "none") continue;
+            const fg = rgb(st.color).slice(0, 3), bg = backdrop(el);
+            const [hi, lo] = [lum(fg), lum(bg)].sort((a, b) => b - a);
+            const ratio = (hi + 0.05) / (lo + 0.05);
+            const size = parseFloat(st.fontSize), bold = parseInt(st.fontWeight, 10) >= 700;
+            const need = size >= 24 || (size >= 18.66 && bold) ? 3 : 4.5;
+            const key = el.tagName + "." + el.className + " " + st.color + " on " + bg.join(",");
+            if (ratio < need && !seen.has(key)) { seen.add(key); problems.push("contrast " + ratio.toFixed(2) + " " + key); }
+        }
         return problems;"#;
     let d3_page = format!("/portal/deployments/{}", d3.id);
     for page in [
