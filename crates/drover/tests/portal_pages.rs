@@ -669,6 +669,24 @@ async fn the_form_editor_sets_variables_and_fleet_settings() {
     let r = post(vec![("s0.agents", "region")]).await.unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("agent labels"));
+    // An error about one field is shown at that field, in the form.
+    let r = post(vec![("s0.targets", "rolling"), ("s0.batch", "0")]).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("id=\"s0-batch\"") && html.contains("aria-invalid=\"true\""), "{html}");
+    let at = html.find("id=\"s0-batch\"").unwrap();
+    assert!(html[at..].split('>').next().unwrap().contains("aria-invalid"), "the batch input is the one marked");
+    let r = post(vec![("s0.t0.type", "http-check"), ("s0.t0.url", "ftp://example.com/")]).await.unwrap();
+    let html = r.text().await.unwrap();
+    let at = html.find("id=\"s0-t0-url\"").expect("the url field");
+    assert!(html[at..].split('>').next().unwrap().contains("aria-invalid"), "{html}");
+    assert!(html.contains("class=\"field-error\""), "the message is beside the field");
+    // One the service finds (an unknown role) is shown at its field too.
+    let r = post(vec![("s0.t0.type", "approval"), ("s0.t0.role", "no-such-role")]).await.unwrap();
+    assert_eq!(r.status(), 422);
+    let html = r.text().await.unwrap();
+    let at = html.find("id=\"s0-t0-role\"").expect("the role field");
+    assert!(html[at..].split('>').next().unwrap().contains("aria-invalid") && html.contains("unknown role"), "{html}");
     // `one` leaves targets out, as drover apply writes it.
     let html = post(vec![("s0.targets", "one")]).await.unwrap().text().await.unwrap();
     assert!(!html.contains("targets:") && html.contains("dispatch_timeout: 5m"), "{html}");

@@ -45,6 +45,8 @@ pub struct FieldView {
     pub label: &'static str,
     pub value: String,
     pub id: String,
+    /// The error is about this field.
+    pub invalid: bool,
 }
 
 pub struct TaskView {
@@ -67,6 +69,8 @@ pub struct StageView {
     /// `NAME=value` lines.
     pub variables: String,
     pub tasks: Vec<TaskView>,
+    /// The stage input the error is about (`name`, `batch`, `max-failures`...), or empty.
+    pub invalid: String,
 }
 
 pub const TARGETS: &[&str] = &["one", "all", "rolling"];
@@ -120,6 +124,83 @@ pub struct FormPage {
     pub targets: &'static [&'static str],
     pub variables: String,
     pub error: String,
+    /// The id of the input the error is about (empty: the error is about the whole form).
+    pub error_field: String,
+}
+
+/// Which input makes the pipeline unreadable (serde says what, not where): the first stage
+/// setting that cannot be read on its own, or the first task field without which its task
+/// can. Returns the input's id and the path the error is then given.
+fn unreadable(spec: &Value) -> Option<(String, String)> {
+    for (i, st) in spec["stages"].as_array()?.iter().enumerate() {
+        for (key, v) in st.as_object()?.iter().filter(|(k, _)| k.as_str() != "tasks") {
+            let alone = json!({"name": "x", "environment": "x", key.as_str(): v});
+            if serde_json::from_value::<drover_types::StageSpec>(alone).is_err() {
+                let path = format!("stages[{i}].{key}");
+                return field_of(&format!("{path}: ")).map(|id| (id, path));
+            }
+        }
+        for (j, t) in st["tasks"].as_array()?.iter().enumerate() {
+            let Err(e) = serde_json::from_value::<drover_types::TaskSpec>(t.clone()) else { continue };
+            let fields = fields_of(t["type"].as_str().unwrap_or_default());
+            // The field the message names (`url`), else the one without which the task reads.
+            let named = fields.iter().find(|(f, _)| e.to_string().contains(&format!("`{f}`")));
+            let culprit = named.or_else(|| {
+                fields.iter().find(|(f, _)| {
+                    let mut without = t.clone();
+                    without.as_object_mut().and_then(|o| o.remove(*f)).is_some()
+                        && serde_json::from_value::<drover_types::TaskSpec>(without).is_ok()
+                })
+            });
+            if let Some((f, _)) = culprit {
+                return Some((format!("s{i}-t{j}-{f}"), format!("stages[{i}].tasks[{j}].{f}")));
+            }
+        }
+    }
+    None
+}
+
+impl FormPage {
+    /// Marks the input with id `id` as the one the error is about.
+    fn mark(&mut self, id: &str) {
+        self.error_field = id.to_string();
+        for st in &mut self.stages {
+            if let Some(key) = id.strip_prefix(&format!("s{}-", st.index)) {
+                st.invalid = key.to_string();
+            }
+            for f in st.tasks.iter_mut().flat_map(|t| t.fields.iter_mut()) {
+                f.invalid = f.id == id;
+            }
+        }
+    }
+}
+
+/// The form's input an error names: `stages[1].tasks[0].url: ...` is `s1-t0-url`,
+/// `stages[0].batch: ...` is `s0-batch`, `variables.X: ...` is `variables`.
+pub fn field_of(message: &str) -> Option<String> {
+    let path = message.split(": ").next()?;
+    let ident = |s: &str| s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>();
+    if path.starts_with("variables") {
+        return Some("variables".into());
+    }
+    if path == "application" || path == "pipeline" {
+        return Some(path.into());
+    }
+    let rest = path.strip_prefix("stages[")?;
+    let (i, rest) = rest.split_once("].")?;
+    let i: usize = i.parse().ok()?;
+    if let Some(task) = rest.strip_prefix("tasks[") {
+        let (j, field) = task.split_once("].")?;
+        let j: usize = j.parse().ok()?;
+        return Some(format!("s{i}-t{j}-{}", ident(field)));
+    }
+    let key = ident(rest);
+    let id = match key.as_str() {
+        "name" | "environment" | "targets" | "batch" | "agents" | "variables" => format!("s{i}-{key}"),
+        "max_failures" => format!("s{i}-max-failures"),
+        _ => return None,
+    };
+    Some(id)
 }
 
 fn text_of(v: &Value) -> String {
@@ -147,6 +228,7 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
                     max_failures: text_of(&st["max_failures"]),
                     agents: pairs_text(&st["agents"]["labels"], ", "),
                     variables: pairs_text(&st["variables"], "\n"),
+                    invalid: String::new(),
                     tasks: st["tasks"]
                         .as_array()
                         .map(|ts| {
@@ -161,6 +243,7 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
                                             id: format!("s{i}-t{j}-{f}"),
                                             label,
                                             value: text_of(&t[*f]),
+                                            invalid: false,
                                         })
                                         .collect();
                                     TaskView { index: j, kind, fields }
@@ -183,6 +266,7 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
         targets: TARGETS,
         variables: pairs_text(&spec["variables"], "\n"),
         error,
+        error_field: String::new(),
     }
 }
 
@@ -346,8 +430,48 @@ pub async fn post(v: Viewer, Form(f): Form<Vec<(String, String)>>) -> Response {
         apply_op(&mut spec, &op);
         return render(StatusCode::OK, &view(&v, &name, &spec, String::new()));
     }
-    match serde_json::from_value::<PipelineSpec>(spec.clone()) {
-        Ok(parsed) => super::editor::preview_yaml(&v, &name, spec::to_yaml(&parsed)).await,
-        Err(e) => render(StatusCode::UNPROCESSABLE_ENTITY, &view(&v, &name, &spec, e.to_string())),
+    let parsed = match serde_json::from_value::<PipelineSpec>(spec.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            let mut page = view(&v, &name, &spec, e.to_string());
+            if let Some((id, path)) = unreadable(&spec) {
+                page.error = format!("{path}: {e}");
+                page.mark(&id);
+            }
+            return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+    };
+    // An error about one field is shown at that field, here; anything else in the YAML
+    // editor, as drover apply would say it.
+    let problem = match spec::validate(&parsed) {
+        Err(e) => Some(e),
+        Ok(()) => service::pipelines::check(&v.ctx(), &parsed).await.err(),
+    };
+    if let Some(e @ drover_core::Error::Invalid(_)) = problem {
+        let message = crate::error::ApiError::from(e).message;
+        if let Some(id) = field_of(&message) {
+            let mut page = view(&v, &name, &spec, message);
+            page.mark(&id);
+            return render(StatusCode::UNPROCESSABLE_ENTITY, &page);
+        }
+    }
+    super::editor::preview_yaml(&v, &name, spec::to_yaml(&parsed)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::field_of;
+
+    #[test]
+    fn an_error_names_its_field() {
+        let f = |m: &str| field_of(m);
+        assert_eq!(f("stages[1].tasks[0].url: the scheme is not allowed").as_deref(), Some("s1-t0-url"));
+        assert_eq!(f("stages[0].tasks[2].command: unknown variable ${NOPE}").as_deref(), Some("s0-t2-command"));
+        assert_eq!(f("stages[3].name: duplicate stage name \"dev\"").as_deref(), Some("s3-name"));
+        assert_eq!(f("stages[0].max_failures: needs targets all or rolling").as_deref(), Some("s0-max-failures"));
+        assert_eq!(f("variables.REGION: empty").as_deref(), Some("variables"));
+        assert_eq!(f("stages[0].tasks: stage \"dev\" has no tasks"), None);
+        assert_eq!(f("no path here"), None);
+        assert_eq!(f("stages[x].name: bad"), None);
     }
 }
