@@ -95,8 +95,30 @@ impl Profiles {
         if create && existing.is_some() {
             return Err(Error::Conflict(format!("auth profile {} exists already", p.name)));
         }
-        let old_sealed =
-            existing.as_ref().and_then(|(b, _)| serde_json::from_str::<Stored>(b).ok()).and_then(|st| st.sealed_secret);
+        let old = existing.as_ref().and_then(|(b, _)| serde_json::from_str::<Stored>(b).ok());
+        let new_secret = p.secret.as_deref().is_some_and(|x| !x.is_empty());
+        // A kept secret goes only where, and to whom, it went before: a change of where it is
+        // sent (URLs, endpoints, CA, environment) or of what it is needs the secret again, so
+        // nobody can redirect a credential they cannot read.
+        if let Some(old) = old.as_ref().filter(|o| o.sealed_secret.is_some() && !new_secret) {
+            let o = &old.profile;
+            let moved = [
+                ("kind", o.kind != p.kind),
+                ("username", o.username != p.username),
+                ("client_id", o.client_id != p.client_id),
+                ("token_endpoint", o.token_endpoint != p.token_endpoint),
+                ("revocation_endpoint", o.revocation_endpoint != p.revocation_endpoint),
+                ("ca_file", o.ca_file != p.ca_file),
+                ("environment", o.environment != p.environment),
+                ("allowed_urls", o.allowed_urls != p.allowed_urls),
+            ];
+            if let Some((field, _)) = moved.iter().find(|(_, changed)| *changed) {
+                return Err(Error::BadRequest(format!(
+                    "{field} changed: give the secret again (a stored secret is not sent anywhere new without it)"
+                )));
+            }
+        }
+        let old_sealed = old.and_then(|st| st.sealed_secret);
         let sealed = match p.secret.take().filter(|x| !x.is_empty()) {
             Some(secret) => Some(
                 s.keys.master().seal(secret.as_bytes(), &context(&p.name)).map_err(|e| Error::Store(e.to_string()))?,

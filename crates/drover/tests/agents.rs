@@ -230,6 +230,10 @@ async fn agents_report_their_version(b: Backend) -> anyhow::Result<()> {
         assert_eq!(e.status(), Some(400), "{hostile:?}: {e}");
     }
     assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"), "unchanged");
+    // Another change within the minute is not written yet (an agent flipping its version
+    // cannot turn its polls into writes).
+    raw_client.poll(&poll("3.0.0")).await?;
+    assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"), "at most one write a minute");
     // Without one (an older agent), the last reported stays.
     raw_client.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: None }).await?;
     assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"));

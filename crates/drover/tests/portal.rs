@@ -732,11 +732,15 @@ async fn the_pipeline_editor_round_trips_yaml() -> anyhow::Result<()> {
     let cmd = b.wait_css("#s1-t1-command").await?;
     cmd.send_keys("echo \"smoke ${NOPE}\"").await?;
     b.client.find(Locator::Css("#form-check")).await?.click().await?;
-    let err = b.wait_css("#editor-error").await?.text().await?;
+    // The error is shown in the form, at the field it is about, with what was typed kept.
+    let err = b.wait_css("#form-error").await?.text().await?;
     assert!(err.contains("unknown variable ${NOPE}") && err.contains("stages[1].tasks[1].command"), "{err}");
-    b.goto(&format!("{}/portal/pipelines/shop/form", s.url)).await?;
-    b.wait_css("button[value='add-task:1']").await?.click().await?;
-    b.wait_css("#s1-t1-command").await?.send_keys("echo smoke from the form").await?;
+    let field = b.client.find(Locator::Css("#s1-t1-command")).await?;
+    assert_eq!(field.attr("aria-invalid").await?.as_deref(), Some("true"));
+    assert_eq!(field.prop("value").await?.as_deref(), Some("echo \"smoke ${NOPE}\""));
+    b.screenshot("editor-form-error").await?;
+    field.clear().await?;
+    field.send_keys("echo smoke from the form").await?;
     b.screenshot("editor-form").await?;
     b.client.find(Locator::Css("#form-check")).await?.click().await?;
     let preview = b.wait_css("#preview").await?.text().await?;

@@ -387,9 +387,16 @@ async fn access_operators_and_profiles_are_managed_in_the_portal() {
 
     // An operator's roles and e-mail, then a new password that ends their sessions.
     let (ann_session, _) = http_sign_in(&s, "ann", &ann_password).await;
-    let r = as_admin("/portal/settings/operators/ann", vec![("role", "approver"), ("email", "ann@example.com")]);
+    let r = as_admin(
+        "/portal/settings/operators/ann",
+        vec![("roles_shown", "1"), ("role", "approver"), ("email", "ann@example.com")],
+    );
     let r = r.await.unwrap();
     assert_eq!(r.status(), 200);
+    let ann = admin.operators().await.unwrap().into_iter().find(|o| o.name == "ann").unwrap();
+    assert_eq!((ann.roles, ann.email.as_deref()), (vec!["approver".to_string()], Some("ann@example.com")));
+    // A post without the role list or the e-mail field leaves them as they are.
+    assert_eq!(as_admin("/portal/settings/operators/ann", vec![]).await.unwrap().status(), 200);
     let ann = admin.operators().await.unwrap().into_iter().find(|o| o.name == "ann").unwrap();
     assert_eq!((ann.roles, ann.email.as_deref()), (vec!["approver".to_string()], Some("ann@example.com")));
     let r = as_admin("/portal/settings/operators/ann/password", vec![("password", "short")]).await.unwrap();
@@ -425,9 +432,25 @@ async fn access_operators_and_profiles_are_managed_in_the_portal() {
     assert_eq!(as_admin("/portal/settings/auth-profiles", form("")).await.unwrap().status(), 303);
     let profile: serde_json::Value = api("/api/v1/auth-profiles/jenkins").await.unwrap().json().await.unwrap();
     assert_eq!(profile["has_secret"], true, "an empty secret keeps the one set");
+    // A kept secret is not sent anywhere new: changing where it goes needs the secret again.
+    let mut moved = form("");
+    moved[3] = ("allowed_urls", "https://attacker.example.net/\n");
+    let r = as_admin("/portal/settings/auth-profiles", moved).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("allowed_urls changed: give the secret again"));
+    let profile: serde_json::Value = api("/api/v1/auth-profiles/jenkins").await.unwrap().json().await.unwrap();
+    assert_eq!(profile["allowed_urls"], serde_json::json!(["https://jenkins.example.com/job/"]), "unchanged");
+    let mut moved = form("jenkins-api-token-value-43");
+    moved[3] = ("allowed_urls", "https://jenkins2.example.com/job/\n");
+    assert_eq!(
+        as_admin("/portal/settings/auth-profiles", moved).await.unwrap().status(),
+        303,
+        "with the secret: moved"
+    );
     for page in ["/portal/settings/auth-profiles", "/portal/settings/auth-profiles?profile=jenkins"] {
         let html = page_text(&s, &session, page).await;
-        assert!(html.contains("jenkins.example.com") && !html.contains(secret), "{page}: {html}");
+        let shown = html.contains(secret) || html.contains("jenkins-api-token-value-43");
+        assert!(html.contains("jenkins2.example.com") && !shown, "{page}: {html}");
     }
     let r =
         as_admin("/portal/settings/auth-profiles", vec![("name", "hook"), ("kind", "bearer"), ("allowed_urls", "")]);
@@ -457,9 +480,9 @@ async fn access_operators_and_profiles_are_managed_in_the_portal() {
     };
     let attempts = [
         ("/portal/settings/roles", vec![("name", "keys"), ("privilege", "keystore.manage")]),
-        ("/portal/settings/operators/ann", vec![("role", "release-admin")]),
+        ("/portal/settings/operators/ann", vec![("roles_shown", "1"), ("role", "release-admin")]),
         ("/portal/settings/operators/admin/password", vec![("password", "taken-over-password-1")]),
-        ("/portal/settings/operators/admin", vec![("role", "viewer")]),
+        ("/portal/settings/operators/admin", vec![("roles_shown", "1"), ("role", "viewer")]),
         ("/portal/settings/access-groups", vec![("name", "mine"), ("role", "release-admin"), ("operators", "pat")]),
     ];
     for (path, form) in attempts {
@@ -470,9 +493,13 @@ async fn access_operators_and_profiles_are_managed_in_the_portal() {
     assert_eq!(ann.roles, vec!["approver".to_string()], "unchanged");
     assert!(admin.roles().await.unwrap().iter().all(|r| r.name != "keys"));
     assert!(admin.access_groups().await.unwrap().is_empty());
-    // What pat holds, pat may give.
+    // What pat holds, pat may give; nothing beyond, even to someone within pat's reach.
     s.add_operator("newbie", &[]).await;
-    let r = as_pat("/portal/settings/operators/newbie", vec![("role", "people")]).await.unwrap();
+    let r = as_pat("/portal/settings/operators/newbie", vec![("roles_shown", "1"), ("role", "release-admin")]).await;
+    assert_eq!(r.unwrap().status(), 403);
+    let newbie = admin.operators().await.unwrap().into_iter().find(|o| o.name == "newbie").unwrap();
+    assert!(newbie.roles.is_empty(), "unchanged");
+    let r = as_pat("/portal/settings/operators/newbie", vec![("roles_shown", "1"), ("role", "people")]).await.unwrap();
     assert_eq!(r.status(), 200);
     let newbie = admin.operators().await.unwrap().into_iter().find(|o| o.name == "newbie").unwrap();
     assert_eq!(newbie.roles, vec!["people".to_string()]);
@@ -498,7 +525,11 @@ async fn environments_agents_and_clients_are_managed_in_the_portal() {
     assert_eq!(r.unwrap().status(), 303);
     let env = admin.environments().await.unwrap().into_iter().find(|e| e.name == "qa-eu").unwrap();
     assert_eq!((env.kind.as_str(), env.applications.clone()), ("qa", vec!["shop".to_string(), "web".to_string()]));
-    // The same name changes it: any application now, the kind kept.
+    // Its form comes filled in, so a change keeps what is not changed on purpose.
+    let page = page_text(&s, &session, "/portal/environments?environment=qa-eu").await;
+    assert!(page.contains("Change environment qa-eu") && page.contains("value=\"shop, web\""), "{page}");
+    assert!(page.contains("<option selected>qa</option>"), "{page}");
+    // The same name changes it: any application now (the field emptied), the kind kept.
     assert_eq!(
         post("/portal/environments", vec![("name", "qa-eu"), ("applications", "")]).await.unwrap().status(),
         303
@@ -687,6 +718,16 @@ async fn the_form_editor_sets_variables_and_fleet_settings() {
     let html = r.text().await.unwrap();
     let at = html.find("id=\"s0-t0-role\"").expect("the role field");
     assert!(html[at..].split('>').next().unwrap().contains("aria-invalid") && html.contains("unknown role"), "{html}");
+    // A value the text field cannot carry (several lines) is shown, not sent, and kept.
+    admin
+        .apply_yaml("application: multi\nvariables:\n  BANNER: \"line one\\nline two\"\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"true\"}]\n")
+        .await
+        .unwrap();
+    let page = page_text(&s, &session, "/portal/pipelines/multi/form").await;
+    assert!(
+        page.contains("id=\"variables-note\"") && page.contains("disabled aria-describedby=\"variables-note\""),
+        "{page}"
+    );
     // `one` leaves targets out, as drover apply writes it.
     let html = post(vec![("s0.targets", "one")]).await.unwrap().text().await.unwrap();
     assert!(!html.contains("targets:") && html.contains("dispatch_timeout: 5m"), "{html}");

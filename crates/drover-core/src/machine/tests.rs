@@ -479,8 +479,12 @@ fn offered_actions_are_the_ones_apply_action_takes() {
         // Rollback is the engine's; offered wherever the deployment can still be rolled back.
         assert_eq!(actions_in(status).contains(&Action::Rollback), matches!(status, D::PendingPromotion | D::Error));
     }
-    for terminal in [D::Aborted, D::RollingBack] {
-        assert!(actions_in(terminal).is_empty());
+    // Ended or being rolled back: nothing but a rollback of a finished one.
+    for ended in [D::Aborted, D::RollingBack] {
+        assert!(actions_in(ended).is_empty(), "{ended}");
+    }
+    for done in [D::Completed, D::Failed] {
+        assert_eq!(actions_in(done), &[Action::Rollback], "{done}");
     }
 }
 

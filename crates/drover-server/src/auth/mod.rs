@@ -30,6 +30,7 @@ pub const LOCKOUT_THRESHOLD: u32 = limiter::SOURCE_LIMIT;
 /// ...for this long (or until an admin unlocks the account).
 pub const LOCKOUT_FOR: Duration = limiter::WINDOW;
 const TOUCH_EVERY: Duration = Duration::from_secs(5);
+const VERSION_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a sign-in failed: for the log and the audit trail, never for the caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +72,8 @@ pub struct Authenticator {
     pepper: [u8; 32],
     cache: Mutex<HashMap<String, CachedLogin>>,
     touched: Mutex<HashMap<String, Instant>>,
+    /// When each agent's reported version was last written.
+    versions: Mutex<HashMap<String, Instant>>,
     /// Argon2 is memory- and CPU-hard: bound how many run at once.
     hashing: Semaphore,
     hits: std::sync::atomic::AtomicU64,
@@ -99,6 +102,7 @@ impl Authenticator {
             pepper: rand::random(),
             cache: Mutex::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(2),
             hits: Default::default(),
             misses: Default::default(),
@@ -239,6 +243,18 @@ impl Authenticator {
         };
         self.cache.lock().expect("poisoned").insert(user.to_string(), login);
         Ok(SignedIn { operator: op, fresh: true })
+    }
+
+    /// Whether a changed version an agent reports may be written now: at most once a minute
+    /// per agent, so an agent flipping its version cannot turn its polls into writes (an
+    /// upgrade is written at the first poll after that).
+    pub(crate) fn version_write_due(&self, agent: &str) -> bool {
+        let mut v = self.versions.lock().expect("poisoned");
+        let due = v.get(agent).is_none_or(|at| at.elapsed() >= VERSION_EVERY);
+        if due {
+            v.insert(agent.to_string(), Instant::now());
+        }
+        due
     }
 
     /// Records that an agent was seen (at most every few seconds per agent).

@@ -224,7 +224,14 @@ pub async fn operator(v: Viewer, Path(name): Path<String>) -> Response {
 /// `POST /portal/settings/operators/{name}`: the roles (as ticked: none ticked, none held) and
 /// the e-mail. A grant never exceeds what the giver holds (the service checks).
 pub async fn update_operator(v: Viewer, Path(name): Path<String>, Form(f): Form<Fields>) -> Response {
-    let u = OperatorUpdate { roles: Some(checked(&f, "role")), email: Some(field(&f, "email")), disabled: None };
+    // Only what the form sent changes: roles when its role list was on it (no box ticked then
+    // means no role), the e-mail when its field was.
+    let sent = |k: &str| f.iter().any(|(n, _)| n == k);
+    let u = OperatorUpdate {
+        roles: sent("roles_shown").then(|| checked(&f, "role")),
+        email: sent("email").then(|| field(&f, "email")),
+        disabled: None,
+    };
     match service::operators::update(&v.ctx(), &name, u).await {
         Ok(_) => operator_page(&v, &name, "Saved.").await,
         Err(e) => service_error(e),
@@ -326,7 +333,7 @@ pub async fn access(v: Viewer, Query(q): Query<AccessQuery>) -> Response {
         name: editing_role.map(|r| r.name.clone()).unwrap_or_default(),
         description: editing_role.and_then(|r| r.description.clone()).unwrap_or_default(),
         privileges: choices(
-            Privilege::ALL.iter().map(|p| p.as_str().to_string()),
+            Privilege::ALL.iter().filter(|p| **p != Privilege::AgentWork).map(|p| p.as_str().to_string()),
             editing_role.map(|r| r.privileges.as_slice()).unwrap_or_default(),
         ),
     };

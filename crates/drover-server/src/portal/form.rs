@@ -68,6 +68,9 @@ pub struct StageView {
     pub agents: String,
     /// `NAME=value` lines.
     pub variables: String,
+    /// A value the text field cannot carry as it is: the field is shown, not sent (kept).
+    pub variables_locked: bool,
+    pub agents_locked: bool,
     pub tasks: Vec<TaskView>,
     /// The stage input the error is about (`name`, `batch`, `max-failures`...), or empty.
     pub invalid: String,
@@ -80,6 +83,17 @@ fn pairs_text(v: &Value, sep: &str) -> String {
     v.as_object()
         .map(|o| o.iter().map(|(k, v)| format!("{k}={}", text_of(v))).collect::<Vec<_>>().join(sep))
         .unwrap_or_default()
+}
+
+/// Whether some value of the object would not come back as it is from `name=value` text:
+/// one with a separator in it, or spaces around it.
+fn not_as_text(v: &Value, commas: bool) -> bool {
+    v.as_object().is_some_and(|o| {
+        o.values().any(|v| {
+            let t = text_of(v);
+            t.contains('\n') || (commas && t.contains(',')) || t.trim() != t
+        })
+    })
 }
 
 /// `name=value` items separated by new lines (and, for labels, commas) as an object; an item
@@ -123,6 +137,7 @@ pub struct FormPage {
     pub types: &'static [&'static str],
     pub targets: &'static [&'static str],
     pub variables: String,
+    pub variables_locked: bool,
     pub error: String,
     /// The id of the input the error is about (empty: the error is about the whole form).
     pub error_field: String,
@@ -228,6 +243,8 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
                     max_failures: text_of(&st["max_failures"]),
                     agents: pairs_text(&st["agents"]["labels"], ", "),
                     variables: pairs_text(&st["variables"], "\n"),
+                    variables_locked: not_as_text(&st["variables"], false),
+                    agents_locked: not_as_text(&st["agents"]["labels"], true),
                     invalid: String::new(),
                     tasks: st["tasks"]
                         .as_array()
@@ -265,6 +282,7 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
         types: TASK_TYPES,
         targets: TARGETS,
         variables: pairs_text(&spec["variables"], "\n"),
+        variables_locked: not_as_text(&spec["variables"], false),
         error,
         error_field: String::new(),
     }

@@ -5,7 +5,7 @@
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Form, Path};
+use axum::extract::{Form, Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use drover_core::rbac::{AGENT_ROLE, BUILT_IN_ROLES, Privilege};
@@ -386,10 +386,20 @@ pub struct EnvironmentsPage {
     /// `agent.manage`: register, relabel and remove agents.
     pub manage_agents: bool,
     pub kinds: Vec<&'static str>,
+    /// The environment form, filled in for a change (`?environment=NAME`) or empty.
+    pub form_name: String,
+    pub form_kind: String,
+    pub form_applications: String,
+}
+
+#[derive(serde::Deserialize)]
+pub struct EnvQuery {
+    #[serde(default)]
+    environment: Option<String>,
 }
 
 /// `GET /portal/environments`: environments, and their agents for holders of `agent.read`.
-pub async fn environments(v: Viewer) -> Response {
+pub async fn environments(v: Viewer, Query(q): Query<EnvQuery>) -> Response {
     let c = v.ctx();
     let envs = match service::environments::list(&c).await {
         Ok(l) => l,
@@ -404,6 +414,9 @@ pub async fn environments(v: Viewer) -> Response {
     } else {
         (Vec::new(), Default::default())
     };
+    let editing = q.environment.as_deref().and_then(|n| envs.iter().find(|e| e.name == n));
+    let (form_name, form_kind, form_applications) =
+        editing.map(|e| (e.name.clone(), e.kind.as_str().to_string(), e.applications.join(", "))).unwrap_or_default();
     let envs = envs
         .into_iter()
         .map(|e| EnvRow {
@@ -433,6 +446,9 @@ pub async fn environments(v: Viewer) -> Response {
         manage_environments: v.principal.holds_globally(Privilege::EnvironmentManage),
         manage_agents: v.principal.holds_globally(Privilege::AgentManage),
         kinds: EnvironmentKind::ALL.iter().map(|k| k.as_str()).collect(),
+        form_name,
+        form_kind,
+        form_applications,
     };
     render(StatusCode::OK, &page)
 }

@@ -26,7 +26,7 @@ pub async fn poll(c: &Ctx<'_>, req: PollRequest) -> Result<PollResponse> {
     let s = c.state;
     let a =
         s.store.get_agent(&name).await?.ok_or_else(|| Error::Forbidden(format!("agent {name} is not registered")))?;
-    // Written when it changes (an upgrade), not at every poll.
+    // Written when it changes (an upgrade), at most once a minute per agent.
     if let Some(v) = req.agent_version.as_deref()
         && a.version.as_deref() != Some(v)
     {
@@ -35,8 +35,10 @@ pub async fn poll(c: &Ctx<'_>, req: PollRequest) -> Result<PollResponse> {
                 "agent_version: at most 64 characters of letters, digits and . + _ -".into(),
             ));
         }
-        s.store.set_agent_version(&name, v).await?;
-        tracing::info!(agent = %name, version = v, "agent reported its version");
+        if s.auth.version_write_due(&name) {
+            s.store.set_agent_version(&name, v).await?;
+            tracing::info!(agent = %name, version = v, "agent reported its version");
+        }
     }
     let tasks = s
         .engine

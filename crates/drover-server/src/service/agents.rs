@@ -71,7 +71,9 @@ pub async fn set_labels(c: &Ctx<'_>, name: &str, labels: BTreeMap<String, String
         return Err(Error::NotFound(format!("agent {name} not found")));
     }
     tracing::info!(agent = %name, by = %c.label(), "agent labels set");
-    get(c, name).await
+    // The agent as changed, for whoever may change it (agent.manage without agent.read too).
+    let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
+    Ok(view(c, a))
 }
 
 /// `agent.read` or `system.observe` (the SysOps view of the same list).
