@@ -148,6 +148,8 @@ pub async fn import(c: &Ctx<'_>, k: KeyImport) -> Result<serde_json::Value> {
     Ok(import_der(c, &der, &certs, alg, k.activate).await?.json())
 }
 
+/// Stores the key and the certificate that is its own. Its callers have checked
+/// `keystore.manage` and the grant ceiling: it checks nothing itself.
 async fn import_der(
     c: &Ctx<'_>,
     pkcs8: &[u8],
