@@ -579,6 +579,33 @@ async fn environments_agents_and_clients_are_managed_in_the_portal() {
     assert!(admin.environments().await.unwrap().iter().all(|e| e.name != "qa-eu"));
     assert!(admin.agents().await.unwrap().is_empty());
 
+    // An agent with public keys instead of a secret: registered, no secret page, a real agent
+    // signs in with its key (private_key_jwt) and runs a deployment.
+    use drover_server::oauth::jwt::{Alg, SigningKey, generate};
+    let der = generate(Alg::ES256).unwrap();
+    let key = SigningKey::from_pkcs8(&der, None).unwrap();
+    let jwks = serde_json::json!({"keys": [key.public_jwk()]}).to_string();
+    assert_eq!(post("/portal/environments", vec![("name", "qa-eu")]).await.unwrap().status(), 303);
+    let r = post("/portal/agents", vec![("name", "qa-k"), ("environment", "qa-eu"), ("jwks", &jwks)]).await.unwrap();
+    assert_eq!(r.status(), 303, "no secret to show");
+    let work = s.dir.path().join("qa-k");
+    s.run_agent_with(
+        "qa-k",
+        drover_client::ClientAuth::PrivateKey { pkcs8_der: der, kid: Some(key.kid.clone()) },
+        &work,
+        1,
+    )
+    .unwrap();
+    admin
+        .apply_yaml("application: web\nstages:\n  - name: qa\n    environment: qa-eu\n    tasks: [{type: run, command: \"true\"}]\n")
+        .await
+        .unwrap();
+    let d = admin.deploy("web", "2").await.unwrap();
+    drover_testkit::wait_status(&admin, d.id, drover_types::DeploymentStatus::Completed).await.unwrap();
+    let r = post("/portal/agents", vec![("name", "qa-x"), ("environment", "qa-eu"), ("jwks", "{\"keys\": [")]).await;
+    assert_eq!(r.unwrap().status(), 400);
+    assert!(admin.agents().await.unwrap().iter().all(|a| a.name != "qa-x"));
+
     // Clients: a public one with a redirect URI (no secret page), and a JWKS that is not JSON.
     let r = post(
         "/portal/settings/clients",
@@ -728,6 +755,21 @@ async fn the_form_editor_sets_variables_and_fleet_settings() {
         page.contains("id=\"variables-note\"") && page.contains("disabled aria-describedby=\"variables-note\""),
         "{page}"
     );
+    // Timeouts: the stage's dispatch timeout, an approval's timeout and what then happens.
+    let html = post(vec![
+        ("s0.dispatch_timeout", "10m"),
+        ("s0.t0.type", "approval"),
+        ("s0.t0.timeout", "4h"),
+        ("s0.t0.on_timeout", "abort"),
+    ])
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    for want in ["dispatch_timeout: 10m", "timeout: 4h", "on_timeout: abort"] {
+        assert!(html.contains(want), "{want}: {html}");
+    }
     // `one` leaves targets out, as drover apply writes it.
     let html = post(vec![("s0.targets", "one")]).await.unwrap().text().await.unwrap();
     assert!(!html.contains("targets:") && html.contains("dispatch_timeout: 5m"), "{html}");

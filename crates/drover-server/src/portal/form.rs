@@ -2,8 +2,8 @@
 //! tasks with the fields of their type, as plain inputs. It works without JavaScript: adding
 //! or removing a stage or a task, or changing a task's type, posts the form back and it is
 //! drawn again. The pipeline's and stages' variables and a stage's fleet settings (targets,
-//! batch, failures allowed, agent labels) are fields too. What the form does not show
-//! (dispatch and approval timeouts, hooks...) is kept: each post carries the pipeline it started from (`base`, JSON) and the form's
+//! batch, failures allowed, agent labels, dispatch timeout) and approvals' timeouts are fields
+//! too. What the form does not show (self-approval, hooks...) is kept: each post carries the pipeline it started from (`base`, JSON) and the form's
 //! fields are laid over it. "Check" turns the result into the YAML `drover apply` reads and
 //! goes on as the YAML editor does (checks, diff, save).
 
@@ -26,7 +26,12 @@ fn fields_of(kind: &str) -> &'static [(&'static str, &'static str)] {
     match kind {
         "run" => &[("command", "Command"), ("timeout", "Timeout (30s, 5m)")],
         "http-check" => &[("url", "URL"), ("expect_status", "Expected status"), ("timeout", "Timeout")],
-        "approval" => &[("role", "Role that decides"), ("approvals", "Approvers needed")],
+        "approval" => &[
+            ("role", "Role that decides"),
+            ("approvals", "Approvers needed"),
+            ("timeout", "Undecided for this long (4h, 2d)"),
+            ("on_timeout", "Then (reject or abort)"),
+        ],
         "wait" => &[("duration", "Duration")],
         "webhook" => {
             &[("url", "URL"), ("method", "Method"), ("auth_profile", "Authentication profile"), ("body", "Body")]
@@ -64,6 +69,8 @@ pub struct StageView {
     pub targets: String,
     pub batch: String,
     pub max_failures: String,
+    /// How long a task may wait for an agent to claim it (`15m`).
+    pub dispatch_timeout: String,
     /// The agent labels a fleet stage selects by, `name=value, ...`.
     pub agents: String,
     /// `NAME=value` lines.
@@ -213,6 +220,7 @@ pub fn field_of(message: &str) -> Option<String> {
     let id = match key.as_str() {
         "name" | "environment" | "targets" | "batch" | "agents" | "variables" => format!("s{i}-{key}"),
         "max_failures" => format!("s{i}-max-failures"),
+        "dispatch_timeout" => format!("s{i}-dispatch-timeout"),
         _ => return None,
     };
     Some(id)
@@ -241,6 +249,7 @@ fn view(v: &Viewer, name: &str, spec: &Value, error: String) -> FormPage {
                     targets: st["targets"].as_str().unwrap_or("one").to_string(),
                     batch: text_of(&st["batch"]),
                     max_failures: text_of(&st["max_failures"]),
+                    dispatch_timeout: text_of(&st["dispatch_timeout"]),
                     agents: pairs_text(&st["agents"]["labels"], ", "),
                     variables: pairs_text(&st["variables"], "\n"),
                     variables_locked: not_as_text(&st["variables"], false),
@@ -350,6 +359,9 @@ fn merged(f: &[(String, String)]) -> Result<Value, String> {
         }
         if let Some(m) = get(&format!("s{i}.max_failures")).map(str::trim) {
             set_or_remove(&mut st, "max_failures", m.parse::<u64>().map(Value::from).unwrap_or_else(|_| json!(m)));
+        }
+        if let Some(d) = get(&format!("s{i}.dispatch_timeout")).map(str::trim) {
+            set_or_remove(&mut st, "dispatch_timeout", json!(d));
         }
         if let Some(a) = get(&format!("s{i}.agents")) {
             let labels = pairs_of(a, true).map_err(|e| format!("stage {}: agent labels: {e}", i + 1))?;

@@ -527,8 +527,17 @@ pub async fn add_agent(
         Ok(l) => l,
         Err(e) => return service_error(e),
     };
-    let n = NewAgent { name: field(&f, "name"), environment: field(&f, "environment"), labels, jwks: None };
+    let jwks = match field(&f, "jwks") {
+        j if j.is_empty() => None,
+        j => match serde_json::from_str(&j) {
+            Ok(v) => Some(v),
+            Err(e) => return service_error(drover_core::Error::BadRequest(format!("the JWKS is not JSON: {e}"))),
+        },
+    };
+    let n = NewAgent { name: field(&f, "name"), environment: field(&f, "environment"), labels, jwks };
     match service::agents::create(&v.ctx(), n).await {
+        // An agent with keys signs in with them: there is no secret to show.
+        Ok(cred) if cred.secret.is_empty() => Redirect::to(ENVIRONMENTS).into_response(),
         Ok(cred) => render(
             StatusCode::OK,
             &AgentSecretPage {
