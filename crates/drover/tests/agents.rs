@@ -9,7 +9,8 @@ drover_testkit::on_both_backends!(
     agent_with_a_key_runs_tasks_and_names_the_operator,
     cut_off_agents_fail_their_task_clearly,
     hostile_labels_are_refused_and_change_nothing,
-    agents_report_their_version
+    agents_report_their_version,
+    a_poll_held_across_the_agents_removal_takes_no_work
 );
 
 const SLOW: &str = "application: slow\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"sleep 30\", timeout: 60s}]\n";
@@ -237,6 +238,62 @@ async fn agents_report_their_version(b: Backend) -> anyhow::Result<()> {
     // Without one (an older agent), the last reported stays.
     raw_client.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: None }).await?;
     assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"));
+    s.shutdown().await;
+    Ok(())
+}
+
+/// A long poll is held for seconds: an agent removed (or disabled) meanwhile gets no work from
+/// it. The task stays ready and another agent of the environment runs it.
+async fn a_poll_held_across_the_agents_removal_takes_no_work(b: Backend) -> anyhow::Result<()> {
+    use drover_types::agent::PollRequest;
+    let mut s = TestServer::start(b).await?;
+    let admin = s.admin();
+    admin.create_environment(&drover_types::NewEnvironment { name: "qa".into(), ..Default::default() }).await?;
+    let gone = admin.add_agent("gone", "qa").await?;
+    let held = s.agent_client("gone", &gone.secret);
+    let poll = tokio::spawn(async move {
+        held.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 20_000, agent_version: None }).await
+    });
+    // Until the orchestrator holds it (bounded: 10 s).
+    let mut holding = false;
+    for _ in 0..200 {
+        let pools: serde_json::Value = s
+            .http()
+            .get(format!("{}/api/v1/system/pools", s.url))
+            .basic_auth("admin", Some(&s.admin_password))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if pools
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["name"] == "agent_polls" && p["waiting"].as_u64() >= Some(1))
+        {
+            holding = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(holding, "the poll is held");
+    admin.delete_agent("gone").await?;
+    admin
+        .apply_yaml(
+            "application: q\nstages:\n  - name: qa\n    environment: qa\n    tasks: [{type: run, command: \"true\"}]\n",
+        )
+        .await?;
+    let d = admin.deploy("q", "1").await?;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), poll).await??;
+    match answer {
+        Ok(r) => assert!(r.tasks.is_empty(), "a removed agent was handed {:?}", r.tasks.len()),
+        Err(e) => assert_eq!(e.status(), Some(403), "{e}"),
+    }
+    // The task is still there for an agent that exists.
+    let fresh = admin.add_agent("fresh", "qa").await?;
+    s.run_agent("fresh", &fresh.secret, &s.dir.path().join("fresh"), 1)?;
+    let done = wait_status(&admin, d.id, DS::Completed).await?;
+    assert_eq!(done.stages[0].tasks[0].agent.as_deref(), Some("fresh"));
     s.shutdown().await;
     Ok(())
 }

@@ -76,6 +76,12 @@ impl Engine {
             }
             let got = self.claim(agent, environment, capacity).await?;
             if !got.is_empty() {
+                // Removed or disabled between the check in `claim` and its claims: those cut
+                // the agent off first, so what it just claimed would be nobody's.
+                if !self.may_claim(agent).await? {
+                    self.cut_off_agent(agent, "the agent was removed or disabled while it polled").await?;
+                    return Err(gone(agent));
+                }
                 return Ok(got);
             }
             tokio::select! {
@@ -100,9 +106,27 @@ impl Engine {
         Vec::new()
     }
 
+    /// Whether the agent may still take work: its client exists, is its own and is enabled. A
+    /// poll can be held for many seconds: the agent may have been removed or disabled since its
+    /// token was checked.
+    async fn may_claim(&self, agent: &str) -> Result<bool> {
+        Ok(self
+            .store
+            .get_client(agent)
+            .await?
+            .is_some_and(|c| !c.disabled && c.metadata.agent.as_deref() == Some(agent)))
+    }
+
     async fn claim(&self, agent: &str, environment: &str, capacity: u32) -> Result<Vec<Assignment>> {
         let mut out = Vec::new();
-        for r in self.store.claimable_tasks(environment, agent, capacity.saturating_mul(2)).await? {
+        let ready = self.store.claimable_tasks(environment, agent, capacity.saturating_mul(2)).await?;
+        if ready.is_empty() {
+            return Ok(out);
+        }
+        if !self.may_claim(agent).await? {
+            return Err(gone(agent));
+        }
+        for r in ready {
             if out.len() as u32 >= capacity {
                 break;
             }
@@ -238,4 +262,9 @@ impl Engine {
             Done::Claimed(_) => Err(Error::Store("a result was answered as a claim".into())),
         }
     }
+}
+
+/// What a poll of an agent removed or disabled while it was held answers.
+fn gone(agent: &str) -> Error {
+    Error::Forbidden(format!("agent {agent} was removed or disabled"))
 }
