@@ -568,6 +568,11 @@ async fn environments_agents_and_clients_are_managed_in_the_portal() {
         assert_eq!(r.status(), 400, "{bad:?}");
     }
     assert_eq!(labels(&admin.agents().await.unwrap()), want);
+    // A value the text field cannot carry (a comma) is shown, not offered for editing here.
+    let odd: std::collections::BTreeMap<String, String> = [("zones".to_string(), "a,b".to_string())].into();
+    admin.set_agent_labels("qa-1", &odd).await.unwrap();
+    let page = page_text(&s, &session, "/portal/environments").await;
+    assert!(page.contains("zones=a,b") && !page.contains("id=\"labels-qa-1\""), "{page}");
     // Nothing in use is deleted: the environment has a pipeline and an agent.
     let r = post("/portal/environments/qa-eu/delete", vec![]).await.unwrap();
     assert_eq!(r.status(), 409);

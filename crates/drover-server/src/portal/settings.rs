@@ -372,6 +372,9 @@ pub struct AgentRow {
     pub last_seen: String,
     pub version: String,
     pub labels: String,
+    /// A label value the text field cannot carry as it is (a comma, spaces around it): shown,
+    /// not editable here.
+    pub labels_locked: bool,
 }
 
 #[derive(Template)]
@@ -432,6 +435,7 @@ pub async fn environments(v: Viewer, Query(q): Query<EnvQuery>) -> Response {
                     last_seen: a.last_seen_at.map(when).unwrap_or_else(|| "never".into()),
                     version: a.version.clone().unwrap_or_else(|| "not reported yet".into()),
                     labels: a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                    labels_locked: a.labels.values().any(|v| v.contains(',') || v.trim() != v),
                 })
                 .collect(),
             name: e.name,
