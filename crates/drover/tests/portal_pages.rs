@@ -377,6 +377,13 @@ async fn access_operators_and_profiles_are_managed_in_the_portal() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("operator ghost does not exist"));
     assert_eq!(admin.access_groups().await.unwrap()[0].roles, vec!["release-notes".to_string()]);
+    // A group listing more than 500 of anything is refused before any lookup.
+    let many = (0..501).map(|i| format!("app-{i}")).collect::<Vec<_>>().join(",");
+    let r =
+        as_admin("/portal/settings/access-groups", vec![("name", "huge"), ("role", "viewer"), ("applications", &many)]);
+    let r = r.await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("at most 500 applications"));
     // A role in use is not deleted; once its group is gone, it is.
     let r = as_admin("/portal/settings/roles/release-notes/delete", vec![]).await.unwrap();
     assert_eq!(r.status(), 409);
@@ -395,6 +402,14 @@ async fn access_operators_and_profiles_are_managed_in_the_portal() {
     assert_eq!(r.status(), 200);
     let ann = admin.operators().await.unwrap().into_iter().find(|o| o.name == "ann").unwrap();
     assert_eq!((ann.roles, ann.email.as_deref()), (vec!["approver".to_string()], Some("ann@example.com")));
+    // An e-mail that is not one, or too long, is refused; nothing changes.
+    let long = format!("{}@example.com", "a".repeat(250));
+    for bad in ["not-an-address", "two@@example.com", "a b@example.com", "@example.com", long.as_str()] {
+        let r = as_admin("/portal/settings/operators/ann", vec![("email", bad)]).await.unwrap();
+        assert_eq!(r.status(), 400, "{bad:?}");
+    }
+    let ann = admin.operators().await.unwrap().into_iter().find(|o| o.name == "ann").unwrap();
+    assert_eq!(ann.email.as_deref(), Some("ann@example.com"));
     // A post without the role list or the e-mail field leaves them as they are.
     assert_eq!(as_admin("/portal/settings/operators/ann", vec![]).await.unwrap().status(), 200);
     let ann = admin.operators().await.unwrap().into_iter().find(|o| o.name == "ann").unwrap();

@@ -179,6 +179,9 @@ pub async fn get_group(c: &Ctx<'_>, name: &str) -> Result<AccessGroup> {
     Ok(group_view(c, g))
 }
 
+/// Operators, clients or applications an access group may list.
+pub const MAX_GROUP_LIST: usize = 500;
+
 async fn check_group(c: &Ctx<'_>, g: &mut AccessGroup) -> Result<()> {
     let s = c.state;
     validate_name("access group", &g.name)?;
@@ -187,6 +190,12 @@ async fn check_group(c: &Ctx<'_>, g: &mut AccessGroup) -> Result<()> {
         return Err(Error::BadRequest("an access group needs at least one role".into()));
     }
     check_roles(c, &g.roles)?;
+    // Each member is looked up: bounded.
+    for (what, list) in [("operators", &g.operators), ("clients", &g.clients), ("applications", &g.applications)] {
+        if list.len() > MAX_GROUP_LIST {
+            return Err(Error::BadRequest(format!("an access group lists at most {MAX_GROUP_LIST} {what}")));
+        }
+    }
     for o in &g.operators {
         if s.store.get_operator(o).await?.is_none() {
             return Err(Error::BadRequest(format!("operator {o} does not exist")));

@@ -43,6 +43,9 @@ pub async fn get(c: &Ctx<'_>, name: &str) -> Result<Environment> {
 }
 
 fn check_applications(apps: &mut Vec<String>) -> Result<()> {
+    if apps.len() > 500 {
+        return Err(Error::BadRequest("an environment lists at most 500 applications".into()));
+    }
     for a in apps.iter() {
         validate_name("application", a).map_err(|e| Error::BadRequest(e.to_string()))?;
     }

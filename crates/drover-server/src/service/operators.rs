@@ -84,10 +84,27 @@ pub async fn get(c: &Ctx<'_>, name: &str) -> Result<Operator> {
     view(c, load(c, name).await?).await
 }
 
+/// An e-mail address as an operator's: at most 254 characters, one `@` between a local part
+/// and a domain, no spaces or control characters (it is shown, and later mailed to).
+fn validate_email(e: &str) -> Result<()> {
+    let ok = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && e.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::BadRequest(format!("{e:?} is not an e-mail address (name@domain, at most 254 characters)")))
+    }
+}
+
 pub async fn create(c: &Ctx<'_>, n: NewOperator) -> Result<OperatorCreated> {
     c.require(Privilege::OperatorManage)?;
     let s = c.state;
     validate_name("operator", &n.name)?;
+    if let Some(e) = n.email.as_deref().filter(|e| !e.is_empty()) {
+        validate_email(e)?;
+    }
     check_roles(c, &n.roles)?;
     let would_hold = c.state.principals.resolve(PrincipalKind::Operator, &n.name, n.roles.clone());
     c.within_ceiling(&would_hold.all_privileges(), &format!("operator {}", n.name))?;
@@ -120,6 +137,9 @@ pub async fn update(c: &Ctx<'_>, name: &str, u: OperatorUpdate) -> Result<Operat
         may_change(c, &o)?;
     }
     if let Some(e) = u.email {
+        if !e.is_empty() {
+            validate_email(&e)?;
+        }
         o.email = Some(e).filter(|e| !e.is_empty());
     }
     if let Some(d) = u.disabled {
