@@ -52,6 +52,8 @@ impl Browser {
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
+            // Its own process group, with the Chromium it starts: ended together (see Drop).
+            .process_group(0)
             .spawn()
             .context("starting chromedriver")?;
         let url = format!("http://127.0.0.1:{port}");
@@ -152,6 +154,22 @@ impl Browser {
 
     pub async fn close(mut self) {
         let _ = self.client.clone().close().await;
+        self.end_group();
         let _ = self.driver.kill().await;
+    }
+
+    /// Kills chromedriver's process group: Chromium and its helpers too, which `kill_on_drop`
+    /// alone would leave running when a test fails before `close`.
+    fn end_group(&self) {
+        if let Some(pid) = self.driver.id() {
+            let group = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.end_group();
     }
 }
