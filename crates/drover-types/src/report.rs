@@ -87,6 +87,17 @@ pub struct PipelineReport {
 
 /// The range of a report: `YYYY-MM-DD` (a whole day, UTC) or RFC 3339 for each end; the
 /// defaults are the 30 days up to `now`.
+/// A number of seconds in the unit a report reads best in: seconds under 2 minutes, minutes
+/// under 2 hours, hours under 2 days, else days. `(value, "s" | "min" | "h" | "days")`.
+pub fn readable_duration(secs: f64) -> (f64, &'static str) {
+    match secs {
+        s if s < 120.0 => (s, "s"),
+        s if s < 7200.0 => (s / 60.0, "min"),
+        s if s < 172_800.0 => (s / 3600.0, "h"),
+        s => (s / 86_400.0, "days"),
+    }
+}
+
 pub fn parse_range(from: Option<&str>, to: Option<&str>, now: Timestamp) -> Result<(Timestamp, Timestamp), String> {
     let parse = |s: &str, end: bool| -> Result<Timestamp, String> {
         let s = s.trim();

@@ -288,12 +288,12 @@ pub fn pipelines(v: &[drover_types::Pipeline]) -> String {
 }
 
 fn duration_of(s: Option<f64>) -> String {
-    match s {
+    match s.map(drover_types::report::readable_duration) {
         None => "-".into(),
-        Some(s) if s < 120.0 => format!("{s:.0}s"),
-        Some(s) if s < 7200.0 => format!("{:.1}m", s / 60.0),
-        Some(s) if s < 172_800.0 => format!("{:.1}h", s / 3600.0),
-        Some(s) => format!("{:.1}d", s / 86_400.0),
+        Some((v, "s")) => format!("{v:.0}s"),
+        Some((v, "min")) => format!("{v:.1}m"),
+        Some((v, "days")) => format!("{v:.1}d"),
+        Some((v, unit)) => format!("{v:.1}{unit}"),
     }
 }
 

@@ -5,13 +5,13 @@
 use askama::Template;
 use axum::extract::{Form, Path, Query};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::Response;
 use drover_core::rbac::{AGENT_ROLE, BUILT_IN_ROLES, Privilege};
 use drover_types::{AccessGroup, AuthProfile, NewOperator, OperatorUpdate, PasswordChange, Role, SetVariable};
 use serde::Deserialize;
 
 use super::pages::{Chrome, chrome, when};
-use super::{Viewer, render, service_error};
+use super::{Viewer, back_to, render, service_error};
 use crate::service;
 
 /// A submitted form's fields in order (checkboxes repeat their name).
@@ -30,6 +30,21 @@ pub(super) fn checked(f: &Fields, name: &str) -> Vec<String> {
 /// A list typed in one field: names separated by commas, spaces or new lines.
 pub(super) fn listed(f: &Fields, name: &str) -> Vec<String> {
     field(f, name).split(|c: char| c == ',' || c.is_whitespace()).filter(|x| !x.is_empty()).map(String::from).collect()
+}
+
+/// A field's non-empty lines, trimmed (URLs one per line).
+pub(super) fn lines(f: &Fields, name: &str) -> Vec<String> {
+    field(f, name).lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
+/// A field holding a JWKS: none when empty, a 400 when it is not JSON.
+pub(super) fn jwks(f: &Fields) -> drover_core::Result<Option<serde_json::Value>> {
+    match field(f, "jwks") {
+        j if j.is_empty() => Ok(None),
+        j => serde_json::from_str(&j)
+            .map(Some)
+            .map_err(|e| drover_core::Error::BadRequest(format!("the JWKS is not JSON: {e}"))),
+    }
 }
 
 fn optional(f: &Fields, name: &str) -> Option<String> {
@@ -115,18 +130,15 @@ pub struct VariableForm {
 /// `POST /portal/environments/{name}/variables`: set one (a secret's value is write-only).
 pub async fn set_variable(v: Viewer, Path(env): Path<String>, Form(f): Form<VariableForm>) -> Response {
     let set = SetVariable { value: f.value, secret: f.secret.is_some() };
-    match service::variables::set(&v.ctx(), &env, f.name.trim(), set).await {
-        Ok(_) => Redirect::to(&format!("/portal/environments/{env}/variables")).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(
+        service::variables::set(&v.ctx(), &env, f.name.trim(), set).await,
+        &format!("/portal/environments/{env}/variables"),
+    )
 }
 
 /// `POST /portal/environments/{name}/variables/{variable}/delete`.
 pub async fn delete_variable(v: Viewer, Path((env, name)): Path<(String, String)>) -> Response {
-    match service::variables::delete(&v.ctx(), &env, &name).await {
-        Ok(()) => Redirect::to(&format!("/portal/environments/{env}/variables")).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::variables::delete(&v.ctx(), &env, &name).await, &format!("/portal/environments/{env}/variables"))
 }
 
 pub struct OperatorRow {
@@ -257,10 +269,7 @@ async fn operator_action(v: Viewer, name: &str, what: &str) -> Response {
         "unlock" => service::operators::unlock(&c, name).await.map(|_| ()),
         _ => service::operators::revoke_sessions(&c, name).await,
     };
-    match r {
-        Ok(()) => Redirect::to("/portal/settings/operators").into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(r, "/portal/settings/operators")
 }
 
 macro_rules! operator_page {
@@ -391,18 +400,12 @@ pub async fn save_role(v: Viewer, Form(f): Form<Fields>) -> Response {
         built_in: false,
         description: optional(&f, "description"),
     };
-    match service::access::put_role(&v.ctx(), &name, r).await {
-        Ok(_) => Redirect::to(ACCESS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::access::put_role(&v.ctx(), &name, r).await, ACCESS)
 }
 
 /// `POST /portal/settings/roles/{name}/delete`: a custom role nobody holds.
 pub async fn delete_role(v: Viewer, Path(name): Path<String>) -> Response {
-    match service::access::delete_role(&v.ctx(), &name).await {
-        Ok(()) => Redirect::to(ACCESS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::access::delete_role(&v.ctx(), &name).await, ACCESS)
 }
 
 /// `POST /portal/settings/access-groups`: adds an access group, or replaces the one of that name.
@@ -416,18 +419,12 @@ pub async fn save_group(v: Viewer, Form(f): Form<Fields>) -> Response {
         applications: listed(&f, "applications"),
         ineffective_privileges: vec![],
     };
-    match service::access::put_group(&v.ctx(), &name, g).await {
-        Ok(_) => Redirect::to(ACCESS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::access::put_group(&v.ctx(), &name, g).await, ACCESS)
 }
 
 /// `POST /portal/settings/access-groups/{name}/delete`.
 pub async fn delete_group(v: Viewer, Path(name): Path<String>) -> Response {
-    match service::access::delete_group(&v.ctx(), &name).await {
-        Ok(()) => Redirect::to(ACCESS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::access::delete_group(&v.ctx(), &name).await, ACCESS)
 }
 
 pub struct ProfileRow {
@@ -526,27 +523,16 @@ pub async fn save_profile(v: Viewer, Form(f): Form<Fields>) -> Response {
         revocation_endpoint: optional(&f, "revocation_endpoint"),
         ca_file: optional(&f, "ca_file"),
         environment: optional(&f, "environment"),
-        allowed_urls: field(&f, "allowed_urls")
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect(),
+        allowed_urls: lines(&f, "allowed_urls"),
         has_secret: false,
         secret: f.iter().find(|(n, _)| n == "secret").map(|(_, s)| s.clone()).filter(|s| !s.is_empty()),
     };
-    match service::profiles::put(&v.ctx(), &name, p).await {
-        Ok(_) => Redirect::to(PROFILES).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::profiles::put(&v.ctx(), &name, p).await, PROFILES)
 }
 
 /// `POST /portal/settings/auth-profiles/{name}/delete`.
 pub async fn delete_profile(v: Viewer, Path(name): Path<String>) -> Response {
-    match service::profiles::delete(&v.ctx(), &name).await {
-        Ok(()) => Redirect::to(PROFILES).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::profiles::delete(&v.ctx(), &name).await, PROFILES)
 }
 
 /// A table of the system page: columns from the rows' fields, in their order.
@@ -657,18 +643,12 @@ const SYSTEM: &str = "/portal/system";
 
 /// `POST /portal/system/drain`: `node` and `drain` (`1`: stop handing out new work; `0`: resume).
 pub async fn drain(v: Viewer, Form(f): Form<Fields>) -> Response {
-    match service::system::drain(&v.ctx(), &field(&f, "node"), field(&f, "drain") == "1").await {
-        Ok(_) => Redirect::to(SYSTEM).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::system::drain(&v.ctx(), &field(&f, "node"), field(&f, "drain") == "1").await, SYSTEM)
 }
 
 /// `POST /portal/system/clear-cache`: empties a cache of the node answering.
 pub async fn clear_cache(v: Viewer, Form(f): Form<Fields>) -> Response {
-    match service::system::clear_cache(&v.ctx(), &field(&f, "cache")).await {
-        Ok(_) => Redirect::to(SYSTEM).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::system::clear_cache(&v.ctx(), &field(&f, "cache")).await, SYSTEM)
 }
 
 /// `POST /portal/system/pool-size`: the database pool's size (PostgreSQL).
@@ -676,8 +656,5 @@ pub async fn pool_size(v: Viewer, Form(f): Form<Fields>) -> Response {
     let Ok(max) = field(&f, "max").parse::<u32>() else {
         return service_error(drover_core::Error::BadRequest("the pool size is a whole number".into()));
     };
-    match service::system::resize_pool(&v.ctx(), max).await {
-        Ok(_) => Redirect::to(SYSTEM).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::system::resize_pool(&v.ctx(), max).await, SYSTEM)
 }

@@ -105,12 +105,12 @@ fn not_as_text(v: &Value, commas: bool) -> bool {
 
 /// `name=value` items separated by new lines (and, for labels, commas) as an object; an item
 /// without `=` is an error naming it.
-fn pairs_of(text: &str, commas: bool) -> Result<serde_json::Map<String, Value>, String> {
-    let mut out = serde_json::Map::new();
+pub(super) fn pairs_of(text: &str, commas: bool) -> Result<std::collections::BTreeMap<String, String>, String> {
+    let mut out = std::collections::BTreeMap::new();
     let items = text.split(|c| c == '\n' || (commas && c == ','));
     for item in items.map(str::trim).filter(|i| !i.is_empty()) {
         let (k, v) = item.split_once('=').ok_or_else(|| format!("{item:?}: write NAME=value"))?;
-        out.insert(k.trim().to_string(), json!(v.trim()));
+        out.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(out)
 }
@@ -333,11 +333,7 @@ fn merged(f: &[(String, String)]) -> Result<Value, String> {
         }
     }
     if let Some(text) = get("variables") {
-        set_or_remove(
-            &mut spec,
-            "variables",
-            Value::Object(pairs_of(text, false).map_err(|e| format!("variables: {e}"))?),
-        );
+        set_or_remove(&mut spec, "variables", json!(pairs_of(text, false).map_err(|e| format!("variables: {e}"))?));
     }
     let count = |k: &str| get(k).and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
     if count("stages") > spec::MAX_STAGES {
@@ -369,7 +365,7 @@ fn merged(f: &[(String, String)]) -> Result<Value, String> {
         }
         if let Some(v) = get(&format!("s{i}.variables")) {
             let vars = pairs_of(v, false).map_err(|e| format!("stage {}: variables: {e}", i + 1))?;
-            set_or_remove(&mut st, "variables", Value::Object(vars));
+            set_or_remove(&mut st, "variables", json!(vars));
         }
         let base_tasks = st["tasks"].as_array().cloned().unwrap_or_default();
         if count(&format!("s{i}.tasks")) > spec::MAX_TASKS {

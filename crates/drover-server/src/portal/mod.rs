@@ -192,6 +192,14 @@ pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     render(status, &html)
 }
 
+/// After a post: back to `to` when the service did it, else its error as a page.
+pub(crate) fn back_to<T>(r: drover_core::Result<T>, to: &str) -> Response {
+    match r {
+        Ok(_) => Redirect::to(to).into_response(),
+        Err(e) => service_error(e),
+    }
+}
+
 /// A template as a response (a failed render is a 500 that says so in the log).
 pub(crate) fn render(status: StatusCode, t: &impl askama::Template) -> Response {
     match t.render() {

@@ -13,9 +13,9 @@ use drover_types::{
     ClientSecret, ClientUpdate, EnvironmentKind, NewAgent, NewClient, NewEnvironment, RegenerateSecret,
 };
 
-use super::admin::{Fields, checked, field, listed};
+use super::admin::{Fields, checked, field, jwks, lines, listed};
 use super::pages::{Chrome, chrome, when};
-use super::{Viewer, multipart, render, service_error};
+use super::{Viewer, back_to, multipart, render, service_error};
 use crate::service;
 
 pub struct ClientRow {
@@ -122,22 +122,14 @@ pub async fn create_client(
 ) -> Response {
     let mut roles = checked(&f, "role");
     roles.extend(listed(&f, "custom_roles"));
-    let jwks = match field(&f, "jwks") {
-        j if j.is_empty() => None,
-        j => match serde_json::from_str(&j) {
-            Ok(v) => Some(v),
-            Err(e) => return service_error(drover_core::Error::BadRequest(format!("the JWKS is not JSON: {e}"))),
-        },
+    let jwks = match jwks(&f) {
+        Ok(j) => j,
+        Err(e) => return service_error(e),
     };
     let n = NewClient {
         name: field(&f, "name"),
         roles,
-        redirect_uris: field(&f, "redirect_uris")
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(String::from)
-            .collect(),
+        redirect_uris: lines(&f, "redirect_uris"),
         public: !field(&f, "public").is_empty(),
         jwks,
     };
@@ -170,18 +162,12 @@ pub async fn regenerate(
 
 /// `POST /portal/settings/clients/{name}/revoke-tokens`.
 pub async fn revoke_tokens(v: Viewer, Path(name): Path<String>) -> Response {
-    match service::clients::revoke_tokens(&v.ctx(), &name).await {
-        Ok(_) => Redirect::to("/portal/settings/clients").into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::clients::revoke_tokens(&v.ctx(), &name).await, "/portal/settings/clients")
 }
 
 async fn set_disabled(v: Viewer, name: &str, disabled: bool) -> Response {
     let u = ClientUpdate { disabled: Some(disabled), ..Default::default() };
-    match service::clients::update(&v.ctx(), name, u).await {
-        Ok(_) => Redirect::to("/portal/settings/clients").into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::clients::update(&v.ctx(), name, u).await, "/portal/settings/clients")
 }
 
 /// `POST /portal/settings/clients/{name}/disable`.
@@ -281,10 +267,7 @@ pub struct RotateForm {
 /// `POST /portal/settings/keys/rotate`.
 pub async fn rotate(v: Viewer, Form(f): Form<RotateForm>) -> Response {
     let alg = Some(f.alg.trim()).filter(|a| !a.is_empty());
-    match service::keys::rotate(&v.ctx(), alg).await {
-        Ok(_) => Redirect::to("/portal/settings/keys").into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::keys::rotate(&v.ctx(), alg).await, "/portal/settings/keys")
 }
 
 /// `POST /portal/settings/keys/import` (`multipart/form-data`: the keystore file, its alias and
@@ -461,14 +444,7 @@ const ENVIRONMENTS: &str = "/portal/environments";
 
 /// `name=value` pairs separated by commas or new lines.
 fn labels(text: &str) -> drover_core::Result<std::collections::BTreeMap<String, String>> {
-    let mut out = std::collections::BTreeMap::new();
-    for pair in text.split([',', '\n']).map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| drover_core::Error::BadRequest(format!("label {pair:?}: write name=value")))?;
-        out.insert(k.trim().to_string(), v.trim().to_string());
-    }
-    Ok(out)
+    super::form::pairs_of(text, true).map_err(|e| drover_core::Error::BadRequest(format!("labels: {e}")))
 }
 
 /// `POST /portal/environments`: adds an environment, or changes the one of that name (its kind,
@@ -496,18 +472,12 @@ pub async fn save_environment(v: Viewer, Form(f): Form<Fields>) -> Response {
         }
         Err(e) => Err(e),
     };
-    match r {
-        Ok(_) => Redirect::to(ENVIRONMENTS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(r, ENVIRONMENTS)
 }
 
 /// `POST /portal/environments/{name}/delete`: one no pipeline targets and no agent serves.
 pub async fn delete_environment(v: Viewer, Path(name): Path<String>) -> Response {
-    match service::environments::delete(&v.ctx(), &name).await {
-        Ok(()) => Redirect::to(ENVIRONMENTS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::environments::delete(&v.ctx(), &name).await, ENVIRONMENTS)
 }
 
 #[derive(Template)]
@@ -531,12 +501,9 @@ pub async fn add_agent(
         Ok(l) => l,
         Err(e) => return service_error(e),
     };
-    let jwks = match field(&f, "jwks") {
-        j if j.is_empty() => None,
-        j => match serde_json::from_str(&j) {
-            Ok(v) => Some(v),
-            Err(e) => return service_error(drover_core::Error::BadRequest(format!("the JWKS is not JSON: {e}"))),
-        },
+    let jwks = match jwks(&f) {
+        Ok(j) => j,
+        Err(e) => return service_error(e),
     };
     let n = NewAgent { name: field(&f, "name"), environment: field(&f, "environment"), labels, jwks };
     match service::agents::create(&v.ctx(), n).await {
@@ -562,17 +529,11 @@ pub async fn set_agent_labels(v: Viewer, Path(name): Path<String>, Form(f): Form
         Ok(l) => service::agents::set_labels(&v.ctx(), &name, l).await,
         Err(e) => Err(e),
     };
-    match r {
-        Ok(_) => Redirect::to(ENVIRONMENTS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(r, ENVIRONMENTS)
 }
 
 /// `POST /portal/agents/{name}/delete`: removes the agent and its client; its tasks in flight end
 /// in `error`.
 pub async fn delete_agent(v: Viewer, Path(name): Path<String>) -> Response {
-    match service::agents::delete(&v.ctx(), &name).await {
-        Ok(()) => Redirect::to(ENVIRONMENTS).into_response(),
-        Err(e) => service_error(e),
-    }
+    back_to(service::agents::delete(&v.ctx(), &name).await, ENVIRONMENTS)
 }
