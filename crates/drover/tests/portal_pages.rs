@@ -20,6 +20,19 @@ async fn page_text(s: &TestServer, session: &str, path: &str) -> String {
     s.http().get(format!("{}{path}", s.url)).header("cookie", session).send().await.unwrap().text().await.unwrap()
 }
 
+/// A form posted as a signed-in session, with its CSRF token.
+fn portal_post<'a>(
+    c: &reqwest::Client,
+    base: &str,
+    session: &str,
+    token: &'a str,
+    path: &str,
+    mut form: Vec<(&'a str, &'a str)>,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    form.push(("csrf_token", token));
+    c.post(format!("{base}{path}")).header("cookie", session).form(&form).send()
+}
+
 async fn http_sign_in(s: &TestServer, user: &str, password: &str) -> (String, String) {
     drover_testkit::portal::http_sign_in(&s.url, &s.ca, user, password).await.unwrap()
 }
@@ -169,11 +182,7 @@ async fn secret_variables_are_write_only_and_new_operators_get_a_password_once()
         .unwrap();
     let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
     let c = s.http();
-    let post = |path: &str, form: Vec<(&str, &str)>| {
-        let mut form = form;
-        form.push(("csrf_token", token.as_str()));
-        c.post(format!("{}{path}", s.url)).header("cookie", &session).form(&form).send()
-    };
+    let post = |path: &str, form: Vec<(&str, &str)>| portal_post(&c, &s.url, &session, &token, path, form);
     let secret = "s3cr3t-value-in-the-portal";
     let r =
         post("/portal/environments/dev/variables", vec![("name", "DEPLOY_TOKEN"), ("value", secret), ("secret", "1")])
@@ -531,11 +540,7 @@ async fn environments_agents_and_clients_are_managed_in_the_portal() {
     let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
     let c = s.http();
     let url = s.url.clone();
-    let post = |path: &str, form: Vec<(&str, &str)>| {
-        let mut form = form;
-        form.push(("csrf_token", token.as_str()));
-        c.post(format!("{url}{path}")).header("cookie", &session).form(&form).send()
-    };
+    let post = |path: &str, form: Vec<(&str, &str)>| portal_post(&c, &url, &session, &token, path, form);
     let r = post("/portal/environments", vec![("name", "qa-eu"), ("kind", "qa"), ("applications", "web, shop")]).await;
     assert_eq!(r.unwrap().status(), 303);
     let env = admin.environments().await.unwrap().into_iter().find(|e| e.name == "qa-eu").unwrap();
@@ -649,11 +654,7 @@ async fn the_system_page_drains_clears_and_resizes() {
     let s = TestServer::start(Backend::Postgres).await.unwrap();
     let (session, token) = http_sign_in(&s, "admin", &s.admin_password).await;
     let c = s.http();
-    let post = |path: &str, form: Vec<(&str, &str)>| {
-        let mut form = form;
-        form.push(("csrf_token", token.as_str()));
-        c.post(format!("{}{path}", s.url)).header("cookie", &session).form(&form).send()
-    };
+    let post = |path: &str, form: Vec<(&str, &str)>| portal_post(&c, &s.url, &session, &token, path, form);
     let api = |path: &str| c.get(format!("{}{path}", s.url)).basic_auth("admin", Some(&s.admin_password)).send();
     let nodes: serde_json::Value = api("/api/v1/system/nodes").await.unwrap().json().await.unwrap();
     let node = nodes[0]["id"].as_str().unwrap().to_string();
