@@ -869,3 +869,42 @@ async fn oversized_forms_are_refused() {
     assert_eq!(s.admin().keys().await.unwrap().len(), 1, "nothing imported");
     s.shutdown().await;
 }
+
+/// Release-admin granted only on one application confers none of the global privileges the
+/// settings pages need: every settings, environment, agent and system page and post is 403 for
+/// it, and nothing changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scoped_release_admin_reaches_no_settings_page() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let (_, table) = drover_server::portal::pages(s.running.as_ref().unwrap().state.clone());
+    let pw = s.add_operator("rita", &[]).await;
+    let r = s
+        .http()
+        .post(format!("{}/api/v1/access-groups", s.url))
+        .basic_auth("admin", Some(&s.admin_password))
+        .json(&serde_json::json!({"name": "web-admins", "roles": ["release-admin"], "operators": ["rita"], "applications": ["web"]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    let (session, token) = http_sign_in(&s, "rita", &pw).await;
+    let c = s.http();
+    let before = (s.admin().roles().await.unwrap().len(), s.admin().environments().await.unwrap().len());
+    let global = table.iter().filter(|p| matches!(p.need, Need::Privilege(x) if x.is_global()));
+    let mut n = 0;
+    for p in global {
+        n += 1;
+        let rb = c.request(p.method.clone(), format!("{}{}", s.url, concrete(&p.path))).header("cookie", &session);
+        let rb = if p.method == Method::POST {
+            rb.form(&[("csrf_token", token.as_str()), ("name", "made-by-rita"), ("node", "x"), ("cache", "sign_ins")])
+        } else {
+            rb
+        };
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 403, "{} {}", p.method, p.path);
+    }
+    assert!(n >= 20, "{n} global pages");
+    let after = (s.admin().roles().await.unwrap().len(), s.admin().environments().await.unwrap().len());
+    assert_eq!(before, after, "nothing created");
+    s.shutdown().await;
+}
