@@ -1,6 +1,15 @@
 //! Task executors: `run`, `deploy`, `http-check`.
+//!
+//! A task process starts from nothing of the agent's: its environment is [`task_env`] (a fixed
+//! `PATH`, the user's `HOME`, `LANG`, the `--task-env` names passed on purpose, the task's
+//! variables — none of the secret ones for hooks — and Drover's own `DROVER_*`), its uid is the
+//! task user's when the agent has task users ([`crate::users`]), and every file operation under
+//! the application's directory runs with that user's filesystem uid. The artifact is downloaded
+//! and verified in `WORK_DIR/.drover/downloads`, which only the agent can enter, and handed to
+//! the unpacking as an open file. A task's message says what happened, never what it printed:
+//! the output is in the log, whose every read is audited.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,13 +23,15 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
 use crate::AgentConfig;
+use crate::users::{self, TaskUser};
 
 /// Releases kept per application (the current one is always kept).
 pub const KEEP_RELEASES: usize = 5;
 // The orchestrator enforces the same limits (plus a grace): `TaskSpec::agent_timeout`.
 use drover_types::pipeline::{DEFAULT_CHECK_TIMEOUT, DEFAULT_RUN_TIMEOUT};
 const HOOK_TIMEOUT: Duration = Duration::from_secs(600);
-const TAIL_LINES: usize = 20;
+/// The `PATH` every task process starts with.
+pub const TASK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 pub struct TaskOutcome {
     pub outcome: Outcome,
@@ -58,6 +69,7 @@ pub async fn run_task(
     logs: mpsc::Sender<LogEntry>,
     cancel: watch::Receiver<bool>,
     contain: Containment<'_>,
+    pool: Option<&users::Pool>,
 ) -> TaskOutcome {
     let log = Logger(logs);
     log.line(
@@ -71,24 +83,58 @@ pub async fn run_task(
         ),
     )
     .await;
-    let app_dir = cfg.work_dir.join(&a.application);
-    match &a.spec {
+    if let TaskSpec::HttpCheck { url, expect_status, timeout } = &a.spec {
+        let t = timeout.map(|d| d.0).unwrap_or(DEFAULT_CHECK_TIMEOUT);
+        return http_check(cfg, url, *expect_status, t, &log, cancel).await;
+    }
+    if !matches!(a.spec, TaskSpec::Run { .. } | TaskSpec::Deploy {}) {
+        return fail(format!("task type {} does not run on agents", a.spec.kind()));
+    }
+    let app_dir = match users::application_dir(&cfg.work_dir, &a.application) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    // Who runs it: the task user who owns the application's directory, once free.
+    let lease = match pool {
+        Some(pool) => {
+            let waiting = |what: String| {
+                let _ = log.0.try_send(LogEntry { stream: "agent".into(), line: format!("waiting for {what}") });
+            };
+            match pool.acquire(&app_dir, cancel.clone(), waiting).await {
+                Ok(l) => Some(l),
+                Err(e) => return fail(e),
+            }
+        }
+        None => {
+            if let Err(e) = tokio::fs::create_dir_all(&app_dir).await {
+                return fail(format!("making {}: {e}", app_dir.display()));
+            }
+            None
+        }
+    };
+    let user = lease.as_ref().map(|l| l.user().clone());
+    let outcome = match &a.spec {
         TaskSpec::Run { command, timeout } => {
-            let cwd = current_dir(&app_dir).unwrap_or_else(|| cfg.work_dir.clone());
+            let dir = app_dir.clone();
+            let cwd = users::as_user(user.as_ref(), move || current_dir(&dir)).await.ok().flatten().unwrap_or(app_dir);
             let argv = match command {
                 CommandSpec::Shell(s) => vec!["sh".to_string(), "-c".to_string(), s.clone()],
                 CommandSpec::Exec(v) => v.clone(),
             };
             let t = timeout.map(|d| d.0).unwrap_or(DEFAULT_RUN_TIMEOUT);
-            run_process(&argv, &cwd, &env_for(cfg, a, &cwd), t, &log, cancel, contain).await
+            let env = task_env(cfg, a, &cwd, user.as_ref(), false);
+            run_process(&argv, &cwd, &env, user.as_ref(), t, &log, cancel, contain).await
         }
-        TaskSpec::Deploy {} => deploy(cfg, client, a, &app_dir, &log, cancel, contain).await,
-        TaskSpec::HttpCheck { url, expect_status, timeout } => {
-            http_check(cfg, url, *expect_status, timeout.map(|d| d.0).unwrap_or(DEFAULT_CHECK_TIMEOUT), &log, cancel)
-                .await
+        _ => deploy(cfg, client, a, &app_dir, user.as_ref(), &log, cancel, contain).await,
+    };
+    if let Some(lease) = lease {
+        let name = lease.user().name.clone();
+        let ended = lease.end().await;
+        if ended > 0 {
+            log.line("agent", format!("ended {ended} processes of task user {name} left by the task")).await;
         }
-        other => fail(format!("task type {} does not run on agents", other.kind())),
     }
+    outcome
 }
 
 fn current_dir(app_dir: &Path) -> Option<PathBuf> {
@@ -96,10 +142,33 @@ fn current_dir(app_dir: &Path) -> Option<PathBuf> {
     std::fs::canonicalize(&cur).ok().filter(|p| p.is_dir())
 }
 
-/// The stage's variables, then Drover's own (which a variable cannot be named).
-fn env_for(cfg: &crate::AgentConfig, a: &Assignment, release_dir: &Path) -> Vec<(String, String)> {
-    let own = a.variables.0.iter().map(|(k, v)| (k.clone(), v.clone()));
-    own.chain([
+/// A task process's whole environment: a fixed `PATH`, the user's `HOME`, `LANG`, what
+/// `--task-env` passes through on purpose, the stage's variables (a hook gets none of the
+/// secret ones), then Drover's own (which a variable cannot be named). Nothing else of the
+/// agent's.
+pub fn task_env(
+    cfg: &AgentConfig,
+    a: &Assignment,
+    release_dir: &Path,
+    user: Option<&TaskUser>,
+    hook: bool,
+) -> Vec<(String, String)> {
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    env.insert("PATH".into(), TASK_PATH.into());
+    let home = user.map(|u| u.home.clone()).unwrap_or_else(users::own_home);
+    env.insert("HOME".into(), home.display().to_string());
+    env.insert("LANG".into(), "C.UTF-8".into());
+    for name in &cfg.task_env {
+        if let Ok(v) = std::env::var(name) {
+            env.insert(name.clone(), v);
+        }
+    }
+    for (k, v) in &a.variables.0 {
+        if !(hook && a.secret.contains(k)) {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env.extend([
         ("DROVER_AGENT".into(), cfg.name.clone()),
         ("DROVER_APPLICATION".into(), a.application.clone()),
         ("DROVER_VERSION".into(), a.version.clone()),
@@ -109,17 +178,19 @@ fn env_for(cfg: &crate::AgentConfig, a: &Assignment, release_dir: &Path) -> Vec<
         ("DROVER_ATTEMPT_ID".into(), a.attempt_id.clone()),
         ("DROVER_RELEASE_DIR".into(), release_dir.display().to_string()),
         ("DROVER_STARTED_BY".into(), a.started_by.clone()),
-    ])
-    .collect()
+    ]);
+    env.into_iter().collect()
 }
 
-/// Runs a process in its own process group (journaled); streams its output; on timeout or
-/// cancellation ends the whole group (TERM, then KILL after the grace), and when the process
-/// ends, whatever it left running in its group.
+/// Runs a process (as `user`, when given) in its own process group (journaled); streams its
+/// output; on timeout or cancellation ends the whole group (TERM, then KILL after the grace),
+/// and when the process ends, whatever it left running in its group.
+#[allow(clippy::too_many_arguments)]
 async fn run_process(
     argv: &[String],
     cwd: &Path,
     env: &[(String, String)],
+    user: Option<&TaskUser>,
     timeout: Duration,
     log: &Logger,
     mut cancel: watch::Receiver<bool>,
@@ -129,12 +200,17 @@ async fn run_process(
     let mut cmd = tokio::process::Command::new(prog);
     cmd.args(args)
         .current_dir(cwd)
+        .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(u) = user {
+        // std drops the supplementary groups when it changes the uid as root.
+        cmd.uid(u.uid).gid(u.gid);
+    }
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return fail(format!("cannot start {prog:?} in {}: {e}", cwd.display())),
@@ -149,7 +225,6 @@ async fn run_process(
             "cannot journal the task's process group (so it would not be stopped after a crash): {e}"
         ));
     }
-    let (tail_tx, mut tail_rx) = mpsc::unbounded_channel::<String>();
     let mut readers = Vec::new();
     for (name, pipe) in [
         ("stdout", child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
@@ -157,7 +232,6 @@ async fn run_process(
     ] {
         let Some(pipe) = pipe else { continue };
         let tx = log.0.clone();
-        let tail = tail_tx.clone();
         readers.push(tokio::spawn(async move {
             // Bytes up to each newline, not UTF-8 lines: output that is not UTF-8 is shown with
             // replacement characters (a `lines()` reader would stop at it, and the process
@@ -177,12 +251,10 @@ async fn run_process(
                     }
                 }
                 let l = String::from_utf8_lossy(&buf).into_owned();
-                let _ = tail.send(l.clone());
                 let _ = tx.send(LogEntry { stream: name.into(), line: l }).await;
             }
         }));
     }
-    drop(tail_tx);
     let pgid = pid.map(|p| p as i32);
     let status = tokio::select! {
         s = child.wait() => Some(s),
@@ -218,42 +290,85 @@ async fn run_process(
     for r in readers {
         let _ = tokio::time::timeout(Duration::from_secs(2), r).await;
     }
-    let mut tail: VecDeque<String> = VecDeque::new();
-    while let Ok(l) = tail_rx.try_recv() {
-        tail.push_back(l);
-        if tail.len() > TAIL_LINES {
-            tail.pop_front();
-        }
-    }
-    let tail_text =
-        if tail.is_empty() { String::new() } else { format!("; last output:\n{}", Vec::from(tail).join("\n")) };
     if timed_out {
         let why = if *cancel.borrow() {
             "cancelled".to_string()
         } else {
             format!("timed out after {}", humantime::format_duration(timeout))
         };
-        return TaskOutcome { outcome: Outcome::Failed, exit_code: None, message: Some(format!("{why}{tail_text}")) };
+        return TaskOutcome { outcome: Outcome::Failed, exit_code: None, message: Some(why) };
     }
     match status {
         Ok(s) if s.success() => TaskOutcome { outcome: Outcome::Completed, exit_code: Some(0), message: None },
         Ok(s) => {
             let code = s.code();
             let what = match code {
-                Some(c) => format!("exit code {c}"),
+                Some(c) => format!("exit code {c} (its output is in the log)"),
                 None => "killed by a signal".to_string(),
             };
-            TaskOutcome { outcome: Outcome::Failed, exit_code: code, message: Some(format!("{what}{tail_text}")) }
+            TaskOutcome { outcome: Outcome::Failed, exit_code: code, message: Some(what) }
         }
         Err(e) => fail(format!("waiting for the process: {e}")),
     }
 }
 
+/// What putting a release in place found.
+struct Placed {
+    release: PathBuf,
+    previous: Option<PathBuf>,
+    /// The version was deployed here before (its old copy was replaced).
+    replaced: bool,
+    pre: bool,
+    post: bool,
+    unpacked: crate::unpack::Unpacked,
+}
+
+/// Unpacks `archive` beside the releases and moves it to `releases/<version>`; finds the hooks.
+/// Runs with the task user's filesystem uid.
+fn place_release(app_dir: &Path, archive: std::fs::File, version: &str, attempt: &str) -> Result<Placed, String> {
+    let releases = app_dir.join("releases");
+    std::fs::create_dir_all(&releases).map_err(|e| format!("making {}: {e}", releases.display()))?;
+    let staging = releases.join(format!(".unpack-{attempt}"));
+    let unpacked = match crate::unpack::unpack_from(archive, &staging) {
+        Ok(u) => u,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(format!("unpacking the artifact (a .tar.gz): {e}"));
+        }
+    };
+    let release = releases.join(version);
+    let previous = std::fs::read_link(app_dir.join("current")).ok();
+    let replaced = std::fs::symlink_metadata(&release).is_ok();
+    if replaced {
+        // Redeploying a version: the fresh copy replaces the old one.
+        let _ = std::fs::remove_dir_all(&release);
+    }
+    if let Err(e) = std::fs::rename(&staging, &release) {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(format!("moving the release into place: {e}"));
+    }
+    let hooks = crate::unpack::hook(&release, "pre-deploy")
+        .and_then(|pre| Ok((pre, crate::unpack::hook(&release, "post-deploy")?)));
+    match hooks {
+        Ok((pre, post)) => {
+            Ok(Placed { release, previous, replaced, pre: pre.is_some(), post: post.is_some(), unpacked })
+        }
+        Err(e) => {
+            if !replaced {
+                let _ = std::fs::remove_dir_all(&release);
+            }
+            Err(e)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn deploy(
     cfg: &AgentConfig,
     client: &Client,
     a: &Assignment,
     app_dir: &Path,
+    user: Option<&TaskUser>,
     log: &Logger,
     cancel: watch::Receiver<bool>,
     contain: Containment<'_>,
@@ -261,20 +376,16 @@ async fn deploy(
     let Some(art) = &a.artifact else {
         return fail(format!("no artifact {} {} on the orchestrator", a.application, a.version));
     };
-    let releases = app_dir.join("releases");
-    if let Err(e) = tokio::fs::create_dir_all(&releases).await {
-        return fail(format!("creating {}: {e}", releases.display()));
-    }
-    // 1. Download and verify.
-    let download = app_dir.join(format!(".download-{}", a.attempt_id));
+    // 1. Download and verify where only the agent can reach.
+    let download = cfg.work_dir.join(".drover").join("downloads").join(&a.attempt_id);
     log.line(
         "agent",
         format!("downloading {} {} ({} bytes, sha256 {})", a.application, a.version, art.size, art.sha256),
     )
     .await;
     let r = fetch(client, &art.sha256, &download).await;
-    match r {
-        Ok(sum) if sum == art.sha256 => {}
+    let archive = match r {
+        Ok(sum) if sum == art.sha256 => std::fs::File::open(&download),
         Ok(sum) => {
             let _ = tokio::fs::remove_file(&download).await;
             return fail(format!("artifact checksum mismatch: expected {}, got {sum}", art.sha256));
@@ -283,66 +394,40 @@ async fn deploy(
             let _ = tokio::fs::remove_file(&download).await;
             return fail(format!("downloading the artifact: {e}"));
         }
-    }
-    // 2. Unpack beside the releases, then move into place.
-    let staging = releases.join(format!(".unpack-{}", a.attempt_id));
-    let (dl, st) = (download.clone(), staging.clone());
-    let unpacked = tokio::task::spawn_blocking(move || crate::unpack::unpack(&dl, &st)).await;
+    };
+    // The open file is what the unpacking reads; the name can go now.
     let _ = tokio::fs::remove_file(&download).await;
-    match unpacked {
-        Ok(Ok(u)) => {
-            let what = format!(
-                "unpacked {} files, {} directories, {} symlinks ({} bytes)",
-                u.files, u.dirs, u.symlinks, u.bytes
-            );
-            log.line("agent", what).await;
-        }
-        Ok(Err(e)) => {
-            let _ = tokio::fs::remove_dir_all(&staging).await;
-            return fail(format!("unpacking the artifact (a .tar.gz): {e}"));
-        }
+    let archive = match archive {
+        Ok(f) => f,
+        Err(e) => return fail(format!("opening the downloaded artifact: {e}")),
+    };
+    // 2. As the task user: unpack beside the releases, move into place, find the hooks.
+    let (dir, version, attempt) = (app_dir.to_path_buf(), a.version.clone(), a.attempt_id.clone());
+    let placed = match users::as_user(user, move || place_release(&dir, archive, &version, &attempt)).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => return fail(e),
         Err(e) => return fail(format!("unpacking: {e}")),
-    }
-    let release = releases.join(&a.version);
-    let previous = std::fs::read_link(app_dir.join("current")).ok();
-    let replaced = release.exists();
-    if replaced {
-        // Redeploying a version: the fresh copy replaces the old one.
-        let _ = tokio::fs::remove_dir_all(&release).await;
-    }
-    if let Err(e) = tokio::fs::rename(&staging, &release).await {
-        let _ = tokio::fs::remove_dir_all(&staging).await;
-        return fail(format!("moving the release into place: {e}"));
-    }
-    let env = env_for(cfg, a, &release);
-    let hooks = crate::unpack::hook(&release, "pre-deploy")
-        .and_then(|pre| Ok((pre, crate::unpack::hook(&release, "post-deploy")?)));
-    let (pre, post) = match hooks {
-        Ok(h) => h,
-        Err(e) => {
-            if !replaced {
-                let _ = tokio::fs::remove_dir_all(&release).await;
-            }
-            return fail(e);
+    };
+    let u = &placed.unpacked;
+    log.line(
+        "agent",
+        format!("unpacked {} files, {} directories, {} symlinks ({} bytes)", u.files, u.dirs, u.symlinks, u.bytes),
+    )
+    .await;
+    let (release, replaced) = (placed.release.clone(), placed.replaced);
+    let drop_release = |release: PathBuf| async move {
+        if !replaced {
+            let _ = users::as_user(user, move || std::fs::remove_dir_all(release)).await;
         }
     };
+    let env = task_env(cfg, a, &release, user, true);
     // 3. pre-deploy hook, in the new release; failure leaves `current` alone.
-    if pre.is_some() {
+    if placed.pre {
         log.line("agent", "running pre-deploy hook").await;
-        let r = run_process(
-            &["sh".into(), "./pre-deploy".into()],
-            &release,
-            &env,
-            HOOK_TIMEOUT,
-            log,
-            cancel.clone(),
-            contain,
-        )
-        .await;
+        let argv = ["sh".to_string(), "./pre-deploy".to_string()];
+        let r = run_process(&argv, &release, &env, user, HOOK_TIMEOUT, log, cancel.clone(), contain).await;
         if r.outcome != Outcome::Completed {
-            if !replaced {
-                let _ = tokio::fs::remove_dir_all(&release).await;
-            }
+            drop_release(release.clone()).await;
             return TaskOutcome {
                 message: Some(format!("pre-deploy hook failed: {}", r.message.unwrap_or_default())),
                 ..r
@@ -351,20 +436,32 @@ async fn deploy(
     }
     // 4. Switch `current` atomically.
     let target = PathBuf::from("releases").join(&a.version);
-    if let Err(e) = switch_current(app_dir, &target, &a.attempt_id) {
+    let switch = |to: PathBuf| {
+        let (dir, attempt) = (app_dir.to_path_buf(), a.attempt_id.clone());
+        users::as_user(user, move || switch_current(&dir, &to, &attempt))
+    };
+    if let Err(e) = switch(target.clone()).await.and_then(|r| r) {
         return fail(format!("switching current: {e}"));
     }
     log.line("agent", format!("current -> {}", target.display())).await;
     // 5. post-deploy hook; failure switches back.
-    if post.is_some() {
+    if placed.post {
         log.line("agent", "running post-deploy hook").await;
-        let r = run_process(&["sh".into(), "./post-deploy".into()], &release, &env, HOOK_TIMEOUT, log, cancel, contain)
-            .await;
+        let argv = ["sh".to_string(), "./post-deploy".to_string()];
+        let r = run_process(&argv, &release, &env, user, HOOK_TIMEOUT, log, cancel, contain).await;
         if r.outcome != Outcome::Completed {
-            let back = match &previous {
-                Some(p) => switch_current(app_dir, p, &a.attempt_id)
-                    .map(|_| format!("current switched back to {}", p.display())),
-                None => std::fs::remove_file(app_dir.join("current")).map(|_| "current removed".to_string()),
+            let back = match placed.previous.clone() {
+                Some(p) => {
+                    let shown = p.display().to_string();
+                    switch(p).await.and_then(|r| r).map(|_| format!("current switched back to {shown}"))
+                }
+                None => {
+                    let cur = app_dir.join("current");
+                    users::as_user(user, move || std::fs::remove_file(cur))
+                        .await
+                        .and_then(|r| r)
+                        .map(|_| "current removed".to_string())
+                }
             };
             let back = back.unwrap_or_else(|e| format!("switching back failed: {e}"));
             return TaskOutcome {
@@ -373,8 +470,8 @@ async fn deploy(
             };
         }
     }
-    prune(&releases, &release);
-    let _ = cfg;
+    let (releases, current) = (app_dir.join("releases"), release.clone());
+    let _ = users::as_user(user, move || prune(&releases, &current)).await;
     ok(format!("{} {} deployed to {}", a.application, a.version, release.display()))
 }
 

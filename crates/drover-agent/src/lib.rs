@@ -10,6 +10,12 @@
 //! boot id and the leader's start time (`groups`); cancel, abort and timeouts end the group
 //! (TERM, then KILL after `kill_grace`), so does the task's end (nothing it started outlives
 //! it), and a restarted agent ends the groups of cut-off attempts before reporting them.
+//!
+//! Isolation: with task users (`users`), tasks run as other uids, one task per user, and
+//! everything of a user's uid is killed when its task ends and when the agent starts. The
+//! agent's own files — journal, downloads, credentials — are in `WORK_DIR/.drover` (0700).
+//! Without task users, tasks run as the agent's own user (`isolation: none`), which the agent
+//! says when it starts and reports with every poll.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -23,6 +29,7 @@ use tokio::sync::{Notify, mpsc, watch};
 pub mod exec;
 pub mod groups;
 mod unpack;
+pub mod users;
 
 #[derive(Clone)]
 pub struct AgentConfig {
@@ -38,6 +45,14 @@ pub struct AgentConfig {
     pub capacity: u32,
     /// How long a task's processes get after SIGTERM before SIGKILL.
     pub kill_grace: Duration,
+    /// The users tasks run as (one task each at a time); none: as the agent's own user.
+    pub task_users: Vec<users::TaskUser>,
+    /// Names of the agent's environment variables passed to tasks as they are (a proxy,
+    /// `JAVA_HOME`); nothing else of the agent's environment reaches a task.
+    pub task_env: Vec<String>,
+    /// Files holding the agent's credentials: the agent refuses to start when a task user can
+    /// read one.
+    pub credential_files: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -50,6 +65,8 @@ impl std::fmt::Debug for AgentConfig {
             .field("work_dir", &self.work_dir)
             .field("capacity", &self.capacity)
             .field("kill_grace", &self.kill_grace)
+            .field("task_users", &self.task_users)
+            .field("task_env", &self.task_env)
             .finish()
     }
 }
@@ -60,6 +77,13 @@ pub enum Error {
     Client(#[from] drover_client::Error),
     #[error("work dir {0}: {1}")]
     WorkDir(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Isolation(String),
+}
+
+/// What an agent reports of how its tasks are kept from it.
+pub fn isolation(cfg: &AgentConfig) -> &'static str {
+    if cfg.task_users.is_empty() { "none" } else { "task-user" }
 }
 
 struct Agent {
@@ -71,19 +95,49 @@ struct Agent {
     freed: Notify,
     heartbeat: Mutex<Duration>,
     shutdown: watch::Receiver<bool>,
+    /// Task users, when the agent has them.
+    pool: Option<users::Pool>,
 }
 
 /// Runs the agent until `shutdown` becomes true.
-pub async fn run(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
-    let journal = cfg.work_dir.join(".drover").join("attempts");
-    std::fs::create_dir_all(&journal).map_err(|e| Error::WorkDir(cfg.work_dir.clone(), e))?;
+pub async fn run(mut cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
+    let journal = prepare_work_dir(&cfg.work_dir)?;
+    users::check_start(&cfg.task_users, &cfg.work_dir, &cfg.credential_files).await.map_err(Error::Isolation)?;
+    if cfg.task_users.is_empty() {
+        tracing::warn!(
+            uid = nix::unistd::geteuid().as_raw(),
+            "isolation: none — tasks run as this agent's own user, so a task can read the agent's credentials and act as the agent; start it as root with --task-user USER"
+        );
+    } else {
+        // Root needs no supplementary groups, and a task user's filesystem uid must not keep
+        // the agent's.
+        if let Err(e) = nix::unistd::setgroups(&[]) {
+            tracing::warn!(error = %e, "cannot drop the agent's supplementary groups");
+        }
+        cfg.capacity = cfg.task_users.len() as u32;
+        let names: Vec<&str> = cfg.task_users.iter().map(|u| u.name.as_str()).collect();
+        tracing::info!(task_users = ?names, capacity = cfg.capacity, "isolation: tasks run as task users");
+    }
     // Before anything is reported (and before old records are pruned): end what attempts cut
     // off by a crash left running.
     let ended = groups::reap(&journal, cfg.kill_grace).await;
     if ended > 0 {
         tracing::warn!(groups = ended, "ended the process groups of attempts cut off by the last stop");
     }
+    for u in cfg.task_users.clone() {
+        let n = tokio::task::spawn_blocking(move || users::kill_all(&u)).await.unwrap_or(0);
+        if n > 0 {
+            tracing::warn!(processes = n, "ended processes of a task user left by the last stop");
+        }
+    }
     prune_journal(&journal);
+    let downloads = cfg.work_dir.join(".drover").join("downloads");
+    if let Ok(rd) = std::fs::read_dir(&downloads) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    let pool = (!cfg.task_users.is_empty()).then(|| users::Pool::new(cfg.task_users.clone()));
     let client = Client::new(
         &cfg.url,
         cfg.ca_cert.as_deref(),
@@ -100,6 +154,7 @@ pub async fn run(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<()
         freed: Notify::new(),
         heartbeat: Mutex::new(Duration::from_secs(5)),
         shutdown: shutdown.clone(),
+        pool,
     });
     agent.poll_loop().await;
     // Give running tasks a moment to report.
@@ -108,6 +163,27 @@ pub async fn run(cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Ok(())
+}
+
+/// The work dir, and in it `.drover/` (0700: the journal, downloads, the agent's own files).
+/// Returns the journal's directory.
+fn prepare_work_dir(work_dir: &Path) -> Result<PathBuf, Error> {
+    use std::os::unix::fs::PermissionsExt;
+    let at = |e| Error::WorkDir(work_dir.to_path_buf(), e);
+    std::fs::create_dir_all(work_dir).map_err(at)?;
+    let own = work_dir.join(".drover");
+    match std::fs::symlink_metadata(&own) {
+        Ok(m) if !m.file_type().is_dir() => {
+            return Err(Error::WorkDir(own, std::io::Error::other("not a directory (a symlink?)")));
+        }
+        Ok(_) => {}
+        Err(_) => std::fs::create_dir(&own).map_err(at)?,
+    }
+    std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).map_err(at)?;
+    let journal = own.join("attempts");
+    std::fs::create_dir_all(&journal).map_err(at)?;
+    std::fs::create_dir_all(own.join("downloads")).map_err(at)?;
+    Ok(journal)
 }
 
 fn prune_journal(dir: &Path) {
@@ -154,6 +230,7 @@ impl Agent {
                 capacity: free,
                 wait_ms: 20_000,
                 agent_version: Some(env!("CARGO_PKG_VERSION").into()),
+                isolation: Some(isolation(&self.cfg).into()),
             };
             let r = tokio::select! {
                 r = self.client.poll(&req) => r,
@@ -348,7 +425,7 @@ impl Agent {
         };
         let record = groups::record_path(&self.journal, &a.attempt_id);
         let contain = exec::Containment { record: &record, grace: self.cfg.kill_grace };
-        let run = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx, contain);
+        let run = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx, contain, self.pool.as_ref());
         let outcome = match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
             Ok(o) => o,
             Err(_) => exec::TaskOutcome {

@@ -110,10 +110,16 @@ fn clear(dest: &Path, rel: &Path) -> io::Result<()> {
 }
 
 /// Unpacks the gzipped tar `archive` into `into` (created; expected to be new and empty).
+#[cfg(test)]
 pub fn unpack(archive: &Path, into: &Path) -> io::Result<Unpacked> {
-    fs::create_dir_all(into)?;
+    unpack_from(fs::File::open(archive)?, into)
+}
+
+/// Unpacks the gzipped tar read from `f` (opened by the agent, which may be the only one that
+/// can open it) into `into` (created with the caller's filesystem uid; new and empty).
+pub fn unpack_from(f: fs::File, into: &Path) -> io::Result<Unpacked> {
+    fs::create_dir(into)?;
     let root = fs::canonicalize(into)?;
-    let f = fs::File::open(archive)?;
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(io::BufReader::new(f)));
     let mut done = Unpacked::default();
     let mut dirs: Vec<(PathBuf, u32)> = Vec::new();

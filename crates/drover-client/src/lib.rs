@@ -382,6 +382,10 @@ impl Client {
     ) -> Result<Agent> {
         self.put(&format!("/api/v1/agents/{name}/labels"), labels).await
     }
+    /// Approves a pending agent (`variable.manage`).
+    pub async fn approve_agent(&self, name: &str) -> Result<Agent> {
+        self.post(&format!("/api/v1/agents/{name}/approve"), &serde_json::json!({})).await
+    }
     pub async fn register_agent(&self, a: &NewAgent) -> Result<AgentCredentials> {
         self.post("/api/v1/agents", a).await
     }

@@ -21,6 +21,10 @@ pub struct AgentRecord {
     pub labels: std::collections::BTreeMap<String, String>,
     /// What the agent reported at its last poll (e.g. `0.1.0`).
     pub version: Option<String>,
+    /// How it keeps its tasks from itself, as it reported: `task-user` or `none`.
+    pub isolation: Option<String>,
+    /// Waiting for approval: its polls get no work.
+    pub pending: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -201,8 +205,10 @@ pub trait AgentStore: Send + Sync {
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
     async fn delete_agent(&self, name: &str) -> Result<bool>;
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()>;
-    /// Records the version an agent reported; false when there is no such agent.
-    async fn set_agent_version(&self, name: &str, version: &str) -> Result<bool>;
+    /// Records the version and isolation an agent reported; false when there is no such agent.
+    async fn set_agent_reported(&self, name: &str, version: Option<&str>, isolation: Option<&str>) -> Result<bool>;
+    /// Marks an agent pending approval, or approved; false when there is no such agent.
+    async fn set_agent_pending(&self, name: &str, pending: bool) -> Result<bool>;
     /// Replaces an agent's labels; false when there is no such agent.
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool>;
 }

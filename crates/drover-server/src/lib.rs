@@ -67,6 +67,8 @@ pub struct Config {
     pub artifacts: artifacts::ArtifactsConfig,
     /// `[http.limits]`: connections, timeouts, sizes.
     pub limits: limits::LimitsConfig,
+    /// `[agents]`: which environments' new agents wait for approval.
+    pub agents: service::agents::AgentsConfig,
 }
 
 impl Config {
@@ -84,6 +86,7 @@ impl Config {
             outbound: outbound::OutboundConfig::default(),
             artifacts: artifacts::ArtifactsConfig::default(),
             limits: limits::LimitsConfig::default(),
+            agents: service::agents::AgentsConfig::default(),
         }
     }
 }
@@ -137,6 +140,8 @@ pub struct Inner {
     pub outbound: outbound::Outbound,
     /// Access tokens already verified (signature and fixed claims), until they expire.
     pub verified: oauth::VerifiedTokens,
+    /// `[agents]`.
+    pub agents: service::agents::AgentsConfig,
 }
 
 /// Shared state of all handlers.
@@ -217,6 +222,7 @@ pub async fn start(cfg: Config) -> Result<Running, StartError> {
             .map_err(|e| StartError::DataDir(cfg.data_dir.clone(), e))?,
         artifact_policy: cfg.artifacts.clone(),
         limits: cfg.limits.clone(),
+        agents: cfg.agents.clone(),
         connections: limits::Connections::new(&cfg.limits),
         node: hostname(),
         started_at: Timestamp::now(),

@@ -30,6 +30,7 @@ pub(crate) const SQLITE_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/sqlite/0009_fleets.sql")),
     (10, include_str!("../migrations/sqlite/0010_variables.sql")),
     (11, include_str!("../migrations/sqlite/0011_versions_and_certificates.sql")),
+    (12, include_str!("../migrations/sqlite/0012_agent_isolation_and_approval.sql")),
 ];
 pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres/0001_init.sql")),
@@ -43,6 +44,7 @@ pub(crate) const POSTGRES_MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../migrations/postgres/0009_fleets.sql")),
     (10, include_str!("../migrations/postgres/0010_variables.sql")),
     (11, include_str!("../migrations/postgres/0011_versions_and_certificates.sql")),
+    (12, include_str!("../migrations/postgres/0012_agent_isolation_and_approval.sql")),
 ];
 
 pub(crate) fn json_err(e: serde_json::Error) -> Error {

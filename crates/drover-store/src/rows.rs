@@ -48,6 +48,8 @@ pub(crate) fn agent(r: &impl Row) -> Result<AgentRecord> {
         last_seen_at: r.opt_ts("last_seen_at")?,
         labels: serde_json::from_str(&r.text("labels")?).map_err(json_err)?,
         version: r.opt_text("version")?,
+        isolation: r.opt_text("isolation")?,
+        pending: r.flag("pending")?,
     })
 }
 

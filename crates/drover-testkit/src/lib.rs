@@ -200,6 +200,9 @@ impl TestServer {
             work_dir: work.to_path_buf(),
             capacity,
             kill_grace: std::time::Duration::from_secs(2),
+            task_users: vec![],
+            task_env: vec![],
+            credential_files: vec![],
         };
         let (tx, rx) = watch::channel(false);
         let h = tokio::spawn(async move {

@@ -19,6 +19,10 @@ pub struct PollRequest {
     /// characters of `[0-9A-Za-z.+_-]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
+    /// How the agent keeps its tasks from itself: `task-user` (tasks run as other uids) or
+    /// `none` (as the agent's own user); listed with the agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

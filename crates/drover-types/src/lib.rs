@@ -200,6 +200,32 @@ pub struct Agent {
     /// The version of `drover agent` it reported at its last poll; none before its first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// `pending` until approved (its polls get no work); `approved` otherwise.
+    #[serde(default)]
+    pub status: AgentStatus,
+    /// How the agent keeps its tasks from itself, as it reported at its last poll: `task-user`
+    /// (tasks run as other uids) or `none` (as the agent's own user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isolation: Option<String>,
+}
+
+/// Whether an agent gets work.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentStatus {
+    #[default]
+    Approved,
+    /// Waits for a holder of `variable.manage` to approve it (`drover agents approve`).
+    Pending,
+}
+
+impl AgentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentStatus::Approved => "approved",
+            AgentStatus::Pending => "pending",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -213,8 +239,9 @@ pub struct NewAgent {
     pub jwks: Option<serde_json::Value>,
 }
 
-/// Returned once, when an agent is registered: the secret is not stored in clear.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Returned once, when an agent is registered: the secret is not stored in clear. Its `Debug`
+/// does not show the secret.
+#[derive(Clone, Serialize, Deserialize)]
 pub struct AgentCredentials {
     pub name: String,
     pub environment: String,
@@ -222,6 +249,20 @@ pub struct AgentCredentials {
     /// authenticate with a key.
     #[serde(default)]
     pub secret: String,
+    /// `pending` when the agent waits for approval before it gets work.
+    #[serde(default)]
+    pub status: AgentStatus,
+}
+
+impl std::fmt::Debug for AgentCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AgentCredentials")
+            .field("name", &self.name)
+            .field("environment", &self.environment)
+            .field("secret", &"***")
+            .field("status", &self.status)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

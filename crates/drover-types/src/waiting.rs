@@ -125,6 +125,8 @@ pub enum AgentAvailability {
     NoneRegistered,
     /// Agents are registered, none has been seen within the heartbeat timeout.
     NoneOnline,
+    /// The only agents registered wait for approval (`drover agents approve NAME`).
+    PendingApproval,
     /// Every online agent runs tasks already.
     AllBusy,
     /// An online agent is free: it claims the task at its next poll.

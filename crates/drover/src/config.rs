@@ -54,6 +54,8 @@ pub struct FileConfig {
     pub outbound: drover_server::outbound::OutboundConfig,
     #[serde(default)]
     pub artifacts: drover_server::artifacts::ArtifactsConfig,
+    #[serde(default)]
+    pub agents: drover_server::service::agents::AgentsConfig,
 }
 
 /// `[http]` in `drover.toml`.
@@ -106,6 +108,7 @@ pub fn load(args: &ServeArgs) -> anyhow::Result<drover_server::Config> {
     cfg.limits = file.http.limits;
     file.artifacts.validate().map_err(anyhow::Error::msg)?;
     cfg.artifacts = file.artifacts;
+    cfg.agents = file.agents;
     cfg.cors.validate().map_err(anyhow::Error::msg)?;
     Ok(cfg)
 }

@@ -181,6 +181,9 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
             work_dir: work,
             capacity: 2,
             kill_grace: std::time::Duration::from_secs(5),
+            task_users: vec![],
+            task_env: vec![],
+            credential_files: vec![],
         };
         let rx = stop_rx.clone();
         agent_tasks.push(tokio::spawn(async move { drover_agent::run(cfg, rx).await }));

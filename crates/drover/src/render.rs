@@ -113,6 +113,9 @@ pub fn next_commands(d: &Deployment) -> Vec<String> {
         W::Agent { environment, availability: AgentAvailability::NoneOnline, .. } => {
             vec![format!("start `drover agent` for environment {environment}")]
         }
+        W::Agent { agents: Some(seen), availability: AgentAvailability::PendingApproval, .. } => {
+            seen.iter().map(|a| format!("drover agents approve {}", a.name)).collect()
+        }
         _ => vec![],
     }
 }
@@ -233,14 +236,19 @@ pub fn artifacts(v: &[drover_types::Artifact]) -> String {
 
 /// The table of `drover agents`.
 pub fn agents(v: &[drover_types::Agent]) -> String {
-    let mut s = format!("{:<24} {:<16} {:<8} {:<12} LAST SEEN\n", "NAME", "ENVIRONMENT", "ONLINE", "VERSION");
+    let mut s = format!(
+        "{:<24} {:<16} {:<9} {:<8} {:<10} {:<12} LAST SEEN\n",
+        "NAME", "ENVIRONMENT", "STATUS", "ONLINE", "ISOLATION", "VERSION"
+    );
     for a in v {
         let seen = a.last_seen_at.map(|t| t.to_string()).unwrap_or_else(|| "never".into());
         s.push_str(&format!(
-            "{:<24} {:<16} {:<8} {:<12} {}\n",
+            "{:<24} {:<16} {:<9} {:<8} {:<10} {:<12} {}\n",
             a.name,
             a.environment,
+            a.status.as_str(),
             if a.online { "yes" } else { "no" },
+            a.isolation.as_deref().unwrap_or("-"),
             a.version.as_deref().unwrap_or("-"),
             seen
         ));

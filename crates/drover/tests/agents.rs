@@ -87,7 +87,7 @@ async fn cut_off_agents_fail_their_task_clearly(b: Backend) -> anyhow::Result<()
     assert!(m.contains("agent worker was cut off") && m.contains("disabled"), "{m}");
     let again = s.agent_client("worker", &cred.secret);
     let err = again
-        .poll(&drover_types::agent::PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: None })
+        .poll(&drover_types::agent::PollRequest { running: vec![], capacity: 1, wait_ms: 0, ..Default::default() })
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(401), "{err}");
@@ -222,7 +222,13 @@ async fn agents_report_their_version(b: Backend) -> anyhow::Result<()> {
     assert_eq!(version("worker").await.as_deref(), Some(env!("CARGO_PKG_VERSION")));
 
     let raw_client = s.agent_client("raw", &raw.secret);
-    let poll = |v: &str| PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: Some(v.into()) };
+    let poll = |v: &str| PollRequest {
+        running: vec![],
+        capacity: 1,
+        wait_ms: 0,
+        agent_version: Some(v.into()),
+        ..Default::default()
+    };
     raw_client.poll(&poll("2.0.0-rc.1+build.5")).await?;
     assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"));
     let long = "1".repeat(65);
@@ -236,7 +242,7 @@ async fn agents_report_their_version(b: Backend) -> anyhow::Result<()> {
     raw_client.poll(&poll("3.0.0")).await?;
     assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"), "at most one write a minute");
     // Without one (an older agent), the last reported stays.
-    raw_client.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 0, agent_version: None }).await?;
+    raw_client.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 0, ..Default::default() }).await?;
     assert_eq!(version("raw").await.as_deref(), Some("2.0.0-rc.1+build.5"));
     s.shutdown().await;
     Ok(())
@@ -252,7 +258,7 @@ async fn a_poll_held_across_the_agents_removal_takes_no_work(b: Backend) -> anyh
     let gone = admin.add_agent("gone", "qa").await?;
     let held = s.agent_client("gone", &gone.secret);
     let poll = tokio::spawn(async move {
-        held.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 20_000, agent_version: None }).await
+        held.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 20_000, ..Default::default() }).await
     });
     // Until the orchestrator holds it (bounded: 10 s).
     let mut holding = false;

@@ -144,7 +144,11 @@ stages:
     assert_eq!(t.status, TaskStatus::Failed);
     assert_eq!(t.exit_code, Some(1));
     assert!(t.message.as_deref().unwrap().contains("exit code 1"), "{t:?}");
-    assert!(t.message.as_deref().unwrap().contains("oops"), "output is attached: {t:?}");
+    // The message says what happened, not what the task printed: output is read (and audited)
+    // through the log only.
+    assert!(!t.message.as_deref().unwrap().contains("oops"), "no output in the message: {t:?}");
+    let log = c.logs(d.id, 0).await?;
+    assert!(log.lines.iter().any(|l| l.line == "oops" && l.stream == "stderr"), "{:?}", log.lines);
     assert!(d.message.as_deref().unwrap().contains("task 1 (run) of stage dev failed"), "{:?}", d.message);
     let first_attempt = t.attempt_id.clone();
     std::fs::write(&flag, "")?;
@@ -304,7 +308,8 @@ async fn hooks_keep_current_and_releases_are_pruned(b: Backend) -> anyhow::Resul
     c.push_artifact_bytes("h", "2", bad_pre).await?;
     let d = wait_status(&c, c.deploy("h", "2").await?.id, DS::Error).await?;
     let m = d.stages[0].tasks[0].message.clone().unwrap();
-    assert!(m.contains("pre-deploy hook failed") && m.contains("missing config"), "{m}");
+    assert!(m.contains("pre-deploy hook failed") && m.contains("exit code 3") && !m.contains("missing config"), "{m}");
+    assert!(c.logs(d.id, 0).await?.lines.iter().any(|l| l.line == "missing config"), "the hook's output is in the log");
     assert_eq!(current_target(&work, "h"), "releases/1");
     c.act(d.id, Action::Abort, None).await?;
     // A failing post-deploy hook switches current back.
@@ -348,7 +353,7 @@ async fn lost_heartbeats_move_to_error(b: Backend) -> anyhow::Result<()> {
     let d = c.deploy("g", "1").await?;
     // An agent that takes the task and then goes silent.
     let ghost = s.agent_client("ghost", &cred.secret);
-    let got = ghost.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, agent_version: None }).await?;
+    let got = ghost.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, ..Default::default() }).await?;
     assert_eq!(got.tasks.len(), 1);
     let d = wait_status(&c, d.id, DS::Error).await?;
     let m = d.message.clone().unwrap();
@@ -396,7 +401,7 @@ async fn redelivered_attempts_never_run_twice(b: Backend) -> anyhow::Result<()> 
     // Case 1: the poll response was lost: the agent never saw the attempt, so it runs it once.
     let d1 = c.deploy("r1", "1").await?;
     let lost = raw
-        .poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, agent_version: None })
+        .poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, ..Default::default() })
         .await?
         .tasks
         .remove(0);
@@ -404,7 +409,7 @@ async fn redelivered_attempts_never_run_twice(b: Backend) -> anyhow::Result<()> 
     // Case 2: the agent had started attempt 2 when it died: it must not run it again.
     let d2 = c.deploy("r2", "2").await?;
     let cut = raw
-        .poll(&PollRequest { running: vec![lost.attempt_id.clone()], capacity: 1, wait_ms: 5000, agent_version: None })
+        .poll(&PollRequest { running: vec![lost.attempt_id.clone()], capacity: 1, wait_ms: 5000, ..Default::default() })
         .await?
         .tasks
         .remove(0);

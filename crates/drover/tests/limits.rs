@@ -142,7 +142,7 @@ async fn a_peer_that_stops_reading_is_cut_off_while_a_long_poll_lives() {
     // A long-poll three times as long as the write-stall limit still answers.
     let cred = admin.add_agent("a1", "dev").await.unwrap();
     let agent = s.agent_client("a1", &cred.secret);
-    let req = drover_types::agent::PollRequest { running: vec![], capacity: 1, wait_ms: 3000, agent_version: None };
+    let req = drover_types::agent::PollRequest { running: vec![], capacity: 1, wait_ms: 3000, ..Default::default() };
     let r = agent.poll(&req).await.unwrap();
     assert!(r.tasks.is_empty());
     // A download the peer never reads: the server gives up on it instead of holding it.

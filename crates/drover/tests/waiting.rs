@@ -169,7 +169,7 @@ async fn every_wait_has_a_deadline(b: Backend) -> anyhow::Result<()> {
     .await?;
     let d = c.deploy("to", "1").await?;
     let stuck = s.agent_client("stuck", &cred.secret);
-    let got = stuck.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, agent_version: None }).await?;
+    let got = stuck.poll(&PollRequest { running: vec![], capacity: 1, wait_ms: 5000, ..Default::default() }).await?;
     let attempt = got.tasks[0].attempt_id.clone();
     let running = c.deployment(d.id).await?;
     let WaitReason::Running { agent, deadline, .. } = reason(&running) else { panic!("{running:#?}") };

@@ -29,6 +29,10 @@ pub async fn set_labels(
     Ok(Json(agents::set_labels(&call.ctx(), &name, labels).await?))
 }
 
+pub async fn approve(call: Call, Path(name): Path<String>) -> ApiResult<Json<Agent>> {
+    Ok(Json(agents::approve(&call.ctx(), &name).await?))
+}
+
 pub async fn delete(call: Call, Path(name): Path<String>) -> ApiResult<StatusCode> {
     agents::delete(&call.ctx(), &name).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -83,6 +83,7 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
     let r = route!(r, GET "/api/v1/agents/{name}" => agents::get, AgentRead);
     let r = route!(r, DELETE "/api/v1/agents/{name}" => agents::delete, AgentManage);
     let r = route!(r, PUT "/api/v1/agents/{name}/labels" => agents::set_labels, AgentManage);
+    let r = route!(r, POST "/api/v1/agents/{name}/approve" => agents::approve, VariableManage);
     let r = route!(r, GET "/api/v1/artifacts" => artifacts::list, ArtifactRead);
     let push = axum::routing::put(artifacts::push).layer(DefaultBodyLimit::disable());
     let r = r.add(Method::PUT, "/api/v1/artifacts/{application}/{version}", Privilege::ArtifactPush, push);

@@ -310,7 +310,8 @@ impl Engine {
                 };
                 // A fleet stage about to choose its agents: one lookup, for every stage.
                 let agents = if asked.agents.get() || enters_fleet(&trial) {
-                    Some(self.store.list_agents().await?)
+                    // Agents waiting for approval get no work.
+                    Some(self.store.list_agents().await?.into_iter().filter(|a| !a.pending).collect())
                 } else {
                     None
                 };

@@ -101,6 +101,7 @@ pub fn pages(state: AppState) -> (Router<AppState>, Vec<PageInfo>) {
     let p = page!(p, POST "/portal/environments/{name}/delete" => settings::delete_environment, EnvironmentManage);
     let p = page!(p, POST "/portal/agents" => settings::add_agent, AgentManage);
     let p = page!(p, POST "/portal/agents/{name}/labels" => settings::set_agent_labels, AgentManage);
+    let p = page!(p, POST "/portal/agents/{name}/approve" => settings::approve_agent, VariableManage);
     let p = page!(p, POST "/portal/agents/{name}/delete" => settings::delete_agent, AgentManage);
     let p = page!(p, GET "/portal/environments/{name}/variables" => admin::variables, VariableRead);
     let p = page!(p, POST "/portal/environments/{name}/variables" => admin::set_variable, VariableManage);

@@ -358,6 +358,10 @@ pub struct AgentRow {
     /// A label value the text field cannot carry as it is (a comma, spaces around it): shown,
     /// not editable here.
     pub labels_locked: bool,
+    /// Waiting for approval: it gets no work.
+    pub pending: bool,
+    /// What it reported: `task-user`, `none`, or not yet.
+    pub isolation: String,
 }
 
 #[derive(Template)]
@@ -371,6 +375,8 @@ pub struct EnvironmentsPage {
     pub manage_environments: bool,
     /// `agent.manage`: register, relabel and remove agents.
     pub manage_agents: bool,
+    /// `variable.manage`: approve pending agents.
+    pub approve_agents: bool,
     pub kinds: Vec<&'static str>,
     /// The environment form, filled in for a change (`?environment=NAME`) or empty.
     pub form_name: String,
@@ -419,6 +425,8 @@ pub async fn environments(v: Viewer, Query(q): Query<EnvQuery>) -> Response {
                     version: a.version.clone().unwrap_or_else(|| "not reported yet".into()),
                     labels: a.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
                     labels_locked: a.labels.values().any(|v| v.contains(',') || v.trim() != v),
+                    pending: a.status == drover_types::AgentStatus::Pending,
+                    isolation: a.isolation.clone().unwrap_or_else(|| "not reported yet".into()),
                 })
                 .collect(),
             name: e.name,
@@ -432,6 +440,7 @@ pub async fn environments(v: Viewer, Query(q): Query<EnvQuery>) -> Response {
         variables,
         manage_environments: v.principal.holds_globally(Privilege::EnvironmentManage),
         manage_agents: v.principal.holds_globally(Privilege::AgentManage),
+        approve_agents: v.principal.holds_globally(Privilege::VariableManage),
         kinds: EnvironmentKind::ALL.iter().map(|k| k.as_str()).collect(),
         form_name,
         form_kind,
@@ -488,6 +497,8 @@ pub struct AgentSecretPage {
     pub environment: String,
     pub secret: String,
     pub url: String,
+    /// It waits for approval before it gets work.
+    pub pending: bool,
 }
 
 /// `POST /portal/agents`: registers an agent; its secret is shown once, with a Download button
@@ -515,6 +526,7 @@ pub async fn add_agent(
                 chrome: chrome(&v, format!("Agent {}", cred.name)),
                 name: cred.name,
                 environment: cred.environment,
+                pending: cred.status == drover_types::AgentStatus::Pending,
                 secret: cred.secret,
                 url: s.issuer.clone(),
             },
@@ -530,6 +542,11 @@ pub async fn set_agent_labels(v: Viewer, Path(name): Path<String>, Form(f): Form
         Err(e) => Err(e),
     };
     back_to(r, ENVIRONMENTS)
+}
+
+/// `POST /portal/agents/{name}/approve`: a pending agent gets work from now on.
+pub async fn approve_agent(v: Viewer, Path(name): Path<String>) -> Response {
+    back_to(service::agents::approve(&v.ctx(), &name).await, ENVIRONMENTS)
 }
 
 /// `POST /portal/agents/{name}/delete`: removes the agent and its client; its tasks in flight end

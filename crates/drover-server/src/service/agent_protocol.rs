@@ -21,30 +21,47 @@ fn agent(c: &Ctx<'_>) -> Result<String> {
     }
 }
 
+/// An isolation an agent may report.
+fn valid_isolation(i: &str) -> bool {
+    matches!(i, "none" | "task-user")
+}
+
+/// How long a pending agent's poll is held before its empty answer (it polls again then).
+const PENDING_HOLD: Duration = Duration::from_secs(5);
+
 pub async fn poll(c: &Ctx<'_>, req: PollRequest) -> Result<PollResponse> {
     let name = agent(c)?;
     let s = c.state;
     let a =
         s.store.get_agent(&name).await?.ok_or_else(|| Error::Forbidden(format!("agent {name} is not registered")))?;
-    // Written when it changes (an upgrade), at most once a minute per agent.
-    if let Some(v) = req.agent_version.as_deref()
-        && a.version.as_deref() != Some(v)
-    {
-        if !super::agents::valid_version(v) {
+    // Written when it changes (an upgrade, task users given), at most once a minute per agent.
+    let version = req.agent_version.as_deref().or(a.version.as_deref());
+    let isolation = req.isolation.as_deref().or(a.isolation.as_deref());
+    if version != a.version.as_deref() || isolation != a.isolation.as_deref() {
+        if version.is_some_and(|v| !super::agents::valid_version(v)) {
             return Err(Error::BadRequest(
                 "agent_version: at most 64 characters of letters, digits and . + _ -".into(),
             ));
         }
-        if s.auth.version_write_due(&name) {
-            s.store.set_agent_version(&name, v).await?;
-            tracing::info!(agent = %name, version = v, "agent reported its version");
+        if isolation.is_some_and(|i| !valid_isolation(i)) {
+            return Err(Error::BadRequest("isolation: task-user or none".into()));
         }
+        if s.auth.version_write_due(&name) {
+            s.store.set_agent_reported(&name, version, isolation).await?;
+            tracing::info!(agent = %name, version, isolation, "agent reported its version and isolation");
+        }
+    }
+    let heartbeat_interval_ms = s.engine.heartbeat_interval().as_millis() as u64;
+    if a.pending {
+        // Seen (online, for whoever approves it), handed nothing.
+        tokio::time::sleep(Duration::from_millis(req.wait_ms).min(PENDING_HOLD)).await;
+        return Ok(PollResponse { tasks: vec![], heartbeat_interval_ms });
     }
     let tasks = s
         .engine
         .poll(&a.name, &a.environment, &req.running, req.capacity.min(64), Duration::from_millis(req.wait_ms))
         .await?;
-    Ok(PollResponse { tasks, heartbeat_interval_ms: s.engine.heartbeat_interval().as_millis() as u64 })
+    Ok(PollResponse { tasks, heartbeat_interval_ms })
 }
 
 /// A heartbeat with log lines; false when the attempt should stop.

@@ -1,5 +1,12 @@
 //! Agents: global objects (`agent.read`, `agent.manage`). Registering an agent is the only way
 //! to give a client the `agent` role.
+//!
+//! An agent receives its environment's artifacts and secret variables, so the grant ceiling
+//! reaches agents too: registering one, or changing its labels (which choose what a fleet stage
+//! hands it), in an environment that holds secret variables needs `variable.manage` besides
+//! `agent.manage` ([`may_place`]). And an agent new to an environment that `[agents] approval`
+//! covers (production by default) is pending — its polls get no work — until a holder of
+//! `variable.manage` approves it; one registered by such a holder is approved at once.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +14,8 @@ use std::time::Duration;
 use drover_core::rbac::{AGENT_ROLE, Privilege};
 use drover_core::store::{AgentRecord, ClientMetadata, ClientRecord};
 use drover_core::{Error, Result, validate_name};
-use drover_types::{Agent, AgentCredentials, Environment, NewAgent, Timestamp};
+use drover_types::{Agent, AgentCredentials, AgentStatus, Environment, EnvironmentKind, NewAgent, Timestamp};
+use serde::Deserialize;
 
 use super::Ctx;
 use super::clients::check_jwks;
@@ -30,7 +38,81 @@ fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
         online,
         labels: a.labels,
         version: a.version,
+        status: if a.pending { AgentStatus::Pending } else { AgentStatus::Approved },
+        isolation: a.isolation,
     }
+}
+
+/// Which environments' new agents wait for approval (`[agents] approval`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Approval {
+    /// Environments of kind production (the default).
+    #[default]
+    Production,
+    All,
+    None,
+}
+
+/// `[agents]` in `drover.toml`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentsConfig {
+    #[serde(default)]
+    pub approval: Approval,
+}
+
+impl Approval {
+    fn covers(self, kind: EnvironmentKind) -> bool {
+        match self {
+            Approval::Production => kind == EnvironmentKind::Production,
+            Approval::All => true,
+            Approval::None => false,
+        }
+    }
+}
+
+/// May the caller put an agent in `environment` (register it there, or change what it is
+/// handed)? `agent.manage`, and `variable.manage` too when the environment holds secret
+/// variables: the agent will receive them.
+async fn may_place(c: &Ctx<'_>, environment: &str, doing: &str) -> Result<()> {
+    c.require(Privilege::AgentManage)?;
+    let snap = c.state.variables.snapshot().await?;
+    let secret = snap.of(environment).values().any(|v| matches!(v, crate::variables::Value::Secret(_)));
+    if secret && !c.caller.holds_globally(Privilege::VariableManage) {
+        tracing::warn!(principal = %c.label(), environment, "agent placement refused: the environment holds secrets");
+        return Err(Error::Forbidden(format!(
+            "environment {environment} holds secret variables, which its agents receive: {doing} an agent there needs variable.manage as well as agent.manage"
+        )));
+    }
+    Ok(())
+}
+
+/// Does an agent new to `environment`, placed by the caller, wait for approval?
+async fn needs_approval(c: &Ctx<'_>, environment: &str) -> Result<bool> {
+    if c.caller.holds_globally(Privilege::VariableManage) {
+        return Ok(false);
+    }
+    let kind = match c.state.store.get_environment(environment).await? {
+        Some(e) => e.kind,
+        None => kind_of(environment),
+    };
+    Ok(c.state.agents.approval.covers(kind))
+}
+
+/// Approves a pending agent: from now on its polls get work (`variable.manage`: an agent
+/// receives its environment's secrets). Approving an approved agent changes nothing.
+pub async fn approve(c: &Ctx<'_>, name: &str) -> Result<Agent> {
+    c.require(Privilege::VariableManage)?;
+    let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
+    if a.pending {
+        if !c.state.store.set_agent_pending(name, false).await? {
+            return Err(Error::NotFound(format!("agent {name} not found")));
+        }
+        tracing::info!(agent = %name, environment = %a.environment, by = %c.label(), "agent approved");
+    }
+    let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
+    Ok(view(c, a))
 }
 
 /// An agent's version as it reports it: at most 64 characters of `[0-9A-Za-z.+_-]` (what
@@ -67,6 +149,8 @@ pub fn validate_labels(labels: &BTreeMap<String, String>) -> Result<()> {
 pub async fn set_labels(c: &Ctx<'_>, name: &str, labels: BTreeMap<String, String>) -> Result<Agent> {
     c.require(Privilege::AgentManage)?;
     validate_labels(&labels)?;
+    let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
+    may_place(c, &a.environment, "relabelling").await?;
     if !c.state.store.set_agent_labels(name, &labels).await? {
         return Err(Error::NotFound(format!("agent {name} not found")));
     }
@@ -144,6 +228,8 @@ pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
     validate_name("agent", &a.name)?;
     validate_name("environment", &a.environment)?;
     validate_labels(&a.labels)?;
+    may_place(c, &a.environment, "registering").await?;
+    let pending = needs_approval(c, &a.environment).await?;
     if s.store.get_operator(&a.name).await?.is_some() {
         return Err(Error::Conflict(format!("{} is an operator's name; agents need names of their own", a.name)));
     }
@@ -192,13 +278,16 @@ pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
         last_seen_at: None,
         labels: a.labels.clone(),
         version: None,
+        isolation: None,
+        pending,
     };
     if let Err(e) = s.store.insert_agent(&record).await {
         let _ = s.store.delete_client(&a.name).await;
         return Err(e);
     }
-    tracing::info!(agent = %a.name, environment = %a.environment, by = %c.label(), "agent registered");
-    Ok(AgentCredentials { name: a.name, environment: a.environment, secret })
+    tracing::info!(agent = %a.name, environment = %a.environment, pending, by = %c.label(), "agent registered");
+    let status = if pending { AgentStatus::Pending } else { AgentStatus::Approved };
+    Ok(AgentCredentials { name: a.name, environment: a.environment, secret, status })
 }
 
 pub async fn delete(c: &Ctx<'_>, name: &str) -> Result<()> {

@@ -281,8 +281,14 @@ async fn task_reason(c: &Ctx<'_>, st: &DeploymentState, i: usize, facts: &mut Fa
 /// Busy: an online agent holds attempts and has no poll open on this node (agents poll only
 /// with room for more); free: one has a poll open, or holds nothing (it polls again shortly).
 async fn agents(c: &Ctx<'_>, environment: &str) -> Result<WaitReason> {
-    let registered: Vec<_> =
-        c.state.store.list_agents().await?.into_iter().filter(|a| a.environment == environment).collect();
+    let (registered, pending): (Vec<_>, Vec<_>) = c
+        .state
+        .store
+        .list_agents()
+        .await?
+        .into_iter()
+        .filter(|a| a.environment == environment)
+        .partition(|a| !a.pending);
     let online: Vec<_> = registered.iter().filter(|a| super::agents::is_online(c, a)).collect();
     // An open poll settles it at no cost; else what the online agents hold does.
     let mut free = online.iter().any(|a| c.state.engine.is_polling(&a.name));
@@ -293,7 +299,15 @@ async fn agents(c: &Ctx<'_>, environment: &str) -> Result<WaitReason> {
         free |= running == Some(0);
         seen.push(AgentSeen { name: a.name.clone(), online: on, last_seen_at: a.last_seen_at, running });
     }
-    let availability = if registered.is_empty() {
+    let availability = if registered.is_empty() && !pending.is_empty() {
+        seen.extend(pending.iter().take(AGENTS_SHOWN).map(|a| AgentSeen {
+            name: a.name.clone(),
+            online: super::agents::is_online(c, a),
+            last_seen_at: a.last_seen_at,
+            running: None,
+        }));
+        AgentAvailability::PendingApproval
+    } else if registered.is_empty() {
         AgentAvailability::NoneRegistered
     } else if online.is_empty() {
         AgentAvailability::NoneOnline
@@ -334,6 +348,10 @@ fn agent_sentence(
             names(&|a| format!("{} running {}", a.name, a.running.unwrap_or_default()))
         ),
         AgentAvailability::Available => format!("an agent of environment {env} will claim it at its next poll"),
+        AgentAvailability::PendingApproval => format!(
+            "the agents registered for environment {env} wait for approval{} (drover agents approve NAME, by a holder of variable.manage)",
+            names(&|a| a.name.clone())
+        ),
     };
     let by = deadline.map(|d| format!("; it fails if no agent claims it by {d}")).unwrap_or_default();
     format!("{label} waits for an agent: {why}{by}")

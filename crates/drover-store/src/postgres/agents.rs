@@ -18,6 +18,7 @@ impl AgentStore for PgStore {
             .bind(a.created_at.0)
             .bind(a.last_seen_at.map(|t| t.0))
             .bind(serde_json::to_string(&a.labels).map_err(crate::json_err)?)
+            .bind(a.pending as i64)
             .execute(&self.pool())
             .await;
         match r {
@@ -47,9 +48,24 @@ impl AgentStore for PgStore {
         Ok(())
     }
 
-    async fn set_agent_version(&self, name: &str, version: &str) -> Result<bool> {
-        let r =
-            sqlx::query(sql::AGENT_SET_VERSION).bind(version).bind(name).execute(&self.pool()).await.map_err(db_err)?;
+    async fn set_agent_reported(&self, name: &str, version: Option<&str>, isolation: Option<&str>) -> Result<bool> {
+        let r = sqlx::query(sql::AGENT_SET_REPORTED)
+            .bind(version)
+            .bind(isolation)
+            .bind(name)
+            .execute(&self.pool())
+            .await
+            .map_err(db_err)?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn set_agent_pending(&self, name: &str, pending: bool) -> Result<bool> {
+        let r = sqlx::query(sql::AGENT_SET_PENDING)
+            .bind(pending as i64)
+            .bind(name)
+            .execute(&self.pool())
+            .await
+            .map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 

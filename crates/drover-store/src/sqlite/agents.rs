@@ -22,7 +22,8 @@ impl AgentStore for SqliteStore {
                     a.secret_hash,
                     a.created_at.0,
                     a.last_seen_at.map(|t| t.0),
-                    labels
+                    labels,
+                    a.pending as i64
                 ])
             });
             match r {
@@ -53,9 +54,14 @@ impl AgentStore for SqliteStore {
         self.write(move |c| exec(c, sql::AGENT_TOUCH, params![at.0, name]).map(|_| ())).await
     }
 
-    async fn set_agent_version(&self, name: &str, version: &str) -> Result<bool> {
-        let (name, version) = (name.to_string(), version.to_string());
-        self.write(move |c| Ok(exec(c, sql::AGENT_SET_VERSION, params![version, name])? == 1)).await
+    async fn set_agent_reported(&self, name: &str, version: Option<&str>, isolation: Option<&str>) -> Result<bool> {
+        let (name, version, isolation) = (name.to_string(), version.map(String::from), isolation.map(String::from));
+        self.write(move |c| Ok(exec(c, sql::AGENT_SET_REPORTED, params![version, isolation, name])? == 1)).await
+    }
+
+    async fn set_agent_pending(&self, name: &str, pending: bool) -> Result<bool> {
+        let name = name.to_string();
+        self.write(move |c| Ok(exec(c, sql::AGENT_SET_PENDING, params![pending as i64, name])? == 1)).await
     }
 
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {

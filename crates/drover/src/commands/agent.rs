@@ -22,12 +22,34 @@ pub struct AgentArgs {
     /// Where releases are unpacked and the attempt journal is kept.
     #[arg(long, env = "DROVER_WORK_DIR")]
     pub work_dir: PathBuf,
-    /// Tasks run at once.
+    /// Tasks run at once (with --task-user: the number of task users).
     #[arg(long, default_value_t = 4)]
     pub capacity: u32,
     /// How long a task's processes get after SIGTERM (abort, cancel, timeout) before SIGKILL.
     #[arg(long, env = "DROVER_KILL_GRACE", default_value = "10s", value_parser = humantime::parse_duration)]
     pub kill_grace: std::time::Duration,
+    /// A user tasks run as, NAME or UID:GID (repeatable; one task per user at a time, so the
+    /// capacity is their number). The agent must run as root. Without one, tasks run as the
+    /// agent's own user (isolation: none).
+    #[arg(long = "task-user", env = "DROVER_TASK_USER", value_delimiter = ',')]
+    pub task_users: Vec<String>,
+    /// An environment variable of the agent's passed to tasks as it is (repeatable), e.g. a
+    /// proxy or JAVA_HOME; tasks get nothing else of the agent's environment.
+    #[arg(long = "task-env", env = "DROVER_TASK_ENV", value_delimiter = ',')]
+    pub task_env: Vec<String>,
+}
+
+/// A `--task-env` name: an environment variable's name, never one of Drover's own.
+fn task_env_name(n: &str) -> anyhow::Result<String> {
+    let ok = n.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        bail!("--task-env {n:?}: not an environment variable name");
+    }
+    if n.to_ascii_uppercase().starts_with("DROVER_") {
+        bail!("--task-env {n}: Drover's own variables are never passed to tasks");
+    }
+    Ok(n.to_string())
 }
 
 /// Reads a PKCS#8 private key from PEM (`BEGIN PRIVATE KEY`).
@@ -49,6 +71,14 @@ pub fn read_pkcs8_pem(p: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 pub async fn run(a: AgentArgs) -> anyhow::Result<u8> {
+    let task_users = a
+        .task_users
+        .iter()
+        .filter(|u| !u.trim().is_empty())
+        .map(|u| drover_agent::users::TaskUser::parse(u).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let task_env = a.task_env.iter().map(|n| task_env_name(n.trim())).collect::<anyhow::Result<Vec<_>>>()?;
+    let credential_files: Vec<PathBuf> = a.secret_file.iter().chain(a.key_file.iter()).cloned().collect();
     let (secret, auth) = match (&a.secret_file, &a.key_file) {
         (_, Some(k)) => {
             let der = read_pkcs8_pem(k)?;
@@ -68,6 +98,9 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<u8> {
         work_dir: a.work_dir,
         capacity: a.capacity.max(1),
         kill_grace: a.kill_grace,
+        task_users,
+        task_env,
+        credential_files,
     };
     let (tx, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

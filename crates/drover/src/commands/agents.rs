@@ -1,4 +1,4 @@
-//! `agents`: list, register, label, remove.
+//! `agents`: list, register, label, approve, remove.
 
 use super::*;
 
@@ -30,8 +30,22 @@ pub enum AgentsCommand {
         #[arg(value_parser = parse_label)]
         labels: Vec<(String, String)>,
     },
+    /// Approve a pending agent: from now on it gets work (needs variable.manage).
+    Approve { name: String },
     /// Remove an agent.
     Remove { name: String },
+}
+
+/// What a registration printed says of a pending agent.
+fn pending_note(cred: &drover_types::AgentCredentials) -> String {
+    if cred.status == drover_types::AgentStatus::Pending {
+        format!(
+            "\npending: it gets no work until a holder of variable.manage approves it (drover agents approve {})",
+            cred.name
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {
@@ -70,12 +84,13 @@ pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> 
                         &serde_json::json!({"name": cred.name, "environment": cred.environment, "secret_file": p}),
                         |_| {
                             format!(
-                                "agent {} registered for environment {}\nsecret written to {} (not printed; --show prints it)\nrun it with: drover agent --url URL --ca-cert CA --name {} --secret-file {} --work-dir DIR",
+                                "agent {} registered for environment {}\nsecret written to {} (not printed; --show prints it)\nrun it with: drover agent --url URL --ca-cert CA --name {} --secret-file {} --work-dir DIR --task-user USER{}",
                                 cred.name,
                                 cred.environment,
                                 p.display(),
                                 cred.name,
-                                p.display()
+                                p.display(),
+                                pending_note(&cred)
                             )
                         },
                     );
@@ -84,17 +99,28 @@ pub async fn run(conn: &Conn, cmd: Option<AgentsCommand>) -> anyhow::Result<u8> 
             if cred.secret.is_empty() {
                 return print(conn.output, &cred, |c| {
                     format!(
-                        "agent {} registered for environment {} (key authentication)\nrun it with: drover agent --url URL --ca-cert CA --name {} --key-file KEY --work-dir DIR",
-                        c.name, c.environment, c.name
+                        "agent {} registered for environment {} (key authentication)\nrun it with: drover agent --url URL --ca-cert CA --name {} --key-file KEY --work-dir DIR --task-user USER{}",
+                        c.name,
+                        c.environment,
+                        c.name,
+                        pending_note(c)
                     )
                 });
             }
             print(conn.output, &cred, |c| {
                 format!(
-                    "agent {} registered for environment {}\nsecret (shown once): {}\nrun it with: drover agent --url URL --ca-cert CA --name {} --secret-file FILE --work-dir DIR",
-                    c.name, c.environment, c.secret, c.name
+                    "agent {} registered for environment {}\nsecret (shown once): {}\nrun it with: drover agent --url URL --ca-cert CA --name {} --secret-file FILE --work-dir DIR --task-user USER{}",
+                    c.name,
+                    c.environment,
+                    c.secret,
+                    c.name,
+                    pending_note(c)
                 )
             })
+        }
+        Some(AgentsCommand::Approve { name }) => {
+            let a = c.approve_agent(&name).await?;
+            print(conn.output, &a, |a| format!("agent {} ({}) is approved: it gets work", a.name, a.environment))
         }
         Some(AgentsCommand::Remove { name }) => {
             c.delete_agent(&name).await?;
