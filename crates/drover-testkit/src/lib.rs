@@ -191,7 +191,20 @@ impl TestServer {
         work: &Path,
         capacity: u32,
     ) -> anyhow::Result<()> {
-        let cfg = drover_agent::AgentConfig {
+        self.run_agent_tuned(name, auth, work, capacity, |_| {})
+    }
+
+    /// Runs an agent whose configuration `tune` adjusts (task users, `--task-env`, credential
+    /// files).
+    pub fn run_agent_tuned(
+        &mut self,
+        name: &str,
+        auth: drover_client::ClientAuth,
+        work: &Path,
+        capacity: u32,
+        tune: impl FnOnce(&mut drover_agent::AgentConfig),
+    ) -> anyhow::Result<()> {
+        let mut cfg = drover_agent::AgentConfig {
             url: self.url.clone(),
             ca_cert: Some(self.ca.clone()),
             name: name.into(),
@@ -204,6 +217,7 @@ impl TestServer {
             task_env: vec![],
             credential_files: vec![],
         };
+        tune(&mut cfg);
         let (tx, rx) = watch::channel(false);
         let h = tokio::spawn(async move {
             if let Err(e) = drover_agent::run(cfg, rx).await {
@@ -315,4 +329,68 @@ pub async fn wait_status(c: &Client, id: i64, status: DeploymentStatus) -> anyho
 /// A unique name for tests sharing a server.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", hex::encode(rand::random::<[u8; 3]>()))
+}
+
+/// A system user made for one test (`useradd`), removed when dropped. Tests run as root.
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl TestUser {
+    /// Makes a user with a unique name starting with `prefix` (at most 16 characters with it).
+    pub fn create(prefix: &str) -> anyhow::Result<TestUser> {
+        let name = format!("{prefix}{}", hex::encode(rand::random::<[u8; 3]>()));
+        let mut last = String::new();
+        // useradd takes a lock on the user database; tests running at once may meet there.
+        for _ in 0..50 {
+            let out = std::process::Command::new("useradd")
+                .args(["--system", "--user-group", "--no-create-home", "--home-dir", "/nonexistent"])
+                .args(["--shell", "/usr/sbin/nologin", &name])
+                .output()
+                .context("running useradd")?;
+            if out.status.success() {
+                let u = nix::unistd::User::from_name(&name)?.context("the user just made")?;
+                return Ok(TestUser { name, uid: u.uid.as_raw(), gid: u.gid.as_raw() });
+            }
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!("useradd {name}: {last}")
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let ok = std::process::Command::new("userdel").arg(&self.name).status().is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        eprintln!("userdel {} failed", self.name);
+    }
+}
+
+/// A directory every user can reach but only root can change (a task user's work dir must not
+/// sit under a test's private temp dir, which is 0700). Removed when dropped.
+pub fn reachable_dir() -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::Builder::new().prefix("drover-reach-").tempdir_in("/tmp")?;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(d)
+}
+
+/// A uid:gid no user of this machine has, for a task user without an entry in the user
+/// database (the agent takes `UID:GID` as well as names).
+pub fn free_uid() -> u32 {
+    for _ in 0..1000 {
+        let uid = 200_000 + rand::random::<u32>() % 800_000;
+        if nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().is_none() {
+            return uid;
+        }
+    }
+    panic!("no free uid in 1000 tries")
 }

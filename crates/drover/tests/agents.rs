@@ -1,8 +1,8 @@
 //! Agents on tokens: client credentials or private_key_jwt, automatic re-fetch after a revoked
 //! token, and a clear `error` for the in-flight task when an agent is cut off. Both backends.
 
-use drover_testkit::{Backend, TestServer, wait_for, wait_status};
-use drover_types::{Action, DeploymentStatus as DS, TaskStatus};
+use drover_testkit::{Backend, TestServer, TestUser, free_uid, reachable_dir, tarball, wait_for, wait_status};
+use drover_types::{Action, DeploymentStatus as DS, NewEnvironment, SetVariable, TaskStatus};
 use serde_json::json;
 
 drover_testkit::on_both_backends!(
@@ -10,7 +10,8 @@ drover_testkit::on_both_backends!(
     cut_off_agents_fail_their_task_clearly,
     hostile_labels_are_refused_and_change_nothing,
     agents_report_their_version,
-    a_poll_held_across_the_agents_removal_takes_no_work
+    a_poll_held_across_the_agents_removal_takes_no_work,
+    agents_are_placed_under_the_grant_ceiling_and_approved
 );
 
 const SLOW: &str = "application: slow\nstages:\n  - name: dev\n    environment: dev\n    tasks: [{type: run, command: \"sleep 30\", timeout: 60s}]\n";
@@ -300,6 +301,318 @@ async fn a_poll_held_across_the_agents_removal_takes_no_work(b: Backend) -> anyh
     s.run_agent("fresh", &fresh.secret, &s.dir.path().join("fresh"), 1)?;
     let done = wait_status(&admin, d.id, DS::Completed).await?;
     assert_eq!(done.stages[0].tasks[0].agent.as_deref(), Some("fresh"));
+    s.shutdown().await;
+    Ok(())
+}
+
+/// The agent's secret in a file of its own, readable by root alone (as the portal and
+/// `drover agents add --secret-out` tell operators to keep it).
+fn secret_file(dir: &std::path::Path, secret: &str) -> anyhow::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let f = dir.join("agent.secret");
+    std::fs::write(&f, secret)?;
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600))?;
+    Ok(f)
+}
+
+/// The hostile review's first attack: a deployer's artifact whose hooks and tasks try to become
+/// their agent — read its secret file (in hex, which masking would not know), its environment
+/// through `/proc/$PPID`, its journal — and whose hook looks for the stage's secrets. With a
+/// task user, each gets nothing; the run task gets its secret, masked in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_task_cannot_become_its_agent() -> anyhow::Result<()> {
+    let user = TestUser::create("drt")?;
+    let mut s = TestServer::start(Backend::Sqlite).await?;
+    let admin = s.admin();
+    const PW: &str = "Shop/Secret+Pw:42";
+    admin
+        .create_environment(&NewEnvironment {
+            name: "prod".into(),
+            applications: vec!["shop".into()],
+            ..Default::default()
+        })
+        .await?;
+    admin.set_variable("prod", "SHOP_PW", &SetVariable { value: PW.into(), secret: true }).await?;
+    let cred = admin.add_agent("prod-1", "prod").await?;
+    let keep = reachable_dir()?;
+    let work = keep.path().join("work");
+    let secret = secret_file(keep.path(), &cred.secret)?;
+    // One variable of this process's environment goes through on purpose; the others must not.
+    let vars: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| {
+            !["PATH", "HOME", "LANG"].contains(&k.as_str())
+                && !k.starts_with("DROVER_")
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        })
+        .collect();
+    assert!(vars.len() >= 2, "the test process has an environment: {vars:?}");
+    let (passed, withheld) = (vars[0].clone(), vars[1..].to_vec());
+    let task_user = drover_agent::users::TaskUser::parse(&user.name).map_err(anyhow::Error::msg)?;
+    let (creds, env_name) = (secret.clone(), passed.clone());
+    s.run_agent_tuned("prod-1", drover_client::ClientAuth::Secret(cred.secret.clone()), &work, 4, move |cfg| {
+        cfg.task_users = vec![task_user];
+        cfg.task_env = vec![env_name];
+        cfg.credential_files = vec![creds];
+    })?;
+    let probe = format!(
+        "echo \"uid=$(id -u) groups=$(id -G)\"\n\
+         if od -An -tx1 {secret} >/dev/null 2>&1; then echo LEAK: secret file; od -An -tx1 {secret}; else echo 'secret file: denied'; fi\n\
+         if tr '\\0' '\\n' < /proc/$PPID/environ >/dev/null 2>&1; then echo LEAK: agent environment; else echo 'agent environment: denied'; fi\n\
+         if ls {work}/.drover/attempts >/dev/null 2>&1; then echo LEAK: journal; else echo 'journal: denied'; fi\n\
+         if ls /proc/$PPID/fd >/dev/null 2>&1; then echo LEAK: agent fds; else echo 'agent fds: denied'; fi\n\
+         echo \"hook secret: ${{SHOP_PW:-none}}\"\n",
+        secret = secret.display(),
+        work = work.display()
+    );
+    let artifact = tarball(&[("index.html", "1", 0o644), ("post-deploy", &probe, 0o755)]);
+    admin.push_artifact_bytes("shop", "1", artifact).await?;
+    admin
+        .apply_yaml(
+            "application: shop\nstages:\n  - name: prod\n    environment: prod\n    tasks:\n      - type: deploy\n      - type: run\n        command: [env]\n      - type: run\n        command: \"echo run secret: ${SHOP_PW}; echo home=$HOME\"\n",
+        )
+        .await?;
+    let d = admin.deploy("shop", "1").await?;
+    let d = wait_status(&admin, d.id, DS::Completed).await?;
+    let lines: Vec<String> = admin.logs(d.id, 0).await?.lines.into_iter().map(|l| l.line).collect();
+    let all = lines.join("\n");
+    assert!(!all.contains("LEAK"), "{all}");
+    for denied in ["secret file: denied", "agent environment: denied", "journal: denied", "agent fds: denied"] {
+        assert!(lines.iter().any(|l| l == denied), "{denied}: {all}");
+    }
+    assert!(lines.iter().any(|l| *l == format!("uid={} groups={}", user.uid, user.gid)), "{all}");
+    assert!(lines.iter().any(|l| l == "hook secret: none"), "hooks get no secret: {all}");
+    assert!(lines.iter().any(|l| l == "run secret: ***"), "a run task gets it, masked: {all}");
+    assert!(lines.iter().any(|l| l == "home=/nonexistent"), "the task user's HOME: {all}");
+    assert!(!all.contains(&cred.secret) && !all.contains(&hex::encode(&cred.secret)[..16]), "{all}");
+    // The exec'd `env` shows the whole environment a task starts with.
+    let names: Vec<&str> = lines.iter().filter_map(|l| l.split_once('=').map(|(k, _)| k)).collect();
+    for expected in ["PATH", "HOME", "LANG", "DROVER_APPLICATION", "DROVER_RELEASE_DIR", passed.as_str()] {
+        assert!(names.contains(&expected), "{expected}: {names:?}");
+    }
+    assert!(!names.contains(&"SHOP_PW"), "a task gets only the secrets it refers to: {names:?}");
+    assert!(lines.iter().any(|l| l == "PATH=/usr/local/bin:/usr/bin:/bin"), "{all}");
+    for w in &withheld {
+        assert!(!names.contains(&w.as_str()), "{w} of the agent's environment reached the task: {names:?}");
+    }
+    // The agent says how it keeps its tasks, and the release tree is the task user's.
+    let a = admin.agents().await?.into_iter().find(|a| a.name == "prod-1").expect("listed");
+    assert_eq!(a.isolation.as_deref(), Some("task-user"));
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(work.join("shop/releases/1/index.html"))?.uid(), user.uid);
+    assert_eq!(std::fs::metadata(work.join(".drover"))?.mode() & 0o777, 0o700);
+    s.shutdown().await;
+    Ok(())
+}
+
+/// A task that swaps its release tree for a symlink to a directory of root's does not make the
+/// agent unpack into it or prune it: the next deploy fails as the task user would, and nothing
+/// outside the tree is touched. A `setsid` child is gone after its task, and an agent without
+/// task users says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planted_symlink_does_not_steer_the_agent_and_nothing_outlives_its_task() -> anyhow::Result<()> {
+    let uid = free_uid();
+    let mut s = TestServer::start(Backend::Sqlite).await?;
+    let admin = s.admin();
+    let cred = admin.add_agent("dev-1", "dev").await?;
+    let keep = reachable_dir()?;
+    let (work, victim) = (keep.path().join("work"), keep.path().join("victim"));
+    for i in 0..7 {
+        std::fs::create_dir_all(victim.join(format!("r{i}")))?;
+    }
+    std::fs::write(victim.join("keep.txt"), "precious")?;
+    let secret = secret_file(keep.path(), &cred.secret)?;
+    s.run_agent_tuned("dev-1", drover_client::ClientAuth::Secret(cred.secret.clone()), &work, 4, move |cfg| {
+        cfg.task_users = vec![drover_agent::users::TaskUser::parse(&format!("{uid}:{uid}")).unwrap()];
+        cfg.credential_files = vec![secret];
+    })?;
+    admin
+        .apply_yaml(&format!(
+            "application: trap\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: deploy\n      - type: run\n        command: \"cd ../.. && rm -rf releases && ln -s {} releases; setsid sleep 300 & echo planted\"\n",
+            victim.display()
+        ))
+        .await?;
+    for v in 1..=2 {
+        admin.push_artifact_bytes("trap", &v.to_string(), tarball(&[("index.html", "x", 0o644)])).await?;
+    }
+    let first = admin.deploy("trap", "1").await?;
+    wait_status(&admin, first.id, DS::Completed).await?;
+    assert!(std::fs::symlink_metadata(work.join("trap/releases"))?.file_type().is_symlink(), "planted");
+    // Nothing of the task's uid survives it: the setsid child was killed with the rest.
+    assert_eq!(drover_agent::users::processes_of(uid), Vec::<i32>::new());
+    let second = admin.deploy("trap", "2").await?;
+    let d = wait_status(&admin, second.id, DS::Error).await?;
+    let m = d.stages[0].tasks[0].message.clone().unwrap_or_default();
+    assert!(m.contains("Permission denied"), "refused as the task user would be: {m}");
+    let mut left: Vec<String> = std::fs::read_dir(&victim)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    left.sort();
+    assert_eq!(left, ["keep.txt", "r0", "r1", "r2", "r3", "r4", "r5", "r6"], "nothing outside the tree was touched");
+    assert_eq!(std::fs::read_to_string(victim.join("keep.txt"))?, "precious");
+    admin.act(d.id, Action::Abort, None).await?;
+    // An agent without task users runs tasks as itself, and says so.
+    let plain = admin.add_agent("plain", "dev").await?;
+    s.run_agent("plain", &plain.secret, &s.dir.path().join("plain"), 1)?;
+    let mut isolation = None;
+    for _ in 0..200 {
+        isolation = admin.agents().await?.into_iter().find(|a| a.name == "plain").and_then(|a| a.isolation);
+        if isolation.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(isolation.as_deref(), Some("none"));
+    s.shutdown().await;
+    Ok(())
+}
+
+/// The agent refuses to start, naming the path or user, when a task could reach what is the
+/// agent's: it is not root, the work dir is out of the task user's reach or in its hands, or a
+/// task user can read the credentials.
+#[tokio::test]
+async fn an_agent_refuses_to_start_when_its_tasks_could_reach_it() -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let uid = free_uid();
+    let user = drover_agent::users::TaskUser::parse(&format!("{uid}:{uid}")).map_err(anyhow::Error::msg)?;
+    let keep = reachable_dir()?;
+    let start = |work: std::path::PathBuf, creds: Vec<std::path::PathBuf>| {
+        let user = user.clone();
+        async move {
+            let cfg = drover_agent::AgentConfig {
+                url: "https://127.0.0.1:9".into(),
+                ca_cert: None,
+                name: "x".into(),
+                secret: "s".into(),
+                auth: None,
+                work_dir: work,
+                capacity: 1,
+                kill_grace: std::time::Duration::from_secs(1),
+                task_users: vec![user],
+                task_env: vec![],
+                credential_files: creds,
+            };
+            let (_tx, rx) = tokio::sync::watch::channel(false);
+            match tokio::time::timeout(std::time::Duration::from_secs(30), drover_agent::run(cfg, rx)).await {
+                Ok(Err(e)) => e.to_string(),
+                other => panic!("the agent started: {other:?}"),
+            }
+        }
+    };
+    // Out of reach: under a directory only root may enter.
+    let closed = keep.path().join("closed");
+    std::fs::create_dir(&closed)?;
+    std::fs::set_permissions(&closed, std::fs::Permissions::from_mode(0o700))?;
+    let e = start(closed.join("work"), vec![]).await;
+    assert!(e.contains("cannot reach the work dir") && e.contains(&closed.join("work").display().to_string()), "{e}");
+    // In the task user's hands.
+    let theirs = keep.path().join("theirs");
+    std::fs::create_dir(&theirs)?;
+    std::os::unix::fs::chown(&theirs, Some(uid), Some(uid))?;
+    let e = start(theirs.join("work"), vec![]).await;
+    assert!(e.contains(&theirs.display().to_string()) && e.contains("can be changed by task user"), "{e}");
+    // Credentials a task user can read.
+    let open = keep.path().join("agent.secret");
+    std::fs::write(&open, "secret")?;
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o644))?;
+    let e = start(keep.path().join("work"), vec![open.clone()]).await;
+    assert!(e.contains(&open.display().to_string()) && e.contains("can read it"), "{e}");
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The hostile review's second attack: whoever manages agents (sysops-admin, api-sysadmin)
+/// registers a rogue agent in an environment with secrets. Refused, naming variable.manage;
+/// where there are no secrets they may, and in a production environment the agent waits for a
+/// holder of variable.manage to approve it, receiving nothing until then.
+async fn agents_are_placed_under_the_grant_ceiling_and_approved(b: Backend) -> anyhow::Result<()> {
+    let mut s = TestServer::start(b).await?;
+    let admin = s.admin();
+    admin
+        .create_environment(&NewEnvironment {
+            name: "bank-prod".into(),
+            applications: vec!["bank".into()],
+            ..Default::default()
+        })
+        .await?;
+    admin.set_variable("bank-prod", "BANK_PW", &SetVariable { value: "Bank-Secret-99".into(), secret: true }).await?;
+    admin
+        .create_environment(&NewEnvironment {
+            name: "shop-prod".into(),
+            kind: Some(drover_types::EnvironmentKind::Production),
+            ..Default::default()
+        })
+        .await?;
+    let pw = s.add_operator("sys", &["sysops-admin"]).await;
+    let sys = s.client("sys", &pw);
+
+    // Refused in the environment with secrets: nothing created.
+    let e = sys.add_agent("rogue", "bank-prod").await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    assert!(e.to_string().contains("variable.manage"), "{e}");
+    assert!(admin.agents().await?.iter().all(|a| a.name != "rogue"));
+    assert!(admin.clients().await?.iter().all(|c| c.client_id != "rogue"), "no client either");
+    // The same for a client holding api-sysadmin.
+    let ci = admin.create_client("ops-bot", &["api-sysadmin".to_string()]).await?;
+    let bot = drover_client::Client::new(
+        &s.url,
+        Some(&s.ca),
+        drover_client::Credentials::ClientCredentials {
+            client_id: ci.client_id.clone(),
+            auth: drover_client::ClientAuth::Secret(ci.client_secret.clone()),
+        },
+    )?;
+    assert_eq!(bot.add_agent("rogue2", "bank-prod").await.unwrap_err().status(), Some(403));
+    // Relabelling one there is placing it too.
+    let bank = admin.add_agent("bank-1", "bank-prod").await?;
+    assert_eq!(bank.status, drover_types::AgentStatus::Approved, "registered by a holder of variable.manage");
+    let labels = std::collections::BTreeMap::from([("tier".to_string(), "web".to_string())]);
+    assert_eq!(sys.set_agent_labels("bank-1", &labels).await.unwrap_err().status(), Some(403));
+    assert!(admin.agents().await?.iter().find(|a| a.name == "bank-1").unwrap().labels.is_empty());
+
+    // No secrets: allowed, but a production environment's new agent waits for approval.
+    let cred = sys.add_agent("shop-1", "shop-prod").await?;
+    assert_eq!(cred.status, drover_types::AgentStatus::Pending);
+    s.run_agent("shop-1", &cred.secret, &s.dir.path().join("shop-1"), 1)?;
+    admin
+        .apply_yaml("application: shop\nstages:\n  - name: p\n    environment: shop-prod\n    tasks: [{type: run, command: \"echo ran\"}]\n")
+        .await?;
+    let d = admin.deploy("shop", "1").await?;
+    // It polls (it is seen) and is handed nothing; the deployment says what it waits for.
+    let d = wait_for(&admin, d.id, std::time::Duration::from_secs(30), |d| {
+        d.waiting_for
+            .as_ref()
+            .is_some_and(|w| w.sentence.contains("wait for approval") && w.sentence.contains("shop-1"))
+    })
+    .await?;
+    let seen = |admin: drover_client::Client| async move {
+        admin.agents().await.unwrap().into_iter().find(|a| a.name == "shop-1").unwrap()
+    };
+    for _ in 0..200 {
+        if seen(admin.clone()).await.last_seen_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let a = seen(admin.clone()).await;
+    assert!(a.last_seen_at.is_some() && a.status == drover_types::AgentStatus::Pending, "{a:?}");
+    let d = admin.deployment(d.id).await?;
+    assert_eq!(d.stages[0].tasks[0].status, TaskStatus::Ready, "a pending agent receives nothing");
+    assert!(d.stages[0].tasks[0].agent.is_none());
+    // Approving needs variable.manage.
+    assert_eq!(sys.approve_agent("shop-1").await.unwrap_err().status(), Some(403));
+    assert_eq!(admin.approve_agent("shop-1").await?.status, drover_types::AgentStatus::Approved);
+    wait_status(&admin, d.id, DS::Completed).await?;
+    let audit = admin.audit(None, Some("POST /api/v1/agents/{name}/approve"), None, Some(50)).await?;
+    assert!(
+        audit.iter().any(|e| e.entry.principal.contains("admin")
+            && e.entry.target.contains("shop-1")
+            && e.entry.outcome == "success"),
+        "the approval is on record: {audit:?}"
+    );
+    // A development environment without secrets: approved at once.
+    admin.create_environment(&NewEnvironment { name: "dev".into(), ..Default::default() }).await?;
+    assert_eq!(sys.add_agent("dev-1", "dev").await?.status, drover_types::AgentStatus::Approved);
     s.shutdown().await;
     Ok(())
 }
