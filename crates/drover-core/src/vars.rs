@@ -218,13 +218,17 @@ pub fn merge<V: Clone>(
 }
 
 /// Replaces secret values, and the forms a command may print them in (base64 at each of the
-/// three alignments, standard and URL-safe, also wrapped at 64 and 76 columns; percent-encoded),
-/// by [`MASK`]. A secret of several lines is also masked line by line (a log line is one line).
-/// One pass over a line finds every form (Aho-Corasick, leftmost-longest).
+/// three alignments, standard and URL-safe, also wrapped at 64 and 76 columns; percent-encoded
+/// with any set of characters left as they are), by [`MASK`]. A secret of several lines is also
+/// masked line by line (a log line is one line). One pass over a line finds every literal form
+/// (Aho-Corasick, leftmost-longest); a line with `%XX` in it is also decoded and searched, and
+/// what matches there is masked where it came from (decode and compare: no list of encodings).
 #[derive(Clone, Default)]
 pub struct Masker {
     finder: Option<aho_corasick::AhoCorasick>,
     forms: usize,
+    /// A secret has a space, which form encoding writes as `+`.
+    spaces: bool,
 }
 
 /// Its forms are the secrets: `Debug` shows how many.
@@ -284,26 +288,47 @@ impl Masker {
                         );
                     }
                 }
-                for upper in [true, false] {
-                    for plus in [false, true] {
-                        let e = percent_encode(p, upper, plus);
-                        if e != p {
-                            needles.push(e);
-                        }
-                    }
-                }
             }
         }
         needles.sort();
         needles.dedup();
         let forms = needles.len();
+        let spaces = needles.iter().any(|n| n.contains(' '));
         let finder = (!needles.is_empty()).then(|| {
             aho_corasick::AhoCorasick::builder()
                 .match_kind(aho_corasick::MatchKind::LeftmostLongest)
                 .build(&needles)
                 .expect("a few thousand literal forms")
         });
-        Masker { finder, forms }
+        Masker { finder, forms, spaces }
+    }
+
+    /// Where, in `line`, a percent-decoded reading of it holds a secret form: byte ranges of
+    /// `line`, each on character boundaries. Read twice when a secret has a space: `+` as
+    /// itself, and as a space (form encoding).
+    fn encoded_spans(&self, f: &aho_corasick::AhoCorasick, line: &str) -> Vec<(usize, usize)> {
+        let mut spans = Vec::new();
+        if !(line.contains('%') || self.spaces && line.contains('+')) {
+            return spans;
+        }
+        for plus in [false, true] {
+            if plus && !self.spaces {
+                continue;
+            }
+            let Some((decoded, from)) = percent_decoded(line, plus) else { continue };
+            for m in f.find_iter(decoded.as_slice()) {
+                let (mut start, mut end) = (from[m.start()].0, from[m.end() - 1].1);
+                while !line.is_char_boundary(start) {
+                    start -= 1;
+                }
+                while !line.is_char_boundary(end) {
+                    end += 1;
+                }
+                spans.push((start, end));
+            }
+        }
+        spans.sort_unstable();
+        spans
     }
 
     pub fn is_empty(&self) -> bool {
@@ -313,11 +338,30 @@ impl Masker {
     /// `line` with every secret form replaced (borrowed when there is none).
     pub fn mask<'a>(&self, line: &'a str) -> Cow<'a, str> {
         let Some(f) = &self.finder else { return Cow::Borrowed(line) };
-        if !f.is_match(line) {
-            return Cow::Borrowed(line);
+        let spans = self.encoded_spans(f, line);
+        let line: Cow<'a, str> = if spans.is_empty() {
+            Cow::Borrowed(line)
+        } else {
+            let mut out = String::with_capacity(line.len());
+            let mut at = 0;
+            for (start, end) in spans {
+                if end <= at {
+                    continue;
+                }
+                if start >= at {
+                    out.push_str(&line[at..start]);
+                    out.push_str(MASK);
+                }
+                at = end;
+            }
+            out.push_str(&line[at..]);
+            Cow::Owned(out)
+        };
+        if !f.is_match(line.as_ref()) {
+            return line;
         }
         let mut out = String::with_capacity(line.len());
-        f.replace_all_with(line, &mut out, |_, _, dst| {
+        f.replace_all_with(line.as_ref(), &mut out, |_, _, dst| {
             dst.push_str(MASK);
             true
         });
@@ -356,18 +400,36 @@ fn base64_at(data: &[u8], k: usize) -> String {
     String::from_utf8(chars[start..end].to_vec()).expect("base64 is ASCII")
 }
 
-/// Percent-encoding of everything but `A-Za-z0-9-._~` (`plus`: a space is `+`, as in forms).
-fn percent_encode(s: &str, upper: bool, plus: bool) -> String {
-    let mut out = String::with_capacity(s.len() * 3);
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => out.push(b as char),
-            b' ' if plus => out.push('+'),
-            _ if upper => out.push_str(&format!("%{b:02X}")),
-            _ => out.push_str(&format!("%{b:02x}")),
+/// A decoded reading of a line: its bytes, and the byte range of the line each came from.
+type Decoded = (Vec<u8>, Vec<(usize, usize)>);
+
+/// `line` with every `%XX` (either case) decoded, and `+` read as a space when `plus`, with
+/// the byte range of `line` each decoded byte came from; `None` when nothing decodes.
+fn percent_decoded(line: &str, plus: bool) -> Option<Decoded> {
+    let b = line.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let (mut out, mut from) = (Vec::with_capacity(b.len()), Vec::with_capacity(b.len()));
+    let (mut i, mut changed) = (0, false);
+    while i < b.len() {
+        if b[i] == b'%'
+            && let (Some(h), Some(l)) = (b.get(i + 1).and_then(|&c| hex(c)), b.get(i + 2).and_then(|&c| hex(c)))
+        {
+            out.push(h << 4 | l);
+            from.push((i, i + 3));
+            i += 3;
+            changed = true;
+            continue;
         }
+        if plus && b[i] == b'+' {
+            out.push(b' ');
+            changed = true;
+        } else {
+            out.push(b[i]);
+        }
+        from.push((i, i + 1));
+        i += 1;
     }
-    out
+    changed.then_some((out, from))
 }
 
 #[cfg(test)]
@@ -508,6 +570,38 @@ mod tests {
         assert_eq!(m.mask("        indented"), "        indented");
         assert_eq!(m.mask("  second-line  "), "  ***  ");
         assert!(!format!("{m:?}").contains("first"), "{m:?}");
+    }
+
+    /// What Python's `urllib.parse` writes (printed by Python 3.11 for this secret): `quote`
+    /// keeps `/`, `quote_plus` writes spaces as `+`, `safe=''` encodes everything, lower-case
+    /// hex, and a `safe` set of the caller's own. Each is masked whole, with what is around it
+    /// left alone.
+    #[test]
+    fn percent_encoding_with_any_characters_left_as_they_are_is_masked() {
+        let m = Masker::new(["Qa/S3cret+Pw:99 x&y=é"]);
+        for form in [
+            "Qa/S3cret%2BPw%3A99%20x%26y%3D%C3%A9",
+            "Qa%2FS3cret%2BPw%3A99+x%26y%3D%C3%A9",
+            "Qa%2FS3cret%2BPw%3A99%20x%26y%3D%C3%A9",
+            "Qa%2fS3cret%2bPw%3a99%20x%26y%3d%c3%a9",
+            "Qa/S3cret+Pw:99%20x%26y%3D%C3%A9",
+            "Qa%2FS3cret+Pw:99%20x&y=%c3%A9",
+        ] {
+            assert_eq!(
+                m.mask(&format!("GET /login?pw={form}&next=%2Fhome")),
+                "GET /login?pw=***&next=%2Fhome",
+                "{form}"
+            );
+        }
+        // The example: Python's default quote() of a secret without spaces.
+        let m = Masker::new(["Qa/S3cret+Pw:99"]);
+        assert_eq!(m.mask("p=Qa/S3cret%2BPw%3A99;"), "p=***;");
+        assert_eq!(m.mask("Qa%2FS3cret%2BPw%3A99 and Qa/S3cret+Pw:99"), "*** and ***");
+        // Decoding finds nothing: the line is left as it is, borrowed.
+        assert!(matches!(m.mask("100% sure, 50%2 off, %zz"), Cow::Borrowed(_)));
+        // A match that starts inside a multi-byte character is widened to whole characters.
+        let m = Masker::new(["é-secret"]);
+        assert_eq!(m.mask("x%C3%A9-secret y"), "x*** y");
     }
 
     #[test]

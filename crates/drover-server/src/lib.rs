@@ -27,6 +27,7 @@ pub mod bootstrap;
 pub mod cors;
 pub mod engine;
 pub mod error;
+pub mod headers;
 pub mod limits;
 pub mod nodes;
 pub mod oauth;
@@ -320,6 +321,7 @@ pub fn router(state: AppState) -> Router {
         .merge(portal::routes(state.clone()))
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), cors::policy))
+        .layer(axum::middleware::from_fn(headers::every_answer))
         .layer(axum::extract::DefaultBodyLimit::max(state.limits.max_body_bytes as usize))
         .layer(axum::middleware::from_fn_with_state(state.clone(), limits::bodies))
         .with_state(state)

@@ -2,7 +2,9 @@
 //! the deployment whenever it changes (`event: deployment`) and `event: end` once it is
 //! terminal; `waiting_for` is re-evaluated at least every 15 s, so a change of what it waits for
 //! (an agent comes online) is sent too. Bounded: the stream ends after an hour at most, or when
-//! the client goes away (the CLI follows on with `after`).
+//! the client goes away (the CLI follows on with `after`). A stream re-checks its caller at
+//! least every 5 s ([`Recheck`]: the session or token still holds, and the caller may still read
+//! the deployment) and ends the moment it may not — nothing more is sent.
 
 use std::time::Duration;
 
@@ -30,17 +32,14 @@ fn log_frame(l: &drover_types::LogLine) -> Bytes {
     Bytes::from(format!("id: {}\nevent: log\ndata: {json}\n\n", l.id))
 }
 
-/// Asked at every wake-up of a stream (a change, or the 15 s tick): may it go on? A portal
-/// stream ends once its session has (sign-out, timeout, revocation).
+/// Asked at least every [`RECHECK_EVERY`] while a stream runs: may it go on? It ends once its
+/// session or token has (sign-out, timeout, revocation) or its caller may no longer read the
+/// deployment (a grant removed). A check never counts as activity of a portal session.
 pub type Recheck =
     std::sync::Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> + Send + Sync>;
 
-/// `caller` may read the deployment (checked before); it shapes `waiting_for`.
-pub fn follow(s: AppState, caller: drover_core::rbac::Principal, id: i64, after: i64) -> Response {
-    follow_while(s, caller, id, after, None)
-}
-
-/// [`follow`], ending when `recheck` says no.
+/// `caller` may read the deployment (checked before); it shapes `waiting_for`. The stream ends
+/// when `recheck` says no.
 pub fn follow_while(
     s: AppState,
     caller: drover_core::rbac::Principal,
@@ -85,10 +84,12 @@ pub fn follow_while(
                 let _ = tx.send(Ok(frame("end", &view.status))).await;
                 return;
             }
-            // Wait for a change of this deployment, a keep-alive tick, or the deadline.
+            // Wait for a change of this deployment, a keep-alive tick, or the deadline; check
+            // the caller again whenever it is due, changes or not.
             let tick = tokio::time::sleep(Duration::from_secs(15));
             tokio::pin!(tick);
             loop {
+                let check_at = last_check + RECHECK_EVERY;
                 tokio::select! {
                     r = changes.recv() => match r {
                         Ok(x) if x == id => break,
@@ -100,9 +101,16 @@ pub fn follow_while(
                         if tx.send(Ok(Bytes::from_static(b": keep-alive\n\n"))).await.is_err() { return; }
                         break;
                     }
+                    _ = tokio::time::sleep_until(check_at), if recheck.is_some() => {
+                        last_check = tokio::time::Instant::now();
+                        if let Some(ok) = &recheck && !ok().await {
+                            return;
+                        }
+                    }
                     _ = tokio::time::sleep_until(deadline) => return,
                 }
             }
+            // Nothing is sent for a change before the caller is checked, when a check is due.
             if let Some(ok) = &recheck
                 && last_check.elapsed() >= RECHECK_EVERY
             {

@@ -38,6 +38,28 @@ fn task_label(spec: &TaskSpec) -> String {
     }
 }
 
+/// Text a task (or anyone) wrote, made safe for a terminal: control characters (ESC, BEL, the
+/// C1 set, DEL, a carriage return that would overwrite the line...) are shown as visible escapes
+/// (`\x1b`), tabs kept. A task's output can then neither retitle nor repaint the operator's
+/// terminal, nor hide a line behind another.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    // Controls, and the bidirectional overrides that reorder what a line seems to say.
+    let hidden =
+        |c: char| (c.is_control() && c != '\t') || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if hidden(c) && (c as u32) < 0x100 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// The full view of `drover status ID`.
 pub fn deployment(d: &Deployment) -> String {
     let mut s = format!(
@@ -52,7 +74,7 @@ pub fn deployment(d: &Deployment) -> String {
         d.finished_at.map(|f| format!(", finished {f}")).unwrap_or_default()
     );
     if let Some(m) = &d.message {
-        s.push_str(&format!("message: {m}\n"));
+        s.push_str(&format!("message: {}\n", visible(m)));
     }
     if let Some(r) = d.rollback_of {
         s.push_str(&format!("rollback of deployment {r}\n"));
@@ -76,15 +98,19 @@ pub fn deployment(d: &Deployment) -> String {
             s.push_str(&format!("    {}. {:<40} {}{who}{by}\n", t.index + 1, task_label(&t.spec), t.status));
             if let Some(m) = &t.message {
                 for line in m.lines().take(12) {
-                    s.push_str(&format!("       {line}\n"));
+                    s.push_str(&format!("       {}\n", visible(line)));
                 }
             }
             // A fleet stage: one line per agent (the first 50; the rest counted).
             for r in t.targets.iter().take(50) {
                 let agent = r.agent.as_deref().unwrap_or("?");
                 let batch = r.batch.map(|b| format!("batch {b}")).unwrap_or_default();
-                let why =
-                    r.message.as_deref().and_then(|m| m.lines().next()).map(|m| format!("  {m}")).unwrap_or_default();
+                let why = r
+                    .message
+                    .as_deref()
+                    .and_then(|m| m.lines().next())
+                    .map(|m| format!("  {}", visible(m)))
+                    .unwrap_or_default();
                 s.push_str(&format!("       {agent:<24} {batch:<9} {}{why}\n", r.status));
             }
             if t.targets.len() > 50 {
@@ -141,7 +167,7 @@ impl Follower {
                         let msg = t
                             .message
                             .as_ref()
-                            .map(|m| format!(": {}", m.lines().next().unwrap_or("")))
+                            .map(|m| format!(": {}", visible(m.lines().next().unwrap_or(""))))
                             .unwrap_or_default();
                         out.push(format!("[{}] {} → {}{who}{msg}", st.name, task_label(&t.spec), now));
                     }
@@ -151,7 +177,7 @@ impl Follower {
         }
         let status = d.status.as_str().to_string();
         if self.status.as_ref() != Some(&status) {
-            let msg = d.message.as_ref().map(|m| format!(" — {m}")).unwrap_or_default();
+            let msg = d.message.as_ref().map(|m| format!(" — {}", visible(m))).unwrap_or_default();
             out.push(format!("deployment {} is {status}{msg}", d.id));
             self.status = Some(status);
         }
@@ -171,8 +197,8 @@ impl Follower {
     pub fn log_line(&self, l: &LogLine, d: Option<&Deployment>) -> String {
         let stage = d.and_then(|d| d.stages.get(l.stage_index)).map(|s| s.name.as_str()).unwrap_or("?");
         match &l.agent {
-            Some(a) => format!("[{stage} {a}]   | {}", l.line),
-            None => format!("[{stage}]   | {}", l.line),
+            Some(a) => format!("[{stage} {a}]   | {}", visible(&l.line)),
+            None => format!("[{stage}]   | {}", visible(&l.line)),
         }
     }
 }
@@ -181,7 +207,7 @@ impl Follower {
 pub fn log_line(l: &LogLine, d: &Deployment) -> String {
     let stage = d.stages.get(l.stage_index).map(|s| s.name.as_str()).unwrap_or("?");
     let agent = l.agent.as_deref().map(|a| format!(" {a}")).unwrap_or_default();
-    format!("{} [{stage} {}{agent}] {}: {}", l.ts, l.task_index + 1, l.stream, l.line)
+    format!("{} [{stage} {}{agent}] {}: {}", l.ts, l.task_index + 1, l.stream, visible(&l.line))
 }
 
 pub fn operator_line(o: &drover_types::Operator) -> String {

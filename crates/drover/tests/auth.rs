@@ -67,6 +67,13 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
     for r in &table {
         let resp = call(&c, &s, &r.method, &r.path, None).await;
         assert_eq!(resp.status(), 401, "{} {} without credentials", r.method, r.path);
+        assert_eq!(
+            resp.headers()["cache-control"],
+            "no-store",
+            "{} {}: every API answer is per caller",
+            r.method,
+            r.path
+        );
         assert!(resp.headers().get("www-authenticate").is_some(), "{} {}", r.method, r.path);
         let body: serde_json::Value = resp.json().await.unwrap();
         assert_eq!(body["error"]["code"], "unauthorized");
@@ -102,6 +109,7 @@ async fn every_route_is_guarded_and_roles_get_exactly_their_privileges() {
             };
             let resp = call(&c, &s, &r.method, &r.path, Some((&user, &pw))).await;
             let st = resp.status().as_u16();
+            assert_eq!(resp.headers()["cache-control"], "no-store", "{role} {} {} ({st})", r.method, r.path);
             if allowed {
                 assert!(st != 401 && st != 403, "{role} should reach {} {} (got {st})", r.method, r.path);
             } else {

@@ -397,7 +397,8 @@ async fn an_application_admin_cannot_take_over_another_applications_pipeline() {
     group(&s, "shop-app-admins", &["app-admin"], &["alice"], &[], &["shop"]).await;
     let hijack = "application: shop\npipeline: other\nstages:\n  - name: s1\n    environment: dev\n    tasks: [{type: run, command: \"curl evil\"}]\n";
     let e = alice.apply_yaml(hijack).await.unwrap_err();
-    assert_eq!(e.status(), Some(403), "{e}");
+    assert_eq!(e.status(), Some(409), "{e}");
+    assert!(e.to_string().contains("not available") && !e.to_string().contains("exists"), "{e}");
     // PUT and DELETE on it: it does not exist for her.
     let (st, _) = call(&s, "alice", Method::DELETE, "/api/v1/pipelines/other", None).await;
     assert_eq!(st, 404);
@@ -406,6 +407,77 @@ async fn an_application_admin_cannot_take_over_another_applications_pipeline() {
     assert_eq!(after.stages, before.stages);
     // Her own application works.
     alice.apply_yaml(&pipeline("shop", "dev", "[{type: wait, duration: 1ms}]")).await.unwrap();
+    s.shutdown().await;
+}
+
+/// What a scoped operator's pipeline names in applications they cannot read is answered for as
+/// a missing thing, through the API and the portal's preview alike: an environment that admits
+/// only another application, a secret of an environment not listing theirs, a pipeline name
+/// another application holds (the name is not free; nothing else is said).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn apply_and_preview_say_nothing_of_what_the_caller_cannot_read() {
+    let s = TestServer::start(Backend::Sqlite).await.unwrap();
+    let admin = s.admin();
+    admin
+        .create_environment(&drover_types::NewEnvironment {
+            name: "bank-prod".into(),
+            applications: vec!["bank".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin.create_environment(&drover_types::NewEnvironment { name: "dev".into(), ..Default::default() }).await.unwrap();
+    let secret = drover_types::SetVariable { value: "dev-secret-value".into(), secret: true };
+    admin.set_variable("dev", "DEV_PW", &secret).await.unwrap();
+    admin.apply_yaml("application: bank\npipeline: payments\nstages:\n  - name: s1\n    environment: bank-prod\n    tasks: [{type: wait, duration: 1ms}]\n").await.unwrap();
+    let alice = operator(&s, "alice", &[]).await;
+    group(&s, "shop-app-admins", &["app-admin"], &["alice"], &[], &["shop"]).await;
+    let (session, token) = drover_testkit::portal::http_sign_in(&s.url, &s.ca, "alice", PW).await.unwrap();
+    let c = s.http();
+    // The API's answer and the preview's error, with the one name that differs made alike.
+    let answers = |yaml: String, name: &'static str| {
+        let (alice, c, session, token, url) = (alice.clone(), c.clone(), session.clone(), token.clone(), s.url.clone());
+        async move {
+            let e = alice.apply_yaml(&yaml).await.unwrap_err();
+            let page = c
+                .post(format!("{url}/portal/pipelines/preview"))
+                .header("cookie", session)
+                .form(&[("yaml", yaml.as_str()), ("csrf_token", token.as_str())])
+                .send()
+                .await
+                .unwrap();
+            let status = page.status().as_u16();
+            let html = page.text().await.unwrap();
+            let shown = html
+                .split("<strong>Not saved:</strong>")
+                .nth(1)
+                .and_then(|x| x.split("</p>").next())
+                .unwrap_or("")
+                .to_string();
+            (e.status(), e.to_string().replace(name, "X"), status, shown.replace(name, "X"))
+        }
+    };
+    let wait = "[{type: wait, duration: 1ms}]";
+    let hidden = answers(pipeline("shop", "bank-prod", wait), "bank-prod").await;
+    let missing = answers(pipeline("shop", "nowhere", wait), "nowhere").await;
+    assert_eq!(hidden, missing, "an environment of another application is a missing one");
+    assert!(!hidden.3.is_empty(), "the preview shows the error: {hidden:?}");
+    let run = |var: &str| format!("[{{type: run, command: \"echo ${{{var}}}\"}}]");
+    let secret = answers(pipeline("shop", "dev", &run("DEV_PW")), "DEV_PW").await;
+    let unknown = answers(pipeline("shop", "dev", &run("NOPE")), "NOPE").await;
+    assert_eq!(secret, unknown, "another environment's secret is an unknown variable");
+    assert!(!secret.1.contains("secret"), "{secret:?}");
+    let taken = alice
+        .apply_yaml("application: shop\npipeline: payments\nstages:\n  - name: s1\n    environment: dev\n    tasks: [{type: wait, duration: 1ms}]\n")
+        .await
+        .unwrap_err();
+    assert_eq!(taken.status(), Some(409));
+    assert!(!taken.to_string().contains("bank"), "{taken}");
+    // An administrator, who may read all of it, is told what is wrong.
+    let told = admin.apply_yaml(&pipeline("shop", "dev", &run("DEV_PW"))).await.unwrap_err();
+    assert!(told.to_string().contains("is a secret variable of environment dev"), "{told}");
+    let told = admin.apply_yaml(&pipeline("shop", "bank-prod", wait)).await.unwrap_err();
+    assert!(told.to_string().contains("does not accept pipelines of application shop"), "{told}");
     s.shutdown().await;
 }
 

@@ -211,7 +211,7 @@ async fn cli_drives_deployments_with_reliable_exit_codes() {
     let yaml = dir.path().join("pipeline.yaml");
     std::fs::write(
         &yaml,
-        "application: web\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: deploy\n      - type: run\n        command: cat index.html\n",
+        "application: web\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: deploy\n      - type: run\n        command: cat index.html\n      - type: run\n        command: printf 'esc\\033]0;pwned\\007 tab\\tend\\r\\n'\n",
     )
     .unwrap();
     let out = run(o.cli().args(["apply", "-f"]).arg(&yaml));
@@ -230,6 +230,14 @@ async fn cli_drives_deployments_with_reliable_exit_codes() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("hello from web 1") && text.contains("is completed"), "{text}");
+    // A task's terminal escapes are shown, never sent to the operator's terminal as they are.
+    assert!(text.contains("esc\\x1b]0;pwned\\x07 tab\tend") && !text.contains('\x1b'), "{text}");
+    let out = run(o.cli().args(["logs", "1"]));
+    let logs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        logs.contains("esc\\x1b]0;pwned\\x07 tab\tend") && !logs.contains('\x1b') && !logs.contains('\x07'),
+        "{logs}"
+    );
     let out = run(o.cli().args(["status", "1", "--output", "json"]));
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["status"], "completed");

@@ -48,9 +48,24 @@ async fn every_page_is_guarded_and_roles_get_exactly_their_privileges() {
     }
     assert!(table.len() >= 15, "{}", table.len());
     let c = s.http();
-    // No session: reads go to sign-in (and come back), posts are refused.
+    let port = s.running.as_ref().unwrap().addr.port();
+    // No session: reads go to sign-in (and come back), posts are refused. Every answer carries
+    // the portal's CSP (forms to this origin only), and HSTS when reached by a name (not by
+    // localhost or an address, where it would pin every port of the host).
     for p in &table {
-        let r = c.request(p.method.clone(), format!("{}{}", s.url, concrete(&p.path))).send().await.unwrap();
+        let url = format!("{}{}", s.url, concrete(&p.path));
+        let by_name =
+            c.request(p.method.clone(), &url).header("host", format!("drover.example:{port}")).send().await.unwrap();
+        assert_eq!(by_name.headers()["strict-transport-security"], "max-age=31536000", "{} {}", p.method, p.path);
+        let r = c.request(p.method.clone(), url).send().await.unwrap();
+        assert!(r.headers().get("strict-transport-security").is_none(), "{} {} by address", p.method, p.path);
+        let csp = r.headers()["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("form-action 'self'") && csp.contains("frame-ancestors 'none'"),
+            "{} {}: {csp}",
+            p.method,
+            p.path
+        );
         if p.method == Method::GET {
             assert_eq!(r.status(), 303, "{} {}", p.method, p.path);
             assert!(r.headers()["location"].to_str().unwrap().starts_with("/portal/signin?next="));
@@ -80,6 +95,9 @@ async fn every_page_is_guarded_and_roles_get_exactly_their_privileges() {
             let rb = if p.method == Method::POST { rb.form(&[("csrf_token", token.as_str())]) } else { rb };
             let resp = rb.send().await.unwrap();
             let st = resp.status().as_u16();
+            let csp = resp.headers()["content-security-policy"].to_str().unwrap().to_string();
+            assert!(csp.contains("form-action 'self'"), "{role} {} {}: {csp}", p.method, p.path);
+            assert_eq!(resp.headers()["cache-control"], "no-store", "{role} {} {}", p.method, p.path);
             let body = resp.text().await.unwrap();
             let allowed = match p.need {
                 Need::SignedIn => true,
@@ -168,6 +186,88 @@ async fn a_live_stream_ends_with_its_session() {
         audit.iter().any(|e| e.entry.action == "GET /portal/deployments/{id}/live" && e.entry.outcome == "started"),
         "following a log is audited"
     );
+    s.shutdown().await;
+}
+
+/// A log stream re-checks its reader: once the operator's access to the application is taken
+/// away, the API's stream (Basic) and the portal's live stream both end within seconds, with
+/// the task still printing; and the portal's checks do not keep its session from idling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_ends_once_its_reader_loses_the_application() {
+    use futures_util::StreamExt;
+    let mut s = TestServer::start(Backend::Sqlite).await.unwrap();
+    s.agent("dev-1", "dev").await.unwrap();
+    let admin = s.admin();
+    admin
+        .apply_yaml(
+            "application: shop\nstages:\n  - name: dev\n    environment: dev\n    tasks:\n      - type: run\n        command: \"for i in $(seq 1 600); do echo tick $i; sleep 0.1; done\"\n        timeout: 5m\n",
+        )
+        .await
+        .unwrap();
+    let pw = s.add_operator("watcher", &[]).await;
+    let group = drover_types::AccessGroup {
+        name: "shop-viewers".into(),
+        roles: vec!["viewer".into()],
+        operators: vec!["watcher".into()],
+        applications: vec!["shop".into()],
+        ..Default::default()
+    };
+    admin.create_access_group(&group).await.unwrap();
+    let d = admin.deploy("shop", "1").await.unwrap();
+    drover_testkit::wait_for(&admin, d.id, Duration::from_secs(30), |d| {
+        d.stages[0].tasks[0].status == drover_types::TaskStatus::InProgress
+    })
+    .await
+    .unwrap();
+    let c = s.http();
+    let api = c
+        .get(format!("{}/api/v1/deployments/{}/logs?follow=true", s.url, d.id))
+        .basic_auth("watcher", Some(&pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    assert_eq!(api.headers()["cache-control"], "no-store");
+    let (session, _) = http_sign_in(&s, "watcher", &pw).await;
+    let live =
+        c.get(format!("{}/portal/deployments/{}/live", s.url, d.id)).header("cookie", &session).send().await.unwrap();
+    assert_eq!(live.status(), 200);
+    let (mut api, mut live) = (api.bytes_stream(), live.bytes_stream());
+    // Both stream the task's lines while the operator may read them.
+    for stream in [&mut api, &mut live] {
+        let mut got = String::new();
+        while !got.contains("tick") {
+            let chunk = tokio::time::timeout(Duration::from_secs(20), stream.next()).await.unwrap().unwrap().unwrap();
+            got.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+    // The grant goes; the task goes on printing.
+    admin.delete_access_group("shop-viewers").await.unwrap();
+    for (name, stream) in [("api", &mut api), ("portal", &mut live)] {
+        let ended = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut after = 0usize;
+            while let Some(chunk) = stream.next().await {
+                match chunk {
+                    Ok(b) => after += b.len(),
+                    Err(_) => break,
+                }
+            }
+            after
+        })
+        .await;
+        assert!(ended.is_ok(), "the {name} stream ended after the grant was removed");
+    }
+    let d = admin.deployment(d.id).await.unwrap();
+    assert_eq!(d.status, drover_types::DeploymentStatus::InProgress, "it ended for the reader, not with the task");
+    // A new stream is refused: the operator holds pipeline.read nowhere now.
+    let again = c
+        .get(format!("{}/api/v1/deployments/{}/logs?follow=true", s.url, d.id))
+        .basic_auth("watcher", Some(&pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 403);
+    admin.act(d.id, drover_types::Action::Abort, Some("test over".into())).await.unwrap();
     s.shutdown().await;
 }
 

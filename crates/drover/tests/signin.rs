@@ -176,6 +176,11 @@ async fn sign_in_and_device_forms_need_their_csrf_token() {
     let token = cookie.split_once('=').unwrap().1.to_string();
     let csp = page.headers()["content-security-policy"].to_str().unwrap().to_string();
     assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("script-src"), "{csp}");
+    // Forms go to this origin, and the signed-in form on to the client's redirect URI only.
+    assert!(csp.contains("form-action 'self' http://127.0.0.1:5555;"), "{csp}");
+    let device = c.get(format!("{}/device", s.url)).send().await.unwrap();
+    let device_csp = device.headers()["content-security-policy"].to_str().unwrap().to_string();
+    assert!(device_csp.contains("form-action 'self';"), "{device_csp}");
     let query: Vec<(String, String)> = serde_urlencoded::from_str(url.split_once('?').unwrap().1).unwrap();
     let form = |csrf: Option<&str>| {
         let mut f = query.clone();

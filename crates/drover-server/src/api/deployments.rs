@@ -54,7 +54,8 @@ pub async fn logs(call: Call, Path(id): Path<String>, Query(q): Query<LogQuery>)
     let after = q.after.unwrap_or(0);
     if q.follow.unwrap_or(false) {
         deployments::may_follow(&call.ctx(), id).await?;
-        return Ok(crate::sse::follow(call.state.clone(), call.caller.clone(), id, after));
+        let check = call.credential.clone().map(|c| super::guard::follow_check(&call.state, c, id));
+        return Ok(crate::sse::follow_while(call.state.clone(), call.caller.clone(), id, after, check));
     }
     Ok(Json(deployments::logs(&call.ctx(), id, after, q.limit.unwrap_or(1000)).await?).into_response())
 }

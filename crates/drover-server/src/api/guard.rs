@@ -27,6 +27,54 @@ pub struct Guard {
     pub privilege: Privilege,
 }
 
+/// How a request authenticated, kept for a stream that checks its caller again while it runs.
+#[derive(Clone)]
+pub enum Credential {
+    Bearer(String),
+    /// An operator who gave their password (checked once, at the request).
+    Basic(String),
+}
+
+/// The caller as of now: the bearer token verified again (its expiry aside: the stream has a
+/// bound of its own), or the operator looked up again. `Err(Invalid)` once they are gone.
+pub async fn caller_now(s: &AppState, c: &Credential) -> Result<Principal, Refused> {
+    match c {
+        Credential::Bearer(token) => crate::oauth::reverify_bearer(s, token).await,
+        Credential::Basic(name) => match s.store.get_operator(name).await {
+            Ok(Some(op)) if !op.disabled => Ok(s.principals.resolve(PrincipalKind::Operator, &op.name, op.roles)),
+            Ok(_) => Err(Refused::Invalid("operator gone or disabled")),
+            Err(_) => Err(Refused::Unavailable),
+        },
+    }
+}
+
+/// A log stream's check, every few seconds while it runs: may the caller, as of now, still
+/// read the deployment? A database that cannot say does not end the stream (it cannot read
+/// logs either; the next check decides).
+pub fn follow_check(s: &AppState, c: Credential, id: i64) -> crate::sse::Recheck {
+    let s = s.clone();
+    std::sync::Arc::new(move || {
+        let (s, c) = (s.clone(), c.clone());
+        Box::pin(async move {
+            match caller_now(&s, &c).await {
+                Ok(p) => match crate::service::deployments::may_follow(&crate::service::Ctx::new(&s, &p), id).await {
+                    Ok(()) => true,
+                    Err(drover_core::Error::Unavailable(_)) => true,
+                    Err(_) => {
+                        tracing::info!(principal = %p.label(), deployment = id, "log stream ended: the caller may no longer read it");
+                        false
+                    }
+                },
+                Err(Refused::Unavailable) => true,
+                Err(Refused::Invalid(why)) => {
+                    tracing::info!(reason = why, deployment = id, "log stream ended: its credentials no longer hold");
+                    false
+                }
+            }
+        })
+    })
+}
+
 /// Appends an entry and waits until it is durable; false when it could not be written.
 async fn audit(state: &AppState, e: NewAuditEntry) -> bool {
     state.audit_sink.record(e).await.is_ok()
@@ -88,7 +136,8 @@ pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Respon
                 return with_request_id(resp, &ctx.request_id);
             }
         };
-        return authorized(g, ctx, principal, req, next).await;
+        let credential = Credential::Bearer(token);
+        return authorized(g, ctx, principal, credential, req, next).await;
     }
     let Some((user, password)) = parse_basic(&req) else {
         return with_request_id(ApiError::unauthorized().into_response(), &ctx.request_id);
@@ -126,11 +175,19 @@ pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Respon
             return with_request_id(unavailable(), &ctx.request_id);
         }
     }
-    authorized(g, ctx, principal, req, next).await
+    let credential = Credential::Basic(op.name.clone());
+    authorized(g, ctx, principal, credential, req, next).await
 }
 
 /// The request is authenticated: check the privilege, run it, audit it.
-async fn authorized(g: Guard, ctx: Facts, principal: Principal, mut req: Request, next: Next) -> Response {
+async fn authorized(
+    g: Guard,
+    ctx: Facts,
+    principal: Principal,
+    credential: Credential,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let who = principal.audit_label();
     if !principal.may_call(g.privilege) {
         tracing::warn!(principal = %principal.label(), privilege = %g.privilege, path = %ctx.path, "permission denied");
@@ -140,6 +197,7 @@ async fn authorized(g: Guard, ctx: Facts, principal: Principal, mut req: Request
         return with_request_id(resp, &ctx.request_id);
     }
     req.extensions_mut().insert(principal);
+    req.extensions_mut().insert(credential);
     // A state change is recorded before it is made: if its entry cannot be written, it is not
     // made (503). Its outcome follows as a second entry. Agent-protocol traffic is recorded per
     // deployment instead (its events name the agent).

@@ -160,6 +160,8 @@ pub fn routes(state: AppState) -> (Router<AppState>, Vec<RouteInfo>) {
 pub struct Call {
     state: AppState,
     caller: Principal,
+    /// How the caller authenticated (for streams that check again while they run).
+    credential: Option<guard::Credential>,
 }
 
 impl Call {
@@ -174,7 +176,8 @@ impl FromRequestParts<AppState> for Call {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // Set by the guard; a route without one has no caller (and cannot be registered).
         let caller = parts.extensions.remove::<Principal>().ok_or_else(ApiError::unauthorized)?;
-        Ok(Call { state: state.clone(), caller })
+        let credential = parts.extensions.remove::<guard::Credential>();
+        Ok(Call { state: state.clone(), caller, credential })
     }
 }
 

@@ -45,22 +45,31 @@ pub fn stage_scope(
 /// the shell runs, and only where the environment lists `application` (not "every
 /// application"). Errors start with the key's path, so that an applied document gets its line.
 /// The same check when a pipeline is applied and when a deployment starts.
+///
+/// A secret the application may not use is named as such only when `explain_secrets` (the
+/// caller may read the environment's variables); to anyone else it is exactly an unknown
+/// variable, so an answer never tells which secrets an environment holds.
 pub fn check_references(
     i: usize,
     stage: &StageSpec,
     scope: &BTreeMap<String, Value>,
     snap: &Snapshot,
     application: &str,
+    explain_secrets: bool,
 ) -> Result<()> {
     for (j, t) in stage.tasks.iter().enumerate() {
         let at = |e: String| format!("stages[{i}].tasks[{j}].{e}");
         for (key, name) in vars::task_references(t).map_err(|e| Error::Invalid(at(e)))? {
+            let unknown = || {
+                Error::Invalid(at(format!(
+                    "{key}: unknown variable ${{{name}}}, which is not defined for environment {env}; define it under variables: (the pipeline's or the stage's) or for the environment (drover variables set {env} {name} VALUE); write $${{ for a literal ${{",
+                    env = stage.environment
+                )))
+            };
             match scope.get(name) {
-                None => {
-                    return Err(Error::Invalid(at(format!(
-                        "{key}: unknown variable ${{{name}}}, which is not defined for environment {env}; define it under variables: (the pipeline's or the stage's) or for the environment (drover variables set {env} {name} VALUE); write $${{ for a literal ${{",
-                        env = stage.environment
-                    ))));
+                None => return Err(unknown()),
+                Some(Value::Secret(_)) if !explain_secrets && !snap.lists(&stage.environment, application) => {
+                    return Err(unknown());
                 }
                 Some(Value::Secret(_)) => {
                     refuse_secret_in_a_list(t).map_err(|e| Error::Invalid(at(e)))?;
@@ -108,7 +117,8 @@ impl Engine {
         for i in 0..spec.stages.len() {
             let stage = &spec.stages[i];
             let scope = stage_scope(&spec.variables, &snap.of(&stage.environment), stage);
-            check_references(i, stage, &scope, &snap, &spec.application)?;
+            // Whoever starts it was checked with their own rights just before (the service).
+            check_references(i, stage, &scope, &snap, &spec.application, false)?;
             let plain: BTreeMap<String, String> = scope
                 .into_iter()
                 .filter_map(|(k, v)| match v {

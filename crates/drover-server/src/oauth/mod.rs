@@ -33,7 +33,7 @@ pub mod redirects;
 pub mod sessions;
 pub mod verify;
 
-pub use verify::{Refused, VerifiedTokens, verify_bearer};
+pub use verify::{Refused, VerifiedTokens, reverify_bearer, verify_bearer};
 
 /// Lifetime of access tokens.
 pub const ACCESS_TOKEN_TTL: Duration = Duration::from_secs(600);

@@ -126,7 +126,24 @@ fn unavailable(e: drover_core::Error) -> Refused {
 /// its login session is revoked; for a token acting for an operator, the operator is enabled and
 /// has not had their sessions revoked since.
 pub async fn verify_bearer(s: &AppState, token: &str) -> Result<Principal, Refused> {
-    let c = decode(s, token)?;
+    principal_of(s, decode(s, token)?).await
+}
+
+/// [`verify_bearer`] again for a stream the token opened, which may outlive the token (streams
+/// have bounds of their own): everything but the expiry, so a revocation, a disabled client or
+/// operator, and a changed grant all count.
+pub async fn reverify_bearer(s: &AppState, token: &str) -> Result<Principal, Refused> {
+    use sha2::Digest as _;
+    let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+    let c = match s.verified.get(&digest) {
+        Some(c) => c,
+        None => verify_signature(s, token)?,
+    };
+    principal_of(s, c).await
+}
+
+/// The principal a token's verified claims stand for, checked against the store now.
+async fn principal_of(s: &AppState, c: Claims) -> Result<Principal, Refused> {
     let client = s.store.get_client(&c.client_id).await.map_err(unavailable)?.ok_or("unknown client")?;
     if client.disabled {
         return Err("client disabled".into());

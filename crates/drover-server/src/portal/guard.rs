@@ -90,13 +90,25 @@ fn sign_in_first(post: bool, facts: &Facts, query: Option<&str>) -> Response {
     Redirect::to(&format!("/portal/signin?{q}")).into_response()
 }
 
+/// The deployment page's live fragment (`?fragment=1`), which its live updates fetch.
+fn is_fragment(route: &str, query: Option<&str>) -> bool {
+    route == "/portal/deployments/{id}" && query.is_some_and(|q| q.split('&').any(|kv| kv == "fragment=1"))
+}
+
 /// Pages that show a deployment's log, and the audit export, are recorded before they are
 /// served, as the API's downloads are (a log may hold what a task printed; the export holds the
-/// chain key); the deployment page's live fragment shows no log.
+/// chain key); the deployment page's live fragment shows no log (a task's message carries no
+/// output either).
 fn reads_log(route: &str, query: Option<&str>) -> bool {
     route == "/portal/deployments/{id}/live"
         || route == "/portal/audit/export"
-        || (route == "/portal/deployments/{id}" && !query.is_some_and(|q| q.split('&').any(|kv| kv == "fragment=1")))
+        || (route == "/portal/deployments/{id}" && !is_fragment(route, query))
+}
+
+/// What an open page requests by itself (its live stream, the fragments its updates fetch) is
+/// not the operator's activity: it does not keep the session from timing out.
+fn by_itself(route: &str, query: Option<&str>) -> bool {
+    route == "/portal/deployments/{id}/live" || is_fragment(route, query)
 }
 
 async fn audit(s: &AppState, e: drover_core::audit::NewAuditEntry) -> bool {
@@ -120,7 +132,7 @@ pub async fn require(State(g): State<PageGuard>, req: Request, next: Next) -> Re
     let Some(id) = cookie(req.headers(), session::COOKIE) else {
         return with_request_id(sign_in_first(post, &facts, query.as_deref()), &facts.request_id);
     };
-    let (sess, principal) = match session::load(s, &id).await {
+    let (sess, principal) = match session::load(s, &id, !by_itself(&facts.route, query.as_deref())).await {
         Loaded::Active(sess, p) => (sess, p),
         Loaded::Ended(why) => {
             tracing::debug!(reason = why, "portal: no live session");
@@ -205,5 +217,14 @@ mod tests {
         assert!(!reads_log("/portal/deployments/{id}", Some("fragment=1")));
         assert!(reads_log("/portal/deployments/{id}", Some("fragment=10")));
         assert!(!reads_log("/portal/pipelines/{name}", None));
+    }
+
+    #[test]
+    fn what_a_page_fetches_by_itself_is_not_activity() {
+        assert!(by_itself("/portal/deployments/{id}/live", None));
+        assert!(by_itself("/portal/deployments/{id}", Some("fragment=1")));
+        assert!(!by_itself("/portal/deployments/{id}", None));
+        assert!(!by_itself("/portal/deployments/{id}", Some("fragment=10")));
+        assert!(!by_itself("/portal/", None));
     }
 }

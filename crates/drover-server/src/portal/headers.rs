@@ -1,6 +1,7 @@
 //! The security headers of every portal response: a CSP that allows only our own script and
-//! style files (no inline script, no framing, forms post only here), HSTS, no referrer, no
-//! sniffing, and no caching of pages (assets are cached: their names carry their hash).
+//! style files (no inline script, no framing, forms post only here), no referrer, no sniffing,
+//! and no caching of pages (assets are cached: their names carry their hash). HSTS is on every
+//! answer of the orchestrator (`crate::headers`).
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
@@ -15,7 +16,6 @@ pub async fn secure(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));

@@ -533,10 +533,20 @@ pub async fn live(
     }
     let resumed = headers.get("last-event-id").and_then(|h| h.to_str().ok()).and_then(|h| h.parse::<i64>().ok());
     let after = q.after.unwrap_or(0).max(resumed.unwrap_or(0));
+    // Checked every few seconds: the session (not as activity), and the operator's right to
+    // read this deployment as of now.
     let (state, sid) = (s.clone(), v.session.id.clone());
     let recheck: crate::sse::Recheck = std::sync::Arc::new(move || {
         let (state, sid) = (state.clone(), sid.clone());
-        Box::pin(async move { super::session::active(&state, &sid).await })
+        Box::pin(async move {
+            match super::session::check(&state, &sid).await {
+                super::session::Loaded::Active(_, p) => {
+                    !matches!(deployments::may_follow(&crate::service::Ctx::new(&state, &p), id).await, Err(e) if !matches!(e, drover_core::Error::Unavailable(_)))
+                }
+                super::session::Loaded::Ended(_) => false,
+                super::session::Loaded::Unavailable => true,
+            }
+        })
     });
     crate::sse::follow_while(s, v.principal, id, after, Some(recheck))
 }

@@ -124,8 +124,10 @@ pub async fn create(s: &AppState, operator: &str, tokens: &TokenSet) -> drover_c
 }
 
 /// The session of a cookie value, its access token renewed when due and checked like any
-/// bearer token; the principal it acts as.
-pub async fn load(s: &AppState, id: &str) -> Loaded {
+/// bearer token; the principal it acts as. The request counts as activity (the idle clock
+/// starts again) when `activity`: what a page does by itself — a live stream's checks, the
+/// fragments its updates fetch — does not, so an open page keeps no session alive.
+pub async fn load(s: &AppState, id: &str, activity: bool) -> Loaded {
     if !well_formed(id) {
         return Loaded::Ended("malformed session id");
     }
@@ -159,8 +161,11 @@ pub async fn load(s: &AppState, id: &str) -> Loaded {
             Err(None) => return Loaded::Unavailable,
         }
     }
-    if renew || now.0 - b.last_seen_ms > TOUCH_EVERY_MS {
-        b.last_seen_ms = now.0;
+    let touch = touch_due(activity, now.0, b.last_seen_ms);
+    if renew || touch {
+        if touch {
+            b.last_seen_ms = now.0;
+        }
         if let Ok(sealed) = seal(s.keys.master(), &key, &b) {
             // Losing this race is harmless: another request wrote a session as good as this.
             let _ = s.store.record_update(KIND, &key, version, &sealed, Some(b.expires_at())).await;
@@ -175,6 +180,12 @@ pub async fn load(s: &AppState, id: &str) -> Loaded {
             Loaded::Ended(why)
         }
     }
+}
+
+/// Does this request restart the idle clock (written at most once a minute)? Only the
+/// operator's own requests do.
+fn touch_due(activity: bool, now_ms: i64, last_seen_ms: i64) -> bool {
+    activity && now_ms - last_seen_ms > TOUCH_EVERY_MS
 }
 
 /// A new access token for the session's login session. `Err(Some(why))`: the session is over;
@@ -231,9 +242,9 @@ pub async fn end(s: &AppState, id: &str) -> drover_core::Result<Option<String>> 
     Ok(operator)
 }
 
-/// Is the session still signed in? (For streams that outlive their request.)
-pub async fn active(s: &AppState, id: &str) -> bool {
-    matches!(load(s, id).await, Loaded::Active(..))
+/// The session as of now, for a stream that outlives its request: not activity.
+pub async fn check(s: &AppState, id: &str) -> Loaded {
+    load(s, id, false).await
 }
 
 /// Re-seals every live session under `new` (master-key rotation); returns how many.
@@ -265,6 +276,14 @@ mod tests {
             created_ms,
             last_seen_ms,
         }
+    }
+
+    #[test]
+    fn only_the_operators_own_requests_restart_the_idle_clock() {
+        let minute = TOUCH_EVERY_MS;
+        assert!(touch_due(true, 10 * minute, 0));
+        assert!(!touch_due(false, 10 * minute, 0), "a stream's check or a live fragment is not activity");
+        assert!(!touch_due(true, minute / 2, 0), "written at most once a minute");
     }
 
     #[test]

@@ -89,6 +89,8 @@ pub async fn start(c: &Ctx<'_>, req: NewDeployment) -> Result<Deployment> {
         format!("pipeline {} not found", req.pipeline)
     })?;
     refuse_closed_environments(c, &p.application, &p.stages).await?;
+    // The references as the starter may be told of them (the engine checks them again).
+    super::pipelines::variables_resolve(c, &p.application, &p.variables, &p.stages).await?;
     Ok(s.engine.start(&req.pipeline, &req.version, &c.label(), None).await?.to_view())
 }
 

@@ -20,7 +20,7 @@ pub fn kind_of(name: &str) -> EnvironmentKind {
 
 /// Environments are shown to those who manage them, and otherwise when they are open to every
 /// application or to one the caller can read.
-fn visible(c: &Ctx<'_>, e: &Environment) -> bool {
+pub(super) fn visible(c: &Ctx<'_>, e: &Environment) -> bool {
     if c.caller.holds_globally(Privilege::EnvironmentManage) || e.applications.is_empty() {
         return true;
     }

@@ -43,11 +43,11 @@ pub async fn check(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<(Option<Pipeline>
         && old.application != app
     {
         // Taking over a pipeline of another application needs the right to change that one.
+        // Of one the caller cannot read, the answer says only that the name is not free (names
+        // are one namespace): not its application, not what it holds.
         if !c.sees(Privilege::PipelineRead, &old.application) {
             tracing::warn!(principal = %c.label(), pipeline = %name, "pipeline take-over refused");
-            return Err(Error::Forbidden(format!(
-                "pipeline {name} exists and is not yours to change; choose another pipeline name"
-            )));
+            return Err(Error::Conflict(format!("the pipeline name {name} is not available; choose another one")));
         }
         c.on_application(Privilege::PipelineManage, Privilege::PipelineRead, &old.application, missing(&name))?;
     }
@@ -57,7 +57,9 @@ pub async fn check(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<(Option<Pipeline>
     let envs: BTreeSet<&str> = spec.stages.iter().map(|st| st.environment.as_str()).collect();
     let mut to_create = Vec::new();
     for env in envs {
-        match s.store.get_environment(env).await? {
+        // One the caller may not see is answered for exactly as a missing one.
+        let seen = s.store.get_environment(env).await?.filter(|e| super::environments::visible(c, e));
+        match seen {
             Some(e) if !admits(&e, &app) => {
                 return Err(Error::Forbidden(format!(
                     "environment {env} does not accept pipelines of application {app}; ask an administrator"
@@ -74,7 +76,7 @@ pub async fn check(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<(Option<Pipeline>
         )));
     }
     references_exist(c, spec).await?;
-    variables_resolve(c, spec).await?;
+    variables_resolve(c, &spec.application, &spec.variables, &spec.stages).await?;
     outbound_calls_allowed(c, spec).await?;
     Ok((existing, to_create))
 }
@@ -161,12 +163,19 @@ async fn references_exist(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
 
 /// Every `${NAME}` must be a variable of the pipeline, the stage or the stage's environment,
 /// a secret one only where it may be used ([`crate::engine::check_references`], checked again
-/// when a deployment starts).
-async fn variables_resolve(c: &Ctx<'_>, spec: &PipelineSpec) -> Result<()> {
+/// when a deployment starts). Which secrets an environment holds is said only to those who may
+/// read its variables.
+pub(super) async fn variables_resolve(
+    c: &Ctx<'_>,
+    application: &str,
+    variables: &std::collections::BTreeMap<String, String>,
+    stages: &[drover_types::StageSpec],
+) -> Result<()> {
     let snap = c.state.variables.snapshot().await?;
-    for (i, st) in spec.stages.iter().enumerate() {
-        let scope = crate::engine::stage_scope(&spec.variables, &snap.of(&st.environment), st);
-        crate::engine::check_references(i, st, &scope, &snap, &spec.application)?;
+    let explain = c.caller.holds_globally(Privilege::VariableRead);
+    for (i, st) in stages.iter().enumerate() {
+        let scope = crate::engine::stage_scope(variables, &snap.of(&st.environment), st);
+        crate::engine::check_references(i, st, &scope, &snap, application, explain)?;
     }
     Ok(())
 }

@@ -12,7 +12,8 @@ use drover_types::Timestamp;
 use serde::Deserialize;
 
 use super::{
-    CSRF_FIELD, SignInError, alert, csrf_ok, csrf_refused, csrf_token, error_page, esc, hidden, page, sign_in,
+    CSRF_FIELD, SignInError, alert, csrf_ok, csrf_refused, csrf_token, error_page, esc, hidden, origin_of, page_to,
+    sign_in,
 };
 use crate::AppState;
 use crate::oauth::grants::authorization_code::{self, AuthzCode};
@@ -95,7 +96,7 @@ fn error_redirect(s: &AppState, uri: &str, p: &AuthorizeParams, error: &str, des
 }
 
 /// The sign-in form; the authorization request rides along in hidden fields.
-fn login_page(client: &str, p: &AuthorizeParams, error: Option<&str>, csrf: &str) -> Response {
+fn login_page(client: &str, uri: &str, p: &AuthorizeParams, error: Option<&str>, csrf: &str) -> Response {
     let status = if error.is_some() { StatusCode::UNAUTHORIZED } else { StatusCode::OK };
     let fields = [
         hidden("response_type", p.response_type.as_deref()),
@@ -117,7 +118,7 @@ fn login_page(client: &str, p: &AuthorizeParams, error: Option<&str>, csrf: &str
         client = esc(client),
         err = alert(error),
     );
-    page(status, "Sign in", &body, Some(csrf))
+    page_to(status, "Sign in", &body, Some(csrf), origin_of(uri).as_deref())
 }
 
 /// `GET /oauth2/authorize`: the sign-in page.
@@ -129,7 +130,7 @@ pub async fn show(State(s): State<AppState>, headers: HeaderMap, Query(p): Query
     if let Err((e, d)) = check_request(&p) {
         return error_redirect(&s, &uri, &p, e, d);
     }
-    login_page(&client.client_id, &p, None, &csrf_token(&headers))
+    login_page(&client.client_id, &uri, &p, None, &csrf_token(&headers))
 }
 
 /// `POST /oauth2/authorize`: the sign-in form; on success, back to the client with a code.
@@ -157,7 +158,7 @@ pub async fn submit(
     let op = match sign_in(&s, p.username.as_deref(), p.password.as_deref(), peer, &client.client_id, route).await {
         Ok(op) => op,
         Err(SignInError::Invalid) => {
-            return login_page(&client.client_id, &p, Some("Invalid user name or password."), &csrf);
+            return login_page(&client.client_id, &uri, &p, Some("Invalid user name or password."), &csrf);
         }
         Err(SignInError::Unavailable) => return error_page(StatusCode::SERVICE_UNAVAILABLE, "Try again later."),
     };

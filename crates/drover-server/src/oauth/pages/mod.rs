@@ -71,7 +71,30 @@ pub(crate) fn csrf_refused() -> Response {
     )
 }
 
+/// The sign-in and device pages' CSP: nothing but their inline style; forms go to this origin
+/// only, and, on the sign-in page, to the origin of the client's redirect URI, where the
+/// signed-in form is redirected (browsers hold a form's redirects to `form-action` too).
+fn csp(form_to: Option<&str>) -> HeaderValue {
+    let extra = form_to
+        .filter(|o| o.bytes().all(|b| b.is_ascii_alphanumeric() || b".:/[]-".contains(&b)))
+        .map(|o| format!(" {o}"))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'{extra}; base-uri 'none'; frame-ancestors 'none'"
+    ))
+    .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'"))
+}
+
+/// The origin (`scheme://host[:port]`) of a redirect URI, for [`csp`].
+pub(crate) fn origin_of(uri: &str) -> Option<String> {
+    url::Url::parse(uri).ok().map(|u| u.origin().ascii_serialization()).filter(|o| o != "null")
+}
+
 fn page(status: StatusCode, title: &str, body: &str, csrf: Option<&str>) -> Response {
+    page_to(status, title, body, csrf, None)
+}
+
+fn page_to(status: StatusCode, title: &str, body: &str, csrf: Option<&str>, form_to: Option<&str>) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · Drover</title>\
          <meta name=\"viewport\" content=\"width=device-width\">\
@@ -83,10 +106,7 @@ fn page(status: StatusCode, title: &str, body: &str, csrf: Option<&str>) -> Resp
     );
     let mut resp = (status, Html(html)).into_response();
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"),
-    );
+    h.insert(header::CONTENT_SECURITY_POLICY, csp(form_to));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
