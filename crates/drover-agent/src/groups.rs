@@ -71,13 +71,27 @@ pub fn stat(pid: i32) -> Option<ProcStat> {
     })
 }
 
-/// Live (not zombie) members of a process group.
+/// Is this process alive? Not a zombie — or a zombie only in name: a leader thread that exited
+/// while other threads of the process run on shows as `Z` (`pthread_exit` in the main thread).
+pub fn alive(p: &ProcStat) -> bool {
+    if p.state != 'Z' && p.state != 'X' {
+        return true;
+    }
+    std::fs::read_to_string(format!("/proc/{}/status", p.pid)).ok().is_some_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .and_then(|n| n.trim().parse::<u32>().ok())
+            .is_some_and(|n| n > 1)
+    })
+}
+
+/// Live members of a process group ([`alive`]).
 pub fn members(pgid: i32) -> Vec<ProcStat> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
     rd.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter_map(stat)
-        .filter(|p| p.pgrp == pgid && p.state != 'Z' && p.state != 'X')
+        .filter(|p| p.pgrp == pgid && alive(p))
         .collect()
 }
 

@@ -102,6 +102,15 @@ struct Agent {
 /// Runs the agent until `shutdown` becomes true.
 pub async fn run(mut cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Result<(), Error> {
     let journal = prepare_work_dir(&cfg.work_dir)?;
+    // Paths as they are on disk: the checks below look at the real directories.
+    cfg.work_dir = std::fs::canonicalize(&cfg.work_dir).map_err(|e| Error::WorkDir(cfg.work_dir.clone(), e))?;
+    if !cfg.task_users.is_empty() && nix::unistd::geteuid().is_root() {
+        // Root needs no supplementary groups, and a task user's filesystem uid must not keep
+        // the agent's (they would count in its permission checks).
+        nix::unistd::setgroups(&[]).map_err(|e| {
+            Error::Isolation(format!("cannot drop the agent's supplementary groups ({e}), which task users would keep"))
+        })?;
+    }
     users::check_start(&cfg.task_users, &cfg.work_dir, &cfg.credential_files).await.map_err(Error::Isolation)?;
     if cfg.task_users.is_empty() {
         tracing::warn!(
@@ -109,11 +118,6 @@ pub async fn run(mut cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Resul
             "isolation: none — tasks run as this agent's own user, so a task can read the agent's credentials and act as the agent; start it as root with --task-user USER"
         );
     } else {
-        // Root needs no supplementary groups, and a task user's filesystem uid must not keep
-        // the agent's.
-        if let Err(e) = nix::unistd::setgroups(&[]) {
-            tracing::warn!(error = %e, "cannot drop the agent's supplementary groups");
-        }
         cfg.capacity = cfg.task_users.len() as u32;
         let names: Vec<&str> = cfg.task_users.iter().map(|u| u.name.as_str()).collect();
         tracing::info!(task_users = ?names, capacity = cfg.capacity, "isolation: tasks run as task users");
@@ -125,9 +129,15 @@ pub async fn run(mut cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Resul
         tracing::warn!(groups = ended, "ended the process groups of attempts cut off by the last stop");
     }
     for u in cfg.task_users.clone() {
-        let n = tokio::task::spawn_blocking(move || users::kill_all(&u)).await.unwrap_or(0);
-        if n > 0 {
-            tracing::warn!(processes = n, "ended processes of a task user left by the last stop");
+        let name = u.name.clone();
+        let (found, left) = tokio::task::spawn_blocking(move || users::kill_all(&u)).await.unwrap_or((0, 1));
+        if found > 0 {
+            tracing::warn!(user = %name, processes = found, "ended processes of a task user left by the last stop");
+        }
+        if left > 0 {
+            return Err(Error::Isolation(format!(
+                "{left} processes of task user {name} survive being killed; the agent does not start beside them"
+            )));
         }
     }
     prune_journal(&journal);
@@ -172,18 +182,27 @@ fn prepare_work_dir(work_dir: &Path) -> Result<PathBuf, Error> {
     let at = |e| Error::WorkDir(work_dir.to_path_buf(), e);
     std::fs::create_dir_all(work_dir).map_err(at)?;
     let own = work_dir.join(".drover");
-    match std::fs::symlink_metadata(&own) {
-        Ok(m) if !m.file_type().is_dir() => {
-            return Err(Error::WorkDir(own, std::io::Error::other("not a directory (a symlink?)")));
+    // The agent's own: a directory of its uid (a task user's could hold forged journal records
+    // that make a restarted agent signal process groups of its choosing), then only its.
+    let me = nix::unistd::geteuid().as_raw();
+    for dir in [own.clone(), own.join("attempts"), own.join("downloads")] {
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if !m.file_type().is_dir() => {
+                return Err(Error::WorkDir(dir, std::io::Error::other("not a directory (a symlink?)")));
+            }
+            Ok(m) if std::os::unix::fs::MetadataExt::uid(&m) != me => {
+                let why = format!(
+                    "belongs to uid {}, not the agent's ({me}); remove it",
+                    std::os::unix::fs::MetadataExt::uid(&m)
+                );
+                return Err(Error::WorkDir(dir, std::io::Error::other(why)));
+            }
+            Ok(_) => {}
+            Err(_) => std::fs::create_dir(&dir).map_err(at)?,
         }
-        Ok(_) => {}
-        Err(_) => std::fs::create_dir(&own).map_err(at)?,
     }
     std::fs::set_permissions(&own, std::fs::Permissions::from_mode(0o700)).map_err(at)?;
-    let journal = own.join("attempts");
-    std::fs::create_dir_all(&journal).map_err(at)?;
-    std::fs::create_dir_all(own.join("downloads")).map_err(at)?;
-    Ok(journal)
+    Ok(own.join("attempts"))
 }
 
 fn prune_journal(dir: &Path) {

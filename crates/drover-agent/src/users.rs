@@ -165,64 +165,117 @@ pub async fn check_start(users: &[TaskUser], work_dir: &Path, credentials: &[Pat
     Ok(())
 }
 
-/// Live processes whose real, effective or saved uid is `uid` (a setuid program a task ran
-/// keeps its real uid).
+/// The uids of processes already read, by pid and the inode of their `/proc/PID` (a new
+/// process under a reused pid gets a new inode): each process's `status` is read once in its
+/// life, so a scan costs one `stat` per process. Pruned to the live pids at every scan.
+static SEEN: std::sync::LazyLock<Mutex<Seen>> = std::sync::LazyLock::new(Default::default);
+
+/// pid → (inode of `/proc/PID`, real, effective and saved uid).
+type Seen = std::collections::HashMap<i32, (u64, [u32; 3])>;
+
+/// Real, effective and saved uid of a process, from `/proc/PID/status`.
+fn uids_of(pid: i32) -> Option<[u32; 3]> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut ids = line.split_whitespace().filter_map(|x| x.parse::<u32>().ok());
+    Some([ids.next()?, ids.next()?, ids.next()?])
+}
+
+/// Live (not zombie) processes whose real, effective or saved uid is `uid`. `/proc/PID` belongs
+/// to a process's effective uid, or to root when the process is not dumpable (a setuid program
+/// the task ran, or one that asked not to be): the owner settles the first kind with one
+/// `stat`; the others' uids are read once and remembered ([`SEEN`]). Only the agent changes a
+/// process to a task user's uid, and only for the task it then waits for.
 pub fn processes_of(uid: u32) -> Vec<i32> {
     let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
-    rd.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
-            let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).map(str::trim);
-            let zombie = field("State:").is_some_and(|s| s.starts_with('Z') || s.starts_with('X'));
-            let ids =
-                field("Uid:").map(|u| u.split_whitespace().take(3).filter_map(|x| x.parse::<u32>().ok()).collect());
-            !zombie && ids.is_some_and(|ids: Vec<u32>| ids.contains(&uid))
-        })
-        .collect()
+    let mut seen = SEEN.lock().expect("poisoned");
+    let mut live = std::collections::HashMap::with_capacity(seen.len());
+    let mut found = Vec::new();
+    for pid in rd.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
+        let Ok(m) = std::fs::symlink_metadata(format!("/proc/{pid}")) else { continue };
+        let ours = if m.uid() == uid {
+            true
+        } else {
+            let uids = match seen.get(&pid) {
+                Some((ino, uids)) if *ino == m.ino() => Some(*uids),
+                _ => uids_of(pid),
+            };
+            let Some(uids) = uids else { continue };
+            live.insert(pid, (m.ino(), uids));
+            uids.contains(&uid)
+        };
+        if ours && crate::groups::stat(pid).is_some_and(|p| crate::groups::alive(&p)) {
+            found.push(pid);
+        }
+    }
+    *seen = live;
+    found
 }
 
 /// Kills every process of the task user's uid: `kill(-1, SIGKILL)` from a process running as
-/// that uid (the kernel signals them all in one pass, so a fork cannot slip between), then
-/// whatever a scan still finds. Bounded: 50 rounds. Returns how many processes were found.
-pub fn kill_all(user: &TaskUser) -> usize {
+/// that uid (the kernel signals them all in one pass, so a fork cannot slip between), then, for
+/// whatever a scan still finds (one that killed the helper first, say), SIGSTOP to each (a
+/// stopped process forks no more) and SIGKILL. Bounded: 50 rounds. Returns how many processes
+/// were found at first and how many are still alive (a user with survivors must not be given
+/// another task: [`Pool`] holds it back).
+pub fn kill_all(user: &TaskUser) -> (usize, usize) {
     let first = processes_of(user.uid);
     if first.is_empty() {
-        return 0;
+        return (0, 0);
     }
+    let _ = std::process::Command::new("/bin/sh")
+        .args(["-c", "kill -KILL -1"])
+        .env_clear()
+        .current_dir("/")
+        .uid(user.uid)
+        .gid(user.gid)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
     for round in 0..50u64 {
-        let _ = std::process::Command::new("/bin/sh")
-            .args(["-c", "kill -KILL -1"])
-            .env_clear()
-            .current_dir("/")
-            .uid(user.uid)
-            .gid(user.gid)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
         let left = processes_of(user.uid);
         if left.is_empty() {
-            break;
+            return (first.len(), 0);
         }
-        for pid in left {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        for pid in &left {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGSTOP);
         }
-        std::thread::sleep(Duration::from_millis(5 * (round + 1)));
+        for pid in &left {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(2 * (round + 1)));
     }
     let left = processes_of(user.uid).len();
     if left > 0 {
-        tracing::error!(user = %user.name, uid = user.uid, processes = left, "processes of the task user survived being killed");
+        tracing::error!(user = %user.name, uid = user.uid, processes = left, "processes of the task user survived being killed; the user gets no task until they are gone");
     }
-    first.len()
+    (first.len(), left)
 }
 
-/// Task users and who is busy. One task per task user at a time.
+/// Task users and who is busy. One task per task user at a time; a user whose processes
+/// survived the end of its task stays busy until they are gone.
 pub struct Pool {
     users: Vec<TaskUser>,
-    busy: Mutex<Vec<bool>>,
+    busy: std::sync::Arc<Busy>,
+}
+
+/// Which task users are busy, and a wake-up for those waiting for one.
+struct Busy {
+    flags: Mutex<Vec<bool>>,
     freed: Notify,
 }
+
+impl Busy {
+    fn free(&self, i: usize) {
+        self.flags.lock().expect("poisoned")[i] = false;
+        self.freed.notify_waiters();
+    }
+}
+
+/// How long a task user with survivors is retried before the agent gives up on it (and says
+/// so): it stays busy either way.
+const QUARANTINE_TRIES: u32 = 600;
 
 /// A task user held for one task; [`Lease::end`] kills what the task left and frees the user.
 pub struct Lease<'a> {
@@ -236,13 +289,19 @@ impl Lease<'_> {
         &self.pool.users[self.index]
     }
 
-    /// Kills every process of the user, then frees it.
+    /// Kills every process of the user, then frees it — or, when some survived, keeps it busy
+    /// and tries again every second, freeing it once nothing of it is left. Returns how many
+    /// processes the task left.
     pub async fn end(mut self) -> usize {
         let user = self.user().clone();
-        let n = tokio::task::spawn_blocking(move || kill_all(&user)).await.unwrap_or(0);
+        let (found, left) = tokio::task::spawn_blocking(move || kill_all(&user)).await.unwrap_or((0, 1));
         self.ended = true;
-        self.pool.free(self.index);
-        n
+        if left == 0 {
+            self.pool.free(self.index);
+        } else {
+            self.pool.quarantine(self.index);
+        }
+        found
     }
 }
 
@@ -250,8 +309,10 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if !self.ended {
             // Not ended on purpose (a panic): nothing of the task may outlive it all the same.
-            kill_all(&self.pool.users[self.index]);
-            self.pool.free(self.index);
+            match kill_all(&self.pool.users[self.index]) {
+                (_, 0) => self.pool.free(self.index),
+                _ => self.pool.quarantine(self.index),
+            }
         }
     }
 }
@@ -271,7 +332,7 @@ pub fn application_dir(work_dir: &Path, application: &str) -> Result<PathBuf, St
 impl Pool {
     pub fn new(users: Vec<TaskUser>) -> Pool {
         let n = users.len();
-        Pool { users, busy: Mutex::new(vec![false; n]), freed: Notify::new() }
+        Pool { users, busy: std::sync::Arc::new(Busy { flags: Mutex::new(vec![false; n]), freed: Notify::new() }) }
     }
 
     pub fn users(&self) -> &[TaskUser] {
@@ -279,8 +340,26 @@ impl Pool {
     }
 
     fn free(&self, i: usize) {
-        self.busy.lock().expect("poisoned")[i] = false;
-        self.freed.notify_waiters();
+        self.busy.free(i);
+    }
+
+    /// Keeps user `i` busy while processes of it live: a thread of its own retries the kill
+    /// every second (bounded) and frees the user once they are gone.
+    fn quarantine(&self, i: usize) {
+        let (user, busy) = (self.users[i].clone(), self.busy.clone());
+        let retry = std::thread::Builder::new().name("drover-task-user-quarantine".into()).spawn(move || {
+            for _ in 0..QUARANTINE_TRIES {
+                std::thread::sleep(Duration::from_secs(1));
+                if kill_all(&user).1 == 0 {
+                    busy.free(i);
+                    return;
+                }
+            }
+            tracing::error!(user = %user.name, uid = user.uid, "giving up on ending the task user's processes: it gets no task until the agent restarts");
+        });
+        if let Err(e) = retry {
+            tracing::error!(error = %e, user = %self.users[i].name, "cannot watch the task user's survivors; it stays busy");
+        }
     }
 
     /// The task user who owns `app_dir` (made, for a free user, when missing), once it is free.
@@ -293,9 +372,9 @@ impl Pool {
     ) -> Result<Lease<'_>, String> {
         let mut waiting = Some(waiting);
         loop {
-            let freed = self.freed.notified();
+            let freed = self.busy.freed.notified();
             let wait_for = {
-                let mut busy = self.busy.lock().expect("poisoned");
+                let mut busy = self.busy.flags.lock().expect("poisoned");
                 match std::fs::symlink_metadata(app_dir) {
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => match busy.iter().position(|b| !b) {
                         Some(i) => {
@@ -407,6 +486,85 @@ mod tests {
         assert_eq!(denied.unwrap_err().kind(), std::io::ErrorKind::PermissionDenied);
     }
 
+    /// A process whose `/proc` entry belongs to another user (it ran a program that is setuid
+    /// to someone else) is found by its real uid, also after a scan remembered it.
+    #[tokio::test]
+    async fn a_process_running_a_setuid_program_is_killed_too() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let (u, other) = (TaskUser::parse("45013:45013").unwrap(), 45015u32);
+        let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let prog = dir.path().join("sleeper");
+        std::fs::copy("/bin/sleep", &prog).unwrap();
+        std::os::unix::fs::chown(&prog, Some(other), Some(other)).unwrap();
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
+        let mut child = tokio::process::Command::new(&prog)
+            .arg("300")
+            .uid(u.uid)
+            .gid(u.gid)
+            .env_clear()
+            .current_dir("/")
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap() as i32;
+        let mut owner = 0;
+        for _ in 0..200 {
+            owner = std::fs::symlink_metadata(format!("/proc/{pid}")).map(|m| m.uid()).unwrap_or(0);
+            if owner == other {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(owner, other, "the entry is the setuid owner's");
+        // Twice: the second scan answers from what the first remembered.
+        assert_eq!(processes_of(u.uid), vec![pid]);
+        assert_eq!(processes_of(u.uid), vec![pid]);
+        assert_eq!(kill_all(&u), (1, 0));
+        let _ = child.wait().await;
+        assert!(processes_of(u.uid).is_empty());
+    }
+
+    /// A process whose main thread exited while another runs on shows as a zombie: it is
+    /// found and killed all the same.
+    #[tokio::test]
+    async fn a_process_that_looks_like_a_zombie_is_killed_too() {
+        if !nix::unistd::geteuid().is_root() {
+            return;
+        }
+        let u = TaskUser::parse("45014:45014").unwrap();
+        let trick = "import ctypes, os, threading, time\nos.setsid()\nthreading.Thread(target=lambda: time.sleep(300)).start()\nprint('gone', flush=True)\nctypes.CDLL(None).pthread_exit(None)\n";
+        let mut child = tokio::process::Command::new("python3")
+            .args(["-c", trick])
+            .uid(u.uid)
+            .gid(u.gid)
+            .env_clear()
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap() as i32;
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line).await.unwrap();
+        let mut looks_dead = false;
+        for _ in 0..200 {
+            if crate::groups::stat(pid).is_some_and(|p| p.state == 'Z') {
+                looks_dead = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(looks_dead, "the main thread exited");
+        assert!(crate::groups::alive(&crate::groups::stat(pid).unwrap()), "its other thread runs on");
+        assert_eq!(processes_of(u.uid), vec![pid]);
+        assert_eq!(kill_all(&u), (1, 0));
+        let _ = child.wait().await;
+    }
+
     #[tokio::test]
     async fn every_process_of_the_user_is_killed_whatever_its_session() {
         if !nix::unistd::geteuid().is_root() {
@@ -429,7 +587,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(processes_of(u.uid).len() >= 3);
-        assert!(kill_all(&u) >= 3);
+        let (found, left) = kill_all(&u);
+        assert!(found >= 3 && left == 0, "{found} {left}");
         let _ = child.wait().await;
         assert!(processes_of(u.uid).is_empty());
     }

@@ -25,6 +25,9 @@ pub struct AgentRecord {
     pub isolation: Option<String>,
     /// Waiting for approval: its polls get no work.
     pub pending: bool,
+    /// Registered or approved by a holder of `variable.manage`: only such an agent gets work in
+    /// an environment that holds secret variables.
+    pub vetted: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -207,8 +210,8 @@ pub trait AgentStore: Send + Sync {
     async fn touch_agent(&self, name: &str, at: Timestamp) -> Result<()>;
     /// Records the version and isolation an agent reported; false when there is no such agent.
     async fn set_agent_reported(&self, name: &str, version: Option<&str>, isolation: Option<&str>) -> Result<bool>;
-    /// Marks an agent pending approval, or approved; false when there is no such agent.
-    async fn set_agent_pending(&self, name: &str, pending: bool) -> Result<bool>;
+    /// Approves an agent (no longer pending, vetted); false when there is no such agent.
+    async fn approve_agent(&self, name: &str) -> Result<bool>;
     /// Replaces an agent's labels; false when there is no such agent.
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool>;
 }

@@ -54,8 +54,17 @@ pub fn follow_while(
         let mut last_check = tokio::time::Instant::now();
         let mut last_view: Option<String> = None;
         loop {
-            // Drain logs, then the deployment.
+            // Drain logs, then the deployment. A task that prints without pause keeps this
+            // loop going: the caller is checked here too when a check is due.
             loop {
+                if let Some(ok) = &recheck
+                    && last_check.elapsed() >= RECHECK_EVERY
+                {
+                    last_check = tokio::time::Instant::now();
+                    if !ok().await {
+                        return;
+                    }
+                }
                 let Ok(lines) = s.store.logs(id, after, 500).await else { return };
                 if lines.is_empty() {
                     break;

@@ -92,6 +92,24 @@ impl Snapshot {
     pub fn of(&self, environment: &str) -> BTreeMap<String, Value> {
         self.by_environment.get(environment).cloned().unwrap_or_default()
     }
+    /// Does `environment` hold a secret variable?
+    pub fn holds_secrets(&self, environment: &str) -> bool {
+        self.by_environment.get(environment).is_some_and(|v| v.values().any(|v| matches!(v, Value::Secret(_))))
+    }
+    /// What `application` sees of `environment`'s variables: the plain ones, and the secret
+    /// ones only where the environment lists it — a secret it may not use does not exist for it.
+    pub fn for_application(&self, environment: &str, application: &str) -> BTreeMap<String, Value> {
+        let listed = self.lists(environment, application);
+        self.by_environment
+            .get(environment)
+            .map(|vars| {
+                vars.iter()
+                    .filter(|(_, v)| listed || !matches!(v, Value::Secret(_)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
     /// What a task of `environment` prints is masked with that environment's secrets (only
     /// those: masking another environment's would tell its value to whoever guesses it).
     pub fn masker(&self, environment: &str) -> &Masker {

@@ -153,17 +153,19 @@ pub async fn agents_and_operators(s: Arc<dyn Store>) {
         version: None,
         isolation: None,
         pending: true,
+        vetted: false,
     };
     s.insert_agent(&a).await.unwrap();
     let got = s.get_agent("a1").await.unwrap().unwrap();
-    assert_eq!((got.version, got.isolation, got.pending), (None, None, true));
+    assert_eq!((got.version, got.isolation, got.pending, got.vetted), (None, None, true, false));
     assert!(s.set_agent_reported("a1", Some("0.1.0"), Some("task-user")).await.unwrap());
     assert!(!s.set_agent_reported("nobody", Some("0.1.0"), None).await.unwrap());
     let listed = &s.list_agents().await.unwrap()[0];
     assert_eq!((listed.version.as_deref(), listed.isolation.as_deref()), (Some("0.1.0"), Some("task-user")));
-    assert!(s.set_agent_pending("a1", false).await.unwrap());
-    assert!(!s.set_agent_pending("nobody", false).await.unwrap());
-    assert!(!s.get_agent("a1").await.unwrap().unwrap().pending);
+    assert!(s.approve_agent("a1").await.unwrap());
+    assert!(!s.approve_agent("nobody").await.unwrap());
+    let approved = s.get_agent("a1").await.unwrap().unwrap();
+    assert_eq!((approved.pending, approved.vetted), (false, true));
     assert_eq!(s.get_agent("a1").await.unwrap().unwrap().labels, a.labels);
     let relabelled = BTreeMap::from([("region".into(), "us".into()), ("tier".into(), "web".into())]);
     assert!(s.set_agent_labels("a1", &relabelled).await.unwrap());

@@ -50,6 +50,7 @@ pub(crate) fn agent(r: &impl Row) -> Result<AgentRecord> {
         version: r.opt_text("version")?,
         isolation: r.opt_text("isolation")?,
         pending: r.flag("pending")?,
+        vetted: r.flag("vetted")?,
     })
 }
 

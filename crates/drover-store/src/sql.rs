@@ -16,15 +16,15 @@ pub const ENV_DELETE: &str = "DELETE FROM environments WHERE name = $1";
 
 // ---- agents ---------------------------------------------------------------------------------
 
-pub const AGENT_INSERT: &str = "INSERT INTO agents (name, environment, secret_hash, created_at, last_seen_at, labels, pending) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7)";
+pub const AGENT_INSERT: &str = "INSERT INTO agents (name, environment, secret_hash, created_at, last_seen_at, labels, pending, vetted) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
 pub const AGENT_SET_LABELS: &str = "UPDATE agents SET labels = $1 WHERE name = $2";
 pub const AGENT_GET: &str = "SELECT * FROM agents WHERE name = $1";
 pub const AGENT_LIST: &str = "SELECT * FROM agents ORDER BY name";
 pub const AGENT_DELETE: &str = "DELETE FROM agents WHERE name = $1";
 pub const AGENT_TOUCH: &str = "UPDATE agents SET last_seen_at = $1 WHERE name = $2";
 pub const AGENT_SET_REPORTED: &str = "UPDATE agents SET version = $1, isolation = $2 WHERE name = $3";
-pub const AGENT_SET_PENDING: &str = "UPDATE agents SET pending = $1 WHERE name = $2";
+pub const AGENT_APPROVE: &str = "UPDATE agents SET pending = 0, vetted = 1 WHERE name = $1";
 
 // ---- operators ------------------------------------------------------------------------------
 

@@ -610,9 +610,35 @@ async fn agents_are_placed_under_the_grant_ceiling_and_approved(b: Backend) -> a
             && e.entry.outcome == "success"),
         "the approval is on record: {audit:?}"
     );
-    // A development environment without secrets: approved at once.
+    // A development environment without secrets: approved at once. Once secrets are set there,
+    // an agent nobody with variable.manage registered or approved gets no work until one does.
     admin.create_environment(&NewEnvironment { name: "dev".into(), ..Default::default() }).await?;
     assert_eq!(sys.add_agent("dev-1", "dev").await?.status, drover_types::AgentStatus::Approved);
+    admin.set_variable("dev", "DEV_PW", &SetVariable { value: "dev-secret-42".into(), secret: true }).await?;
+    let status = |admin: drover_client::Client| async move {
+        admin.agents().await.unwrap().into_iter().find(|a| a.name == "dev-1").unwrap().status
+    };
+    assert_eq!(status(admin.clone()).await, drover_types::AgentStatus::Pending);
+    admin.approve_agent("dev-1").await?;
+    assert_eq!(status(admin.clone()).await, drover_types::AgentStatus::Approved);
+
+    // Re-keying an agent's client is placing it too: a role holding client.manage and
+    // agent.manage, without variable.manage, gives no new secret or key to an agent in an
+    // environment with secrets.
+    admin
+        .create_role(&drover_types::Role {
+            name: "agent-keeper".into(),
+            privileges: vec!["agent.manage".into(), "client.manage".into(), "agent.read".into()],
+            built_in: false,
+            description: None,
+        })
+        .await?;
+    let kpw = s.add_operator("keeper", &["agent-keeper"]).await;
+    let keeper = s.client("keeper", &kpw);
+    let e = keeper.regenerate_client_secret("bank-1", std::time::Duration::from_secs(3600)).await.unwrap_err();
+    assert_eq!(e.status(), Some(403), "{e}");
+    let jwks = drover_types::ClientUpdate { jwks: Some(json!({"keys": []})), ..Default::default() };
+    assert_eq!(keeper.update_client("bank-1", &jwks).await.unwrap_err().status(), Some(403));
     s.shutdown().await;
     Ok(())
 }

@@ -467,6 +467,15 @@ async fn apply_and_preview_say_nothing_of_what_the_caller_cannot_read() {
     let unknown = answers(pipeline("shop", "dev", &run("NOPE")), "NOPE").await;
     assert_eq!(secret, unknown, "another environment's secret is an unknown variable");
     assert!(!secret.1.contains("secret"), "{secret:?}");
+    // A pipeline's own variable of that name is what its task gets: applying it says nothing
+    // of the secret either way.
+    let own = |var: &str| {
+        format!(
+            "application: shop\nvariables:\n  {var}: mine\nstages:\n  - name: s1\n    environment: dev\n    tasks: [{{type: run, command: \"echo ${{{var}}}\"}}]\n"
+        )
+    };
+    assert_eq!(alice.apply_yaml(&own("DEV_PW")).await.unwrap().outcome, "created");
+    assert_eq!(alice.apply_yaml(&own("OTHER_NAME")).await.unwrap().outcome, "updated");
     let taken = alice
         .apply_yaml("application: shop\npipeline: payments\nstages:\n  - name: s1\n    environment: dev\n    tasks: [{type: wait, duration: 1ms}]\n")
         .await

@@ -267,6 +267,21 @@ async fn a_stream_ends_once_its_reader_loses_the_application() {
         .await
         .unwrap();
     assert_eq!(again.status(), 403);
+    // A stream opened with a password ends when the password changes.
+    admin.create_access_group(&group).await.unwrap();
+    let api = c
+        .get(format!("{}/api/v1/deployments/{}/logs?follow=true", s.url, d.id))
+        .basic_auth("watcher", Some(&pw))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 200);
+    let mut api = api.bytes_stream();
+    tokio::time::timeout(Duration::from_secs(20), api.next()).await.unwrap().unwrap().unwrap();
+    admin.set_operator_password("watcher", "a-brand-new-password-99").await.unwrap();
+    let ended =
+        tokio::time::timeout(Duration::from_secs(30), async { while let Some(Ok(_)) = api.next().await {} }).await;
+    assert!(ended.is_ok(), "the password's stream ended with it");
     admin.act(d.id, drover_types::Action::Abort, Some("test over".into())).await.unwrap();
     s.shutdown().await;
 }

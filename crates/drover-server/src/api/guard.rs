@@ -31,20 +31,33 @@ pub struct Guard {
 #[derive(Clone)]
 pub enum Credential {
     Bearer(String),
-    /// An operator who gave their password (checked once, at the request).
-    Basic(String),
+    /// An operator who gave their password (checked once, at the request), the hash it
+    /// matched and when: a new password, or their sessions revoked since, ends what it opened.
+    Basic {
+        operator: String,
+        password_hash: String,
+        at: drover_types::Timestamp,
+    },
 }
 
 /// The caller as of now: the bearer token verified again (its expiry aside: the stream has a
-/// bound of its own), or the operator looked up again. `Err(Invalid)` once they are gone.
+/// bound of its own), or the operator looked up again — enabled, with the same password and
+/// no session revocation since. `Err(Invalid)` once they are gone.
 pub async fn caller_now(s: &AppState, c: &Credential) -> Result<Principal, Refused> {
     match c {
         Credential::Bearer(token) => crate::oauth::reverify_bearer(s, token).await,
-        Credential::Basic(name) => match s.store.get_operator(name).await {
-            Ok(Some(op)) if !op.disabled => Ok(s.principals.resolve(PrincipalKind::Operator, &op.name, op.roles)),
-            Ok(_) => Err(Refused::Invalid("operator gone or disabled")),
-            Err(_) => Err(Refused::Unavailable),
-        },
+        Credential::Basic { operator, password_hash, at } => {
+            let op = match s.store.get_operator(operator).await {
+                Ok(Some(op)) if !op.disabled && op.password_hash == *password_hash => op,
+                Ok(_) => return Err(Refused::Invalid("operator gone, disabled or given a new password")),
+                Err(_) => return Err(Refused::Unavailable),
+            };
+            match crate::oauth::sessions::not_before(s, &op.name).await {
+                Ok(nb) if nb.0 >= at.0 => Err(Refused::Invalid("operator sessions revoked")),
+                Ok(_) => Ok(s.principals.resolve(PrincipalKind::Operator, &op.name, op.roles)),
+                Err(_) => Err(Refused::Unavailable),
+            }
+        }
     }
 }
 
@@ -175,7 +188,11 @@ pub async fn require(State(g): State<Guard>, req: Request, next: Next) -> Respon
             return with_request_id(unavailable(), &ctx.request_id);
         }
     }
-    let credential = Credential::Basic(op.name.clone());
+    let credential = Credential::Basic {
+        operator: op.name.clone(),
+        password_hash: op.password_hash.clone(),
+        at: drover_types::Timestamp::now(),
+    };
     authorized(g, ctx, principal, credential, req, next).await
 }
 

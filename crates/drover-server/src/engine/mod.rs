@@ -17,6 +17,13 @@ mod vars;
 
 pub use vars::{check_references, refuse_secret_in_a_list, stage_scope};
 
+/// Is an agent handed work? Not while it waits for approval, nor in an environment holding
+/// secret variables unless a holder of `variable.manage` registered or approved it — also when
+/// the secrets came after it.
+pub fn agent_gets_work(a: &drover_core::store::AgentRecord, snap: &crate::variables::Snapshot) -> bool {
+    !a.pending && (a.vetted || !snap.holds_secrets(&a.environment))
+}
+
 use drover_core::machine::{self, ActionInput, Actor, Effects, NewEvent};
 use drover_core::model::{DeploymentRecord, DeploymentState};
 use drover_core::store::{CommitOutcome, NewLog};
@@ -311,7 +318,8 @@ impl Engine {
                 // A fleet stage about to choose its agents: one lookup, for every stage.
                 let agents = if asked.agents.get() || enters_fleet(&trial) {
                     // Agents waiting for approval get no work.
-                    Some(self.store.list_agents().await?.into_iter().filter(|a| !a.pending).collect())
+                    let snap = self.snapshot().await?;
+                    Some(self.store.list_agents().await?.into_iter().filter(|a| agent_gets_work(a, &snap)).collect())
                 } else {
                     None
                 };

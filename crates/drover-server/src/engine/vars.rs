@@ -41,14 +41,16 @@ pub fn stage_scope(
     vars::merge(&plain(pipeline), environment, &plain(&stage.variables))
 }
 
-/// Every reference of stage `i`'s tasks must be in its scope; a secret one only in a command
-/// the shell runs, and only where the environment lists `application` (not "every
-/// application"). Errors start with the key's path, so that an applied document gets its line.
-/// The same check when a pipeline is applied and when a deployment starts.
+/// Every reference of stage `i`'s tasks must be in its scope (built from
+/// [`Snapshot::for_application`]: a secret of an environment that does not list the
+/// application is not in it at all, so a variable of the pipeline's own of the same name is
+/// what the task gets); a secret one only in a command the shell runs. Errors start with the
+/// key's path, so that an applied document gets its line. The same check when a pipeline is
+/// applied and when a deployment starts.
 ///
-/// A secret the application may not use is named as such only when `explain_secrets` (the
-/// caller may read the environment's variables); to anyone else it is exactly an unknown
-/// variable, so an answer never tells which secrets an environment holds.
+/// A reference to a secret the application may not use is named as such only when
+/// `explain_secrets` (the caller may read the environment's variables); to anyone else it is
+/// exactly an unknown variable, so an answer never tells which secrets an environment holds.
 pub fn check_references(
     i: usize,
     stage: &StageSpec,
@@ -60,26 +62,20 @@ pub fn check_references(
     for (j, t) in stage.tasks.iter().enumerate() {
         let at = |e: String| format!("stages[{i}].tasks[{j}].{e}");
         for (key, name) in vars::task_references(t).map_err(|e| Error::Invalid(at(e)))? {
-            let unknown = || {
-                Error::Invalid(at(format!(
-                    "{key}: unknown variable ${{{name}}}, which is not defined for environment {env}; define it under variables: (the pipeline's or the stage's) or for the environment (drover variables set {env} {name} VALUE); write $${{ for a literal ${{",
-                    env = stage.environment
-                )))
-            };
             match scope.get(name) {
-                None => return Err(unknown()),
-                Some(Value::Secret(_)) if !explain_secrets && !snap.lists(&stage.environment, application) => {
-                    return Err(unknown());
+                None if explain_secrets && matches!(snap.of(&stage.environment).get(name), Some(Value::Secret(_))) => {
+                    return Err(Error::Forbidden(at(format!(
+                        "{key}: ${{{name}}} is a secret variable of environment {env}, which does not list application {application} (an administrator can allow it: drover environments set {env} --application {application})",
+                        env = stage.environment
+                    ))));
                 }
-                Some(Value::Secret(_)) => {
-                    refuse_secret_in_a_list(t).map_err(|e| Error::Invalid(at(e)))?;
-                    if !snap.lists(&stage.environment, application) {
-                        return Err(Error::Forbidden(at(format!(
-                            "{key}: ${{{name}}} is a secret variable of environment {env}, which does not list application {application} (an administrator can allow it: drover environments set {env} --application {application})",
-                            env = stage.environment
-                        ))));
-                    }
+                None => {
+                    return Err(Error::Invalid(at(format!(
+                        "{key}: unknown variable ${{{name}}}, which is not defined for environment {env}; define it under variables: (the pipeline's or the stage's) or for the environment (drover variables set {env} {name} VALUE); write $${{ for a literal ${{",
+                        env = stage.environment
+                    ))));
                 }
+                Some(Value::Secret(_)) => refuse_secret_in_a_list(t).map_err(|e| Error::Invalid(at(e)))?,
                 Some(Value::Plain(_)) => {}
             }
         }
@@ -116,7 +112,8 @@ impl Engine {
         let mut stored = 0;
         for i in 0..spec.stages.len() {
             let stage = &spec.stages[i];
-            let scope = stage_scope(&spec.variables, &snap.of(&stage.environment), stage);
+            let scope =
+                stage_scope(&spec.variables, &snap.for_application(&stage.environment, &spec.application), stage);
             // Whoever starts it was checked with their own rights just before (the service).
             check_references(i, stage, &scope, &snap, &spec.application, false)?;
             let plain: BTreeMap<String, String> = scope

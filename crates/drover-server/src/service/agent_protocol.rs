@@ -52,7 +52,7 @@ pub async fn poll(c: &Ctx<'_>, req: PollRequest) -> Result<PollResponse> {
         }
     }
     let heartbeat_interval_ms = s.engine.heartbeat_interval().as_millis() as u64;
-    if a.pending {
+    if !crate::engine::agent_gets_work(&a, &*s.variables.snapshot().await?) {
         // Seen (online, for whoever approves it), handed nothing.
         tokio::time::sleep(Duration::from_millis(req.wait_ms).min(PENDING_HOLD)).await;
         return Ok(PollResponse { tasks: vec![], heartbeat_interval_ms });

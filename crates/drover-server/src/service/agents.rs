@@ -6,7 +6,9 @@
 //! hands it), in an environment that holds secret variables needs `variable.manage` besides
 //! `agent.manage` ([`may_place`]). And an agent new to an environment that `[agents] approval`
 //! covers (production by default) is pending — its polls get no work — until a holder of
-//! `variable.manage` approves it; one registered by such a holder is approved at once.
+//! `variable.manage` approves it; one registered by such a holder is approved at once. And an
+//! agent neither registered nor approved by such a holder gets no work in an environment that
+//! holds secret variables, also when the secrets come after it (`engine::agent_gets_work`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -28,8 +30,9 @@ pub(crate) fn is_online(c: &Ctx<'_>, a: &AgentRecord) -> bool {
     a.last_seen_at.is_some_and(|t| Timestamp::now().0 - t.0 <= online_window)
 }
 
-fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
+fn view(c: &Ctx<'_>, snap: &crate::variables::Snapshot, a: AgentRecord) -> Agent {
     let online = is_online(c, &a);
+    let pending = !crate::engine::agent_gets_work(&a, snap);
     Agent {
         name: a.name,
         environment: a.environment,
@@ -38,7 +41,7 @@ fn view(c: &Ctx<'_>, a: AgentRecord) -> Agent {
         online,
         labels: a.labels,
         version: a.version,
-        status: if a.pending { AgentStatus::Pending } else { AgentStatus::Approved },
+        status: if pending { AgentStatus::Pending } else { AgentStatus::Approved },
         isolation: a.isolation,
     }
 }
@@ -75,7 +78,7 @@ impl Approval {
 /// May the caller put an agent in `environment` (register it there, or change what it is
 /// handed)? `agent.manage`, and `variable.manage` too when the environment holds secret
 /// variables: the agent will receive them.
-async fn may_place(c: &Ctx<'_>, environment: &str, doing: &str) -> Result<()> {
+pub(super) async fn may_place(c: &Ctx<'_>, environment: &str, doing: &str) -> Result<()> {
     c.require(Privilege::AgentManage)?;
     let snap = c.state.variables.snapshot().await?;
     let secret = snap.of(environment).values().any(|v| matches!(v, crate::variables::Value::Secret(_)));
@@ -105,14 +108,19 @@ async fn needs_approval(c: &Ctx<'_>, environment: &str) -> Result<bool> {
 pub async fn approve(c: &Ctx<'_>, name: &str) -> Result<Agent> {
     c.require(Privilege::VariableManage)?;
     let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
-    if a.pending {
-        if !c.state.store.set_agent_pending(name, false).await? {
+    if a.pending || !a.vetted {
+        if !c.state.store.approve_agent(name).await? {
             return Err(Error::NotFound(format!("agent {name} not found")));
         }
         tracing::info!(agent = %name, environment = %a.environment, by = %c.label(), "agent approved");
     }
+    one(c, name).await
+}
+
+/// An agent as the API shows it.
+async fn one(c: &Ctx<'_>, name: &str) -> Result<Agent> {
     let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
-    Ok(view(c, a))
+    Ok(view(c, &*c.state.variables.snapshot().await?, a))
 }
 
 /// An agent's version as it reports it: at most 64 characters of `[0-9A-Za-z.+_-]` (what
@@ -156,8 +164,7 @@ pub async fn set_labels(c: &Ctx<'_>, name: &str, labels: BTreeMap<String, String
     }
     tracing::info!(agent = %name, by = %c.label(), "agent labels set");
     // The agent as changed, for whoever may change it (agent.manage without agent.read too).
-    let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
-    Ok(view(c, a))
+    one(c, name).await
 }
 
 /// `agent.read` or `system.observe` (the SysOps view of the same list).
@@ -165,7 +172,8 @@ pub async fn list(c: &Ctx<'_>) -> Result<Vec<Agent>> {
     if !c.caller.holds_globally(Privilege::SystemObserve) {
         c.require(Privilege::AgentRead)?;
     }
-    Ok(c.state.store.list_agents().await?.into_iter().map(|a| view(c, a)).collect())
+    let snap = c.state.variables.snapshot().await?;
+    Ok(c.state.store.list_agents().await?.into_iter().map(|a| view(c, &snap, a)).collect())
 }
 
 /// Deployments that have not ended a "what runs where" looks at, at most (the newest).
@@ -218,8 +226,7 @@ pub async fn running(c: &Ctx<'_>) -> Result<BTreeMap<String, Vec<String>>> {
 
 pub async fn get(c: &Ctx<'_>, name: &str) -> Result<Agent> {
     c.require(Privilege::AgentRead)?;
-    let a = c.state.store.get_agent(name).await?.ok_or_else(|| Error::NotFound(format!("agent {name} not found")))?;
-    Ok(view(c, a))
+    one(c, name).await
 }
 
 pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
@@ -230,6 +237,7 @@ pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
     validate_labels(&a.labels)?;
     may_place(c, &a.environment, "registering").await?;
     let pending = needs_approval(c, &a.environment).await?;
+    let vetted = c.caller.holds_globally(Privilege::VariableManage);
     if s.store.get_operator(&a.name).await?.is_some() {
         return Err(Error::Conflict(format!("{} is an operator's name; agents need names of their own", a.name)));
     }
@@ -280,6 +288,7 @@ pub async fn create(c: &Ctx<'_>, a: NewAgent) -> Result<AgentCredentials> {
         version: None,
         isolation: None,
         pending,
+        vetted,
     };
     if let Err(e) = s.store.insert_agent(&record).await {
         let _ = s.store.delete_client(&a.name).await;

@@ -94,6 +94,16 @@ fn confers(c: &Ctx<'_>, id: &str, roles: &[String], metadata: &ClientMetadata) -
     all
 }
 
+/// Whoever gives an agent's client a new secret or new keys can poll as that agent and receive
+/// its environment's secrets: as much as placing an agent there (`agents::may_place`).
+async fn may_rekey(c: &Ctx<'_>, client: &ClientRecord) -> Result<()> {
+    let Some(agent) = &client.metadata.agent else { return Ok(()) };
+    match c.state.store.get_agent(agent).await? {
+        Some(a) => super::agents::may_place(c, &a.environment, "re-keying").await,
+        None => Ok(()),
+    }
+}
+
 /// The caller may change this client only if it holds nothing the caller does not.
 fn may_change(c: &Ctx<'_>, client: &ClientRecord) -> Result<()> {
     let all = confers(c, &client.client_id, &client.roles, &client.metadata);
@@ -164,6 +174,9 @@ pub async fn update(c: &Ctx<'_>, id: &str, u: ClientUpdate) -> Result<Client> {
     }
     // What the client confers after the change, too.
     may_change(c, &client)?;
+    if u.jwks.is_some() {
+        may_rekey(c, &client).await?;
+    }
     if let Some(j) = u.jwks {
         if j.is_null() {
             client.metadata.jwks = None;
@@ -213,6 +226,7 @@ pub async fn regenerate_secret(c: &Ctx<'_>, id: &str, req: RegenerateSecret) -> 
     }
     let mut client = load(c, id).await?;
     may_change(c, &client)?;
+    may_rekey(c, &client).await?;
     if client.metadata.public {
         return Err(Error::BadRequest(format!("{id} is a public client: it has no secret")));
     }

@@ -174,7 +174,7 @@ pub(super) async fn variables_resolve(
     let snap = c.state.variables.snapshot().await?;
     let explain = c.caller.holds_globally(Privilege::VariableRead);
     for (i, st) in stages.iter().enumerate() {
-        let scope = crate::engine::stage_scope(variables, &snap.of(&st.environment), st);
+        let scope = crate::engine::stage_scope(variables, &snap.for_application(&st.environment, application), st);
         crate::engine::check_references(i, st, &scope, &snap, application, explain)?;
     }
     Ok(())

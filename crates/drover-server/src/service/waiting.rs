@@ -281,6 +281,7 @@ async fn task_reason(c: &Ctx<'_>, st: &DeploymentState, i: usize, facts: &mut Fa
 /// Busy: an online agent holds attempts and has no poll open on this node (agents poll only
 /// with room for more); free: one has a poll open, or holds nothing (it polls again shortly).
 async fn agents(c: &Ctx<'_>, environment: &str) -> Result<WaitReason> {
+    let snap = c.state.variables.snapshot().await?;
     let (registered, pending): (Vec<_>, Vec<_>) = c
         .state
         .store
@@ -288,7 +289,7 @@ async fn agents(c: &Ctx<'_>, environment: &str) -> Result<WaitReason> {
         .await?
         .into_iter()
         .filter(|a| a.environment == environment)
-        .partition(|a| !a.pending);
+        .partition(|a| crate::engine::agent_gets_work(a, &snap));
     let online: Vec<_> = registered.iter().filter(|a| super::agents::is_online(c, a)).collect();
     // An open poll settles it at no cost; else what the online agents hold does.
     let mut free = online.iter().any(|a| c.state.engine.is_polling(&a.name));

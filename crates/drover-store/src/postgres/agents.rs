@@ -19,6 +19,7 @@ impl AgentStore for PgStore {
             .bind(a.last_seen_at.map(|t| t.0))
             .bind(serde_json::to_string(&a.labels).map_err(crate::json_err)?)
             .bind(a.pending as i64)
+            .bind(a.vetted as i64)
             .execute(&self.pool())
             .await;
         match r {
@@ -59,13 +60,8 @@ impl AgentStore for PgStore {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn set_agent_pending(&self, name: &str, pending: bool) -> Result<bool> {
-        let r = sqlx::query(sql::AGENT_SET_PENDING)
-            .bind(pending as i64)
-            .bind(name)
-            .execute(&self.pool())
-            .await
-            .map_err(db_err)?;
+    async fn approve_agent(&self, name: &str) -> Result<bool> {
+        let r = sqlx::query(sql::AGENT_APPROVE).bind(name).execute(&self.pool()).await.map_err(db_err)?;
         Ok(r.rows_affected() == 1)
     }
 

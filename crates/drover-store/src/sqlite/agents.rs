@@ -23,7 +23,8 @@ impl AgentStore for SqliteStore {
                     a.created_at.0,
                     a.last_seen_at.map(|t| t.0),
                     labels,
-                    a.pending as i64
+                    a.pending as i64,
+                    a.vetted as i64
                 ])
             });
             match r {
@@ -59,9 +60,9 @@ impl AgentStore for SqliteStore {
         self.write(move |c| Ok(exec(c, sql::AGENT_SET_REPORTED, params![version, isolation, name])? == 1)).await
     }
 
-    async fn set_agent_pending(&self, name: &str, pending: bool) -> Result<bool> {
+    async fn approve_agent(&self, name: &str) -> Result<bool> {
         let name = name.to_string();
-        self.write(move |c| Ok(exec(c, sql::AGENT_SET_PENDING, params![pending as i64, name])? == 1)).await
+        self.write(move |c| Ok(exec(c, sql::AGENT_APPROVE, [name])? == 1)).await
     }
 
     async fn set_agent_labels(&self, name: &str, labels: &std::collections::BTreeMap<String, String>) -> Result<bool> {

@@ -85,9 +85,14 @@ fn csp(form_to: Option<&str>) -> HeaderValue {
     .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'; form-action 'self'; frame-ancestors 'none'"))
 }
 
-/// The origin (`scheme://host[:port]`) of a redirect URI, for [`csp`].
+/// Where a redirect URI's form redirect may go, for [`csp`]: its origin (`scheme://host[:port]`),
+/// or, for a private-use scheme (`com.example.app:/callback`, no origin), the scheme.
 pub(crate) fn origin_of(uri: &str) -> Option<String> {
-    url::Url::parse(uri).ok().map(|u| u.origin().ascii_serialization()).filter(|o| o != "null")
+    let u = url::Url::parse(uri).ok()?;
+    match u.origin().ascii_serialization() {
+        o if o != "null" => Some(o),
+        _ => Some(format!("{}:", u.scheme())),
+    }
 }
 
 fn page(status: StatusCode, title: &str, body: &str, csrf: Option<&str>) -> Response {
@@ -177,6 +182,17 @@ pub(crate) async fn sign_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forms_go_to_this_origin_and_the_redirect_uris() {
+        let with = |u: &str| csp(origin_of(u).as_deref()).to_str().unwrap().to_string();
+        assert!(with("http://127.0.0.1:5555/callback").contains("form-action 'self' http://127.0.0.1:5555;"));
+        assert!(with("https://ci.example.com/cb?x=1").contains("form-action 'self' https://ci.example.com;"));
+        assert!(with("com.example.app:/callback").contains("form-action 'self' com.example.app:;"));
+        assert!(csp(None).to_str().unwrap().contains("form-action 'self';"));
+        // Nothing that could end the directive or add one gets in.
+        assert!(csp(Some("https://x; script-src *")).to_str().unwrap().contains("form-action 'self';"));
+    }
 
     #[test]
     fn escapes_markup() {
