@@ -46,6 +46,11 @@ struct Args {
     /// environment: masking's cost is `secret` against `plain`).
     #[arg(long, default_value = "none", value_parser = ["none", "plain", "secret"])]
     output: String,
+    /// Run each agent as root with `capacity` task users of its own (`UID:GID` from 61000 up,
+    /// no entries in the user database needed): tasks then change uid and every process of the
+    /// user is looked for after each task. Needs root.
+    #[arg(long)]
+    task_users: bool,
 }
 
 /// The token the tasks print (`--output plain|secret`).
@@ -110,31 +115,44 @@ async fn main() -> anyhow::Result<()> {
     let stages = ["s1", "s2", "s3", "s4"];
     let n_agents = a.agents.clamp(1, 4);
     let mut agents = Vec::new();
-    for s in &stages[..n_agents] {
+    // Task users must reach their work dirs: not under the 0700 temp dir.
+    let reachable = tempfile::Builder::new().prefix("drover-bench-").tempdir_in("/tmp")?;
+    if a.task_users {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(reachable.path(), std::fs::Permissions::from_mode(0o755))?;
+    }
+    for (i, s) in stages[..n_agents].iter().enumerate() {
         let name = format!("agent-{s}");
         let cred = admin.add_agent(&name, s).await?;
         let secret = dir.path().join(format!("{name}.secret"));
         std::fs::write(&secret, &cred.secret)?;
-        let work = dir.path().join("work").join(&name);
-        agents.push(spawn(
-            &a.bin,
-            &[
-                "agent",
-                "--url",
-                &url,
-                "--ca-cert",
-                ca.to_str().unwrap(),
-                "--name",
-                &name,
-                "--secret-file",
-                secret.to_str().unwrap(),
-                "--work-dir",
-                work.to_str().unwrap(),
-                "--capacity",
-                &a.capacity.to_string(),
-            ],
-            &dir.path().join(format!("{name}.log")),
-        )?);
+        // The agent's alone (an agent with task users refuses a secret they could read).
+        std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+        let work = if a.task_users { reachable.path().join(&name) } else { dir.path().join("work").join(&name) };
+        let capacity = a.capacity.to_string();
+        let mut args = vec![
+            "agent".to_string(),
+            "--url".into(),
+            url.clone(),
+            "--ca-cert".into(),
+            ca.to_str().unwrap().into(),
+            "--name".into(),
+            name.clone(),
+            "--secret-file".into(),
+            secret.to_str().unwrap().into(),
+            "--work-dir".into(),
+            work.to_str().unwrap().into(),
+            "--capacity".into(),
+            capacity,
+        ];
+        if a.task_users {
+            for k in 0..a.capacity {
+                let uid = 61_000 + i as u32 * a.capacity + k;
+                args.extend(["--task-user".to_string(), format!("{uid}:{uid}")]);
+            }
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        agents.push(spawn(&a.bin, &args, &dir.path().join(format!("{name}.log")))?);
     }
     if a.output == "secret" {
         // Secrets need environments that list the applications.
@@ -177,7 +195,7 @@ async fn main() -> anyhow::Result<()> {
     e2e.sort_by(|x, y| x.partial_cmp(y).unwrap());
     let rss = peak_rss_mib(serve.0.id());
     let report = format!(
-        "pipeline-throughput: {} deployments x 4 stages x 1 run task (output: {}); {} agent(s) (capacity {}), {} applications, started at {}/s, SQLite\n\
+        "pipeline-throughput: {} deployments x 4 stages x 1 run task (output: {}); {} agent(s) (capacity {}{}), {} applications, started at {}/s, SQLite\n\
          deployments/s: {:.1}\n\
          end-to-end ms: p50 {:.0}, p99 {:.0}, max {:.0}\n\
          first-task dispatch ms: p50 {:.0}, p99 {:.0}\n\
@@ -186,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
         a.output,
         n_agents,
         a.capacity,
+        if a.task_users { ", task users" } else { "" },
         a.apps,
         a.rate,
         done.len() as f64 / wall,
@@ -204,5 +223,6 @@ async fn main() -> anyhow::Result<()> {
     }
     drop(agents);
     drop(serve);
+    drop(reachable);
     Ok(())
 }

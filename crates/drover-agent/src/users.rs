@@ -63,9 +63,13 @@ impl TaskUser {
     }
 }
 
-/// The home directory of whoever runs a task without a task user (the agent's own user).
-pub fn own_home() -> PathBuf {
-    User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.dir).unwrap_or_else(|| "/".into())
+/// The home directory of whoever runs a task without a task user (the agent's own user),
+/// looked up once.
+pub fn own_home() -> &'static Path {
+    static HOME: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HOME.get_or_init(|| {
+        User::from_uid(nix::unistd::geteuid()).ok().flatten().map(|u| u.dir).unwrap_or_else(|| "/".into())
+    })
 }
 
 /// Runs `f` on a thread of its own whose filesystem uid and gid are `user`'s (or on the
@@ -440,6 +444,13 @@ fn make_application_dir(dir: &Path, user: &TaskUser) -> Result<(), String> {
 mod tests {
     use super::*;
 
+    /// A command run as `u`, from nothing of this process's environment.
+    fn as_task_user(u: &TaskUser, program: &str, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(program);
+        c.args(args).uid(u.uid).gid(u.gid).env_clear().current_dir("/").kill_on_drop(true);
+        c
+    }
+
     #[test]
     fn parsing_names_and_ids() {
         let u = TaskUser::parse("45001:45002").unwrap();
@@ -500,15 +511,7 @@ mod tests {
         std::fs::copy("/bin/sleep", &prog).unwrap();
         std::os::unix::fs::chown(&prog, Some(other), Some(other)).unwrap();
         std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o4755)).unwrap();
-        let mut child = tokio::process::Command::new(&prog)
-            .arg("300")
-            .uid(u.uid)
-            .gid(u.gid)
-            .env_clear()
-            .current_dir("/")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child = as_task_user(&u, prog.to_str().unwrap(), &["300"]).spawn().unwrap();
         let pid = child.id().unwrap() as i32;
         let mut owner = 0;
         for _ in 0..200 {
@@ -536,16 +539,8 @@ mod tests {
         }
         let u = TaskUser::parse("45014:45014").unwrap();
         let trick = "import ctypes, os, threading, time\nos.setsid()\nthreading.Thread(target=lambda: time.sleep(300)).start()\nprint('gone', flush=True)\nctypes.CDLL(None).pthread_exit(None)\n";
-        let mut child = tokio::process::Command::new("python3")
-            .args(["-c", trick])
-            .uid(u.uid)
-            .gid(u.gid)
-            .env_clear()
-            .current_dir("/")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child =
+            as_task_user(&u, "python3", &["-c", trick]).stdout(std::process::Stdio::piped()).spawn().unwrap();
         let pid = child.id().unwrap() as i32;
         let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
@@ -571,15 +566,8 @@ mod tests {
             return;
         }
         let u = TaskUser::parse("45012:45012").unwrap();
-        let mut child = tokio::process::Command::new("sh")
-            .args(["-c", "setsid sleep 300 & sleep 300 & trap '' TERM; wait"])
-            .uid(u.uid)
-            .gid(u.gid)
-            .env_clear()
-            .current_dir("/")
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        let mut child =
+            as_task_user(&u, "sh", &["-c", "setsid sleep 300 & sleep 300 & trap '' TERM; wait"]).spawn().unwrap();
         for _ in 0..200 {
             if processes_of(u.uid).len() >= 3 {
                 break;

@@ -374,8 +374,8 @@ impl Drop for TestUser {
     }
 }
 
-/// A directory every user can reach but only root can change (a task user's work dir must not
-/// sit under a test's private temp dir, which is 0700). Removed when dropped.
+/// A directory every user can reach but only root can change, whatever the umask (a task
+/// user's work dir must be reachable by it). Removed when dropped.
 pub fn reachable_dir() -> anyhow::Result<tempfile::TempDir> {
     use std::os::unix::fs::PermissionsExt;
     let d = tempfile::Builder::new().prefix("drover-reach-").tempdir_in("/tmp")?;

@@ -188,7 +188,10 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
         let rx = stop_rx.clone();
         agent_tasks.push(tokio::spawn(async move { drover_agent::run(cfg, rx).await }));
     }
-    println!("  agents         {}", AGENTS.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", "));
+    println!(
+        "  agents         {} (in this process: tasks run as you, isolation none; on real hosts, as root with --task-user)",
+        AGENTS.iter().map(|(n, e)| format!("{n} ({e})")).collect::<Vec<_>>().join(", ")
+    );
 
     let port = health_server(staging_work, &qs.join("health-port")).await?;
     let applied = client.apply_yaml(&pipeline_yaml(port)).await?;

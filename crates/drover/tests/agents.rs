@@ -357,6 +357,7 @@ async fn a_task_cannot_become_its_agent() -> anyhow::Result<()> {
     })?;
     let probe = format!(
         "echo \"uid=$(id -u) groups=$(id -G)\"\n\
+         grep -E '^(Uid|Gid|Groups):' /proc/self/status\n\
          if od -An -tx1 {secret} >/dev/null 2>&1; then echo LEAK: secret file; od -An -tx1 {secret}; else echo 'secret file: denied'; fi\n\
          if tr '\\0' '\\n' < /proc/$PPID/environ >/dev/null 2>&1; then echo LEAK: agent environment; else echo 'agent environment: denied'; fi\n\
          if ls {work}/.drover/attempts >/dev/null 2>&1; then echo LEAK: journal; else echo 'journal: denied'; fi\n\
@@ -381,6 +382,11 @@ async fn a_task_cannot_become_its_agent() -> anyhow::Result<()> {
         assert!(lines.iter().any(|l| l == denied), "{denied}: {all}");
     }
     assert!(lines.iter().any(|l| *l == format!("uid={} groups={}", user.uid, user.gid)), "{all}");
+    // Real, effective, saved and filesystem ids all the task user's; no supplementary group.
+    let (u, g) = (user.uid, user.gid);
+    assert!(lines.iter().any(|l| *l == format!("Uid:\t{u}\t{u}\t{u}\t{u}")), "{all}");
+    assert!(lines.iter().any(|l| *l == format!("Gid:\t{g}\t{g}\t{g}\t{g}")), "{all}");
+    assert!(lines.iter().any(|l| l.trim_end() == "Groups:"), "{all}");
     assert!(lines.iter().any(|l| l == "hook secret: none"), "hooks get no secret: {all}");
     assert!(lines.iter().any(|l| l == "run secret: ***"), "a run task gets it, masked: {all}");
     assert!(lines.iter().any(|l| l == "home=/nonexistent"), "the task user's HOME: {all}");
