@@ -55,6 +55,20 @@ impl Logger {
     }
 }
 
+/// An agent's task users, and what starts their processes (none: the agent itself).
+#[derive(Clone, Copy)]
+pub struct Isolation<'a> {
+    pub pool: &'a users::Pool,
+    pub spawner: Option<&'a crate::spawner::Spawner>,
+}
+
+/// Who a task's processes run as, and what starts them.
+#[derive(Clone, Copy)]
+struct RunAs<'a> {
+    user: Option<&'a TaskUser>,
+    spawner: Option<&'a crate::spawner::Spawner>,
+}
+
 /// Where an attempt journals its process group, and how long its processes get after TERM.
 #[derive(Clone, Copy)]
 pub struct Containment<'a> {
@@ -69,7 +83,7 @@ pub async fn run_task(
     logs: mpsc::Sender<LogEntry>,
     cancel: watch::Receiver<bool>,
     contain: Containment<'_>,
-    pool: Option<&users::Pool>,
+    isolation: Option<Isolation<'_>>,
 ) -> TaskOutcome {
     let log = Logger(logs);
     log.line(
@@ -95,7 +109,7 @@ pub async fn run_task(
         Err(e) => return fail(e),
     };
     // Who runs it: the task user who owns the application's directory, once free.
-    let lease = match pool {
+    let lease = match isolation.map(|i| i.pool) {
         Some(pool) => {
             let waiting = |what: String| {
                 let _ = log.0.try_send(LogEntry { stream: "agent".into(), line: format!("waiting for {what}") });
@@ -113,6 +127,7 @@ pub async fn run_task(
         }
     };
     let user = lease.as_ref().map(|l| l.user().clone());
+    let who = RunAs { user: user.as_ref(), spawner: isolation.and_then(|i| i.spawner) };
     let outcome = match &a.spec {
         TaskSpec::Run { command, timeout } => {
             let dir = app_dir.clone();
@@ -123,9 +138,9 @@ pub async fn run_task(
             };
             let t = timeout.map(|d| d.0).unwrap_or(DEFAULT_RUN_TIMEOUT);
             let env = task_env(cfg, a, &cwd, user.as_ref(), false);
-            run_process(&argv, &cwd, &env, user.as_ref(), t, &log, cancel, contain).await
+            run_process(&argv, &cwd, &env, who, t, &log, cancel, contain).await
         }
-        _ => deploy(cfg, client, a, &app_dir, user.as_ref(), &log, cancel, contain).await,
+        _ => deploy(cfg, client, a, &app_dir, who, &log, cancel, contain).await,
     };
     if let Some(lease) = lease {
         let name = lease.user().name.clone();
@@ -209,7 +224,7 @@ async fn run_process(
     argv: &[String],
     cwd: &Path,
     env: &[(String, String)],
-    user: Option<&TaskUser>,
+    who: RunAs<'_>,
     timeout: Duration,
     log: &Logger,
     mut cancel: watch::Receiver<bool>,
@@ -217,25 +232,12 @@ async fn run_process(
 ) -> TaskOutcome {
     let Some((prog, args)) = argv.split_first() else { return fail("empty command") };
     // An absolute program lets the standard library start the process with posix_spawn; a
-    // PATH of the child's own (it always has one) makes it fork the whole agent first
-    // (measured: a sixth of the pipeline benchmark's throughput). Changing the ids needs the
-    // fork all the same.
-    let mut cmd = tokio::process::Command::new(resolve(prog, env));
-    if let Some(u) = user {
-        // std drops the supplementary groups when it changes the uid as root.
-        cmd.uid(u.uid).gid(u.gid);
-    }
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_clear()
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    let mut child = match cmd.spawn() {
-        Ok(c) => c,
+    // PATH of the child's own (it always has one) would make it fork the whole agent first
+    // (measured: a sixth of the pipeline benchmark's throughput). Changing the ids needs a
+    // fork: the task spawner's, which is small, or (without one) the agent's.
+    let program = resolve(prog, env);
+    let (mut child, pipes) = match spawn(&program, args, cwd, env, who).await {
+        Ok(x) => x,
         Err(e) => return fail(format!("cannot start {prog:?} in {}: {e}", cwd.display())),
     };
     let pid = child.id();
@@ -249,11 +251,7 @@ async fn run_process(
         ));
     }
     let mut readers = Vec::new();
-    for (name, pipe) in [
-        ("stdout", child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
-        ("stderr", child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>)),
-    ] {
-        let Some(pipe) = pipe else { continue };
+    for (name, pipe) in [("stdout", pipes.0), ("stderr", pipes.1)] {
         let tx = log.0.clone();
         readers.push(tokio::spawn(async move {
             // Bytes up to each newline, not UTF-8 lines: output that is not UTF-8 is shown with
@@ -335,6 +333,72 @@ async fn run_process(
     }
 }
 
+type Output = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
+
+/// A task process: started by the agent, or by its task spawner.
+enum Proc {
+    Here(tokio::process::Child),
+    Spawned(crate::spawner::Spawned),
+}
+
+impl Proc {
+    fn id(&self) -> Option<u32> {
+        match self {
+            Proc::Here(c) => c.id(),
+            Proc::Spawned(s) => Some(s.pid),
+        }
+    }
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        match self {
+            Proc::Here(c) => c.wait().await,
+            Proc::Spawned(s) => s.wait().await,
+        }
+    }
+}
+
+/// Starts a task process in a process group of its own, with exactly `env`, stdin from
+/// nothing, its stdout and stderr to pipes the agent reads.
+async fn spawn(
+    program: &Path,
+    args: &[String],
+    cwd: &Path,
+    env: &[(String, String)],
+    who: RunAs<'_>,
+) -> std::io::Result<(Proc, (Output, Output))> {
+    let size: usize =
+        env.iter().map(|(k, v)| k.len() + v.len() + 8).sum::<usize>() + args.iter().map(|a| a.len() + 4).sum::<usize>();
+    if let (Some(u), Some(spawner)) = (who.user, who.spawner)
+        && size < crate::spawner::MAX_REQUEST - 8192
+    {
+        use rustix::pipe::{PipeFlags, pipe_with};
+        let (out_r, out_w) = pipe_with(PipeFlags::CLOEXEC)?;
+        let (err_r, err_w) = pipe_with(PipeFlags::CLOEXEC)?;
+        let spawned = spawner.spawn(u.uid, u.gid, program.to_path_buf(), args.to_vec(), cwd, env, out_w, err_w).await?;
+        let out: Output = Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?);
+        let err: Output = Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(err_r)?);
+        return Ok((Proc::Spawned(spawned), (out, err)));
+    }
+    let mut cmd = tokio::process::Command::new(program);
+    if let Some(u) = who.user {
+        // std drops the supplementary groups when it changes the uid as root.
+        cmd.uid(u.uid).gid(u.gid);
+    }
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = cmd.spawn()?;
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(std::io::Error::other("no output pipes"));
+    };
+    Ok((Proc::Here(child), (Box::new(out), Box::new(err))))
+}
+
 /// What putting a release in place found.
 struct Placed {
     release: PathBuf,
@@ -391,7 +455,7 @@ async fn deploy(
     client: &Client,
     a: &Assignment,
     app_dir: &Path,
-    user: Option<&TaskUser>,
+    who: RunAs<'_>,
     log: &Logger,
     cancel: watch::Receiver<bool>,
     contain: Containment<'_>,
@@ -426,6 +490,7 @@ async fn deploy(
     };
     // 2. As the task user: unpack beside the releases, move into place, find the hooks.
     let (dir, version, attempt) = (app_dir.to_path_buf(), a.version.clone(), a.attempt_id.clone());
+    let user = who.user;
     let placed = match users::as_user(user, move || place_release(&dir, archive, &version, &attempt)).await {
         Ok(Ok(p)) => p,
         Ok(Err(e)) => return fail(e),
@@ -448,7 +513,7 @@ async fn deploy(
     if placed.pre {
         log.line("agent", "running pre-deploy hook").await;
         let argv = ["sh".to_string(), "./pre-deploy".to_string()];
-        let r = run_process(&argv, &release, &env, user, HOOK_TIMEOUT, log, cancel.clone(), contain).await;
+        let r = run_process(&argv, &release, &env, who, HOOK_TIMEOUT, log, cancel.clone(), contain).await;
         if r.outcome != Outcome::Completed {
             drop_release(release.clone()).await;
             return TaskOutcome {
@@ -471,7 +536,7 @@ async fn deploy(
     if placed.post {
         log.line("agent", "running post-deploy hook").await;
         let argv = ["sh".to_string(), "./post-deploy".to_string()];
-        let r = run_process(&argv, &release, &env, user, HOOK_TIMEOUT, log, cancel, contain).await;
+        let r = run_process(&argv, &release, &env, who, HOOK_TIMEOUT, log, cancel, contain).await;
         if r.outcome != Outcome::Completed {
             let back = match placed.previous.clone() {
                 Some(p) => {

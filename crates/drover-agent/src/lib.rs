@@ -28,6 +28,7 @@ use tokio::sync::{Notify, mpsc, watch};
 
 pub mod exec;
 pub mod groups;
+pub mod spawner;
 mod unpack;
 pub mod users;
 
@@ -53,6 +54,10 @@ pub struct AgentConfig {
     /// Files holding the agent's credentials: the agent refuses to start when a task user can
     /// read one.
     pub credential_files: Vec<PathBuf>,
+    /// With task users: the drover executable, run as `EXE task-spawner` to start task
+    /// processes cheaply (`spawner`); none: the agent starts them itself (a fork of the agent
+    /// per task).
+    pub spawner: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for AgentConfig {
@@ -97,6 +102,8 @@ struct Agent {
     shutdown: watch::Receiver<bool>,
     /// Task users, when the agent has them.
     pool: Option<users::Pool>,
+    /// What starts their processes.
+    spawner: Option<spawner::Spawner>,
 }
 
 /// Runs the agent until `shutdown` becomes true.
@@ -148,6 +155,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Resul
         }
     }
     let pool = (!cfg.task_users.is_empty()).then(|| users::Pool::new(cfg.task_users.clone()));
+    let spawner = pool.as_ref().and(cfg.spawner.as_deref()).map(spawner::Spawner::new);
     let client = Client::new(
         &cfg.url,
         cfg.ca_cert.as_deref(),
@@ -164,6 +172,7 @@ pub async fn run(mut cfg: AgentConfig, shutdown: watch::Receiver<bool>) -> Resul
         freed: Notify::new(),
         heartbeat: Mutex::new(Duration::from_secs(5)),
         shutdown: shutdown.clone(),
+        spawner,
         pool,
     });
     agent.poll_loop().await;
@@ -222,6 +231,11 @@ enum Journal {
 }
 
 impl Agent {
+    /// The task users and their spawner, when the agent has them.
+    fn isolation(&self) -> Option<exec::Isolation<'_>> {
+        self.pool.as_ref().map(|pool| exec::Isolation { pool, spawner: self.spawner.as_ref() })
+    }
+
     fn stopping(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -444,7 +458,7 @@ impl Agent {
         };
         let record = groups::record_path(&self.journal, &a.attempt_id);
         let contain = exec::Containment { record: &record, grace: self.cfg.kill_grace };
-        let run = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx, contain, self.pool.as_ref());
+        let run = exec::run_task(&self.cfg, &self.client, a, log_tx, cancel_rx, contain, self.isolation());
         let outcome = match futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run)).await {
             Ok(o) => o,
             Err(_) => exec::TaskOutcome {

@@ -216,6 +216,7 @@ impl TestServer {
             task_users: vec![],
             task_env: vec![],
             credential_files: vec![],
+            spawner: None,
         };
         tune(&mut cfg);
         let (tx, rx) = watch::channel(false);

@@ -82,6 +82,10 @@ enum Command {
     },
     /// Orchestrator + three agents + a sample pipeline and deployment, on the embedded database.
     Quickstart(quickstart::QuickstartArgs),
+    /// (Internal) an agent's task spawner: started by `drover agent --task-user`, serves the
+    /// socket on its stdin.
+    #[command(hide = true)]
+    TaskSpawner,
     /// Create or update a pipeline from a YAML file (idempotent).
     Apply {
         #[arg(short = 'f', long = "file")]
@@ -255,6 +259,16 @@ fn main() -> ExitCode {
         _ => "warn",
     };
     init_logging(default_log);
+    if let Command::TaskSpawner = cli.command {
+        // Small on purpose (no runtime): its forks are what make starting a task cheap.
+        return match drover_agent::spawner::serve_stdin() {
+            Ok(()) => ExitCode::from(exit::OK),
+            Err(e) => {
+                eprintln!("error: task spawner: {e}");
+                ExitCode::from(exit::ERROR)
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -274,6 +288,7 @@ async fn run(cli: Cli) -> u8 {
         Command::Serve(args) => config::serve(args).await,
         Command::Agent(args) => commands::agent::run(args).await,
         Command::Quickstart(args) => quickstart::run(args).await,
+        Command::TaskSpawner => Ok(exit::OK),
         Command::Apply { file } => commands::pipelines::apply(conn, &file).await,
         Command::Deploy { application, version, pipeline, follow, until } => {
             let follow = follow.then_some(until);

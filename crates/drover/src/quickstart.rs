@@ -184,6 +184,7 @@ pub async fn run(args: QuickstartArgs) -> anyhow::Result<u8> {
             task_users: vec![],
             task_env: vec![],
             credential_files: vec![],
+            spawner: None,
         };
         let rx = stop_rx.clone();
         agent_tasks.push(tokio::spawn(async move { drover_agent::run(cfg, rx).await }));

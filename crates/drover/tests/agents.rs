@@ -354,6 +354,9 @@ async fn a_task_cannot_become_its_agent() -> anyhow::Result<()> {
         cfg.task_users = vec![task_user];
         cfg.task_env = vec![env_name];
         cfg.credential_files = vec![creds];
+        // Task processes started by the task spawner, as `drover agent` starts them (the
+        // symlink test below has the agent start them itself).
+        cfg.spawner = Some(env!("CARGO_BIN_EXE_drover").into());
     })?;
     let probe = format!(
         "echo \"uid=$(id -u) groups=$(id -G)\"\n\
@@ -362,9 +365,13 @@ async fn a_task_cannot_become_its_agent() -> anyhow::Result<()> {
          if tr '\\0' '\\n' < /proc/$PPID/environ >/dev/null 2>&1; then echo LEAK: agent environment; else echo 'agent environment: denied'; fi\n\
          if ls {work}/.drover/attempts >/dev/null 2>&1; then echo LEAK: journal; else echo 'journal: denied'; fi\n\
          if ls /proc/$PPID/fd >/dev/null 2>&1; then echo LEAK: agent fds; else echo 'agent fds: denied'; fi\n\
+         if tr '\\0' '\\n' < /proc/{agent}/environ >/dev/null 2>&1; then echo LEAK: agent process; else echo 'agent process: denied'; fi\n\
+         if ls /proc/{agent}/fd >/dev/null 2>&1; then echo LEAK: agent process fds; else echo 'agent process fds: denied'; fi\n\
+         echo \"parent: $(tr '\\0' ' ' < /proc/$PPID/cmdline)\"\n\
          echo \"hook secret: ${{SHOP_PW:-none}}\"\n",
         secret = secret.display(),
-        work = work.display()
+        work = work.display(),
+        agent = std::process::id()
     );
     let artifact = tarball(&[("index.html", "1", 0o644), ("post-deploy", &probe, 0o755)]);
     admin.push_artifact_bytes("shop", "1", artifact).await?;
@@ -378,7 +385,14 @@ async fn a_task_cannot_become_its_agent() -> anyhow::Result<()> {
     let lines: Vec<String> = admin.logs(d.id, 0).await?.lines.into_iter().map(|l| l.line).collect();
     let all = lines.join("\n");
     assert!(!all.contains("LEAK"), "{all}");
-    for denied in ["secret file: denied", "agent environment: denied", "journal: denied", "agent fds: denied"] {
+    for denied in [
+        "secret file: denied",
+        "agent environment: denied",
+        "journal: denied",
+        "agent fds: denied",
+        "agent process: denied",
+        "agent process fds: denied",
+    ] {
         assert!(lines.iter().any(|l| l == denied), "{denied}: {all}");
     }
     assert!(lines.iter().any(|l| *l == format!("uid={} groups={}", user.uid, user.gid)), "{all}");
@@ -388,6 +402,10 @@ async fn a_task_cannot_become_its_agent() -> anyhow::Result<()> {
     assert!(lines.iter().any(|l| *l == format!("Gid:\t{g}\t{g}\t{g}\t{g}")), "{all}");
     assert!(lines.iter().any(|l| l.trim_end() == "Groups:"), "{all}");
     assert!(lines.iter().any(|l| l == "hook secret: none"), "hooks get no secret: {all}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("parent: ") && l.contains("task-spawner")),
+        "started by the spawner: {all}"
+    );
     assert!(lines.iter().any(|l| l == "run secret: ***"), "a run task gets it, masked: {all}");
     assert!(lines.iter().any(|l| l == "home=/nonexistent"), "the task user's HOME: {all}");
     assert!(!all.contains(&cred.secret) && !all.contains(&hex::encode(&cred.secret)[..16]), "{all}");
@@ -497,6 +515,7 @@ async fn an_agent_refuses_to_start_when_its_tasks_could_reach_it() -> anyhow::Re
                 task_users: vec![user],
                 task_env: vec![],
                 credential_files: creds,
+                spawner: None,
             };
             let (_tx, rx) = tokio::sync::watch::channel(false);
             match tokio::time::timeout(std::time::Duration::from_secs(30), drover_agent::run(cfg, rx)).await {

@@ -98,6 +98,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<u8> {
         work_dir: a.work_dir,
         capacity: a.capacity.max(1),
         kill_grace: a.kill_grace,
+        spawner: if task_users.is_empty() { None } else { Some(std::env::current_exe()?) },
         task_users,
         task_env,
         credential_files,
