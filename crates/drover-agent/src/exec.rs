@@ -241,8 +241,13 @@ async fn run_process(
         Err(e) => return fail(format!("cannot start {prog:?} in {}: {e}", cwd.display())),
     };
     let pid = child.id();
+    let journaled = match (&child, pid) {
+        (Proc::Spawned(s), _) => crate::groups::record_stat(contain.record, &s.leader).map(|_| ()),
+        (Proc::Here(_), Some(pid)) => crate::groups::record(contain.record, pid as i32).map(|_| ()),
+        (Proc::Here(_), None) => Ok(()),
+    };
     if let Some(pid) = pid
-        && let Err(e) = crate::groups::record(contain.record, pid as i32)
+        && let Err(e) = journaled
     {
         let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
         let _ = child.wait().await;

@@ -105,7 +105,18 @@ pub fn record_path(journal: &Path, attempt: &str) -> PathBuf {
 /// the boot id differs and nothing of the group survived anyway).
 pub fn record(path: &Path, pid: i32) -> std::io::Result<GroupRecord> {
     let me = stat(pid).ok_or_else(|| std::io::Error::other(format!("process {pid} is gone")))?;
-    let r = GroupRecord { pgid: pid, boot_id: boot_id().unwrap_or_default(), start: me.start, session: me.session };
+    record_stat(path, &me)
+}
+
+/// Journals the group led by the process `leader` describes (read by whoever could still
+/// read it: the task spawner reads it before it reaps the process).
+pub fn record_stat(path: &Path, leader: &ProcStat) -> std::io::Result<GroupRecord> {
+    let r = GroupRecord {
+        pgid: leader.pid,
+        boot_id: boot_id().unwrap_or_default(),
+        start: leader.start,
+        session: leader.session,
+    };
     std::fs::write(path, r.line())?;
     Ok(r)
 }

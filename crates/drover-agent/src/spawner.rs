@@ -52,9 +52,22 @@ pub struct Request {
 /// What the spawner answers.
 #[derive(Serialize, Deserialize)]
 pub enum Reply {
-    Started { id: u64, pid: u32 },
-    Failed { id: u64, error: String },
-    Exited { id: u64, status: i32 },
+    /// With the leader's start time and session, read before the spawner reaps it (a quick
+    /// process may be gone by the time the agent looks).
+    Started {
+        id: u64,
+        pid: u32,
+        start: u64,
+        session: i32,
+    },
+    Failed {
+        id: u64,
+        error: String,
+    },
+    Exited {
+        id: u64,
+        status: i32,
+    },
 }
 
 fn send(sock: impl AsFd, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> std::io::Result<()> {
@@ -118,7 +131,11 @@ pub fn serve_stdin() -> std::io::Result<()> {
             .spawn();
         match child {
             Ok(mut c) => {
-                reply(&out, &Reply::Started { id, pid: c.id() });
+                let pid = c.id();
+                // Not reaped yet: its /proc entry is there, a zombie at worst.
+                let (start, session) =
+                    crate::groups::stat(pid as i32).map(|p| (p.start, p.session)).unwrap_or_default();
+                reply(&out, &Reply::Started { id, pid, start, session });
                 let out = out.clone();
                 std::thread::spawn(move || {
                     use std::os::unix::process::ExitStatusExt;
@@ -135,7 +152,7 @@ pub fn serve_stdin() -> std::io::Result<()> {
 /// What the agent waits for, per request.
 #[derive(Default)]
 struct Waiting {
-    started: HashMap<u64, oneshot::Sender<Result<u32, String>>>,
+    started: HashMap<u64, oneshot::Sender<Result<(u32, u64, i32), String>>>,
     exited: HashMap<u64, oneshot::Sender<i32>>,
 }
 
@@ -168,6 +185,8 @@ impl Drop for Link {
 /// A task process the spawner started.
 pub struct Spawned {
     pub pid: u32,
+    /// The leader as it was when it started (for the group journal).
+    pub leader: crate::groups::ProcStat,
     exited: Option<oneshot::Receiver<i32>>,
 }
 
@@ -265,7 +284,10 @@ impl Spawner {
             return Err(e);
         }
         match started.await {
-            Ok(Ok(pid)) => Ok(Spawned { pid, exited: Some(exited) }),
+            Ok(Ok((pid, start, session))) => {
+                let leader = crate::groups::ProcStat { pid: pid as i32, state: 'R', pgrp: pid as i32, session, start };
+                Ok(Spawned { pid, leader, exited: Some(exited) })
+            }
             Ok(Err(e)) => Err(std::io::Error::other(e)),
             Err(_) => Err(std::io::Error::other("the task spawner stopped")),
         }
@@ -283,9 +305,9 @@ fn read_replies(sock: &OwnedFd, waiting: &Mutex<Waiting>, gone: &std::sync::atom
         };
         let mut w = waiting.lock().expect("poisoned");
         match r {
-            Some(Reply::Started { id, pid }) => {
+            Some(Reply::Started { id, pid, start, session }) => {
                 if let Some(tx) = w.started.remove(&id) {
-                    let _ = tx.send(Ok(pid));
+                    let _ = tx.send(Ok((pid, start, session)));
                 }
             }
             Some(Reply::Failed { id, error }) => {

@@ -667,3 +667,40 @@ async fn agents_are_placed_under_the_grant_ceiling_and_approved(b: Backend) -> a
     s.shutdown().await;
     Ok(())
 }
+
+/// The task spawner starts processes as the task user, with exactly the environment asked for,
+/// and says who the leader was even of a process that is over before the agent could look (the
+/// group journal needs it: the benchmark's `true` tasks found this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_spawner_starts_processes_as_their_user() -> anyhow::Result<()> {
+    use std::os::fd::OwnedFd;
+    use tokio::io::AsyncReadExt;
+    let uid = free_uid();
+    let spawner = drover_agent::spawner::Spawner::new(std::path::Path::new(env!("CARGO_BIN_EXE_drover")));
+    let pipes = || -> anyhow::Result<((OwnedFd, OwnedFd), (OwnedFd, OwnedFd))> {
+        use rustix::pipe::{PipeFlags, pipe_with};
+        Ok((pipe_with(PipeFlags::CLOEXEC)?, pipe_with(PipeFlags::CLOEXEC)?))
+    };
+    for _ in 0..50 {
+        let ((_out_r, out_w), (_err_r, err_w)) = pipes()?;
+        let env = [("PATH".to_string(), "/usr/bin:/bin".to_string())];
+        let mut p =
+            spawner.spawn(uid, uid, "/bin/true".into(), vec![], std::path::Path::new("/"), &env, out_w, err_w).await?;
+        assert!(p.leader.start > 0 && p.leader.pid == p.pid as i32, "{:?}", p.leader);
+        assert!(p.wait().await?.success());
+    }
+    let ((out_r, out_w), (_err_r, err_w)) = pipes()?;
+    let env = [("ONLY".to_string(), "this".to_string())];
+    let args = vec!["-c".to_string(), "id -u; id -G; env".to_string()];
+    let mut p = spawner.spawn(uid, uid, "/bin/sh".into(), args, std::path::Path::new("/"), &env, out_w, err_w).await?;
+    let mut text = String::new();
+    tokio::net::unix::pipe::Receiver::from_owned_fd(out_r)?.read_to_string(&mut text).await?;
+    assert!(p.wait().await?.success());
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(&lines[..2], [uid.to_string(), uid.to_string()], "{text}");
+    assert!(lines.contains(&"ONLY=this") && !lines.iter().any(|l| l.starts_with("HOME=")), "{text}");
+    // Root is refused.
+    let ((_r, w), (_r2, w2)) = pipes()?;
+    assert!(spawner.spawn(0, 0, "/bin/true".into(), vec![], std::path::Path::new("/"), &[], w, w2).await.is_err());
+    Ok(())
+}
