@@ -149,10 +149,13 @@ pub fn serve_stdin() -> std::io::Result<()> {
     Ok(())
 }
 
+/// A started process: its id, and its leader's start time and session.
+type Started = Result<(u32, u64, i32), String>;
+
 /// What the agent waits for, per request.
 #[derive(Default)]
 struct Waiting {
-    started: HashMap<u64, oneshot::Sender<Result<(u32, u64, i32), String>>>,
+    started: HashMap<u64, oneshot::Sender<Started>>,
     exited: HashMap<u64, oneshot::Sender<i32>>,
 }
 

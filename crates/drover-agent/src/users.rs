@@ -170,8 +170,9 @@ pub async fn check_start(users: &[TaskUser], work_dir: &Path, credentials: &[Pat
 }
 
 /// The uids of processes already read, by pid and the inode of their `/proc/PID` (a new
-/// process under a reused pid gets a new inode): each process's `status` is read once in its
-/// life, so a scan costs one `stat` per process. Pruned to the live pids at every scan.
+/// process under a reused pid gets a new inode; the directory listing gives the inode without
+/// a `stat`): each process's `status` is read once in its life, so a scan costs one listing of
+/// `/proc`. Pruned to the live pids at every scan.
 static SEEN: std::sync::LazyLock<Mutex<Seen>> = std::sync::LazyLock::new(Default::default);
 
 /// pid → (inode of `/proc/PID`, real, effective and saved uid).
@@ -185,30 +186,27 @@ fn uids_of(pid: i32) -> Option<[u32; 3]> {
     Some([ids.next()?, ids.next()?, ids.next()?])
 }
 
-/// Live (not zombie) processes whose real, effective or saved uid is `uid`. `/proc/PID` belongs
-/// to a process's effective uid, or to root when the process is not dumpable (a setuid program
-/// the task ran, or one that asked not to be): the owner settles the first kind with one
-/// `stat`; the others' uids are read once and remembered ([`SEEN`]). Only the agent changes a
-/// process to a task user's uid, and only for the task it then waits for.
+/// Live (not zombie, [`crate::groups::alive`]) processes whose real, effective or saved uid is
+/// `uid` (a setuid program a task ran keeps its real uid). A process's uids are read once and
+/// remembered ([`SEEN`]): an unprivileged process cannot take another uid, and only the agent
+/// (or its spawner) changes a process to a task user's uid — the task's own first process,
+/// which has ended when its user's processes are looked for.
 pub fn processes_of(uid: u32) -> Vec<i32> {
+    use std::os::unix::fs::DirEntryExt;
     let Ok(rd) = std::fs::read_dir("/proc") else { return vec![] };
     let mut seen = SEEN.lock().expect("poisoned");
     let mut live = std::collections::HashMap::with_capacity(seen.len());
     let mut found = Vec::new();
-    for pid in rd.flatten().filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok()) {
-        let Ok(m) = std::fs::symlink_metadata(format!("/proc/{pid}")) else { continue };
-        let ours = if m.uid() == uid {
-            true
-        } else {
-            let uids = match seen.get(&pid) {
-                Some((ino, uids)) if *ino == m.ino() => Some(*uids),
-                _ => uids_of(pid),
-            };
-            let Some(uids) = uids else { continue };
-            live.insert(pid, (m.ino(), uids));
-            uids.contains(&uid)
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let ino = e.ino();
+        let uids = match seen.get(&pid) {
+            Some((known, uids)) if *known == ino => Some(*uids),
+            _ => uids_of(pid),
         };
-        if ours && crate::groups::stat(pid).is_some_and(|p| crate::groups::alive(&p)) {
+        let Some(uids) = uids else { continue };
+        live.insert(pid, (ino, uids));
+        if uids.contains(&uid) && crate::groups::stat(pid).is_some_and(|p| crate::groups::alive(&p)) {
             found.push(pid);
         }
     }
